@@ -1,0 +1,56 @@
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use super::RegistryArgs;
+use crate::deploy::{self, InstallRequest, Layout};
+use crate::reference::ImageRef;
+use crate::template::parse_set;
+
+#[derive(Debug, clap::Args, PartialEq, Eq)]
+pub struct InstallOpts {
+    /// Container name (default: the image's last path component, plus -TAG unless the tag is latest).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set a template variable, KEY=VALUE (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// OCI runtime to run the container with (default: runc).
+    #[arg(long)]
+    pub runtime: Option<PathBuf>,
+    /// Also start the service now, and wait until systemd reports the start job's result.
+    #[arg(long)]
+    pub now: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// `[docker://]HOST[:PORT]/PATH[:TAG|@sha256:DIGEST]` or `oci:DIR[:TAG]`.
+    pub image: String,
+}
+
+pub async fn run(layout: &Layout, opts: &InstallOpts) -> Result<()> {
+    let mut values = BTreeMap::new();
+    for arg in &opts.set {
+        let (key, value) = parse_set(arg)?;
+        values.insert(key, value);
+    }
+    let request = InstallRequest {
+        image: ImageRef::parse(&opts.image)?,
+        name: opts.name.clone(),
+        values,
+        runtime: opts.runtime.clone(),
+        start_now: opts.now,
+        registry: opts.registry.options(),
+    };
+    let report = deploy::install(layout, &request).await?;
+    for note in &report.notes {
+        eprintln!("note: {note}");
+    }
+    let state = if opts.now { "installed and started" } else { "installed" };
+    println!("{state} {} from {} ({})", report.name, report.deployment.image, short_id(&report.deployment.image_id));
+    Ok(())
+}
+
+pub(super) fn short_id(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}

@@ -1,0 +1,25 @@
+use anyhow::Result;
+
+use super::install::short_id;
+use super::{print_json, print_table};
+use crate::deploy::{self, Layout};
+
+#[derive(Debug, clap::Args, PartialEq, Eq)]
+pub struct ListOpts {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(layout: &Layout, opts: &ListOpts) -> Result<()> {
+    let rows = deploy::list(layout).await?;
+    if opts.json {
+        return print_json(&rows);
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| vec![r.name.clone(), r.image.clone(), short_id(&r.image_id).to_string(), r.state.clone(), r.created.clone()])
+        .collect();
+    print_table(&["NAME", "IMAGE", "IMAGE-ID", "STATE", "CREATED"], &table);
+    Ok(())
+}

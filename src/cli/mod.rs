@@ -1,0 +1,118 @@
+//! Command-line parsing and output. Each verb lives in its own file, turns its options into a
+//! checked request and calls one `deploy` function; no logic of its own.
+
+mod images;
+mod install;
+mod list;
+mod pull;
+mod uninstall;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::deploy::{Layout, DEFAULT_STORAGE};
+use crate::registry::RegistryOptions;
+
+/// Install OCI images as systemd services run by runc, with no container daemon.
+#[derive(Debug, Parser, PartialEq, Eq)]
+#[command(name = "sysctr", version)]
+pub struct Opts {
+    /// Storage directory: the OSTree image store and the deployments.
+    #[arg(long, global = true, env = "SYSCTR_STORAGE", default_value = DEFAULT_STORAGE)]
+    pub storage: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand, PartialEq, Eq)]
+pub enum Command {
+    /// Pull an image into the store.
+    Pull(pull::PullOpts),
+    /// Install an image as a systemd service.
+    Install(install::InstallOpts),
+    /// Stop and remove an installed container; its image stays in the store.
+    Uninstall(uninstall::UninstallOpts),
+    /// List installed containers.
+    List(list::ListOpts),
+    /// List images in the store.
+    Images(images::ImagesOpts),
+}
+
+/// Options for reaching a registry, shared by the verbs that pull.
+#[derive(Debug, clap::Args, PartialEq, Eq)]
+pub struct RegistryArgs {
+    /// Require HTTPS and verify certificates (`false`: plain HTTP for this registry).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub tls_verify: Option<bool>,
+}
+
+impl RegistryArgs {
+    fn options(&self) -> RegistryOptions {
+        RegistryOptions { tls_verify: self.tls_verify, ..Default::default() }
+    }
+}
+
+pub async fn run() -> Result<()> {
+    let opts = Opts::parse();
+    let layout = Layout::new(std::path::Path::new("/"), &opts.storage);
+    match &opts.command {
+        Command::Pull(o) => pull::run(&layout, o).await,
+        Command::Install(o) => install::run(&layout, o).await,
+        Command::Uninstall(o) => uninstall::run(&layout, o).await,
+        Command::List(o) => list::run(&layout, o).await,
+        Command::Images(o) => images::run(&layout, o),
+    }
+}
+
+/// Prints rows as aligned columns under a header.
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_install() {
+        let opts = Opts::try_parse_from([
+            "sysctr", "--storage", "/s", "install", "--name", "hello", "--set", "A=1", "--set", "B=x=y", "--now",
+            "--tls-verify=false", "127.0.0.1:5000/demo/hello",
+        ])
+        .unwrap();
+        assert_eq!(opts.storage, PathBuf::from("/s"));
+        let Command::Install(i) = opts.command else { panic!("not install") };
+        assert_eq!(i.name.as_deref(), Some("hello"));
+        assert_eq!(i.set, ["A=1", "B=x=y"]);
+        assert!(i.now);
+        assert_eq!(i.registry.tls_verify, Some(false));
+    }
+
+    #[test]
+    fn refuses_unknown_and_missing_arguments() {
+        assert!(Opts::try_parse_from(["sysctr", "install"]).is_err());
+        assert!(Opts::try_parse_from(["sysctr", "frobnicate"]).is_err());
+        assert!(Opts::try_parse_from(["sysctr", "pull", "--tls-verify=maybe", "x"]).is_err());
+    }
+}

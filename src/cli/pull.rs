@@ -1,0 +1,29 @@
+use anyhow::Result;
+
+use super::RegistryArgs;
+use crate::deploy::{self, Layout};
+use crate::reference::ImageRef;
+use crate::store::Store;
+
+#[derive(Debug, clap::Args, PartialEq, Eq)]
+pub struct PullOpts {
+    /// `[docker://]HOST[:PORT]/PATH[:TAG|@sha256:DIGEST]` or `oci:DIR[:TAG]`.
+    pub image: String,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+pub async fn run(layout: &Layout, opts: &PullOpts) -> Result<()> {
+    let image = ImageRef::parse(&opts.image)?;
+    let _lock = layout.lock()?;
+    let store = Store::open_or_create(&layout.repo())?;
+    let pulled = deploy::pull(&store, &image, &opts.registry.options()).await?;
+    for skipped in &pulled.skipped {
+        eprintln!("warning: not stored (OSTree cannot hold it): {skipped}");
+    }
+    println!(
+        "pulled {} ({}): {} layers fetched, {} already present",
+        pulled.image.reference, pulled.image.manifest_digest, pulled.layers_fetched, pulled.layers_present
+    );
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! Host files from the image's `exports/hostfs`: planned (and rendered) before the host is touched,
+//! copied without ever overwriting a file that was already there, each recorded with its sha256,
+//! and removed later only if nobody changed them.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest as _, Sha256};
+
+use super::exports::ExportsManifest;
+use super::journal::Journal;
+use super::layout::{InstalledFile, Layout};
+use crate::template::{render_file, FileKind};
+
+/// A host file to install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedFile {
+    /// Absolute path on the host.
+    pub path: String,
+    pub content: PlannedContent,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlannedContent {
+    File { bytes: Vec<u8>, mode: u32 },
+    Symlink { target: String },
+}
+
+impl PlannedContent {
+    fn checksum(&self) -> String {
+        match self {
+            PlannedContent::File { bytes, .. } => hex::encode(Sha256::digest(bytes)),
+            PlannedContent::Symlink { target } => hex::encode(Sha256::digest(target.as_bytes())),
+        }
+    }
+}
+
+/// Lists what `hostfs` would install, with renames applied and templates rendered.
+pub fn plan(hostfs: &Path, manifest: &ExportsManifest, values: &BTreeMap<String, String>) -> Result<Vec<PlannedFile>> {
+    let mut renames = Vec::new();
+    for (from, to) in &manifest.rename_files {
+        let to = render_file(&format!("manifest.json renameFiles[{from}]"), to, FileKind::LineOriented, values)?;
+        renames.push((from.trim_end_matches('/').to_string(), to));
+    }
+    let mut planned = Vec::new();
+    walk(hostfs, hostfs, &mut |source_path, relative| {
+        let host_path = rename(&relative, &renames);
+        check_host_path(&host_path)?;
+        let meta = std::fs::symlink_metadata(source_path)?;
+        let content = if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(source_path)?;
+            PlannedContent::Symlink { target: target.to_string_lossy().into_owned() }
+        } else {
+            let bytes = std::fs::read(source_path).with_context(|| format!("reading {}", source_path.display()))?;
+            let is_template = manifest.installed_files_template.iter().any(|t| t == &relative || t == &host_path);
+            let bytes = if is_template {
+                let text = String::from_utf8(bytes).with_context(|| format!("template {relative} is not UTF-8"))?;
+                render_file(&relative, &text, FileKind::Raw, values)?.into_bytes()
+            } else {
+                bytes
+            };
+            PlannedContent::File { bytes, mode: meta.permissions().mode() & 0o7777 }
+        };
+        planned.push(PlannedFile { path: host_path, content });
+        Ok(())
+    })?;
+    planned.sort_by(|a, b| a.path.cmp(&b.path));
+    for pair in planned.windows(2) {
+        if pair[0].path == pair[1].path {
+            bail!("two hostfs files would both be installed as {}", pair[0].path);
+        }
+    }
+    Ok(planned)
+}
+
+fn walk(root: &Path, dir: &Path, visit: &mut dyn FnMut(&Path, String) -> Result<()>) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("reading {}", dir.display()))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            walk(root, &path, visit)?;
+        } else if kind.is_file() || kind.is_symlink() {
+            let relative = path.strip_prefix(root).context("walking hostfs")?;
+            visit(&path, format!("/{}", relative.to_string_lossy()))?;
+        } else {
+            bail!("hostfs entry {} is neither a file, a directory nor a symlink", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn rename(path: &str, renames: &[(String, String)]) -> String {
+    for (from, to) in renames {
+        if path == from {
+            return to.clone();
+        }
+        if let Some(rest) = path.strip_prefix(from.as_str()).filter(|r| r.starts_with('/')) {
+            return format!("{}{rest}", to.trim_end_matches('/'));
+        }
+    }
+    path.to_string()
+}
+
+/// A rendered host path must stay an absolute, normal path: a value must not walk it elsewhere.
+fn check_host_path(path: &str) -> Result<()> {
+    let ok = path.starts_with('/')
+        && path.len() > 1
+        && !path.split('/').any(|c| c == ".." || c == ".")
+        && !path.contains("//");
+    if !ok {
+        bail!("host file path '{path}' is not a normal absolute path");
+    }
+    Ok(())
+}
+
+/// What installing host files did.
+#[derive(Debug, Default)]
+pub struct Installed {
+    pub files: Vec<InstalledFile>,
+    /// Created directories, deepest first.
+    pub created_dirs: Vec<String>,
+    /// Files that already existed on the host and were left alone.
+    pub kept_existing: Vec<String>,
+}
+
+/// Copies planned files onto the host. Every path created is pushed on `journal` first, so a
+/// failure anywhere can undo all of it.
+pub fn install(layout: &Layout, planned: &[PlannedFile], journal: &mut Journal) -> Result<Installed> {
+    let mut done = Installed::default();
+    for file in planned {
+        let target = layout.host_path(&file.path);
+        if std::fs::symlink_metadata(&target).is_ok() {
+            done.kept_existing.push(file.path.clone());
+            continue;
+        }
+        for dir in missing_parents(&target, &layout.root) {
+            std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            journal.created_dir(&dir);
+            done.created_dirs.insert(0, host_relative(layout, &dir));
+        }
+        journal.created_file(&target);
+        write_one(&target, &file.content).with_context(|| format!("installing host file {}", file.path))?;
+        done.files.push(InstalledFile { path: file.path.clone(), sha256: file.content.checksum() });
+    }
+    Ok(done)
+}
+
+fn write_one(target: &Path, content: &PlannedContent) -> Result<()> {
+    match content {
+        PlannedContent::Symlink { target: link } => symlink(link, target)?,
+        PlannedContent::File { bytes, mode } => {
+            std::fs::write(target, bytes)?;
+            std::fs::set_permissions(target, std::fs::Permissions::from_mode(*mode))?;
+        }
+    }
+    Ok(())
+}
+
+fn missing_parents(target: &Path, root: &Path) -> Vec<PathBuf> {
+    let mut missing = Vec::new();
+    let mut dir = target.parent();
+    while let Some(d) = dir {
+        if d == root || d.exists() {
+            break;
+        }
+        missing.push(d.to_path_buf());
+        dir = d.parent();
+    }
+    missing.reverse();
+    missing
+}
+
+fn host_relative(layout: &Layout, path: &Path) -> String {
+    format!("/{}", path.strip_prefix(&layout.root).unwrap_or(path).to_string_lossy())
+}
+
+/// Removes recorded host files that still have the recorded checksum, then the directories the
+/// install created if they are empty. Returns a message for every file kept.
+pub fn remove(layout: &Layout, files: &[InstalledFile], created_dirs: &[String]) -> Result<Vec<String>> {
+    let mut kept = Vec::new();
+    for file in files {
+        let path = layout.host_path(&file.path);
+        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        let current = if meta.file_type().is_symlink() {
+            std::fs::read_link(&path).map(|t| hex::encode(Sha256::digest(t.as_os_str().as_encoded_bytes())))
+        } else {
+            std::fs::read(&path).map(|b| hex::encode(Sha256::digest(b)))
+        }
+        .with_context(|| format!("reading {}", path.display()))?;
+        if current == file.sha256 {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        } else {
+            kept.push(format!("kept {}: it was modified after it was installed", file.path));
+        }
+    }
+    for dir in created_dirs {
+        // Not empty means someone else put files there since: leave it.
+        let _ = std::fs::remove_dir(layout.host_path(dir));
+    }
+    Ok(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renames_apply_to_whole_components() {
+        let renames = vec![("/usr/local/bin/etcdctl".to_string(), "/usr/local/bin/etcd1ctl".to_string()), ("/etc/etcd".to_string(), "/etc/etcd1".to_string())];
+        assert_eq!(rename("/usr/local/bin/etcdctl", &renames), "/usr/local/bin/etcd1ctl");
+        assert_eq!(rename("/etc/etcd/etcd.conf", &renames), "/etc/etcd1/etcd.conf");
+        assert_eq!(rename("/etc/etcdfoo", &renames), "/etc/etcdfoo");
+    }
+
+    #[test]
+    fn host_paths_must_stay_normal() {
+        for bad in ["relative", "/", "/etc/../root", "/a//b", "/a/./b"] {
+            assert!(check_host_path(bad).is_err(), "{bad}");
+        }
+        check_host_path("/usr/local/bin/x").unwrap();
+    }
+
+    #[test]
+    fn plan_install_and_remove_round_trip() {
+        let image = tempfile::tempdir().unwrap();
+        let host = tempfile::tempdir().unwrap();
+        let hostfs = image.path().join("hostfs");
+        std::fs::create_dir_all(hostfs.join("usr/local/bin")).unwrap();
+        std::fs::create_dir_all(hostfs.join("etc/demo")).unwrap();
+        std::fs::write(hostfs.join("usr/local/bin/democtl"), b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(hostfs.join("usr/local/bin/democtl"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(hostfs.join("etc/demo/demo.conf"), b"port=$PORT\n").unwrap();
+        std::fs::create_dir_all(host.path().join("usr/local/bin")).unwrap();
+        std::fs::create_dir_all(host.path().join("etc")).unwrap();
+
+        let manifest: ExportsManifest = serde_json::from_str(
+            r#"{"renameFiles": {"/usr/local/bin/democtl": "/usr/local/bin/${NAME}ctl"},
+                "installedFilesTemplate": ["/etc/demo/demo.conf"]}"#,
+        )
+        .unwrap();
+        let values = BTreeMap::from([("NAME".to_string(), "d1".to_string()), ("PORT".to_string(), "81".to_string())]);
+        let planned = plan(&hostfs, &manifest, &values).unwrap();
+        let paths: Vec<_> = planned.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["/etc/demo/demo.conf", "/usr/local/bin/d1ctl"]);
+
+        let layout = Layout::new(host.path(), &host.path().join("var/lib/sysctr"));
+        let mut journal = Journal::default();
+        let installed = install(&layout, &planned, &mut journal).unwrap();
+        assert_eq!(std::fs::read_to_string(host.path().join("etc/demo/demo.conf")).unwrap(), "port=81\n");
+        let mode = std::fs::metadata(host.path().join("usr/local/bin/d1ctl")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o755);
+        assert_eq!(installed.created_dirs, ["/etc/demo"]);
+
+        // A second install of the same files keeps what is there.
+        let again = install(&layout, &planned, &mut Journal::default()).unwrap();
+        assert_eq!(again.kept_existing.len(), 2);
+        assert!(again.files.is_empty());
+
+        std::fs::write(host.path().join("etc/demo/demo.conf"), b"edited\n").unwrap();
+        let kept = remove(&layout, &installed.files, &installed.created_dirs).unwrap();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert!(kept[0].contains("/etc/demo/demo.conf"));
+        assert!(host.path().join("etc/demo/demo.conf").exists());
+        assert!(!host.path().join("usr/local/bin/d1ctl").exists());
+        assert!(host.path().join("usr/local/bin").exists(), "a directory the install did not create was removed");
+    }
+}

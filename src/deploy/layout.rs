@@ -1,0 +1,153 @@
+//! Where everything lives on a host, and the record kept in each deployment slot.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_STORAGE: &str = "/var/lib/sysctr";
+const INFO_FILE: &str = "info";
+
+/// Paths of the store, the deployments and the files sysctr writes on the host.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The host's root directory (`/` on a running host).
+    pub root: PathBuf,
+    /// The storage directory, already inside `root`.
+    pub storage: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: &Path, storage: &Path) -> Layout {
+        Layout { root: root.to_path_buf(), storage: storage.to_path_buf() }
+    }
+
+    pub fn repo(&self) -> PathBuf {
+        self.storage.join("repo")
+    }
+
+    pub fn deployments(&self) -> PathBuf {
+        self.storage.join("deployments")
+    }
+
+    /// `deployments/NAME`: the symlink to the active slot.
+    pub fn link(&self, name: &str) -> PathBuf {
+        self.deployments().join(name)
+    }
+
+    /// `deployments/NAME.N`: a slot, N in {0, 1}.
+    pub fn slot(&self, name: &str, slot: u8) -> PathBuf {
+        self.deployments().join(format!("{name}.{slot}"))
+    }
+
+    pub fn unit_name(name: &str) -> String {
+        format!("{name}.service")
+    }
+
+    pub fn unit_file(&self, name: &str) -> PathBuf {
+        self.host_path("/etc/systemd/system").join(Self::unit_name(name))
+    }
+
+    /// The drop-in directory sysctr adds its own unit settings to.
+    pub fn unit_dropin_dir(&self, name: &str) -> PathBuf {
+        self.host_path("/etc/systemd/system").join(format!("{}.d", Self::unit_name(name)))
+    }
+
+    pub fn tmpfiles_file(&self, name: &str) -> PathBuf {
+        self.host_path("/etc/tmpfiles.d").join(format!("{name}.conf"))
+    }
+
+    /// A path of the host as seen from here (under `root`).
+    pub fn host_path(&self, absolute: &str) -> PathBuf {
+        self.root.join(absolute.trim_start_matches('/'))
+    }
+
+    /// Takes the storage-wide lock that every mutating command holds while it runs.
+    pub fn lock(&self) -> Result<Flock<File>> {
+        std::fs::create_dir_all(&self.storage).with_context(|| format!("creating {}", self.storage.display()))?;
+        let path = self.storage.join("lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(lock),
+            Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
+                eprintln!("waiting for another sysctr command to finish (lock {})", path.display());
+                Flock::lock(file, FlockArg::LockExclusive)
+                    .map_err(|(_, e)| e)
+                    .with_context(|| format!("locking {}", path.display()))
+            }
+            Err((_, e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+        }
+    }
+
+    /// Names of installed containers, sorted.
+    pub fn installed_names(&self) -> Result<Vec<String>> {
+        let dir = self.deployments();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+            if entry.file_type()?.is_symlink() {
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// The active slot's record of an installed container.
+    pub fn read_info(&self, name: &str) -> Result<Deployment> {
+        let path = self.link(name).join(INFO_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("'{name}' is not installed"))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+}
+
+/// A host file installed from the image's `exports/hostfs`, with the checksum it was written with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InstalledFile {
+    pub path: String,
+    pub sha256: String,
+}
+
+/// The `info` record of a deployment slot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Deployment {
+    pub name: String,
+    pub image: String,
+    /// The image config's digest, as container tools show it.
+    pub image_id: String,
+    pub manifest_digest: String,
+    pub ostree_commit: String,
+    /// RFC 3339, UTC.
+    pub created: String,
+    /// Only what the user set with `--set`; defaults are recomputed from the image on update.
+    pub values: BTreeMap<String, String>,
+    pub uuid: String,
+    pub runtime: String,
+    pub slot: u8,
+    /// False for images with `noContainerService`: host files only.
+    pub has_service: bool,
+    pub installed_files: Vec<InstalledFile>,
+    /// Directories created on the host for installed files, deepest first.
+    pub created_dirs: Vec<String>,
+}
+
+impl Deployment {
+    pub fn write(&self, slot_dir: &Path) -> Result<()> {
+        let path = slot_dir.join(INFO_FILE);
+        let text = serde_json::to_string_pretty(self).context("serializing the deployment record")?;
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    }
+}

@@ -1,0 +1,93 @@
+//! `list` and `images`: read from the deployment records and the store only, never the network.
+
+use anyhow::{Context, Result};
+use oci_spec::image::ImageManifest;
+use serde::Serialize;
+
+use super::layout::Layout;
+use crate::digest::Digest;
+use crate::store::Store;
+use crate::systemd::Systemd;
+
+#[derive(Debug, Serialize)]
+pub struct ContainerRow {
+    pub name: String,
+    pub image: String,
+    pub image_id: String,
+    /// `running`, `failed`, `inactive`, `no service`, or `unknown` when systemd cannot be asked.
+    pub state: String,
+    pub created: String,
+    pub slot: u8,
+    pub runtime: String,
+}
+
+pub async fn list(layout: &Layout) -> Result<Vec<ContainerRow>> {
+    let names = layout.installed_names()?;
+    // Listing must work where there is no systemd (an offline root): states are then unknown.
+    let systemd = if names.is_empty() || layout.root != std::path::Path::new("/") {
+        None
+    } else {
+        Systemd::connect().await.ok()
+    };
+    let mut rows = Vec::new();
+    for name in names {
+        let d = layout.read_info(&name)?;
+        let state = match (&systemd, d.has_service) {
+            (_, false) => "no service".to_string(),
+            (None, true) => "unknown".to_string(),
+            (Some(s), true) => match s.active_state(&Layout::unit_name(&name)).await?.as_str() {
+                "active" => "running".to_string(),
+                other => other.to_string(),
+            },
+        };
+        rows.push(ContainerRow {
+            name,
+            image: d.image,
+            image_id: d.image_id,
+            state,
+            created: d.created,
+            slot: d.slot,
+            runtime: d.runtime,
+        });
+    }
+    Ok(rows)
+}
+
+#[derive(Debug, Serialize)]
+pub struct ImageRow {
+    pub reference: String,
+    pub image_id: String,
+    pub manifest_digest: String,
+    /// Sum of the layers' unpacked file sizes.
+    pub size: u64,
+    pub used_by: Vec<String>,
+}
+
+pub fn images(layout: &Layout) -> Result<Vec<ImageRow>> {
+    if !layout.repo().join("config").exists() {
+        return Ok(Vec::new());
+    }
+    let store = Store::open(&layout.repo())?;
+    let deployments: Vec<_> = layout
+        .installed_names()?
+        .iter()
+        .map(|n| layout.read_info(n))
+        .collect::<Result<_>>()?;
+    let mut rows = Vec::new();
+    for image in store.images()? {
+        let manifest: ImageManifest = serde_json::from_slice(&image.manifest_raw)
+            .with_context(|| format!("reading the stored manifest of {}", image.reference))?;
+        let image_id = Digest::parse(manifest.config().digest().as_ref())?.hex().to_string();
+        let mut size = 0;
+        for layer in manifest.layers() {
+            size += store.layer_unpacked_size(&Digest::parse(layer.digest().as_ref())?)?.unwrap_or(0);
+        }
+        let used_by = deployments
+            .iter()
+            .filter(|d| d.image == image.reference)
+            .map(|d| d.name.clone())
+            .collect();
+        rows.push(ImageRow { reference: image.reference, image_id, manifest_digest: image.manifest_digest, size, used_by });
+    }
+    Ok(rows)
+}

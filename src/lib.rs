@@ -1,0 +1,25 @@
+//! sysctr installs OCI images as systemd services run by runc, with no container daemon.
+//!
+//! Flow of an install: `cli` → `deploy` → `registry` (manifest, config, layer streams) →
+//! `store` (one OSTree commit per layer, union checkout into a read-only rootfs) →
+//! `spec` + `template` (config.json, unit, tmpfiles) → files under the root → `systemd` (D-Bus).
+//!
+//! - [`digest`]: `sha256:` digests and a reader that verifies one to the last byte.
+//! - [`reference`]: image references (`docker://…`, `oci:DIR[:TAG]`) and container names.
+//! - [`registry`]: fetches manifests, configs and digest-checked layer streams.
+//! - [`store`]: the OSTree repository: layer import, image refs, union checkout.
+//! - [`spec`]: runc `config.json`: generated from an image config, or validated when rendered.
+//! - [`template`]: `$VAR` substitution, variable precedence, the built-in default unit.
+//! - [`systemd`]: the systemd Manager over D-Bus: reload, enable, start/stop and job results.
+//! - [`deploy`]: the only orchestrator: deployments, host files, transactions, on-disk state.
+//! - [`cli`]: command-line parsing and output.
+
+pub mod cli;
+pub mod deploy;
+pub mod digest;
+pub mod reference;
+pub mod registry;
+pub mod spec;
+pub mod store;
+pub mod systemd;
+pub mod template;

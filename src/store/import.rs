@@ -1,0 +1,393 @@
+//! One layer blob → one OSTree commit, streamed: blob digest check → decompression → diff_id
+//! check → tar → OSTree objects. Nothing of a layer is kept on disk or in memory as a whole.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::path::{Component, Path};
+
+use anyhow::{anyhow, bail, Context, Result};
+use ostree::gio;
+use ostree::glib::object::Cast;
+use ostree::gio::prelude::*;
+use ostree::glib;
+
+use crate::digest::{Digest, DigestReader};
+
+/// Files at most this large are written in one call; larger ones are streamed.
+const INLINE_FILE_MAX: u64 = 64 * 1024;
+/// File type bits OSTree expects in a mode (`st_mode`), not just the permissions.
+const S_IFREG: u32 = 0o100000;
+const S_IFDIR: u32 = 0o040000;
+
+/// How a layer blob is compressed, from its media type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn from_media_type(media_type: &str) -> Result<Compression> {
+        Ok(match media_type {
+            "application/vnd.oci.image.layer.v1.tar" | "application/vnd.docker.image.rootfs.diff.tar" => {
+                Compression::None
+            }
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+            | "application/vnd.docker.image.rootfs.diff.tar.gzip" => Compression::Gzip,
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+            | "application/vnd.docker.image.rootfs.diff.tar.zstd" => Compression::Zstd,
+            other => bail!("unsupported layer media type '{other}'"),
+        })
+    }
+}
+
+/// A layer blob to import, with the digests it must match.
+#[derive(Debug, Clone)]
+pub struct LayerToImport {
+    pub digest: Digest,
+    pub diff_id: Digest,
+    pub compression: Compression,
+}
+
+/// The result of importing one layer.
+#[derive(Debug, Clone)]
+pub struct ImportedLayer {
+    pub commit: String,
+    /// Device nodes, FIFOs and sockets found in the layer and not stored, as `path (kind)`.
+    pub skipped: Vec<String>,
+}
+
+/// Imports one layer into the repository at `repo_path`, in a transaction of its own and without
+/// setting a ref (see [`crate::store::Store::publish`]). Blocking: call it from a blocking thread.
+/// Each call opens its own `Repo`, so several layers can be imported in parallel.
+pub fn import_layer(repo_path: &Path, blob: impl Read, layer: &LayerToImport) -> Result<ImportedLayer> {
+    let repo = super::open_repo(repo_path, false)?;
+    repo.set_disable_fsync(true);
+    repo.prepare_transaction(gio::Cancellable::NONE).context("starting an OSTree transaction")?;
+    let result = import_in_transaction(&repo, blob, layer);
+    match result {
+        Ok(imported) => {
+            repo.commit_transaction(gio::Cancellable::NONE)
+                .with_context(|| format!("committing layer {}", layer.digest))?;
+            Ok(imported)
+        }
+        Err(err) => {
+            let _ = repo.abort_transaction(gio::Cancellable::NONE);
+            Err(err)
+        }
+    }
+}
+
+fn import_in_transaction(repo: &ostree::Repo, blob: impl Read, layer: &LayerToImport) -> Result<ImportedLayer> {
+    let what = format!("layer {}", layer.digest);
+    let mut blob = DigestReader::new(blob, layer.digest.clone(), format!("{what} (blob)"));
+    let (tree, stats) = {
+        let decompressed: Box<dyn Read> = match layer.compression {
+            Compression::None => Box::new(&mut blob),
+            Compression::Gzip => Box::new(flate2::read::GzDecoder::new(&mut blob)),
+            Compression::Zstd => Box::new(zstd::Decoder::new(&mut blob).context("starting zstd")?),
+        };
+        let mut tar_stream = DigestReader::new(decompressed, layer.diff_id.clone(), format!("{what} (diff_id)"));
+        let mut writer = TreeWriter::new(repo)?;
+        let mut archive = tar::Archive::new(&mut tar_stream);
+        for entry in archive.entries().with_context(|| format!("reading the tar stream of {what}"))? {
+            let entry = entry.with_context(|| format!("reading the tar stream of {what}"))?;
+            writer.add(entry).with_context(|| format!("importing {what}"))?;
+        }
+        drop(archive);
+        tar_stream.finish().with_context(|| format!("verifying {what}"))?;
+        writer.finish()
+    };
+    blob.finish().with_context(|| format!("verifying {what}"))?;
+
+    let meta = glib::VariantDict::new(None);
+    meta.insert("sysctr.diff-id", layer.diff_id.as_str());
+    meta.insert("sysctr.unpacked-size", stats.unpacked_size);
+    meta.insert("sysctr.skipped", stats.skipped.clone());
+    let root = repo.write_mtree(&tree, gio::Cancellable::NONE).context("writing the layer tree")?;
+    let root = root
+        .downcast::<ostree::RepoFile>()
+        .map_err(|_| anyhow!("OSTree returned a tree that is not a RepoFile"))?;
+    let commit = repo
+        .write_commit_with_time(None, Some(layer.digest.as_str()), None, Some(&meta.end()), &root, 0, gio::Cancellable::NONE)
+        .with_context(|| format!("writing the commit of {what}"))?;
+    Ok(ImportedLayer { commit: commit.to_string(), skipped: stats.skipped })
+}
+
+struct Stats {
+    unpacked_size: u64,
+    skipped: Vec<String>,
+}
+
+/// Builds a `MutableTree` from tar entries, writing file objects as it goes.
+struct TreeWriter<'r> {
+    repo: &'r ostree::Repo,
+    root: ostree::MutableTree,
+    default_dirmeta: String,
+    dirmeta_cache: HashMap<(u32, u32, u32, Vec<(Vec<u8>, Vec<u8>)>), String>,
+    /// Content checksum of each file and symlink written so far, for hard links.
+    checksums: HashMap<String, String>,
+    stats: Stats,
+}
+
+impl<'r> TreeWriter<'r> {
+    fn new(repo: &'r ostree::Repo) -> Result<Self> {
+        let default_dirmeta = dirmeta_checksum(repo, 0, 0, 0o755, None)?;
+        let root = ostree::MutableTree::new();
+        root.set_metadata_checksum(&default_dirmeta);
+        Ok(TreeWriter {
+            repo,
+            root,
+            default_dirmeta,
+            dirmeta_cache: HashMap::new(),
+            checksums: HashMap::new(),
+            stats: Stats { unpacked_size: 0, skipped: Vec::new() },
+        })
+    }
+
+    fn finish(self) -> (ostree::MutableTree, Stats) {
+        (self.root, self.stats)
+    }
+
+    fn add<R: Read>(&mut self, mut entry: tar::Entry<R>) -> Result<()> {
+        let raw_path = entry.path().context("reading an entry path")?.into_owned();
+        let components = normalize_path(&raw_path)?;
+        let header = entry.header();
+        let kind = header.entry_type();
+        let mode = header.mode().context("reading a mode")? & 0o7777;
+        let uid = u32::try_from(header.uid().context("reading a uid")?).context("uid out of range")?;
+        let gid = u32::try_from(header.gid().context("reading a gid")?).context("gid out of range")?;
+        let xattrs = read_xattrs(&mut entry)?;
+        let path_text = components.join("/");
+
+        let Some((name, parent_components)) = components.split_last() else {
+            if kind.is_dir() {
+                let meta = self.dirmeta(uid, gid, mode, xattrs)?;
+                self.root.set_metadata_checksum(&meta);
+            }
+            return Ok(());
+        };
+        let parent = self.parent_dir(parent_components)?;
+
+        let checksum = match kind {
+            tar::EntryType::Directory => {
+                let meta = self.dirmeta(uid, gid, mode, xattrs)?;
+                let (file, _) = parent.lookup(name).unwrap_or((None, None));
+                if file.is_some() {
+                    parent.remove(name, true)?;
+                }
+                let dir = parent.ensure_dir(name).with_context(|| format!("creating directory {path_text}"))?;
+                dir.set_metadata_checksum(&meta);
+                return Ok(());
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let size = entry.size();
+                self.stats.unpacked_size += size;
+                self.write_regfile(&mut entry, uid, gid, mode, size, xattrs)
+                    .with_context(|| format!("writing file {path_text}"))?
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name()
+                    .context("reading a symlink target")?
+                    .ok_or_else(|| anyhow!("symlink {path_text} has no target"))?;
+                let target = target.to_str().ok_or_else(|| anyhow!("symlink {path_text}: target is not UTF-8"))?;
+                let xattrs = xattrs_variant(xattrs);
+                self.repo
+                    .write_symlink(None, uid, gid, xattrs.as_ref(), target, gio::Cancellable::NONE)
+                    .with_context(|| format!("writing symlink {path_text}"))?
+                    .to_string()
+            }
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name()
+                    .context("reading a hard link target")?
+                    .ok_or_else(|| anyhow!("hard link {path_text} has no target"))?;
+                let target = normalize_path(&target)?.join("/");
+                self.checksums.get(&target).cloned().ok_or_else(|| {
+                    anyhow!("hard link {path_text} points to '{target}', which is not an earlier file of this layer")
+                })?
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                let what = match kind {
+                    tar::EntryType::Char => "character device",
+                    tar::EntryType::Block => "block device",
+                    _ => "fifo",
+                };
+                self.stats.skipped.push(format!("/{path_text} ({what})"));
+                return Ok(());
+            }
+            other => bail!("unsupported tar entry type {other:?} at {path_text}"),
+        };
+        parent.remove(name, true)?;
+        parent.replace_file(name, &checksum).with_context(|| format!("adding {path_text} to the tree"))?;
+        self.checksums.insert(path_text, checksum);
+        Ok(())
+    }
+
+    fn parent_dir(&self, components: &[String]) -> Result<ostree::MutableTree> {
+        let mut dir = self.root.clone();
+        for component in components {
+            let (file, sub) = dir.lookup(component).unwrap_or((None, None));
+            dir = match sub {
+                Some(sub) => sub,
+                None => {
+                    if file.is_some() {
+                        dir.remove(component, true)?;
+                    }
+                    let sub = dir.ensure_dir(component)?;
+                    sub.set_metadata_checksum(&self.default_dirmeta);
+                    sub
+                }
+            };
+        }
+        Ok(dir)
+    }
+
+    fn dirmeta(&mut self, uid: u32, gid: u32, mode: u32, xattrs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<String> {
+        let key = (uid, gid, mode, xattrs);
+        if let Some(found) = self.dirmeta_cache.get(&key) {
+            return Ok(found.clone());
+        }
+        let variant = xattrs_variant(key.3.clone());
+        let checksum = dirmeta_checksum(self.repo, uid, gid, mode, variant.as_ref())?;
+        self.dirmeta_cache.insert(key, checksum.clone());
+        Ok(checksum)
+    }
+
+    fn write_regfile(
+        &self,
+        content: &mut impl Read,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+        size: u64,
+        xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<String> {
+        let full_mode = S_IFREG | mode;
+        let xattrs = xattrs_variant(xattrs);
+        if size <= INLINE_FILE_MAX {
+            let mut buf = Vec::with_capacity(size as usize);
+            content.read_to_end(&mut buf)?;
+            let checksum = self.repo.write_regfile_inline(
+                None,
+                uid,
+                gid,
+                full_mode,
+                xattrs.as_ref(),
+                &buf,
+                gio::Cancellable::NONE,
+            )?;
+            return Ok(checksum.to_string());
+        }
+        let writer = self.repo.write_regfile(None, uid, gid, full_mode, size, xattrs.as_ref())?;
+        let mut out = writer.into_write();
+        io::copy(content, &mut out)?;
+        let writer = out.into_output_stream();
+        Ok(writer.finish(gio::Cancellable::NONE)?.to_string())
+    }
+}
+
+/// Writes (or finds) the dirmeta object for a directory's owner, mode and xattrs.
+pub(super) fn dirmeta_checksum(
+    repo: &ostree::Repo,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    xattrs: Option<&glib::Variant>,
+) -> Result<String> {
+    let info = gio::FileInfo::new();
+    info.set_attribute_uint32("unix::uid", uid);
+    info.set_attribute_uint32("unix::gid", gid);
+    info.set_attribute_uint32("unix::mode", S_IFDIR | mode);
+    let variant = ostree::create_directory_metadata(&info, xattrs);
+    let checksum = repo
+        .write_metadata(ostree::ObjectType::DirMeta, None, &variant, gio::Cancellable::NONE)
+        .context("writing directory metadata")?;
+    Ok(checksum.to_hex())
+}
+
+/// Extended attributes carried as PAX `SCHILY.xattr.*` records.
+fn read_xattrs<R: Read>(entry: &mut tar::Entry<R>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut xattrs = Vec::new();
+    if let Some(extensions) = entry.pax_extensions().context("reading PAX headers")? {
+        for ext in extensions {
+            let ext = ext.context("reading a PAX header")?;
+            if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                let mut name = name.to_vec();
+                name.push(0); // OSTree stores xattr names as NUL-terminated byte strings
+                xattrs.push((name, ext.value_bytes().to_vec()));
+            }
+        }
+    }
+    xattrs.sort();
+    Ok(xattrs)
+}
+
+fn xattrs_variant(xattrs: Vec<(Vec<u8>, Vec<u8>)>) -> Option<glib::Variant> {
+    if xattrs.is_empty() {
+        None
+    } else {
+        Some(xattrs.to_variant())
+    }
+}
+
+/// Splits a tar path into components, dropping `.` and leading `/`, and refusing `..`: a layer
+/// must not reach outside its own tree. An empty result is the root directory.
+fn normalize_path(path: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => out.push(
+                part.to_str()
+                    .ok_or_else(|| anyhow!("path {} is not UTF-8", path.display()))?
+                    .to_string(),
+            ),
+            Component::CurDir | Component::RootDir => {}
+            Component::ParentDir => bail!("path {} leaves the layer root", path.display()),
+            Component::Prefix(_) => bail!("path {} is not a Unix path", path.display()),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_normalized_or_refused() {
+        let cases: [(&str, Option<&[&str]>); 7] = [
+            ("./etc/passwd", Some(&["etc", "passwd"])),
+            ("/usr/bin/", Some(&["usr", "bin"])),
+            ("a/./b", Some(&["a", "b"])),
+            ("./", Some(&[])),
+            ("../etc/shadow", None),
+            ("a/../../b", None),
+            ("a/b/..", None),
+        ];
+        for (input, expected) in cases {
+            let got = normalize_path(Path::new(input));
+            match expected {
+                Some(parts) => assert_eq!(got.unwrap(), parts, "{input}"),
+                None => assert!(got.is_err(), "{input} accepted"),
+            }
+        }
+    }
+
+    #[test]
+    fn media_types() {
+        assert_eq!(
+            Compression::from_media_type("application/vnd.docker.image.rootfs.diff.tar.gzip").unwrap(),
+            Compression::Gzip
+        );
+        assert_eq!(
+            Compression::from_media_type("application/vnd.oci.image.layer.v1.tar+zstd").unwrap(),
+            Compression::Zstd
+        );
+        let err = Compression::from_media_type("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip")
+            .unwrap_err();
+        assert!(err.to_string().contains("unsupported layer media type"));
+    }
+}

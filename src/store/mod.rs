@@ -1,0 +1,250 @@
+//! The OSTree repository that holds every pulled image, deduplicated file by file.
+//!
+//! On-disk contract (`STORAGE/repo`, mode `bare`, so checkouts are hard links that keep owners):
+//! - `ociimage/<layer digest hex>`: one commit per layer. Its tree is the layer's tar as it is,
+//!   whiteout files (`.wh.NAME`, `.wh..wh..opq`) included; they are applied at checkout. Metadata:
+//!   `sysctr.diff-id`, `sysctr.unpacked-size`, `sysctr.skipped` (see below).
+//! - `ociimage/<escaped reference>`: one commit per image, with an empty tree and metadata
+//!   `docker.manifest` (the raw manifest), `sysctr.manifest-digest`, `sysctr.config` (the raw image
+//!   config) and `sysctr.reference`, so that listing images never needs the network. Characters
+//!   outside `[A-Za-z0-9.-]` are escaped as `_%02X`, as the `atomic` tool did.
+//!
+//! Import is two-phase: each layer is written in its own transaction with no ref (and no fsync),
+//! while its blob digest and diff_id are checked to the last byte; only when every layer has been
+//! verified are all refs written in one synced transaction ([`Store::publish`]). A corrupt layer
+//! therefore never gets a ref, and `prune` removes its unreferenced objects.
+//!
+//! Special files: OSTree can store regular files, directories and symlinks only. Device nodes,
+//! FIFOs and sockets in a layer are not stored; they are listed in the layer commit's
+//! `sysctr.skipped` metadata and reported to the user at pull. runc creates the container's
+//! `/dev` from `config.json`, which is what system containers rely on.
+
+mod checkout;
+mod import;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use ostree::gio;
+use ostree::glib::object::Cast;
+use ostree::glib;
+
+use crate::digest::Digest;
+
+pub use checkout::checkout_layers;
+pub use import::{import_layer, Compression, ImportedLayer, LayerToImport};
+
+const REF_PREFIX: &str = "ociimage/";
+
+/// Metadata of an image as recorded in its image commit.
+#[derive(Debug, Clone)]
+pub struct StoredImage {
+    /// The OSTree ref of the image commit.
+    pub ostree_ref: String,
+    pub commit: String,
+    pub reference: String,
+    pub manifest_digest: String,
+    pub manifest_raw: Vec<u8>,
+    pub config_raw: Vec<u8>,
+}
+
+/// The repository under a storage directory.
+pub struct Store {
+    repo: ostree::Repo,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens the repository at `path`, creating it (mode `bare`) if it does not exist yet.
+    pub fn open_or_create(path: &Path) -> Result<Store> {
+        let repo = open_repo(path, true)?;
+        Ok(Store { repo, path: path.to_path_buf() })
+    }
+
+    /// Opens an existing repository; fails if there is none.
+    pub fn open(path: &Path) -> Result<Store> {
+        let repo = open_repo(path, false)?;
+        Ok(Store { repo, path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The commit of an already imported layer, if any.
+    pub fn layer_commit(&self, digest: &Digest) -> Result<Option<String>> {
+        resolve(&self.repo, &layer_ref(digest))
+    }
+
+    /// Writes the image commit and every ref in one synced transaction.
+    pub fn publish(&self, image: &ImageToPublish, layers: &[(Digest, String)]) -> Result<String> {
+        let repo = &self.repo;
+        repo.set_disable_fsync(false);
+        repo.prepare_transaction(gio::Cancellable::NONE).context("starting an OSTree transaction")?;
+        let result = (|| -> Result<String> {
+            let commit = write_image_commit(repo, image)?;
+            for (digest, layer_commit) in layers {
+                repo.transaction_set_ref(None, &layer_ref(digest), Some(layer_commit));
+            }
+            repo.transaction_set_ref(None, &image_ref(&image.reference), Some(&commit));
+            repo.commit_transaction(gio::Cancellable::NONE).context("committing the image refs")?;
+            Ok(commit)
+        })();
+        if result.is_err() {
+            let _ = repo.abort_transaction(gio::Cancellable::NONE);
+        }
+        result
+    }
+
+    /// The image stored under `reference` (canonical text), if it was pulled.
+    pub fn image(&self, reference: &str) -> Result<Option<StoredImage>> {
+        let ostree_ref = image_ref(reference);
+        match resolve(&self.repo, &ostree_ref)? {
+            Some(commit) => read_image(&self.repo, &ostree_ref, &commit).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every stored image, sorted by reference.
+    pub fn images(&self) -> Result<Vec<StoredImage>> {
+        let refs = self
+            .repo
+            .list_refs(Some(REF_PREFIX.trim_end_matches('/')), gio::Cancellable::NONE)
+            .context("listing OSTree refs")?;
+        let mut images = Vec::new();
+        for (name, commit) in refs {
+            let full = format!("{REF_PREFIX}{name}");
+            if is_layer_ref_name(&name) {
+                continue;
+            }
+            images.push(read_image(&self.repo, &full, &commit)?);
+        }
+        images.sort_by(|a, b| a.reference.cmp(&b.reference));
+        Ok(images)
+    }
+
+    /// The unpacked size of a layer as recorded at import.
+    pub fn layer_unpacked_size(&self, digest: &Digest) -> Result<Option<u64>> {
+        let Some(commit) = self.layer_commit(digest)? else { return Ok(None) };
+        let meta = commit_metadata(&self.repo, &commit)?;
+        Ok(meta.lookup::<u64>("sysctr.unpacked-size").ok().flatten())
+    }
+}
+
+/// What [`Store::publish`] records about an image.
+#[derive(Debug)]
+pub struct ImageToPublish<'a> {
+    pub reference: &'a str,
+    pub manifest_digest: &'a str,
+    pub manifest_raw: &'a [u8],
+    pub config_raw: &'a [u8],
+}
+
+pub(crate) fn open_repo(path: &Path, create: bool) -> Result<ostree::Repo> {
+    let repo = ostree::Repo::new_for_path(path);
+    if path.join("config").exists() {
+        repo.open(gio::Cancellable::NONE)
+            .with_context(|| format!("opening the OSTree repository {}", path.display()))?;
+    } else if create {
+        std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+        repo.create(ostree::RepoMode::Bare, gio::Cancellable::NONE)
+            .with_context(|| format!("creating the OSTree repository {}", path.display()))?;
+    } else {
+        anyhow::bail!("no image store at {}: nothing has been pulled yet", path.display());
+    }
+    Ok(repo)
+}
+
+fn resolve(repo: &ostree::Repo, ostree_ref: &str) -> Result<Option<String>> {
+    let rev = repo
+        .resolve_rev(ostree_ref, true)
+        .with_context(|| format!("resolving OSTree ref {ostree_ref}"))?;
+    Ok(rev.map(|r| r.to_string()))
+}
+
+pub(crate) fn layer_ref(digest: &Digest) -> String {
+    format!("{REF_PREFIX}{}", digest.hex())
+}
+
+fn is_layer_ref_name(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The ref of an image: its reference with every character outside `[A-Za-z0-9.-]` escaped.
+pub fn image_ref(reference: &str) -> String {
+    let mut out = String::from(REF_PREFIX);
+    for byte in reference.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'.' || byte == b'-' {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("_{byte:02X}"));
+        }
+    }
+    out
+}
+
+fn commit_metadata(repo: &ostree::Repo, commit: &str) -> Result<glib::VariantDict> {
+    let (variant, _) = repo.load_commit(commit).with_context(|| format!("loading OSTree commit {commit}"))?;
+    Ok(glib::VariantDict::new(Some(&variant.child_value(0))))
+}
+
+fn read_image(repo: &ostree::Repo, ostree_ref: &str, commit: &str) -> Result<StoredImage> {
+    let meta = commit_metadata(repo, commit)?;
+    let text = |key: &str| -> Result<String> {
+        meta.lookup::<String>(key)
+            .ok()
+            .flatten()
+            .ok_or_else(|| anyhow!("image commit {commit} ({ostree_ref}) has no '{key}' metadata"))
+    };
+    Ok(StoredImage {
+        ostree_ref: ostree_ref.to_string(),
+        commit: commit.to_string(),
+        reference: text("sysctr.reference")?,
+        manifest_digest: text("sysctr.manifest-digest")?,
+        manifest_raw: text("docker.manifest")?.into_bytes(),
+        config_raw: text("sysctr.config")?.into_bytes(),
+    })
+}
+
+fn write_image_commit(repo: &ostree::Repo, image: &ImageToPublish) -> Result<String> {
+    let text = |bytes: &[u8], what: &str| {
+        String::from_utf8(bytes.to_vec()).with_context(|| format!("the image {what} is not UTF-8"))
+    };
+    let meta = glib::VariantDict::new(None);
+    meta.insert("sysctr.reference", image.reference);
+    meta.insert("sysctr.manifest-digest", image.manifest_digest);
+    meta.insert("docker.manifest", text(image.manifest_raw, "manifest")?);
+    meta.insert("sysctr.config", text(image.config_raw, "config")?);
+    let tree = ostree::MutableTree::new();
+    tree.set_metadata_checksum(&import::dirmeta_checksum(repo, 0, 0, 0o755, None)?);
+    let root = repo.write_mtree(&tree, gio::Cancellable::NONE).context("writing the image tree")?;
+    let root = root
+        .downcast::<ostree::RepoFile>()
+        .map_err(|_| anyhow!("OSTree returned a tree that is not a RepoFile"))?;
+    let commit = repo
+        .write_commit_with_time(None, Some(image.reference), None, Some(&meta.end()), &root, 0, gio::Cancellable::NONE)
+        .context("writing the image commit")?;
+    Ok(commit.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_refs_escape_like_atomic() {
+        assert_eq!(image_ref("docker.io/busybox:latest"), "ociimage/docker.io_2Fbusybox_3Alatest");
+        assert_eq!(
+            image_ref("127.0.0.1:5000/demo/hello:v1"),
+            "ociimage/127.0.0.1_3A5000_2Fdemo_2Fhello_3Av1"
+        );
+        assert!(!is_layer_ref_name("127.0.0.1_3A5000_2Fdemo_2Fhello_3Av1"));
+        assert!(is_layer_ref_name(&"ab".repeat(32)));
+    }
+}

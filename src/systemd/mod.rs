@@ -1,0 +1,141 @@
+//! systemd's Manager over D-Bus: reload, enable/disable unit files, start/stop units and wait
+//! for the job's result. No `systemctl` subprocess anywhere.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use futures_util::StreamExt;
+use zbus::{proxy, Connection, OwnedObjectPath};
+
+const DESTINATION: &str = "org.freedesktop.systemd1";
+/// How long a start or stop job may take before we stop waiting; systemd's own default job
+/// timeouts are shorter, so this only catches a bus that went silent.
+const JOB_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1"
+)]
+trait Manager {
+    fn subscribe(&self) -> zbus::Result<()>;
+    fn reload(&self) -> zbus::Result<()>;
+    fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn enable_unit_files(
+        &self,
+        files: &[&str],
+        runtime: bool,
+        force: bool,
+    ) -> zbus::Result<(bool, Vec<(String, String, String)>)>;
+    fn disable_unit_files(&self, files: &[&str], runtime: bool) -> zbus::Result<Vec<(String, String, String)>>;
+    #[zbus(signal)]
+    fn job_removed(&self, id: u32, job: OwnedObjectPath, unit: String, result: String) -> zbus::Result<()>;
+}
+
+#[proxy(interface = "org.freedesktop.systemd1.Unit", default_service = "org.freedesktop.systemd1")]
+trait Unit {
+    #[zbus(property)]
+    fn active_state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn sub_state(&self) -> zbus::Result<String>;
+}
+
+/// A connection to the system's systemd.
+pub struct Systemd {
+    connection: Connection,
+    manager: ManagerProxy<'static>,
+}
+
+impl std::fmt::Debug for Systemd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Systemd")
+    }
+}
+
+impl Systemd {
+    pub async fn connect() -> Result<Systemd> {
+        let connection = Connection::system()
+            .await
+            .context("connecting to the system D-Bus (is this host running systemd? for an offline tree use --root)")?;
+        let manager = ManagerProxy::new(&connection).await.context("reaching systemd over D-Bus")?;
+        manager.subscribe().await.context("subscribing to systemd job signals")?;
+        Ok(Systemd { connection, manager })
+    }
+
+    pub async fn reload(&self) -> Result<()> {
+        self.manager.reload().await.context("asking systemd to reload its units")
+    }
+
+    /// Enables units (by name), as `systemctl enable` would.
+    pub async fn enable(&self, units: &[&str]) -> Result<()> {
+        self.manager
+            .enable_unit_files(units, false, false)
+            .await
+            .with_context(|| format!("enabling {}", units.join(" ")))?;
+        Ok(())
+    }
+
+    pub async fn disable(&self, units: &[&str]) -> Result<()> {
+        self.manager
+            .disable_unit_files(units, false)
+            .await
+            .with_context(|| format!("disabling {}", units.join(" ")))?;
+        Ok(())
+    }
+
+    /// Starts a unit and waits for the job's result; fails unless it is `done`.
+    pub async fn start(&self, unit: &str) -> Result<()> {
+        self.run_job(unit, "start").await
+    }
+
+    /// Stops a unit and waits for the job's result.
+    pub async fn stop(&self, unit: &str) -> Result<()> {
+        self.run_job(unit, "stop").await
+    }
+
+    async fn run_job(&self, unit: &str, verb: &str) -> Result<()> {
+        // Listen before asking, or a fast job's signal could be missed.
+        let mut removed = self.manager.receive_job_removed().await.context("listening for systemd job results")?;
+        let job = match verb {
+            "start" => self.manager.start_unit(unit, "replace").await,
+            _ => self.manager.stop_unit(unit, "replace").await,
+        }
+        .with_context(|| format!("asking systemd to {verb} {unit}"))?;
+        let wait = async {
+            while let Some(signal) = removed.next().await {
+                let args = signal.args().context("reading a JobRemoved signal")?;
+                if args.job == job {
+                    return Ok(args.result);
+                }
+            }
+            bail!("the D-Bus connection closed while waiting for the {verb} job of {unit}")
+        };
+        let result = tokio::time::timeout(JOB_TIMEOUT, wait)
+            .await
+            .with_context(|| format!("timed out waiting for systemd to {verb} {unit}"))??;
+        if result != "done" {
+            bail!("systemd could not {verb} {unit} (job result: {result}); see `journalctl -u {unit}`");
+        }
+        Ok(())
+    }
+
+    /// The unit's ActiveState (`active`, `failed`, `inactive`, ...); `inactive` if not loaded.
+    pub async fn active_state(&self, unit: &str) -> Result<String> {
+        let path = match self.manager.get_unit(unit).await {
+            Ok(path) => path,
+            Err(zbus::Error::MethodError(name, _, _)) if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" => {
+                return Ok("inactive".to_string());
+            }
+            Err(e) => return Err(e).with_context(|| format!("looking up {unit}")),
+        };
+        let proxy = UnitProxy::builder(&self.connection)
+            .destination(DESTINATION)
+            .path(path)
+            .build()
+            .await
+            .with_context(|| format!("reaching {unit} over D-Bus"))?;
+        proxy.active_state().await.with_context(|| format!("reading the state of {unit}"))
+    }
+}

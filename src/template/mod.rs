@@ -1,0 +1,20 @@
+//! Templates: `$VAR` substitution with Python `string.Template` semantics, the precedence of
+//! template variables, and the built-in default unit.
+//!
+//! Pure apart from [`host_cap_last_cap`]: callers read the files and write the results.
+//!
+//! - [`substitute`] and [`placeholders`]: the template syntax (`$NAME`, `${NAME}`, `$$`).
+//! - [`render_file`]: substitution with errors naming the file; [`FileKind::LineOriented`] files
+//!   (units, tmpfiles.d) refuse values that would add or join lines.
+//! - [`resolve`]: host defaults < `manifest.json` defaults < `--set` < `UUID` < forced values.
+//! - [`default_unit`]: the unit for images that ship no `service.template`.
+
+mod capabilities;
+mod render;
+mod substitute;
+mod variables;
+
+pub use capabilities::{all_process_capabilities, host_cap_last_cap};
+pub use render::{default_unit, render_file, FileKind};
+pub use substitute::{placeholders, substitute, TemplateError};
+pub use variables::{parse_set, resolve, Forced, HostDefaults, Inputs};
