@@ -23,8 +23,6 @@ pub struct Exports {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExportsManifest {
-    #[serde(default)]
-    pub version: Option<String>,
     #[serde(default, deserialize_with = "scalar_map")]
     pub default_values: BTreeMap<String, String>,
     #[serde(default)]
@@ -33,8 +31,6 @@ pub struct ExportsManifest {
     pub installed_files_template: Vec<String>,
     #[serde(default)]
     pub no_container_service: bool,
-    #[serde(default)]
-    pub use_links: bool,
 }
 
 /// Images in the wild write some default values as JSON numbers or booleans.
@@ -104,7 +100,6 @@ mod tests {
         assert_eq!(m.default_values["DEBUG"], "false");
         assert_eq!(m.default_values["ADDTL_MOUNTS"], "");
         assert_eq!(m.rename_files["/usr/local/bin/etcdctl"], "/usr/local/bin/${NAME}ctl");
-        assert!(m.use_links);
         let err = serde_json::from_str::<ExportsManifest>(r#"{"defaultValues": {"X": [1]}}"#).unwrap_err();
         assert!(err.to_string().contains("defaultValues.X"), "{err}");
     }

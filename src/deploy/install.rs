@@ -20,7 +20,7 @@ use crate::digest::Digest;
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
 use crate::spec;
-use crate::store::{checkout_layers, Store, StoredImage};
+use crate::store::{checkout_image, Store, StoredImage};
 use crate::systemd::Systemd;
 use crate::template::{self, FileKind, Forced, HostDefaults, Inputs};
 
@@ -66,20 +66,20 @@ pub async fn install(layout: &Layout, request: &InstallRequest) -> Result<Instal
 
     let staging = layout.deployments().join(format!(".{name}.staging"));
     let mut journal = Journal::default();
-    let prepared = match prepare_slot(layout, &store, &image, &name, &runtime, request, &staging, &mut journal) {
-        Ok(prepared) => prepared,
-        Err(err) => {
-            let problems = journal.undo(None).await;
-            return Err(with_undo_problems(err, problems));
+    let mut systemd = None;
+    let outcome = async {
+        let prepared = prepare_slot(layout, &store, &image, &name, &runtime, request, &staging, &mut journal)?;
+        if prepared.deployment.has_service {
+            systemd = Some(Systemd::connect().await?);
         }
-    };
-
-    // Connect before touching the host, so a missing bus fails with nothing to undo.
-    let systemd = if prepared.deployment.has_service { Some(Systemd::connect().await?) } else { None };
-    match commit(layout, &prepared, &staging, systemd.as_ref(), request.start_now, &mut journal).await {
-        Ok(mut more) => {
+        let notes = commit(layout, &prepared, &staging, systemd.as_ref(), request.start_now, &mut journal).await?;
+        Ok::<_, anyhow::Error>((prepared.deployment, notes))
+    }
+    .await;
+    match outcome {
+        Ok((deployment, mut more)) => {
             notes.append(&mut more);
-            Ok(InstallReport { name, deployment: prepared.deployment, notes })
+            Ok(InstallReport { name, deployment, notes })
         }
         Err(err) => {
             let problems = journal.undo(systemd.as_ref()).await;
@@ -160,15 +160,6 @@ fn prepare_slot(
         bail!("{} is labelled {RUN_ONCE_LABEL}=once: it runs once and is not installed as a service", image.reference);
     }
 
-    let mut layer_commits = Vec::new();
-    for layer in manifest.layers() {
-        let digest = Digest::parse(layer.digest().as_ref())?;
-        let commit = store
-            .layer_commit(&digest)?
-            .with_context(|| format!("layer {digest} of {} is missing from the store; pull it again", image.reference))?;
-        layer_commits.push(commit);
-    }
-
     if staging.exists() {
         std::fs::remove_dir_all(staging).with_context(|| format!("removing a stale {}", staging.display()))?;
     }
@@ -176,7 +167,7 @@ fn prepare_slot(
     journal.created_tree(staging);
     std::fs::create_dir(staging).with_context(|| format!("creating {}", staging.display()))?;
     let rootfs = staging.join(spec::ROOTFS);
-    checkout_layers(store, &layer_commits, &rootfs).context("checking out the image")?;
+    checkout_image(store, &image.commit, &rootfs).context("checking out the image")?;
     let exports = Exports::read(&rootfs)?;
 
     let slot: u8 = 0;
@@ -223,8 +214,11 @@ fn prepare_slot(
             .map(|text| template::render_file("tmpfiles.template", text, FileKind::LineOriented, &values))
             .transpose()?;
         let dropin = format!(
-            "# Written by sysctr: clear container state left by a crash, so the next start is not blocked.\n\
-             [Service]\nExecStartPre=-{runtime_text} --systemd-cgroup delete --force {name}\n"
+            "# Written by sysctr. A container whose init ignores SIGTERM, or state left by a crash,\n\
+             # must not outlive a stop nor block the next start.\n\
+             [Service]\n\
+             ExecStartPre=-{runtime_text} --systemd-cgroup delete --force '{name}'\n\
+             ExecStopPost=-{runtime_text} --systemd-cgroup delete --force '{name}'\n"
         );
         (Some(unit), Some(dropin), tmpfiles)
     } else {

@@ -1,4 +1,4 @@
-//! Union checkout of an image's layers into a directory that must not exist yet.
+//! Checkout of an image into a directory that must not exist yet.
 
 use std::path::Path;
 
@@ -7,32 +7,42 @@ use ostree::gio;
 
 use super::Store;
 
-/// Checks out `layer_commits` (in manifest order, lowest first) on top of each other into `dest`,
-/// as hard links into the repository. libostree applies the OCI whiteout rules per layer:
-/// `.wh.NAME` removes NAME from the layers below, `.wh..wh..opq` empties the directory of
-/// lower-layer content, and a later entry of another type replaces an earlier one.
+/// Checks out an image commit (the flattened layers) into `dest`, which must not exist yet, as
+/// hard links into the repository, then creates the image's FIFOs.
 ///
 /// The result shares inodes with the repository: it must only ever be mounted read-only.
-pub fn checkout_layers(store: &Store, layer_commits: &[String], dest: &Path) -> Result<()> {
+pub fn checkout_image(store: &Store, image_commit: &str, dest: &Path) -> Result<()> {
     if dest.exists() {
         bail!("checkout destination {} already exists", dest.display());
     }
     let options = ostree::RepoCheckoutAtOptions {
         mode: ostree::RepoCheckoutMode::None,
-        overwrite_mode: ostree::RepoCheckoutOverwriteMode::UnionFiles,
-        process_whiteouts: true,
         no_copy_fallback: true,
         ..Default::default()
     };
-    for commit in layer_commits {
-        store
-            .repo
-            .checkout_at(Some(&options), libc_at_fdcwd(), dest, commit, gio::Cancellable::NONE)
-            .with_context(|| format!("checking out layer commit {commit} into {}", dest.display()))?;
+    store
+        .repo
+        .checkout_at(Some(&options), libc_at_fdcwd(), dest, image_commit, gio::Cancellable::NONE)
+        .with_context(|| format!("checking out image commit {image_commit} into {}", dest.display()))?;
+    let meta = super::commit_metadata(&store.repo, image_commit)?;
+    let fifos: Vec<(String, u32, u32, u32)> = meta.lookup(super::FIFOS_KEY).ok().flatten().unwrap_or_default();
+    for (path, mode, uid, gid) in fifos {
+        make_fifo(&dest.join(&path), mode, uid, gid).with_context(|| format!("creating FIFO /{path}"))?;
     }
-    if layer_commits.is_empty() {
-        std::fs::create_dir(dest).with_context(|| format!("creating {}", dest.display()))?;
-    }
+    Ok(())
+}
+
+fn make_fifo(path: &Path, mode: u32, uid: u32, gid: u32) -> Result<()> {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(mode))?;
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )?;
+    // mkfifo applies the umask: set the exact mode.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
     Ok(())
 }
 

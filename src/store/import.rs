@@ -82,7 +82,7 @@ pub fn import_layer(repo_path: &Path, blob: impl Read, layer: &LayerToImport) ->
 fn import_in_transaction(repo: &ostree::Repo, blob: impl Read, layer: &LayerToImport) -> Result<ImportedLayer> {
     let what = format!("layer {}", layer.digest);
     let mut blob = DigestReader::new(blob, layer.digest.clone(), format!("{what} (blob)"));
-    let (tree, stats) = {
+    let unpacked = (|| -> Result<(ostree::MutableTree, Stats)> {
         let decompressed: Box<dyn Read> = match layer.compression {
             Compression::None => Box::new(&mut blob),
             Compression::Gzip => Box::new(flate2::read::GzDecoder::new(&mut blob)),
@@ -97,14 +97,18 @@ fn import_in_transaction(repo: &ostree::Repo, blob: impl Read, layer: &LayerToIm
         }
         drop(archive);
         tar_stream.finish().with_context(|| format!("verifying {what}"))?;
-        writer.finish()
-    };
+        Ok(writer.finish())
+    })();
+    // The blob digest is checked even when unpacking failed: a corrupt download most often shows
+    // up first as a broken tar or gzip stream, and the digest mismatch is the real cause.
     blob.finish().with_context(|| format!("verifying {what}"))?;
+    let (tree, stats) = unpacked?;
 
     let meta = glib::VariantDict::new(None);
     meta.insert("sysctr.diff-id", layer.diff_id.as_str());
     meta.insert("sysctr.unpacked-size", stats.unpacked_size);
     meta.insert("sysctr.skipped", stats.skipped.clone());
+    meta.insert(super::FIFOS_KEY, stats.fifos.clone());
     let root = repo.write_mtree(&tree, gio::Cancellable::NONE).context("writing the layer tree")?;
     let root = root
         .downcast::<ostree::RepoFile>()
@@ -118,6 +122,8 @@ fn import_in_transaction(repo: &ostree::Repo, blob: impl Read, layer: &LayerToIm
 struct Stats {
     unpacked_size: u64,
     skipped: Vec<String>,
+    /// FIFOs as (path, mode, uid, gid): recreated at checkout, since OSTree cannot store them.
+    fifos: Vec<(String, u32, u32, u32)>,
 }
 
 /// Builds a `MutableTree` from tar entries, writing file objects as it goes.
@@ -142,7 +148,7 @@ impl<'r> TreeWriter<'r> {
             default_dirmeta,
             dirmeta_cache: HashMap::new(),
             checksums: HashMap::new(),
-            stats: Stats { unpacked_size: 0, skipped: Vec::new() },
+            stats: Stats { unpacked_size: 0, skipped: Vec::new(), fifos: Vec::new() },
         })
     }
 
@@ -209,12 +215,13 @@ impl<'r> TreeWriter<'r> {
                     anyhow!("hard link {path_text} points to '{target}', which is not an earlier file of this layer")
                 })?
             }
-            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                let what = match kind {
-                    tar::EntryType::Char => "character device",
-                    tar::EntryType::Block => "block device",
-                    _ => "fifo",
-                };
+            tar::EntryType::Fifo => {
+                parent.remove(name, true)?;
+                self.stats.fifos.push((path_text, mode, uid, gid));
+                return Ok(());
+            }
+            tar::EntryType::Char | tar::EntryType::Block => {
+                let what = if kind == tar::EntryType::Char { "character device" } else { "block device" };
                 self.stats.skipped.push(format!("/{path_text} ({what})"));
                 return Ok(());
             }

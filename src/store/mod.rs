@@ -4,23 +4,29 @@
 //! - `ociimage/<layer digest hex>`: one commit per layer. Its tree is the layer's tar as it is,
 //!   whiteout files (`.wh.NAME`, `.wh..wh..opq`) included; they are applied at checkout. Metadata:
 //!   `sysctr.diff-id`, `sysctr.unpacked-size`, `sysctr.skipped` (see below).
-//! - `ociimage/<escaped reference>`: one commit per image, with an empty tree and metadata
-//!   `docker.manifest` (the raw manifest), `sysctr.manifest-digest`, `sysctr.config` (the raw image
-//!   config) and `sysctr.reference`, so that listing images never needs the network. Characters
-//!   outside `[A-Za-z0-9.-]` are escaped as `_%02X`, as the `atomic` tool did.
+//! - `ociimage/<escaped reference>`: one commit per image, whose tree is the image's root
+//!   filesystem: its layers flattened with the OCI whiteout rules (see `merge`), sharing every
+//!   file object with the layer commits. Metadata: `docker.manifest` (the raw manifest),
+//!   `sysctr.manifest-digest`, `sysctr.config` (the raw image config), `sysctr.reference` and
+//!   `sysctr.fifos`, so that listing images never needs the network. Characters outside
+//!   `[A-Za-z0-9.-]` are escaped as `_%02X`, as the `atomic` tool did.
 //!
 //! Import is two-phase: each layer is written in its own transaction with no ref (and no fsync),
 //! while its blob digest and diff_id are checked to the last byte; only when every layer has been
 //! verified are all refs written in one synced transaction ([`Store::publish`]). A corrupt layer
 //! therefore never gets a ref, and `prune` removes its unreferenced objects.
 //!
-//! Special files: OSTree can store regular files, directories and symlinks only. Device nodes,
-//! FIFOs and sockets in a layer are not stored; they are listed in the layer commit's
-//! `sysctr.skipped` metadata and reported to the user at pull. runc creates the container's
-//! `/dev` from `config.json`, which is what system containers rely on.
+//! Special files: OSTree can store regular files, directories and symlinks only.
+//! - FIFOs are recorded in `sysctr.fifos` metadata (path, mode, uid, gid): per layer, then for
+//!   the flattened image after whiteouts; they are created at checkout.
+//! - Device nodes are not stored: they are listed in `sysctr.skipped` and reported at pull. runc
+//!   creates the container's `/dev` from `config.json`, and its device cgroup would deny
+//!   any other node anyway.
+//! - Sockets cannot appear in a tar stream.
 
 mod checkout;
 mod import;
+mod merge;
 
 use std::path::{Path, PathBuf};
 
@@ -31,10 +37,11 @@ use ostree::glib;
 
 use crate::digest::Digest;
 
-pub use checkout::checkout_layers;
+pub use checkout::checkout_image;
 pub use import::{import_layer, Compression, ImportedLayer, LayerToImport};
 
 const REF_PREFIX: &str = "ociimage/";
+const FIFOS_KEY: &str = "sysctr.fifos";
 
 /// Metadata of an image as recorded in its image commit.
 #[derive(Debug, Clone)]
@@ -88,7 +95,7 @@ impl Store {
         repo.set_disable_fsync(false);
         repo.prepare_transaction(gio::Cancellable::NONE).context("starting an OSTree transaction")?;
         let result = (|| -> Result<String> {
-            let commit = write_image_commit(repo, image)?;
+            let commit = write_image_commit(repo, image, layers)?;
             for (digest, layer_commit) in layers {
                 repo.transaction_set_ref(None, &layer_ref(digest), Some(layer_commit));
             }
@@ -212,17 +219,30 @@ fn read_image(repo: &ostree::Repo, ostree_ref: &str, commit: &str) -> Result<Sto
     })
 }
 
-fn write_image_commit(repo: &ostree::Repo, image: &ImageToPublish) -> Result<String> {
+/// Writes the image commit: the layers flattened into one tree, plus the image's metadata.
+fn write_image_commit(repo: &ostree::Repo, image: &ImageToPublish, layers: &[(Digest, String)]) -> Result<String> {
     let text = |bytes: &[u8], what: &str| {
         String::from_utf8(bytes.to_vec()).with_context(|| format!("the image {what} is not UTF-8"))
     };
+    let tree = ostree::MutableTree::new();
+    tree.set_metadata_checksum(&import::dirmeta_checksum(repo, 0, 0, 0o755, None)?);
+    let mut fifos = merge::Fifos::new();
+    for (digest, layer_commit) in layers {
+        let upper = ostree::MutableTree::from_commit(repo, layer_commit)
+            .with_context(|| format!("reading the tree of layer {digest}"))?;
+        let layer_fifos: Vec<(String, u32, u32, u32)> =
+            commit_metadata(repo, layer_commit)?.lookup(FIFOS_KEY).ok().flatten().unwrap_or_default();
+        merge::merge_layer(&tree, &upper, &layer_fifos, &mut fifos)
+            .with_context(|| format!("applying layer {digest}"))?;
+    }
+    let fifos: Vec<(String, u32, u32, u32)> = fifos.into_iter().map(|(p, (m, u, g))| (p, m, u, g)).collect();
+
     let meta = glib::VariantDict::new(None);
     meta.insert("sysctr.reference", image.reference);
     meta.insert("sysctr.manifest-digest", image.manifest_digest);
     meta.insert("docker.manifest", text(image.manifest_raw, "manifest")?);
     meta.insert("sysctr.config", text(image.config_raw, "config")?);
-    let tree = ostree::MutableTree::new();
-    tree.set_metadata_checksum(&import::dirmeta_checksum(repo, 0, 0, 0o755, None)?);
+    meta.insert(FIFOS_KEY, fifos);
     let root = repo.write_mtree(&tree, gio::Cancellable::NONE).context("writing the image tree")?;
     let root = root
         .downcast::<ostree::RepoFile>()

@@ -1,0 +1,118 @@
+//! Flattening an image's layers into one tree, applying the OCI layer rules on OSTree trees
+//! (checksums only: no file content is read or copied).
+//!
+//! For each layer, lowest first, and in each of its directories:
+//! 1. an opaque whiteout (`.wh..wh..opq`) empties the directory of everything from lower layers;
+//! 2. `.wh.NAME` removes NAME from lower layers;
+//! 3. every other entry replaces whatever lower layers had under that name, whatever its type;
+//!    a directory is merged into a lower directory, taking the upper layer's metadata.
+//!
+//! Whiteouts apply only to lower layers, so a layer's own `NAME` and `.wh.NAME` leave NAME.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
+
+/// FIFOs of the flattened image: path (relative, no leading `/`) → (mode, uid, gid).
+pub type Fifos = BTreeMap<String, (u32, u32, u32)>;
+
+/// Merges one layer (`upper`) into the tree built so far (`merged`), updating `fifos` with what
+/// the layer hides and adds.
+pub fn merge_layer(
+    merged: &ostree::MutableTree,
+    upper: &ostree::MutableTree,
+    layer_fifos: &[(String, u32, u32, u32)],
+    fifos: &mut Fifos,
+) -> Result<()> {
+    merge_dir(merged, upper, "", fifos)?;
+    for (path, mode, uid, gid) in layer_fifos {
+        let (parent_path, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
+        if let Some(parent) = walk(merged, parent_path)? {
+            parent.remove(name, true).with_context(|| format!("replacing /{path} with a FIFO"))?;
+        }
+        fifos.retain(|p, _| !is_at_or_under(p, path));
+        fifos.insert(path.clone(), (*mode, *uid, *gid));
+    }
+    Ok(())
+}
+
+fn merge_dir(merged: &ostree::MutableTree, upper: &ostree::MutableTree, prefix: &str, fifos: &mut Fifos) -> Result<()> {
+    merged.set_metadata_checksum(&upper.metadata_checksum());
+    let files = upper.copy_files();
+    let subdirs = upper.copy_subdirs();
+
+    if files.contains_key(OPAQUE_WHITEOUT) {
+        for name in merged.copy_files().keys().chain(merged.copy_subdirs().keys()) {
+            merged.remove(name, false).with_context(|| format!("applying the opaque whiteout of /{prefix}"))?;
+        }
+        fifos.retain(|p, _| !is_under(p, prefix));
+    }
+    for name in files.keys() {
+        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX).filter(|n| !n.is_empty() && name != OPAQUE_WHITEOUT) {
+            merged.remove(hidden, true).with_context(|| format!("applying whiteout {prefix}{name}"))?;
+            fifos.retain(|p, _| !is_at_or_under(p, &join(prefix, hidden)));
+        }
+    }
+    for (name, checksum) in &files {
+        if name.starts_with(WHITEOUT_PREFIX) {
+            continue;
+        }
+        merged.remove(name, true)?;
+        merged.replace_file(name, checksum).with_context(|| format!("adding /{}", join(prefix, name)))?;
+        fifos.remove(&join(prefix, name));
+    }
+    for (name, subdir) in &subdirs {
+        let path = join(prefix, name);
+        let (file, _) = merged.lookup(name).unwrap_or((None, None));
+        if file.is_some() {
+            merged.remove(name, false)?;
+        }
+        fifos.remove(&path);
+        let target = merged.ensure_dir(name).with_context(|| format!("merging directory /{path}"))?;
+        merge_dir(&target, subdir, &format!("{path}/"), fifos)?;
+    }
+    Ok(())
+}
+
+/// The directory at `path` in `tree`, if it exists.
+fn walk(tree: &ostree::MutableTree, path: &str) -> Result<Option<ostree::MutableTree>> {
+    let mut dir = tree.clone();
+    for component in path.split('/').filter(|c| !c.is_empty()) {
+        match dir.lookup(component).unwrap_or((None, None)) {
+            (_, Some(sub)) => dir = sub,
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(dir))
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    format!("{prefix}{name}")
+}
+
+/// `prefix` is empty (the root) or ends with `/`.
+fn is_under(path: &str, prefix: &str) -> bool {
+    path.starts_with(prefix)
+}
+
+fn is_at_or_under(path: &str, target: &str) -> bool {
+    path == target || path.strip_prefix(target).is_some_and(|rest| rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_relations() {
+        assert!(is_at_or_under("a/b", "a/b"));
+        assert!(is_at_or_under("a/b/c", "a/b"));
+        assert!(!is_at_or_under("a/bc", "a/b"));
+        assert!(is_under("x/y", "x/"));
+        assert!(is_under("x/y", ""));
+        assert!(!is_under("xy", "x/"));
+    }
+}

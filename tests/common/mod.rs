@@ -1,0 +1,122 @@
+//! Shared test harness for the integration (`tests/integration.rs`) and system (`tests/system.rs`)
+//! test binaries.
+//!
+//! - [`registry`]: a real `docker-registry` on a loopback port, per test, plus a tiny HTTP client.
+//! - [`image`]: OCI images built from a small text-like DSL ([`Layer`], [`Image`]), written as OCI
+//!   image layouts and pushed with skopeo.
+//! - [`fixtures`]: ready-made images (a busybox service image, a three-layer whiteout image, ...).
+//! - [`tree`]: filesystem listings to compare a rootfs against `umoci unpack`.
+//! - [`host`]: a throw-away systemd host (`systemd-nspawn --boot` on an overlay of `/`).
+//!
+//! Every test binary uses only part of this, hence the blanket `allow(dead_code)`.
+#![allow(dead_code, unused_imports)]
+
+pub mod fixtures;
+pub mod host;
+pub mod image;
+pub mod registry;
+pub mod tree;
+
+pub use fixtures::*;
+pub use host::TestHost;
+pub use image::{push, push_all, Compression, Image, ImageInfo, IndexInfo, Layer};
+pub use registry::{HttpResponse, Registry};
+pub use tree::{diff_listings, tree_listing, umoci_unpack, Entry, Kind};
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+/// The `sysctr` binary cargo built for this test run.
+pub fn sysctr_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sysctr"))
+}
+
+/// Runs `sysctr ARGS` on this machine with `SYSCTR_STORAGE=storage` and `RUST_BACKTRACE=0`.
+/// Panics only if the binary cannot be spawned at all.
+pub fn run_sysctr(storage: &Path, args: &[&str]) -> Output {
+    Command::new(sysctr_bin())
+        .args(args)
+        .env("SYSCTR_STORAGE", storage)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", sysctr_bin().display()))
+}
+
+/// `exit status + stdout + stderr` of an [`Output`], for assertion messages.
+pub fn describe_output(out: &Output) -> String {
+    format!(
+        "{}\n--- stdout ---\n{}--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs a command on this machine; fails with its stdout/stderr if it exits non-zero.
+/// Returns stdout.
+pub fn cmd_ok(argv: &[&str]) -> Result<String> {
+    let (prog, args) = argv.split_first().context("empty command")?;
+    let out = Command::new(prog)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {prog}"))?;
+    if !out.status.success() {
+        bail!("`{}` failed: {}", argv.join(" "), describe_output(&out));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `sha256:<hex>` of some bytes.
+pub fn sha256_digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// Hex sha256 of a file's content.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// The last `max` bytes of a (log) file, lossily decoded; a note if it cannot be read.
+pub fn file_tail(path: &Path, max: usize) -> String {
+    match std::fs::read(path) {
+        Ok(data) => {
+            let start = data.len().saturating_sub(max);
+            String::from_utf8_lossy(&data[start..]).into_owned()
+        }
+        Err(e) => format!("<cannot read {}: {e}>", path.display()),
+    }
+}
+
+/// Polls `f` every `interval` until it returns `Some`, or fails after `timeout`.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    interval: Duration,
+    mut f: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f()? {
+            return Ok(v);
+        }
+        if start.elapsed() >= timeout {
+            bail!("timed out after {:?} waiting for {what}", timeout);
+        }
+        std::thread::sleep(interval);
+    }
+}
