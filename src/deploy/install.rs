@@ -163,7 +163,6 @@ fn prepare_slot(
     if staging.exists() {
         std::fs::remove_dir_all(staging).with_context(|| format!("removing a stale {}", staging.display()))?;
     }
-    std::fs::create_dir_all(layout.deployments()).context("creating the deployments directory")?;
     journal.created_tree(staging);
     std::fs::create_dir(staging).with_context(|| format!("creating {}", staging.display()))?;
     let rootfs = staging.join(spec::ROOTFS);
@@ -202,7 +201,7 @@ fn prepare_slot(
 
     let has_service = !exports.manifest.no_container_service;
     let (unit, dropin, tmpfiles) = if has_service {
-        let config_json = render_config(&exports, &config, &values, name, &rootfs)?;
+        let config_json = render_config(&exports, &config, &values, &request.values, name, &rootfs)?;
         write_new(&staging.join("config.json"), &config_json)?;
         let unit = match &exports.service_template {
             Some(text) => template::render_file("service.template", text, FileKind::LineOriented, &values)?,
@@ -265,10 +264,12 @@ fn render_config(
     exports: &Exports,
     config: &ImageConfiguration,
     values: &BTreeMap<String, String>,
+    user_values: &BTreeMap<String, String>,
     name: &str,
     rootfs: &Path,
 ) -> Result<String> {
     if let Some(text) = &exports.config_template {
+        template::check_json_string_values("config.json.template", text, user_values)?;
         let rendered = template::render_file("config.json.template", text, FileKind::Raw, values)?;
         spec::validate(&rendered, "the rendered config.json.template")?;
         return Ok(rendered);

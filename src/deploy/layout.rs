@@ -67,7 +67,10 @@ impl Layout {
 
     /// Takes the storage-wide lock that every mutating command holds while it runs.
     pub fn lock(&self) -> Result<Flock<File>> {
-        std::fs::create_dir_all(&self.storage).with_context(|| format!("creating {}", self.storage.display()))?;
+        // The storage is laid out at its first use, so that installs and uninstalls never leave
+        // a directory behind that was not there before.
+        let deployments = self.deployments();
+        std::fs::create_dir_all(&deployments).with_context(|| format!("creating {}", deployments.display()))?;
         let path = self.storage.join("lock");
         let file = File::options()
             .create(true)

@@ -7,14 +7,17 @@
 //! - [`render_file`]: substitution with errors naming the file; [`FileKind::LineOriented`] files
 //!   (units, tmpfiles.d) refuse values that would add or join lines.
 //! - [`resolve`]: host defaults < `manifest.json` defaults < `--set` < `UUID` < forced values.
+//! - [`check_json_string_values`]: `--set` values must not leave the JSON strings they go into.
 //! - [`default_unit`]: the unit for images that ship no `service.template`.
 
 mod capabilities;
+mod json;
 mod render;
 mod substitute;
 mod variables;
 
 pub use capabilities::{all_process_capabilities, host_cap_last_cap};
+pub use json::check_json_string_values;
 pub use render::{default_unit, render_file, FileKind};
 pub use substitute::{placeholders, substitute, TemplateError};
 pub use variables::{parse_set, resolve, Forced, HostDefaults, Inputs};

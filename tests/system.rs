@@ -1,0 +1,259 @@
+//! sysctr on a real systemd: each test boots a throw-away host (systemd-nspawn on an overlay of
+//! this machine's root), runs this build's sysctr inside it, and checks the result through
+//! systemd itself and through what the container did.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Result;
+use common::*;
+
+const STORAGE: &str = "/var/lib/sysctr";
+/// Host paths an install writes to; an uninstall or a failed install must leave them as they were.
+const WATCHED: [&str; 4] = ["etc/systemd/system", "etc/tmpfiles.d", "usr/local/bin", "var/lib/sysctr/deployments"];
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello/rootfs")
+}
+
+/// A layer holding a directory tree of this repository, modes kept.
+fn layer_from_dir(root: &Path) -> Layer {
+    fn add(layer: Layer, root: &Path, dir: &Path) -> Layer {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        entries.sort();
+        let mut layer = layer;
+        for path in entries {
+            let relative = path.strip_prefix(root).unwrap().to_str().unwrap().to_string();
+            let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions()) & 0o7777;
+            if path.is_dir() {
+                layer = add(layer.dir(&relative, mode), root, &path);
+            } else {
+                layer = layer.file(&relative, std::fs::read(&path).unwrap(), mode);
+            }
+        }
+        layer
+    }
+    add(Layer::gzip().created_by("examples/hello"), root, root)
+}
+
+/// The example image of `examples/hello`: busybox plus the hello service and its exports.
+fn hello_image() -> Image {
+    Image::new().layer(busybox_layer()).layer(layer_from_dir(&examples_dir())).label("atomic.type", "system")
+}
+
+struct Setup {
+    registry: Registry,
+    _work: tempfile::TempDir,
+    work: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let work = tempfile::Builder::new().prefix("sysctr-st.").tempdir_in("/var/tmp").unwrap();
+        Setup { registry: Registry::start().unwrap(), work: work.path().to_path_buf(), _work: work }
+    }
+
+    /// Pushes `image` as `repo:latest` and returns its reference.
+    fn push(&self, image: &Image, repo: &str) -> String {
+        let layout = self.work.join(repo.replace('/', "_"));
+        image.write_oci_layout(&layout, "latest").unwrap();
+        let reference = self.registry.image_ref(&format!("{repo}:latest"));
+        push(&layout, "latest", &reference).unwrap();
+        reference
+    }
+}
+
+fn sysctr_ok(host: &TestHost, args: &[&str]) -> String {
+    let out = host.run_sysctr(args).unwrap();
+    assert!(out.status.success(), "sysctr {}: {}", args.join(" "), describe_output(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sysctr_err(host: &TestHost, args: &[&str]) -> String {
+    let out = host.run_sysctr(args).unwrap();
+    assert_eq!(out.status.code(), Some(1), "sysctr {} should fail: {}", args.join(" "), describe_output(&out));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.starts_with("error: ") && !err.contains("panicked"), "{err}");
+    err
+}
+
+fn unit_property(host: &TestHost, unit: &str, property: &str) -> String {
+    host.exec_ok(&["systemctl", "show", "-P", property, unit]).unwrap().trim().to_string()
+}
+
+fn wait_active(host: &TestHost, unit: &str) {
+    wait_for(&format!("{unit} to be active"), Duration::from_secs(30), Duration::from_millis(200), || {
+        Ok((unit_property(host, unit, "ActiveState") == "active").then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", host.journal(unit)));
+}
+
+fn host_file(host: &TestHost, path: &str) -> Option<String> {
+    std::fs::read_to_string(host.root().join(path.trim_start_matches('/'))).ok()
+}
+
+/// What the watched host paths hold, for before/after comparisons.
+fn snapshot(host: &TestHost) -> BTreeMap<&'static str, BTreeMap<PathBuf, Entry>> {
+    WATCHED
+        .iter()
+        .map(|dir| {
+            let path = host.root().join(dir);
+            let listing = if path.exists() { tree_listing(&path).unwrap() } else { BTreeMap::new() };
+            (*dir, listing)
+        })
+        .collect()
+}
+
+fn assert_same(before: &BTreeMap<&str, BTreeMap<PathBuf, Entry>>, after: &BTreeMap<&str, BTreeMap<PathBuf, Entry>>, when: &str) {
+    for dir in WATCHED {
+        let differences = diff_listings(&before[dir], &after[dir]);
+        assert!(differences.is_empty(), "{when}: /{dir} changed:\n{}", differences.join("\n"));
+    }
+}
+
+#[test]
+fn install_now_runs_under_systemd_survives_reboot_and_uninstalls_cleanly() -> Result<()> {
+    let setup = Setup::new();
+    let image = setup.push(&hello_image(), "demo/hello");
+    let mut host = TestHost::boot()?;
+    sysctr_ok(&host, &["pull", &image]);
+    let before = snapshot(&host);
+
+    let out = sysctr_ok(&host, &["install", "--now", "--set", "RECEIVER=Pluto", &image]);
+    assert!(out.contains("installed and started hello"), "{out}");
+
+    // systemd runs it: the start job succeeded, runc is the main process, the container worked.
+    assert_eq!(unit_property(&host, "hello.service", "ActiveState"), "active");
+    assert_eq!(unit_property(&host, "hello.service", "UnitFileState"), "enabled");
+    let main_pid: u32 = unit_property(&host, "hello.service", "MainPID").parse()?;
+    assert!(main_pid > 0);
+    let comm = host.exec_ok(&["cat", &format!("/proc/{main_pid}/comm")])?;
+    assert_eq!(comm.trim(), "runc");
+    let greeting = wait_for("the greeting", Duration::from_secs(20), Duration::from_millis(200), || {
+        Ok(host_file(&host, "/var/lib/hello/greeting").filter(|g| g.contains("rootfs:")))
+    })?;
+    assert!(greeting.starts_with("hello Pluto from hello\n"), "{greeting}");
+    assert!(greeting.contains("rootfs: read-only"), "{greeting}");
+
+    // The rendered files: unit with the stored UUID, host file from hostfs with its rename.
+    let list: serde_json::Value = serde_json::from_str(&sysctr_ok(&host, &["list", "--json"]))?;
+    assert_eq!(list[0]["name"], "hello");
+    assert_eq!(list[0]["state"], "running");
+    let info: serde_json::Value =
+        serde_json::from_str(&host_file(&host, "/var/lib/sysctr/deployments/hello/info").unwrap())?;
+    assert_eq!(info["values"], serde_json::json!({"RECEIVER": "Pluto"}));
+    let unit = host_file(&host, "/etc/systemd/system/hello.service").unwrap();
+    assert!(unit.contains(&format!("Environment=DEMO_UUID={}", info["uuid"].as_str().unwrap())), "{unit}");
+    assert!(unit.contains("WorkingDirectory=/var/lib/sysctr/deployments/hello.0"), "{unit}");
+    let helper = host_file(&host, "/usr/local/bin/hello-greeting").expect("hostfs file installed");
+    assert!(helper.contains("cat \"/var/lib/hello/greeting\""), "{helper}");
+    let link = std::fs::read_link(host.root().join("var/lib/sysctr/deployments/hello"))?;
+    assert_eq!(link, Path::new("hello.0"));
+
+    // Plain systemctl is all a user needs afterwards.
+    host.exec_ok(&["systemctl", "stop", "hello.service"])?;
+    assert_eq!(unit_property(&host, "hello.service", "ActiveState"), "inactive");
+    assert!(host_file(&host, "/var/lib/hello/greeting").unwrap().contains("goodbye Pluto"));
+    host.exec_ok(&["systemctl", "start", "hello.service"])?;
+    wait_active(&host, "hello.service");
+
+    // Enabled: it comes back at boot with no sysctr call.
+    host.reboot()?;
+    wait_active(&host, "hello.service");
+    let pid_after_boot: u32 = unit_property(&host, "hello.service", "MainPID").parse()?;
+    assert!(pid_after_boot > 0);
+
+    let out = sysctr_ok(&host, &["uninstall", "hello"]);
+    assert!(out.contains("uninstalled hello"), "{out}");
+    assert_eq!(unit_property(&host, "hello.service", "LoadState"), "not-found");
+    assert_same(&before, &snapshot(&host), "after uninstall");
+    let images: serde_json::Value = serde_json::from_str(&sysctr_ok(&host, &["images", "--json"]))?;
+    assert_eq!(images[0]["reference"], image.as_str(), "the image stays in the store");
+    assert_eq!(images[0]["used_by"], serde_json::json!([]));
+    Ok(())
+}
+
+#[test]
+fn image_without_exports_runs_with_generated_config_and_default_unit() -> Result<()> {
+    let setup = Setup::new();
+    let plain = Image::new()
+        .layer(busybox_layer())
+        .entrypoint(&["/bin/sh", "-c"])
+        .cmd(&["trap 'exit 0' TERM; echo generated-config-works as $(id -u) in $(pwd); while :; do sleep 1 & wait $!; done"])
+        .working_dir("/tmp")
+        .user("nobody");
+    let image = setup.push(&plain, "demo/plain");
+    let host = TestHost::boot()?;
+    sysctr_ok(&host, &["install", "--now", "--name", "plain", &image]);
+    wait_for("the container's output", Duration::from_secs(20), Duration::from_millis(200), || {
+        Ok(host.journal("plain.service").contains("generated-config-works as 65534 in /tmp").then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", host.journal("plain.service")));
+    assert_eq!(unit_property(&host, "plain.service", "Description"), "plain");
+    assert_eq!(unit_property(&host, "plain.service", "Restart"), "on-failure");
+    let config: serde_json::Value =
+        serde_json::from_str(&host_file(&host, "/var/lib/sysctr/deployments/plain.0/config.json").unwrap())?;
+    assert_eq!(config["root"], serde_json::json!({"path": "rootfs", "readonly": true}));
+    sysctr_ok(&host, &["uninstall", "plain"]);
+    assert_eq!(unit_property(&host, "plain.service", "LoadState"), "not-found");
+    Ok(())
+}
+
+#[test]
+fn failed_installs_leave_the_host_as_it_was() -> Result<()> {
+    let setup = Setup::new();
+    let hello = setup.push(&hello_image(), "demo/hello");
+    let missing_var = setup.push(
+        &busybox_service_image(&[("service.template", "[Service]\nExecStart=$EXEC_START\nUser=$SERVICE_USER\n")])
+            .cmd(&["/bin/true"]),
+        "demo/missing-var",
+    );
+    let unit_value = setup.push(
+        &busybox_service_image(&[(
+            "service.template",
+            "[Unit]\nDescription=$GREETING\n[Service]\nExecStart=$EXEC_START\n[Install]\nWantedBy=multi-user.target\n",
+        )])
+        .cmd(&["/bin/sleep", "3600"]),
+        "demo/unit-value",
+    );
+    let failing_start = setup.push(
+        &busybox_service_image(&[(
+            "service.template",
+            "[Service]\nExecStartPre=/bin/false\nExecStart=$EXEC_START\n[Install]\nWantedBy=multi-user.target\n",
+        )])
+        .cmd(&["/bin/sleep", "3600"]),
+        "demo/failing-start",
+    );
+    let host = TestHost::boot()?;
+    for image in [&hello, &missing_var, &unit_value, &failing_start] {
+        sysctr_ok(&host, &["pull", image]);
+    }
+    let before = snapshot(&host);
+
+    let cases: [(&[&str], &str); 6] = [
+        (&["install", &missing_var], "unreplaced value for: 'SERVICE_USER'"),
+        (&["install", "--set", "GREETING=hi\nExecStartPre=/bin/rm -rf /", &unit_value], "line break"),
+        (&["install", "--set", "RECEIVER=x\", \"EVIL=1", &hello], "config.json"),
+        (&["install", "--set", "NAME=other", &hello], "NAME"),
+        (&["install", "--now", &failing_start], "journalctl -u failing-start.service"),
+        (&["install", "--runtime", "/nonexistent/runc", &hello], "/nonexistent/runc"),
+    ];
+    for (args, expected) in cases {
+        let err = sysctr_err(&host, args);
+        assert!(err.contains(expected), "sysctr {}: expected '{expected}' in: {err}", args.join(" "));
+        assert_same(&before, &snapshot(&host), &format!("after the failed `sysctr {}`", args.join(" ")));
+        assert_eq!(unit_property(&host, "failing-start.service", "LoadState"), "not-found");
+    }
+
+    // A name that is taken is refused, and the installed container is left alone.
+    sysctr_ok(&host, &["install", &hello]);
+    let err = sysctr_err(&host, &["install", &hello]);
+    assert!(err.contains("'hello' is already installed"), "{err}");
+    assert!(host_file(&host, "/etc/systemd/system/hello.service").is_some());
+    sysctr_ok(&host, &["uninstall", "hello"]);
+    assert_same(&before, &snapshot(&host), "after install + uninstall");
+    Ok(())
+}
