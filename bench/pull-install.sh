@@ -7,20 +7,15 @@ set -euo pipefail
 RUNS=${RUNS:-5}
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
-source "$repo/tests/testhost.sh"
+source "$repo/tests/lib.sh"
 bash "$repo/tests/setup.sh" >/dev/null
 cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
 BIN=$repo/target/release/sysctr
 W=$(mktemp -d /var/tmp/sysctr-bench.XXXXXX)
-REG=
-cleanup() { testhost_stop; [ -n "$REG" ] && kill "$REG" 2>/dev/null; wait 2>/dev/null; rm -rf "$W"; }
+cleanup() { testhost_stop; registry_stop; rm -rf "$W"; }
 trap cleanup EXIT
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s/registry\nhttp:\n  addr: 127.0.0.1:%s\nlog:\n  level: error\n' "$W" "$PORT" > "$W/registry.yml"
-docker-registry serve "$W/registry.yml" > "$W/registry.log" 2>&1 &
-REG=$!
-until curl -sf "http://127.0.0.1:$PORT/v2/" >/dev/null 2>&1 || python3 -c "import socket; socket.create_connection(('127.0.0.1',$PORT))" 2>/dev/null; do sleep 0.1; done
+registry_start "$W"
 
 echo "building the benchmark image (5 layers, 5000 files)..."
 umoci init --layout "$W/img" && umoci new --image "$W/img:bench"
@@ -31,7 +26,7 @@ for layer in 1 2 3 4 5; do
   umoci repack --image "$W/img:bench" "$W/bundle" && rm -rf "$W/bundle"
 done
 umoci config --image "$W/img:bench" --config.cmd /bin/sh --config.cmd=-c --config.cmd='sleep 3600'
-IMAGE=127.0.0.1:$PORT/bench/big:latest
+IMAGE=$REGISTRY/bench/big:latest
 skopeo copy -q --dest-tls-verify=false "oci:$W/img:bench" "docker://$IMAGE"
 du -sh --apparent-size "$W/registry" | awk '{print "registry holds", $1}'
 

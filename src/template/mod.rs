@@ -21,3 +21,9 @@ pub use json::check_json_string_values;
 pub use render::{default_unit, render_file, FileKind};
 pub use substitute::{placeholders, substitute, TemplateError};
 pub use variables::{parse_set, resolve, Forced, HostDefaults, Inputs};
+
+/// A value map from pairs, for tests.
+#[cfg(test)]
+pub(crate) fn test_values(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}

@@ -123,13 +123,8 @@ fn file_error(file_name: &str, err: TemplateError) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::template::test_values as values;
 
-    fn values(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
 
     fn render(text: &str, kind: FileKind, pairs: &[(&str, &str)]) -> Result<String> {
         render_file("service.template", text, kind, &values(pairs))

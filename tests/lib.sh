@@ -1,5 +1,25 @@
-# Boots and stops a throw-away systemd host (systemd-nspawn on an overlay of /) for scripts.
-# Source it, call `testhost_boot`, run commands with `in_host CMD...`; `testhost_stop` cleans up.
+# Shell helpers for the demo and the benchmarks (the Rust tests have their own in tests/common).
+# - registry_start DIR / registry_stop: Debian's docker-registry on a free loopback port
+#   ($REGISTRY is then 127.0.0.1:PORT), storing under DIR.
+# - testhost_boot / in_host CMD... / testhost_stop: a throw-away systemd host (systemd-nspawn on an
+#   overlay of /).
+
+registry_start() {
+  local dir=$1 port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s/registry\nhttp:\n  addr: 127.0.0.1:%s\nlog:\n  level: error\n' \
+    "$dir" "$port" > "$dir/registry.yml"
+  docker-registry serve "$dir/registry.yml" > "$dir/registry.log" 2>&1 &
+  REGISTRY_PID=$!
+  REGISTRY=127.0.0.1:$port
+  until python3 -c "import socket; socket.create_connection(('127.0.0.1', $port))" 2>/dev/null; do sleep 0.1; done
+}
+
+registry_stop() {
+  # SIGKILL: on SIGTERM the registry waits for idle keep-alive connections to drain.
+  if [ -n "${REGISTRY_PID:-}" ]; then kill -KILL "$REGISTRY_PID" 2>/dev/null; wait "$REGISTRY_PID" 2>/dev/null || true; fi
+  REGISTRY_PID=
+}
 
 testhost_boot() {
   TH_DIR=$(mktemp -d /var/tmp/testhost.XXXXXX)
@@ -24,12 +44,14 @@ testhost_start() {
     >"$TH_DIR/console.log" 2>&1 </dev/null &
   TH_NSPAWN=$!
   TH_LEADER=
-  for _ in $(seq 100); do
+  # The host's PID 1 is nspawn's child once that child has become systemd.
+  for _ in $(seq 200); do
     TH_LEADER=$(pgrep -P "$TH_NSPAWN" || true)
-    [ -n "$TH_LEADER" ] && break
-    sleep 0.1
+    [ -n "$TH_LEADER" ] && [ "$(cat "/proc/$TH_LEADER/comm" 2>/dev/null)" = systemd ] && break
+    TH_LEADER=
+    sleep 0.05
   done
-  [ -n "$TH_LEADER" ] || { echo "test host did not start" >&2; return 1; }
+  [ -n "$TH_LEADER" ] || { echo "test host did not start: $(tail -5 "$TH_DIR/console.log")" >&2; return 1; }
   timeout 60 nsenter -t "$TH_LEADER" -a systemctl is-system-running --wait >/dev/null || true
 }
 
