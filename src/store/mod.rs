@@ -257,6 +257,90 @@ fn write_image_commit(repo: &ostree::Repo, image: &ImageToPublish, layers: &[(Di
 mod tests {
     use super::*;
 
+    /// An uncompressed layer: (path, Some(content)) is a file, (path, None) a directory.
+    fn layer(entries: &[(&str, Option<&str>)]) -> (Vec<u8>, LayerToImport) {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, content) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            match content {
+                Some(text) => {
+                    header.set_entry_type(tar::EntryType::Regular);
+                    header.set_size(text.len() as u64);
+                    header.set_mode(0o644);
+                    builder.append_data(&mut header, path, text.as_bytes()).unwrap();
+                }
+                None => {
+                    header.set_entry_type(tar::EntryType::Directory);
+                    header.set_size(0);
+                    header.set_mode(0o755);
+                    builder.append_data(&mut header, path, std::io::empty()).unwrap();
+                }
+            }
+        }
+        let bytes = builder.into_inner().unwrap();
+        let digest = Digest::of_bytes(&bytes);
+        (bytes, LayerToImport { digest: digest.clone(), diff_id: digest, compression: Compression::None })
+    }
+
+    /// Imports the layers into a fresh repository, publishes them as one image and checks it out.
+    fn flatten(layers: &[&[(&str, Option<&str>)]]) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::Builder::new().prefix("sysctr-store.").tempdir_in("/var/tmp").unwrap();
+        let store = Store::open_or_create(&dir.path().join("repo")).unwrap();
+        let mut commits = Vec::new();
+        for entries in layers {
+            let (bytes, to_import) = layer(entries);
+            let imported = import_layer(store.path(), &bytes[..], &to_import).unwrap();
+            commits.push((to_import.digest, imported.commit));
+        }
+        let image = ImageToPublish { reference: "test:latest", manifest_digest: "sha256:00", manifest_raw: b"{}", config_raw: b"{}" };
+        let commit = store.publish(&image, &commits).unwrap();
+        let rootfs = dir.path().join("rootfs");
+        checkout_image(&store, &commit, &rootfs).unwrap();
+        (dir, rootfs)
+    }
+
+    #[test]
+    fn whiteouts_hide_lower_files_and_directories() {
+        let (_dir, root) = flatten(&[
+            &[("a", Some("a")), ("b", Some("b")), ("d", None), ("d/x", Some("x"))],
+            &[(".wh.a", Some("")), (".wh.d", Some(""))],
+        ]);
+        assert!(!root.join("a").exists() && !root.join("d").exists());
+        assert_eq!(std::fs::read_to_string(root.join("b")).unwrap(), "b");
+        assert!(!root.join(".wh.a").exists(), "whiteout files must not reach the rootfs");
+    }
+
+    #[test]
+    fn opaque_directory_keeps_only_its_own_layer() {
+        let (_dir, root) = flatten(&[
+            &[("o", None), ("o/lower", Some("1")), ("o/sub", None), ("o/sub/deep", Some("2"))],
+            &[("o", None), ("o/.wh..wh..opq", Some("")), ("o/upper", Some("3"))],
+        ]);
+        let mut names: Vec<_> = std::fs::read_dir(root.join("o")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["upper"]);
+    }
+
+    #[test]
+    fn whiteout_never_hides_its_own_layer() {
+        let (_dir, root) = flatten(&[
+            &[("s", None), ("s/a", Some("a1"))],
+            &[("s/a", Some("a2")), ("s/.wh.a", Some("")), ("s/.wh.b", Some("")), ("s/b", Some("b2"))],
+        ]);
+        assert_eq!(std::fs::read_to_string(root.join("s/a")).unwrap(), "a2");
+        assert_eq!(std::fs::read_to_string(root.join("s/b")).unwrap(), "b2");
+    }
+
+    #[test]
+    fn later_layer_changes_the_type_of_an_entry() {
+        let (_dir, root) = flatten(&[&[("t", Some("file")), ("u", None), ("u/in", Some("x"))], &[("t", None), ("t/in", Some("y")), ("u", Some("now a file"))]]);
+        assert_eq!(std::fs::read_to_string(root.join("t/in")).unwrap(), "y");
+        assert_eq!(std::fs::read_to_string(root.join("u")).unwrap(), "now a file");
+    }
+
     #[test]
     fn image_refs_escape_like_atomic() {
         assert_eq!(image_ref("docker.io/busybox:latest"), "ociimage/docker.io_2Fbusybox_3Alatest");
