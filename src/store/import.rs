@@ -10,11 +10,13 @@ use ostree::gio;
 use ostree::glib::object::Cast;
 use ostree::gio::prelude::*;
 use ostree::glib;
+use sha2::{Digest as _, Sha256};
 
 use crate::digest::{Digest, DigestReader};
 
-/// Files at most this large are written in one call; larger ones are streamed.
-const INLINE_FILE_MAX: u64 = 64 * 1024;
+/// Files at most this large are read into memory and checksummed here; larger ones are
+/// streamed to libostree, which checksums them itself.
+const BUFFERED_FILE_MAX: u64 = 16 * 1024 * 1024;
 /// File type bits OSTree expects in a mode (`st_mode`), not just the permissions.
 const S_IFREG: u32 = 0o100000;
 const S_IFDIR: u32 = 0o040000;
@@ -273,27 +275,57 @@ impl<'r> TreeWriter<'r> {
         xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Result<String> {
         let full_mode = S_IFREG | mode;
-        let xattrs = xattrs_variant(xattrs);
-        if size <= INLINE_FILE_MAX {
+        if size <= BUFFERED_FILE_MAX {
             let mut buf = Vec::with_capacity(size as usize);
             content.read_to_end(&mut buf)?;
-            let checksum = self.repo.write_regfile_inline(
-                None,
-                uid,
-                gid,
-                full_mode,
-                xattrs.as_ref(),
-                &buf,
-                gio::Cancellable::NONE,
-            )?;
-            return Ok(checksum.to_string());
+            return write_trusted_regfile(self.repo, &buf, uid, gid, full_mode, xattrs);
         }
+        let xattrs = xattrs_variant(xattrs);
         let writer = self.repo.write_regfile(None, uid, gid, full_mode, size, xattrs.as_ref())?;
         let mut out = writer.into_write();
         io::copy(content, &mut out)?;
         let writer = out.into_output_stream();
         Ok(writer.finish(gio::Cancellable::NONE)?.to_string())
     }
+}
+
+/// The OSTree checksum of a regular file: SHA-256 over its length-prefixed file header (the
+/// serialized `(uuuusa(ayay))` of big-endian uid, gid, mode, rdev 0, no symlink target, xattrs)
+/// then the content. Computed here rather than by libostree, whose build hashes with GLib's software
+/// SHA-256; this one uses the CPU's SHA instructions.
+fn regfile_checksum(content: &[u8], uid: u32, gid: u32, mode: u32, xattrs: &[(Vec<u8>, Vec<u8>)]) -> String {
+    let header = (uid.to_be(), gid.to_be(), mode.to_be(), 0u32, String::new(), xattrs.to_vec()).to_variant();
+    let header = header.data();
+    let mut hasher = Sha256::new();
+    // As stored: the header's length (big-endian u32) and 4 bytes of padding, then the header.
+    hasher.update((header.len() as u32).to_be_bytes());
+    hasher.update([0u8; 4]);
+    hasher.update(header);
+    hasher.update(content);
+    hex::encode(hasher.finalize())
+}
+
+/// Writes a regular file held in memory under the checksum computed by [`regfile_checksum`].
+fn write_trusted_regfile(
+    repo: &ostree::Repo,
+    content: &[u8],
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<String> {
+    let checksum = regfile_checksum(content, uid, gid, mode, &xattrs);
+    let info = gio::FileInfo::new();
+    info.set_file_type(gio::FileType::Regular);
+    info.set_size(content.len() as i64);
+    info.set_attribute_uint32("unix::uid", uid);
+    info.set_attribute_uint32("unix::gid", gid);
+    info.set_attribute_uint32("unix::mode", mode);
+    let input = gio::MemoryInputStream::from_bytes(&glib::Bytes::from(content));
+    let xattrs = xattrs_variant(xattrs);
+    let (stream, length) = ostree::raw_file_to_content_stream(&input, &info, xattrs.as_ref(), gio::Cancellable::NONE)?;
+    repo.write_content_trusted(&checksum, &stream, length, gio::Cancellable::NONE)?;
+    Ok(checksum)
 }
 
 /// Writes (or finds) the dirmeta object for a directory's owner, mode and xattrs.
@@ -381,6 +413,34 @@ mod tests {
                 None => assert!(got.is_err(), "{input} accepted"),
             }
         }
+    }
+
+    #[test]
+    fn our_checksum_is_the_one_libostree_computes() {
+        let dir = tempfile::Builder::new().prefix("sysctr-csum.").tempdir_in("/var/tmp").unwrap();
+        let path = dir.path().join("repo");
+        let repo = ostree::Repo::new_for_path(&path);
+        repo.create(ostree::RepoMode::Bare, gio::Cancellable::NONE).unwrap();
+        repo.prepare_transaction(gio::Cancellable::NONE).unwrap();
+        // vfs_cap_data revision 2, effective, permitted = CAP_NET_RAW: what `setcap cap_net_raw+ep` writes.
+        let capability =
+            (b"security.capability\0".to_vec(), vec![1u8, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let cases: [(&[u8], u32, u32, u32, Vec<(Vec<u8>, Vec<u8>)>); 4] = [
+            (b"", 0, 0, 0o644, vec![]),
+            (b"hello\n", 1000, 100, 0o4755, vec![]),
+            (&[7u8; 100_000], 0, 0, 0o600, vec![]),
+            (b"#!/bin/ping", 0, 0, 0o755, vec![capability]),
+        ];
+        for (content, uid, gid, mode, xattrs) in cases {
+            let variant = xattrs_variant(xattrs.clone());
+            let expected = repo
+                .write_regfile_inline(None, uid, gid, S_IFREG | mode, variant.as_ref(), content, gio::Cancellable::NONE)
+                .unwrap();
+            assert_eq!(regfile_checksum(content, uid, gid, S_IFREG | mode, &xattrs), expected.as_str());
+            let written = write_trusted_regfile(&repo, content, uid, gid, S_IFREG | mode, xattrs).unwrap();
+            assert_eq!(written, expected.as_str());
+        }
+        repo.commit_transaction(gio::Cancellable::NONE).unwrap();
     }
 
     #[test]
