@@ -227,3 +227,24 @@ fn device_nodes_are_reported_not_dropped_silently() {
     assert!(out.status.success(), "{}", describe_output(&out));
     assert!(stderr(&out).contains("/dev/null2 (character device)"), "{}", describe_output(&out));
 }
+
+#[test]
+fn docker_schema2_manifests_are_pulled_too() {
+    let registry = Registry::start().unwrap();
+    let work = scratch();
+    let (amd64, _) = two_platform_images();
+    amd64.write_oci_layout(&work.path().join("oci"), "latest").unwrap();
+    let reference = registry.image_ref("test/docker:latest");
+    let source = format!("oci:{}:latest", work.path().join("oci").display());
+    cmd_ok(&["skopeo", "copy", "-q", "--dest-tls-verify=false", "--format", "v2s2", &source, &format!("docker://{reference}")])
+        .unwrap();
+    let served = String::from_utf8(common::image::inspect_raw(&reference).unwrap()).unwrap();
+    assert!(served.contains("application/vnd.docker.distribution.manifest.v2+json"), "{served}");
+
+    let storage = work.path().join("storage");
+    let out = run_sysctr(&storage, &["pull", &reference]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let ours = work.path().join("ours");
+    checkout_pulled(&storage, &reference, &ours).unwrap();
+    assert_eq!(std::fs::read_to_string(ours.join("etc/arch")).unwrap(), "amd64\n");
+}

@@ -52,7 +52,7 @@ testhost_start() {
     sleep 0.05
   done
   [ -n "$TH_LEADER" ] || { echo "test host did not start: $(tail -5 "$TH_DIR/console.log")" >&2; return 1; }
-  timeout 60 nsenter -t "$TH_LEADER" -a systemctl is-system-running --wait >/dev/null || true
+  timeout 60 nsenter -t "$TH_LEADER" -a systemctl is-system-running --wait >/dev/null 2>&1 || true
 }
 
 in_host() { nsenter -t "$TH_LEADER" -a "$@"; }

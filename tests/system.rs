@@ -248,8 +248,14 @@ fn failed_installs_leave_the_host_as_it_was() -> Result<()> {
         assert_eq!(unit_property(&host, "failing-start.service", "LoadState"), "not-found");
     }
 
-    // A name that is taken is refused, and the installed container is left alone.
+    // The deployed rootfs is the image, file by file, as umoci unpacks it.
     sysctr_ok(&host, &["install", &hello]);
+    let deployed = tree_listing(&host.root().join("var/lib/sysctr/deployments/hello/rootfs"))?;
+    let reference = umoci_unpack(&setup.work.join("demo_hello"), "latest", &setup.work.join("umoci-hello"))?;
+    let differences = diff_listings(&tree_listing(&reference)?, &deployed);
+    assert!(differences.is_empty(), "deployed rootfs differs from umoci unpack:\n{}", differences.join("\n"));
+
+    // A name that is taken is refused, and the installed container is left alone.
     let err = sysctr_err(&host, &["install", &hello]);
     assert!(err.contains("'hello' is already installed"), "{err}");
     assert!(host_file(&host, "/etc/systemd/system/hello.service").is_some());
