@@ -11,7 +11,6 @@ use std::time::Duration;
 use anyhow::Result;
 use common::*;
 
-const STORAGE: &str = "/var/lib/sysctr";
 /// Host paths an install writes to; an uninstall or a failed install must leave them as they were.
 const WATCHED: [&str; 4] = ["etc/systemd/system", "etc/tmpfiles.d", "usr/local/bin", "var/lib/sysctr/deployments"];
 
@@ -261,5 +260,95 @@ fn failed_installs_leave_the_host_as_it_was() -> Result<()> {
     assert!(host_file(&host, "/etc/systemd/system/hello.service").is_some());
     sysctr_ok(&host, &["uninstall", "hello"]);
     assert_same(&before, &snapshot(&host), "after install + uninstall");
+    Ok(())
+}
+
+fn active_slot(host: &TestHost, name: &str) -> String {
+    std::fs::read_link(host.root().join("var/lib/sysctr/deployments").join(name)).unwrap().to_string_lossy().into_owned()
+}
+
+fn greeting(host: &TestHost, receiver: &str) -> String {
+    wait_for(&format!("a greeting to {receiver}"), Duration::from_secs(20), Duration::from_millis(200), || {
+        Ok(host_file(host, "/var/lib/hello/greeting").filter(|g| g.starts_with(&format!("hello {receiver} "))))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", host.journal("hello.service")))
+}
+
+#[test]
+fn update_rollback_and_rebase_switch_slots_and_keep_the_service_running() -> Result<()> {
+    let setup = Setup::new();
+    let v1 = hello_image().layer(Layer::gzip().dir("usr/share", 0o755).file("usr/share/v1-only", "v1", 0o644));
+    let image = setup.push(&v1, "demo/hello");
+    let missing_var = setup.push(
+        &busybox_service_image(&[("service.template", "[Service]\nExecStart=$EXEC_START\nUser=$SERVICE_USER\n")])
+            .cmd(&["/bin/true"]),
+        "demo/missing-var",
+    );
+    let failing = setup.push(
+        &busybox_service_image(&[(
+            "service.template",
+            "[Service]\nExecStart=$EXEC_START\n[Install]\nWantedBy=multi-user.target\n",
+        )])
+        .cmd(&["/bin/false"]),
+        "demo/exits-at-once",
+    );
+    let host = TestHost::boot()?;
+    sysctr_ok(&host, &["install", "--now", "--set", "RECEIVER=Pluto", &image]);
+    greeting(&host, "Pluto");
+    let uuid = |host: &TestHost| -> String {
+        let info: serde_json::Value =
+            serde_json::from_str(&host_file(host, "/var/lib/sysctr/deployments/hello/info").unwrap()).unwrap();
+        info["uuid"].as_str().unwrap().to_string()
+    };
+    let first_uuid = uuid(&host);
+    assert_eq!(active_slot(&host, "hello"), "hello.0");
+
+    let out = sysctr_ok(&host, &["update", "hello"]);
+    assert!(out.contains("already up to date"), "{out}");
+
+    // New values: the other slot, restarted with them, same UUID.
+    std::fs::remove_file(host.root().join("var/lib/hello/greeting"))?;
+    sysctr_ok(&host, &["update", "--set", "RECEIVER=Charon", "hello"]);
+    assert_eq!(active_slot(&host, "hello"), "hello.1");
+    greeting(&host, "Charon");
+    assert_eq!(unit_property(&host, "hello.service", "ActiveState"), "active");
+    assert_eq!(uuid(&host), first_uuid);
+    let unit = host_file(&host, "/etc/systemd/system/hello.service").unwrap();
+    assert!(unit.contains("WorkingDirectory=/var/lib/sysctr/deployments/hello.1"), "{unit}");
+
+    // A new image under the same tag: checked out into an empty slot, so a file it dropped is gone.
+    let v2 = hello_image().layer(Layer::gzip().dir("usr/share", 0o755).file("usr/share/v2-only", "v2", 0o644));
+    setup.push(&v2, "demo/hello");
+    sysctr_ok(&host, &["update", "hello"]);
+    assert_eq!(active_slot(&host, "hello"), "hello.0");
+    let rootfs = host.root().join("var/lib/sysctr/deployments/hello/rootfs/usr/share");
+    assert!(rootfs.join("v2-only").exists() && !rootfs.join("v1-only").exists());
+    greeting(&host, "Charon");
+
+    // Rollback: the previous slot, with its own values and files, running.
+    sysctr_ok(&host, &["rollback", "hello"]);
+    assert_eq!(active_slot(&host, "hello"), "hello.1");
+    assert!(host.root().join("var/lib/sysctr/deployments/hello/rootfs/usr/share/v1-only").exists());
+    assert_eq!(unit_property(&host, "hello.service", "ActiveState"), "active");
+
+    // A rebase that cannot render fails before anything moves.
+    let err = sysctr_err(&host, &["update", "--rebase", &missing_var, "hello"]);
+    assert!(err.contains("unreplaced value for: 'SERVICE_USER'"), "{err}");
+    assert_eq!(active_slot(&host, "hello"), "hello.1");
+    assert_eq!(unit_property(&host, "hello.service", "ActiveState"), "active");
+
+    // A rebase whose service does not stay up is rolled back, and the old service runs again.
+    std::fs::remove_file(host.root().join("var/lib/hello/greeting"))?;
+    let err = sysctr_err(&host, &["update", "--rebase", &failing, "hello"]);
+    assert!(err.contains("rolled back"), "{err}");
+    assert_eq!(active_slot(&host, "hello"), "hello.1");
+    wait_active(&host, "hello.service");
+    greeting(&host, "Charon");
+    let unit = host_file(&host, "/etc/systemd/system/hello.service").unwrap();
+    assert!(unit.contains("WorkingDirectory=/var/lib/sysctr/deployments/hello.1"), "{unit}");
+
+    sysctr_ok(&host, &["uninstall", "hello"]);
+    assert!(!host.root().join("var/lib/sysctr/deployments/hello.0").exists());
+    assert!(!host.root().join("var/lib/sysctr/deployments/hello.1").exists());
     Ok(())
 }

@@ -18,8 +18,18 @@ pub async fn run(layout: &Layout, opts: &ListOpts) -> Result<()> {
     }
     let table: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| vec![r.name.clone(), r.image.clone(), short_id(&r.image_id).to_string(), r.state.clone(), r.created.clone()])
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                r.image.clone(),
+                short_id(&r.image_id).to_string(),
+                r.state.clone(),
+                r.slot.to_string(),
+                r.created.clone(),
+                r.runtime.clone(),
+            ]
+        })
         .collect();
-    print_table(&["NAME", "IMAGE", "IMAGE-ID", "STATE", "CREATED"], &table);
+    print_table(&["NAME", "IMAGE", "IMAGE-ID", "STATE", "SLOT", "CREATED", "RUNTIME"], &table);
     Ok(())
 }

@@ -5,7 +5,9 @@ mod images;
 mod install;
 mod list;
 mod pull;
+mod rollback;
 mod uninstall;
+mod update;
 
 use std::path::PathBuf;
 
@@ -35,6 +37,10 @@ pub enum Command {
     Install(install::InstallOpts),
     /// Stop and remove an installed container; its image stays in the store.
     Uninstall(uninstall::UninstallOpts),
+    /// Move a container to a new deployment: a newer image, other values, or another image.
+    Update(update::UpdateOpts),
+    /// Switch a container back to its previous deployment.
+    Rollback(rollback::RollbackOpts),
     /// List installed containers.
     List(list::ListOpts),
     /// List images in the store.
@@ -62,6 +68,8 @@ pub async fn run() -> Result<()> {
         Command::Pull(o) => pull::run(&layout, o).await,
         Command::Install(o) => install::run(&layout, o).await,
         Command::Uninstall(o) => uninstall::run(&layout, o).await,
+        Command::Update(o) => update::run(&layout, o).await,
+        Command::Rollback(o) => rollback::run(&layout, o).await,
         Command::List(o) => list::run(&layout, o).await,
         Command::Images(o) => images::run(&layout, o),
     }

@@ -145,7 +145,7 @@ pub fn install(layout: &Layout, planned: &[PlannedFile], journal: &mut Journal) 
             journal.created_dir(&dir);
             done.created_dirs.insert(0, host_relative(layout, &dir));
         }
-        journal.created_file(&target);
+        journal.save(&target)?;
         write_one(&target, &file.content).with_context(|| format!("installing host file {}", file.path))?;
         done.files.push(InstalledFile { path: file.path.clone(), sha256: file.content.checksum() });
     }
@@ -183,7 +183,12 @@ fn host_relative(layout: &Layout, path: &Path) -> String {
 
 /// Removes recorded host files that still have the recorded checksum, then the directories the
 /// install created if they are empty. Returns a message for every file kept.
-pub fn remove(layout: &Layout, files: &[InstalledFile], created_dirs: &[String]) -> Result<Vec<String>> {
+pub fn remove(
+    layout: &Layout,
+    files: &[InstalledFile],
+    created_dirs: &[String],
+    journal: &mut Journal,
+) -> Result<Vec<String>> {
     let mut kept = Vec::new();
     for file in files {
         let path = layout.host_path(&file.path);
@@ -195,6 +200,7 @@ pub fn remove(layout: &Layout, files: &[InstalledFile], created_dirs: &[String])
         }
         .with_context(|| format!("reading {}", path.display()))?;
         if current == file.sha256 {
+            journal.save(&path)?;
             std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         } else {
             kept.push(format!("kept {}: it was modified after it was installed", file.path));
@@ -202,7 +208,10 @@ pub fn remove(layout: &Layout, files: &[InstalledFile], created_dirs: &[String])
     }
     for dir in created_dirs {
         // Not empty means someone else put files there since: leave it.
-        let _ = std::fs::remove_dir(layout.host_path(dir));
+        let path = layout.host_path(dir);
+        if std::fs::remove_dir(&path).is_ok() {
+            journal.removed_dir(&path);
+        }
     }
     Ok(kept)
 }
@@ -264,7 +273,7 @@ mod tests {
         assert!(again.files.is_empty());
 
         std::fs::write(host.path().join("etc/demo/demo.conf"), b"edited\n").unwrap();
-        let kept = remove(&layout, &installed.files, &installed.created_dirs).unwrap();
+        let kept = remove(&layout, &installed.files, &installed.created_dirs, &mut Journal::default()).unwrap();
         assert_eq!(kept.len(), 1, "{kept:?}");
         assert!(kept[0].contains("/etc/demo/demo.conf"));
         assert!(host.path().join("etc/demo/demo.conf").exists());

@@ -115,6 +115,13 @@ impl Layout {
         let text = std::fs::read_to_string(&path).with_context(|| format!("'{name}' is not installed"))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
+
+    /// The record of a given slot, active or not.
+    pub fn read_slot_info(&self, name: &str, slot: u8) -> Result<Deployment> {
+        let path = self.slot(name, slot).join(INFO_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
 }
 
 /// A host file installed from the image's `exports/hostfs`, with the checksum it was written with.

@@ -8,6 +8,7 @@
 //! - `STORAGE/deployments/NAME -> NAME.N`: the active slot, switched by rename(2) only;
 //! - `/etc/systemd/system/NAME.service` (+ `NAME.service.d/sysctr.conf`), `/etc/tmpfiles.d/NAME.conf`.
 
+mod activate;
 mod exports;
 mod hostfs;
 mod install;
@@ -15,10 +16,13 @@ mod journal;
 mod layout;
 mod listing;
 mod pull;
+mod slot;
 mod uninstall;
+mod update;
 
 pub use install::{install, InstallReport, InstallRequest};
 pub use layout::{Deployment, InstalledFile, Layout, DEFAULT_STORAGE};
 pub use listing::{images, list, ContainerRow, ImageRow};
 pub use pull::{pull, Pulled};
 pub use uninstall::{uninstall, UninstallReport};
+pub use update::{rollback, update, SwitchReport, UpdateRequest};

@@ -3,7 +3,8 @@
 use anyhow::{Context, Result};
 
 use super::hostfs;
-use super::install::run_tmpfiles;
+use super::activate::run_tmpfiles;
+use super::journal::Journal;
 use super::layout::Layout;
 use crate::reference::validate_container_name;
 use crate::systemd::Systemd;
@@ -41,7 +42,7 @@ pub async fn uninstall(layout: &Layout, name: &str) -> Result<UninstallReport> {
         remove_if_present(&tmpfiles)?;
     }
 
-    report.notes = hostfs::remove(layout, &deployment.installed_files, &deployment.created_dirs)?;
+    report.notes = hostfs::remove(layout, &deployment.installed_files, &deployment.created_dirs, &mut Journal::default())?;
 
     // The symlink goes first: from then on the name is free, whatever happens to the slots.
     remove_if_present(&layout.link(name))?;

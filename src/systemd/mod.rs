@@ -11,6 +11,8 @@ const DESTINATION: &str = "org.freedesktop.systemd1";
 /// How long a start or stop job may take before we stop waiting; systemd's own default job
 /// timeouts are shorter, so this only catches a bus that went silent.
 const JOB_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a freshly started service must stay up to count as started.
+const SETTLE_TIME: Duration = Duration::from_millis(1500);
 
 #[proxy(
     interface = "org.freedesktop.systemd1.Manager",
@@ -117,6 +119,17 @@ impl Systemd {
             .with_context(|| format!("timed out waiting for systemd to {verb} {unit}"))??;
         if result != "done" {
             bail!("systemd could not {verb} {unit} (job result: {result}); see `journalctl -u {unit}`");
+        }
+        Ok(())
+    }
+
+    /// After a successful start job, checks that the unit is still active a moment later: a
+    /// simple service's start job succeeds as soon as its process is forked.
+    pub async fn ensure_stays_active(&self, unit: &str) -> Result<()> {
+        tokio::time::sleep(SETTLE_TIME).await;
+        let state = self.active_state(unit).await?;
+        if state != "active" {
+            bail!("{unit} did not stay up after starting (state: {state}); see `journalctl -u {unit}`");
         }
         Ok(())
     }

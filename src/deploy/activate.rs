@@ -1,0 +1,106 @@
+//! Making a built slot the active one on the host: the previous slot's unit, tmpfiles.d file and
+//! host files out, the new slot's in, the `NAME` symlink switched by rename, systemd reloaded.
+//! Every change is journaled first; starting and stopping is the caller's business.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use super::hostfs;
+use super::journal::Journal;
+use super::layout::{Deployment, Layout};
+use super::slot::{self, DROPIN_FILE, TMPFILES_FILE, UNIT_FILE};
+use crate::systemd::Systemd;
+
+/// Activates `to` (already built in its slot), replacing `from` if there is one. Updates `to`'s
+/// record with the host files actually installed. Returns notes for the user.
+pub(super) async fn activate(
+    layout: &Layout,
+    from: Option<&Deployment>,
+    to: &mut Deployment,
+    systemd: Option<&Systemd>,
+    journal: &mut Journal,
+) -> Result<Vec<String>> {
+    let name = to.name.clone();
+    let mut notes = Vec::new();
+    if let Some(from) = from {
+        notes.extend(hostfs::remove(layout, &from.installed_files, &from.created_dirs, journal)?);
+    }
+
+    let to_dir = slot::slot_dir(layout, to);
+    let installed = hostfs::install(layout, &slot::staged_host_files(&to_dir)?, journal)?;
+    for path in &installed.kept_existing {
+        notes.push(format!("not installed {path}: a file is already there, and sysctr never overwrites one"));
+    }
+    to.installed_files = installed.files;
+    to.created_dirs = installed.created_dirs;
+    journal.save(&to_dir.join("info"))?;
+    to.write(&to_dir)?;
+
+    let tmpfiles = layout.tmpfiles_file(&name);
+    place(journal, &to_dir.join(TMPFILES_FILE), &tmpfiles)?;
+    if tmpfiles.exists() && layout.root == Path::new("/") {
+        run_tmpfiles("--create", &tmpfiles)?;
+    }
+    journal.units_changed();
+    place(journal, &to_dir.join(UNIT_FILE), &layout.unit_file(&name))?;
+    let dropin_dir = layout.unit_dropin_dir(&name);
+    if !dropin_dir.exists() && to.has_service {
+        journal.created_dir(&dropin_dir);
+        std::fs::create_dir_all(&dropin_dir).with_context(|| format!("creating {}", dropin_dir.display()))?;
+    }
+    place(journal, &to_dir.join(DROPIN_FILE), &dropin_dir.join(DROPIN_FILE))?;
+    if !to.has_service && dropin_dir.exists() {
+        journal.removed_dir(&dropin_dir);
+        let _ = std::fs::remove_dir(&dropin_dir);
+    }
+
+    let link = layout.link(&name);
+    journal.save(&link)?;
+    replace_symlink(&link, &format!("{name}.{}", to.slot))?;
+
+    if let Some(systemd) = systemd {
+        systemd.reload().await?;
+    }
+    Ok(notes)
+}
+
+/// Copies `source` to `target` when the slot has it, removes `target` when it does not.
+fn place(journal: &mut Journal, source: &Path, target: &Path) -> Result<()> {
+    journal.save(target)?;
+    if source.exists() {
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::copy(source, target).with_context(|| format!("writing {}", target.display()))?;
+    } else if std::fs::symlink_metadata(target).is_ok() {
+        std::fs::remove_file(target).with_context(|| format!("removing {}", target.display()))?;
+    }
+    Ok(())
+}
+
+/// Points `link` at `target` atomically: a new symlink is renamed over the old one, so there is
+/// never a moment without it.
+fn replace_symlink(link: &Path, target: &str) -> Result<()> {
+    let file_name = link.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temp = link.with_file_name(format!(".{file_name}.new"));
+    let _ = std::fs::remove_file(&temp);
+    std::os::unix::fs::symlink(target, &temp).with_context(|| format!("creating {}", temp.display()))?;
+    std::fs::rename(&temp, link).with_context(|| format!("switching {} to {target}", link.display()))
+}
+
+pub(super) fn run_tmpfiles(action: &str, file: &Path) -> Result<()> {
+    let output = std::process::Command::new("systemd-tmpfiles")
+        .arg(action)
+        .arg(file)
+        .output()
+        .context("running systemd-tmpfiles")?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "systemd-tmpfiles {action} {} failed: {}",
+            file.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}

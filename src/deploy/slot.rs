@@ -1,0 +1,229 @@
+//! Building a deployment slot: the image checked out and every file rendered and validated,
+//! before anything outside the storage is touched.
+//!
+//! A slot (`deployments/NAME.N`) holds all that is needed to make it the active one again
+//! later (rollback): `rootfs/`, `config.json`, the unit and its drop-in, `tmpfiles.conf`,
+//! `hostfs/` (the host files as rendered for this slot) and `info`.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use oci_spec::image::{ImageConfiguration, ImageManifest};
+
+use super::exports::{Exports, ExportsManifest};
+use super::hostfs::{self, PlannedContent};
+use super::journal::Journal;
+use super::layout::{Deployment, Layout};
+use crate::digest::Digest;
+use crate::spec;
+use crate::store::{checkout_image, Store, StoredImage};
+use crate::template::{self, FileKind, Forced, HostDefaults, Inputs};
+
+const RUN_ONCE_LABEL: &str = "atomic.run";
+pub(super) const UNIT_FILE: &str = "unit.service";
+pub(super) const DROPIN_FILE: &str = "sysctr.conf";
+pub(super) const TMPFILES_FILE: &str = "tmpfiles.conf";
+pub(super) const HOSTFS_DIR: &str = "hostfs";
+
+/// Everything a slot is built from.
+#[derive(Debug)]
+pub(super) struct SlotRequest<'a> {
+    pub name: &'a str,
+    pub slot: u8,
+    pub image: &'a StoredImage,
+    pub runtime: &'a Path,
+    /// Only what the user set with `--set`.
+    pub user_values: &'a BTreeMap<String, String>,
+    pub uuid: &'a str,
+}
+
+/// Builds the slot in a staging directory, then moves it to `deployments/NAME.N`, replacing
+/// a slot left there by an older deployment only once the new one is complete.
+pub(super) fn build_slot(layout: &Layout, store: &Store, request: &SlotRequest, journal: &mut Journal) -> Result<Deployment> {
+    let name = request.name;
+    let staging = layout.deployments().join(format!(".{name}.{}.staging", request.slot));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).with_context(|| format!("removing a stale {}", staging.display()))?;
+    }
+    journal.created_tree(&staging);
+    std::fs::create_dir(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    let deployment = fill_slot(layout, store, request, &staging)?;
+
+    let slot_dir = layout.slot(name, request.slot);
+    if slot_dir.exists() {
+        std::fs::remove_dir_all(&slot_dir)
+            .with_context(|| format!("removing the older deployment in {}", slot_dir.display()))?;
+    }
+    journal.created_tree(&slot_dir);
+    std::fs::rename(&staging, &slot_dir).with_context(|| format!("moving the new deployment to {}", slot_dir.display()))?;
+    Ok(deployment)
+}
+
+fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) -> Result<Deployment> {
+    let image = request.image;
+    let name = request.name;
+    let manifest: ImageManifest = serde_json::from_slice(&image.manifest_raw).context("reading the stored manifest")?;
+    let config: ImageConfiguration = serde_json::from_slice(&image.config_raw).context("reading the stored image config")?;
+    let labels = config.config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default();
+    if labels.get(RUN_ONCE_LABEL).map(String::as_str) == Some("once") {
+        bail!("{} is labelled {RUN_ONCE_LABEL}=once: it runs once and is not installed as a service", image.reference);
+    }
+
+    let rootfs = dir.join(spec::ROOTFS);
+    checkout_image(store, &image.commit, &rootfs).context("checking out the image")?;
+    let exports = Exports::read(&rootfs)?;
+
+    let runtime = request.runtime.to_string_lossy().into_owned();
+    let image_id = Digest::parse(manifest.config().digest().as_ref())?.hex().to_string();
+    let forced = Forced {
+        name: name.to_string(),
+        destdir: host_view(layout, &layout.slot(name, request.slot)),
+        exec_start: format!("{runtime} --systemd-cgroup run '{name}'"),
+        exec_stop: format!("{runtime} --systemd-cgroup kill '{name}'"),
+        exec_startpre: String::new(),
+        exec_stoppost: String::new(),
+        host_uid: nix::unistd::getuid().as_raw(),
+        host_gid: nix::unistd::getgid().as_raw(),
+        image_name: image.reference.clone(),
+        image_id: image_id.clone(),
+    };
+    let host = HostDefaults {
+        runtime: runtime.clone(),
+        all_process_capabilities: template::all_process_capabilities(template::host_cap_last_cap()?),
+    };
+    let values = template::resolve(&Inputs {
+        host: &host,
+        manifest_defaults: &exports.manifest.default_values,
+        user_set: request.user_values,
+        uuid: request.uuid,
+        forced: &forced,
+    })?;
+
+    let has_service = !exports.manifest.no_container_service;
+    if has_service {
+        let config_json = render_config(&exports, &config, &values, request.user_values, name, &rootfs)?;
+        write(&dir.join("config.json"), &config_json)?;
+        let unit = match &exports.service_template {
+            Some(text) => template::render_file("service.template", text, FileKind::LineOriented, &values)?,
+            None => template::default_unit(&forced)?,
+        };
+        write(&dir.join(UNIT_FILE), &unit)?;
+        write(&dir.join(DROPIN_FILE), &dropin(&runtime, name))?;
+        if let Some(text) = &exports.tmpfiles_template {
+            let tmpfiles = template::render_file("tmpfiles.template", text, FileKind::LineOriented, &values)?;
+            write(&dir.join(TMPFILES_FILE), &tmpfiles)?;
+        }
+    }
+    if let Some(hostfs_dir) = &exports.hostfs {
+        let planned = hostfs::plan(hostfs_dir, &exports.manifest, &values)?;
+        stage_host_files(&dir.join(HOSTFS_DIR), &planned)?;
+    }
+    if !has_service {
+        std::fs::remove_dir_all(&rootfs).context("removing the rootfs of a host-files-only image")?;
+    }
+
+    let deployment = Deployment {
+        name: name.to_string(),
+        image: image.reference.clone(),
+        image_id,
+        manifest_digest: image.manifest_digest.clone(),
+        ostree_commit: image.commit.clone(),
+        created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        values: request.user_values.clone(),
+        uuid: request.uuid.to_string(),
+        runtime,
+        slot: request.slot,
+        has_service,
+        installed_files: Vec::new(),
+        created_dirs: Vec::new(),
+    };
+    deployment.write(dir)?;
+    Ok(deployment)
+}
+
+/// sysctr's own unit settings, added as a drop-in so that they apply whatever the image's
+/// template says.
+fn dropin(runtime: &str, name: &str) -> String {
+    format!(
+        "# Written by sysctr. A container whose init ignores SIGTERM, or state left by a crash,\n\
+         # must not outlive a stop nor block the next start.\n\
+         [Service]\n\
+         ExecStartPre=-{runtime} --systemd-cgroup delete --force '{name}'\n\
+         ExecStopPost=-{runtime} --systemd-cgroup delete --force '{name}'\n"
+    )
+}
+
+fn render_config(
+    exports: &Exports,
+    config: &ImageConfiguration,
+    values: &BTreeMap<String, String>,
+    user_values: &BTreeMap<String, String>,
+    name: &str,
+    rootfs: &Path,
+) -> Result<String> {
+    if let Some(text) = &exports.config_template {
+        template::check_json_string_values("config.json.template", text, user_values)?;
+        let rendered = template::render_file("config.json.template", text, FileKind::Raw, values)?;
+        spec::validate(&rendered, "the rendered config.json.template")?;
+        return Ok(rendered);
+    }
+    if let Some(text) = &exports.config_verbatim {
+        spec::validate(text, "the image's /exports/config.json")?;
+        return Ok(text.clone());
+    }
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).ok();
+    let group = std::fs::read_to_string(rootfs.join("etc/group")).ok();
+    let generated = spec::generate(
+        config,
+        &spec::GenerateInputs { hostname: name, passwd: passwd.as_deref(), group: group.as_deref() },
+    )?;
+    spec::validate(&generated, "the generated config.json")?;
+    Ok(generated)
+}
+
+/// Writes the rendered host files under `dir`, at their host paths, modes kept.
+fn stage_host_files(dir: &Path, planned: &[hostfs::PlannedFile]) -> Result<()> {
+    for file in planned {
+        let target = dir.join(file.path.trim_start_matches('/'));
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        match &file.content {
+            PlannedContent::File { bytes, mode } => {
+                std::fs::write(&target, bytes).with_context(|| format!("writing {}", target.display()))?;
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(*mode))?;
+            }
+            PlannedContent::Symlink { target: link } => std::os::unix::fs::symlink(link, &target)?,
+        }
+    }
+    Ok(())
+}
+
+/// The host files staged in a slot, ready to install.
+pub(super) fn staged_host_files(slot_dir: &Path) -> Result<Vec<hostfs::PlannedFile>> {
+    let dir = slot_dir.join(HOSTFS_DIR);
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    // Already renamed and rendered: plan them as they are.
+    hostfs::plan(&dir, &ExportsManifest::default(), &BTreeMap::new())
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// A path under the layout's root as the host will see it.
+fn host_view(layout: &Layout, path: &Path) -> String {
+    match path.strip_prefix(&layout.root) {
+        Ok(rest) => format!("/{}", rest.to_string_lossy()),
+        Err(_) => path.to_string_lossy().into_owned(),
+    }
+}
+
+/// The slot directory of a deployment.
+pub(super) fn slot_dir(layout: &Layout, deployment: &Deployment) -> PathBuf {
+    layout.slot(&deployment.name, deployment.slot)
+}
