@@ -248,3 +248,61 @@ fn docker_schema2_manifests_are_pulled_too() {
     checkout_pulled(&storage, &reference, &ours).unwrap();
     assert_eq!(std::fs::read_to_string(ours.join("etc/arch")).unwrap(), "amd64\n");
 }
+
+#[test]
+fn info_lists_labels_defaults_and_required_variables() {
+    let work = scratch();
+    let image = busybox_service_image(&[
+        ("manifest.json", r#"{"version": "1.0", "defaultValues": {"RECEIVER": "World", "UNUSED": "x"}}"#),
+        ("config.json.template", r#"{"process": {"env": ["R=$RECEIVER", "D=$STATE_DIRECTORY/$NAME"]}}"#),
+        ("service.template", "[Service]\nExecStart=$EXEC_START\nUser=$SERVICE_USER\n"),
+    ]);
+    image.write_oci_layout(&work.path().join("layout"), "v1").unwrap();
+    let storage = work.path().join("storage");
+    let reference = format!("oci:{}:v1", work.path().join("layout").display());
+    let out = run_sysctr(&storage, &["info", &reference]);
+    assert_eq!(out.status.code(), Some(1), "info before pull: {}", describe_output(&out));
+    assert!(stderr(&out).contains("not in the store") || stderr(&out).contains("nothing has been pulled"), "{}", describe_output(&out));
+
+    assert!(run_sysctr(&storage, &["pull", &reference]).status.success());
+    let out = run_sysctr(&storage, &["info", "--json", &reference]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["labels"]["atomic.type"], "system");
+    assert_eq!(info["defaults"], serde_json::json!({"RECEIVER": "World"}));
+    assert_eq!(info["host_provided"], serde_json::json!(["STATE_DIRECTORY"]));
+    assert_eq!(info["required"], serde_json::json!(["SERVICE_USER"]));
+    let text = stdout(&run_sysctr(&storage, &["info", &reference]));
+    assert!(text.contains("Variables that must be set with --set:\n  SERVICE_USER"), "{text}");
+}
+
+#[test]
+fn rmi_and_prune_free_only_what_no_image_uses() {
+    let work = scratch();
+    let base = busybox_layer();
+    let keep = Image::new().layer(base.clone()).layer(Layer::gzip().file("keep", "kept", 0o644)).cmd(&["/bin/sh"]);
+    let drop = Image::new().layer(base).layer(Layer::gzip().file("drop", vec![9u8; 200_000], 0o644)).cmd(&["/bin/sh"]);
+    keep.write_oci_layout(&work.path().join("keep"), "v1").unwrap();
+    drop.write_oci_layout(&work.path().join("drop"), "v1").unwrap();
+    let keep_ref = format!("oci:{}:v1", work.path().join("keep").display());
+    let drop_ref = format!("oci:{}:v1", work.path().join("drop").display());
+    let storage = work.path().join("storage");
+    assert!(run_sysctr(&storage, &["pull", &keep_ref]).status.success());
+    assert!(run_sysctr(&storage, &["pull", &drop_ref]).status.success());
+    let refs_before = ostree_refs(&storage).len();
+
+    let out = run_sysctr(&storage, &["rmi", &drop_ref]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let out = run_sysctr(&storage, &["prune"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(stdout(&out).contains("removed 1 unused layers"), "{}", describe_output(&out));
+    assert_eq!(ostree_refs(&storage).len(), refs_before - 2, "the image ref and its own layer ref go");
+
+    // What the kept image needs is still whole.
+    let ours = work.path().join("ours");
+    checkout_pulled(&storage, &keep_ref, &ours).unwrap();
+    assert_eq!(std::fs::read_to_string(ours.join("keep")).unwrap(), "kept");
+    assert!(ours.join("bin/busybox").exists());
+    let out = run_sysctr(&storage, &["rmi", &drop_ref]);
+    assert!(stderr(&out).contains("not in the store"), "{}", describe_output(&out));
+}

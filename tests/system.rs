@@ -347,8 +347,14 @@ fn update_rollback_and_rebase_switch_slots_and_keep_the_service_running() -> Res
     let unit = host_file(&host, "/etc/systemd/system/hello.service").unwrap();
     assert!(unit.contains("WorkingDirectory=/var/lib/sysctr/deployments/hello.1"), "{unit}");
 
+    // An image in use stays; once nothing uses it, rmi and prune free it.
+    let err = sysctr_err(&host, &["rmi", &image]);
+    assert!(err.contains("is used by hello"), "{err}");
     sysctr_ok(&host, &["uninstall", "hello"]);
     assert!(!host.root().join("var/lib/sysctr/deployments/hello.0").exists());
     assert!(!host.root().join("var/lib/sysctr/deployments/hello.1").exists());
+    sysctr_ok(&host, &["rmi", &image]);
+    let out = sysctr_ok(&host, &["prune"]);
+    assert!(!out.contains(" 0 objects"), "{out}");
     Ok(())
 }

@@ -24,7 +24,7 @@ pub fn run(layout: &Layout, opts: &ImagesOpts) -> Result<()> {
     Ok(())
 }
 
-fn human_size(bytes: u64) -> String {
+pub(super) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
     let mut value = bytes as f64;
     let mut unit = 0;

@@ -2,9 +2,12 @@
 //! checked request and calls one `deploy` function; no logic of its own.
 
 mod images;
+mod info;
 mod install;
 mod list;
+mod prune;
 mod pull;
+mod rmi;
 mod rollback;
 mod uninstall;
 mod update;
@@ -45,6 +48,12 @@ pub enum Command {
     List(list::ListOpts),
     /// List images in the store.
     Images(images::ImagesOpts),
+    /// Show an image's labels and the template variables it takes.
+    Info(info::InfoOpts),
+    /// Remove an image from the store.
+    Rmi(rmi::RmiOpts),
+    /// Remove unused layers, objects and orphaned deployment slots.
+    Prune(prune::PruneOpts),
 }
 
 /// Options for reaching a registry, shared by the verbs that pull.
@@ -72,6 +81,9 @@ pub async fn run() -> Result<()> {
         Command::Rollback(o) => rollback::run(&layout, o).await,
         Command::List(o) => list::run(&layout, o).await,
         Command::Images(o) => images::run(&layout, o),
+        Command::Info(o) => info::run(&layout, o),
+        Command::Rmi(o) => rmi::run(&layout, o),
+        Command::Prune(o) => prune::run(&layout, o),
     }
 }
 

@@ -11,6 +11,7 @@
 mod activate;
 mod exports;
 mod hostfs;
+mod images;
 mod install;
 mod journal;
 mod layout;
@@ -20,6 +21,7 @@ mod slot;
 mod uninstall;
 mod update;
 
+pub use images::{info, prune, rmi, ImageInfo, PruneReport};
 pub use install::{install, InstallReport, InstallRequest};
 pub use layout::{Deployment, InstalledFile, Layout, DEFAULT_STORAGE};
 pub use listing::{images, list, ContainerRow, ImageRow};

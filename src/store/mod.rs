@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use ostree::gio;
+use ostree::gio::prelude::*;
 use ostree::glib::object::Cast;
 use ostree::glib;
 
@@ -134,6 +135,63 @@ impl Store {
         }
         images.sort_by(|a, b| a.reference.cmp(&b.reference));
         Ok(images)
+    }
+
+    /// A file of an image's root filesystem, read from the store (no checkout).
+    pub fn read_image_file(&self, image_commit: &str, path: &str) -> Result<Option<Vec<u8>>> {
+        let (root, _) = self
+            .repo
+            .read_commit(image_commit, gio::Cancellable::NONE)
+            .with_context(|| format!("reading commit {image_commit}"))?;
+        let file = root.resolve_relative_path(path.trim_start_matches('/'));
+        match file.load_contents(gio::Cancellable::NONE) {
+            Ok((bytes, _)) => Ok(Some(bytes.to_vec())),
+            Err(e) if e.matches(gio::IOErrorEnum::NotFound) || e.matches(gio::IOErrorEnum::IsDirectory) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {path} from commit {image_commit}")),
+        }
+    }
+
+    /// Removes an image's ref; its objects go at the next [`Store::prune`].
+    pub fn remove_image(&self, reference: &str) -> Result<bool> {
+        let ostree_ref = image_ref(reference);
+        if resolve(&self.repo, &ostree_ref)?.is_none() {
+            return Ok(false);
+        }
+        self.repo
+            .set_ref_immediate(None, &ostree_ref, None, gio::Cancellable::NONE)
+            .with_context(|| format!("removing ref {ostree_ref}"))?;
+        Ok(true)
+    }
+
+    /// Removes layer refs no image uses any more, then every object no ref reaches.
+    /// Returns (layers removed, objects removed, bytes freed).
+    pub fn prune(&self) -> Result<(usize, i32, u64)> {
+        let mut used = std::collections::HashSet::new();
+        for image in self.images()? {
+            let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&image.manifest_raw)
+                .with_context(|| format!("reading the stored manifest of {}", image.reference))?;
+            for layer in manifest.layers() {
+                used.insert(Digest::parse(layer.digest().as_ref())?.hex().to_string());
+            }
+        }
+        let refs = self
+            .repo
+            .list_refs(Some(REF_PREFIX.trim_end_matches('/')), gio::Cancellable::NONE)
+            .context("listing OSTree refs")?;
+        let mut layers_removed = 0;
+        for name in refs.keys() {
+            if is_layer_ref_name(name) && !used.contains(name.as_str()) {
+                self.repo
+                    .set_ref_immediate(None, &format!("{REF_PREFIX}{name}"), None, gio::Cancellable::NONE)
+                    .with_context(|| format!("removing layer ref {name}"))?;
+                layers_removed += 1;
+            }
+        }
+        let (_, objects, bytes) = self
+            .repo
+            .prune(ostree::RepoPruneFlags::REFS_ONLY, -1, gio::Cancellable::NONE)
+            .context("pruning the OSTree repository")?;
+        Ok((layers_removed, objects, bytes))
     }
 
     /// The unpacked size of a layer as recorded at import.

@@ -20,7 +20,7 @@ pub use capabilities::{all_process_capabilities, host_cap_last_cap};
 pub use json::check_json_string_values;
 pub use render::{default_unit, render_file, FileKind};
 pub use substitute::{placeholders, substitute, TemplateError};
-pub use variables::{parse_set, resolve, Forced, HostDefaults, Inputs};
+pub use variables::{parse_set, resolve, Forced, HostDefaults, Inputs, FORCED_VARIABLES, HOST_VARIABLES};
 
 /// A value map from pairs, for tests.
 #[cfg(test)]

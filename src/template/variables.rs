@@ -16,8 +16,12 @@ const CONF_DIRECTORY: &str = "/etc";
 /// The variable holding the identifier generated once at install.
 const UUID: &str = "UUID";
 
+/// Variables the host provides when neither the image nor the user does (`PIDFILE` included).
+pub const HOST_VARIABLES: [&str; 6] =
+    ["RUN_DIRECTORY", "STATE_DIRECTORY", "CONF_DIRECTORY", "PIDFILE", "RUNTIME", "ALL_PROCESS_CAPABILITIES"];
+
 /// Variables sysctr always sets itself, whatever the image or the user says.
-const FORCED_VARIABLES: [&str; 10] = [
+pub const FORCED_VARIABLES: [&str; 10] = [
     "NAME",
     "DESTDIR",
     "EXEC_START",

@@ -1,0 +1,21 @@
+use anyhow::Result;
+
+use super::images::human_size;
+use crate::deploy::{self, Layout};
+
+#[derive(Debug, clap::Args, PartialEq, Eq)]
+pub struct PruneOpts {}
+
+pub fn run(layout: &Layout, _opts: &PruneOpts) -> Result<()> {
+    let report = deploy::prune(layout)?;
+    for slot in &report.slots {
+        println!("removed orphaned deployment {slot}");
+    }
+    println!(
+        "removed {} unused layers and {} objects, freed {}",
+        report.layers,
+        report.objects,
+        human_size(report.bytes)
+    );
+    Ok(())
+}

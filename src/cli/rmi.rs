@@ -1,0 +1,20 @@
+use anyhow::Result;
+
+use crate::deploy::{self, Layout};
+use crate::reference::ImageRef;
+
+#[derive(Debug, clap::Args, PartialEq, Eq)]
+pub struct RmiOpts {
+    /// An image in the store.
+    pub image: String,
+    /// Remove it even if a container uses it (its deployment keeps its own checkout).
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run(layout: &Layout, opts: &RmiOpts) -> Result<()> {
+    let image = ImageRef::parse(&opts.image)?;
+    deploy::rmi(layout, &image, opts.force)?;
+    println!("removed {image} (run `sysctr prune` to free its space)");
+    Ok(())
+}
