@@ -12,6 +12,9 @@ pub struct ListOpts {
 }
 
 pub async fn run(layout: &Layout, opts: &ListOpts) -> Result<()> {
+    for note in deploy::recover(layout).await? {
+        eprintln!("note: {note}");
+    }
     let rows = deploy::list(layout).await?;
     if opts.json {
         return print_json(&rows);

@@ -82,8 +82,8 @@ pub async fn run() -> Result<()> {
         Command::List(o) => list::run(&layout, o).await,
         Command::Images(o) => images::run(&layout, o),
         Command::Info(o) => info::run(&layout, o),
-        Command::Rmi(o) => rmi::run(&layout, o),
-        Command::Prune(o) => prune::run(&layout, o),
+        Command::Rmi(o) => rmi::run(&layout, o).await,
+        Command::Prune(o) => prune::run(&layout, o).await,
     }
 }
 

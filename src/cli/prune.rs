@@ -6,8 +6,8 @@ use crate::deploy::{self, Layout};
 #[derive(Debug, clap::Args, PartialEq, Eq)]
 pub struct PruneOpts {}
 
-pub fn run(layout: &Layout, _opts: &PruneOpts) -> Result<()> {
-    let report = deploy::prune(layout)?;
+pub async fn run(layout: &Layout, _opts: &PruneOpts) -> Result<()> {
+    let report = deploy::prune(layout).await?;
     for slot in &report.slots {
         println!("removed orphaned deployment {slot}");
     }

@@ -12,9 +12,9 @@ pub struct RmiOpts {
     pub force: bool,
 }
 
-pub fn run(layout: &Layout, opts: &RmiOpts) -> Result<()> {
+pub async fn run(layout: &Layout, opts: &RmiOpts) -> Result<()> {
     let image = ImageRef::parse(&opts.image)?;
-    deploy::rmi(layout, &image, opts.force)?;
+    deploy::rmi(layout, &image, opts.force).await?;
     println!("removed {image} (run `sysctr prune` to free its space)");
     Ok(())
 }

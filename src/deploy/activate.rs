@@ -24,7 +24,7 @@ pub(super) async fn activate(
     let name = to.name.clone();
     let mut notes = Vec::new();
     if let Some(from) = from {
-        notes.extend(hostfs::remove(layout, &from.installed_files, &from.created_dirs, journal)?);
+        notes.extend(hostfs::remove(layout, &from.installed_files, &from.created_dirs, Some(&mut *journal))?);
     }
 
     let to_dir = slot::slot_dir(layout, to);
@@ -42,16 +42,16 @@ pub(super) async fn activate(
     if tmpfiles.exists() && layout.root == Path::new("/") {
         run_tmpfiles("--create", &tmpfiles)?;
     }
-    journal.units_changed();
+    journal.units_changed()?;
     place(journal, &to_dir.join(UNIT_FILE), &layout.unit_file(&name))?;
     let dropin_dir = layout.unit_dropin_dir(&name);
     if !dropin_dir.exists() && to.has_service {
-        journal.created_dir(&dropin_dir);
+        journal.created_dir(&dropin_dir)?;
         std::fs::create_dir_all(&dropin_dir).with_context(|| format!("creating {}", dropin_dir.display()))?;
     }
     place(journal, &to_dir.join(DROPIN_FILE), &dropin_dir.join(DROPIN_FILE))?;
     if !to.has_service && dropin_dir.exists() {
-        journal.removed_dir(&dropin_dir);
+        journal.removed_dir(&dropin_dir)?;
         let _ = std::fs::remove_dir(&dropin_dir);
     }
 

@@ -141,8 +141,8 @@ pub fn install(layout: &Layout, planned: &[PlannedFile], journal: &mut Journal) 
             continue;
         }
         for dir in missing_parents(&target, &layout.root) {
+            journal.created_dir(&dir)?;
             std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            journal.created_dir(&dir);
             done.created_dirs.insert(0, host_relative(layout, &dir));
         }
         journal.save(&target)?;
@@ -187,7 +187,7 @@ pub fn remove(
     layout: &Layout,
     files: &[InstalledFile],
     created_dirs: &[String],
-    journal: &mut Journal,
+    mut journal: Option<&mut Journal>,
 ) -> Result<Vec<String>> {
     let mut kept = Vec::new();
     for file in files {
@@ -200,7 +200,9 @@ pub fn remove(
         }
         .with_context(|| format!("reading {}", path.display()))?;
         if current == file.sha256 {
-            journal.save(&path)?;
+            if let Some(journal) = journal.as_deref_mut() {
+                journal.save(&path)?;
+            }
             std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         } else {
             kept.push(format!("kept {}: it was modified after it was installed", file.path));
@@ -209,8 +211,12 @@ pub fn remove(
     for dir in created_dirs {
         // Not empty means someone else put files there since: leave it.
         let path = layout.host_path(dir);
-        if std::fs::remove_dir(&path).is_ok() {
-            journal.removed_dir(&path);
+        let empty = std::fs::read_dir(&path).map(|mut d| d.next().is_none()).unwrap_or(false);
+        if empty {
+            if let Some(journal) = journal.as_deref_mut() {
+                journal.removed_dir(&path)?;
+            }
+            std::fs::remove_dir(&path).with_context(|| format!("removing {}", path.display()))?;
         }
     }
     Ok(kept)
@@ -260,7 +266,7 @@ mod tests {
         assert_eq!(paths, ["/etc/demo/demo.conf", "/usr/local/bin/d1ctl"]);
 
         let layout = Layout::new(host.path(), &host.path().join("var/lib/sysctr"));
-        let mut journal = Journal::default();
+        let mut journal = Journal::begin(&host.path().join(".t1"), "test").unwrap();
         let installed = install(&layout, &planned, &mut journal).unwrap();
         assert_eq!(std::fs::read_to_string(host.path().join("etc/demo/demo.conf")).unwrap(), "port=81\n");
         let mode = std::fs::metadata(host.path().join("usr/local/bin/d1ctl")).unwrap().permissions().mode();
@@ -268,12 +274,12 @@ mod tests {
         assert_eq!(installed.created_dirs, ["/etc/demo"]);
 
         // A second install of the same files keeps what is there.
-        let again = install(&layout, &planned, &mut Journal::default()).unwrap();
+        let again = install(&layout, &planned, &mut Journal::begin(&host.path().join(".t2"), "test").unwrap()).unwrap();
         assert_eq!(again.kept_existing.len(), 2);
         assert!(again.files.is_empty());
 
         std::fs::write(host.path().join("etc/demo/demo.conf"), b"edited\n").unwrap();
-        let kept = remove(&layout, &installed.files, &installed.created_dirs, &mut Journal::default()).unwrap();
+        let kept = remove(&layout, &installed.files, &installed.created_dirs, None).unwrap();
         assert_eq!(kept.len(), 1, "{kept:?}");
         assert!(kept[0].contains("/etc/demo/demo.conf"));
         assert!(host.path().join("etc/demo/demo.conf").exists());

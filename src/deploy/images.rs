@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::exports::ExportsManifest;
 use super::layout::{Deployment, Layout};
+use super::recovery::lock_and_recover;
 use crate::reference::ImageRef;
 use crate::store::{Store, StoredImage};
 use crate::template::{placeholders, FORCED_VARIABLES, HOST_VARIABLES};
@@ -82,8 +83,8 @@ pub fn info(layout: &Layout, image: &ImageRef) -> Result<ImageInfo> {
 }
 
 /// Removes an image from the store; refuses one a deployment uses unless `force`.
-pub fn rmi(layout: &Layout, image: &ImageRef, force: bool) -> Result<()> {
-    let _lock = layout.lock()?;
+pub async fn rmi(layout: &Layout, image: &ImageRef, force: bool) -> Result<()> {
+    let (_lock, _) = lock_and_recover(layout).await?;
     let store = Store::open(&layout.repo())?;
     let stored = find(&store, image)?;
     let users: Vec<String> = all_deployments(layout)?
@@ -108,8 +109,8 @@ pub struct PruneReport {
 }
 
 /// Removes deployment slots no installed container can use, unreferenced layers and objects.
-pub fn prune(layout: &Layout) -> Result<PruneReport> {
-    let _lock = layout.lock()?;
+pub async fn prune(layout: &Layout) -> Result<PruneReport> {
+    let (_lock, _) = lock_and_recover(layout).await?;
     let installed: BTreeSet<String> = layout.installed_names()?.into_iter().collect();
     let mut slots = Vec::new();
     for entry in std::fs::read_dir(layout.deployments()).context("reading the deployments")? {

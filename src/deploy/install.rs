@@ -14,6 +14,7 @@ use super::activate::activate;
 use super::journal::Journal;
 use super::layout::{Deployment, Layout};
 use super::pull::pull;
+use super::recovery::lock_and_recover;
 use super::slot::{build_slot, SlotRequest};
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
@@ -44,12 +45,11 @@ pub struct InstallReport {
 pub async fn install(layout: &Layout, request: &InstallRequest) -> Result<InstallReport> {
     let name = request.name.clone().unwrap_or_else(|| request.image.default_container_name());
     validate_container_name(&name)?;
-    let _lock = layout.lock()?;
+    let (_lock, mut notes) = lock_and_recover(layout).await?;
     refuse_existing(layout, &name)?;
     let runtime = find_runtime(request.runtime.as_deref())?;
 
     let store = Store::open_or_create(&layout.repo())?;
-    let mut notes = Vec::new();
     let image = match store.image(&request.image.canonical())? {
         Some(image) => image,
         None => {
@@ -61,7 +61,7 @@ pub async fn install(layout: &Layout, request: &InstallRequest) -> Result<Instal
 
     let uuid = uuid::Uuid::new_v4().to_string();
     let slot_request = SlotRequest { name: &name, slot: 0, image: &image, runtime: &runtime, user_values: &request.values, uuid: &uuid };
-    let mut journal = Journal::default();
+    let mut journal = Journal::begin(&layout.transaction_dir(), &format!("install {name}"))?;
     let mut systemd = None;
     let outcome = async {
         let mut deployment = build_slot(layout, &store, &slot_request, &mut journal)?;
@@ -72,10 +72,10 @@ pub async fn install(layout: &Layout, request: &InstallRequest) -> Result<Instal
         let more = activate(layout, None, &mut deployment, systemd.as_ref(), &mut journal).await?;
         if let Some(systemd) = &systemd {
             let unit = Layout::unit_name(&name);
-            journal.enabled(&unit);
+            journal.enabled(&unit)?;
             systemd.enable(&[unit.as_str()]).await?;
             if request.start_now {
-                journal.started(&unit);
+                journal.started(&unit)?;
                 systemd.start(&unit).await?;
             }
         }
@@ -84,6 +84,7 @@ pub async fn install(layout: &Layout, request: &InstallRequest) -> Result<Instal
     .await;
     match outcome {
         Ok((deployment, mut more)) => {
+            journal.commit()?;
             notes.append(&mut more);
             Ok(InstallReport { name, deployment, notes })
         }

@@ -1,22 +1,37 @@
-//! The undo log of a mutating command: every change to the host is recorded *before* it is
-//! made, so that a failure at any step can put the host back as it was.
+//! The transaction log of a mutating command, kept on disk in `STORAGE/.transaction/`.
+//!
+//! Every change to the host is recorded (and the record synced) *before* it is made; files about
+//! to be replaced or removed are copied into the transaction directory first. Removing the
+//! directory is the commit point. If a command dies before it (kill -9, power loss), the next
+//! command finds the directory and undoes the recorded steps, newest first, so the host is back
+//! in its state from before the interrupted command. Undoing a step that was recorded but never
+//! carried out is harmless: every undo restores a recorded previous state.
+//!
+//! An uninstall is the exception: it is recorded as one roll-forward step, and an interrupted
+//! uninstall is finished rather than undone.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
 
 use crate::systemd::Systemd;
 
+const JOURNAL_FILE: &str = "journal.json";
+/// Test-only: abort the process right after recording this many steps, to simulate a crash.
+pub const CRASH_AFTER_STEPS_ENV: &str = "SYSCTR_TEST_CRASH_AFTER_STEPS";
+
 /// What was at a path before a command changed it.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 enum Previous {
     Absent,
-    File { bytes: Vec<u8>, mode: u32 },
+    /// The content was copied to `backup`, inside the transaction directory.
+    File { backup: PathBuf, mode: u32 },
     Symlink { target: PathBuf },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 enum Step {
     /// A file or symlink about to be written, replaced or removed.
     Path { path: PathBuf, previous: Previous },
@@ -27,14 +42,70 @@ enum Step {
     Started(String),
     Stopped(String),
     UnitsChanged,
+    /// An uninstall of this container is under way: finish it.
+    Uninstalling(String),
 }
 
-#[derive(Debug, Default)]
-pub struct Journal {
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Record {
+    command: String,
     steps: Vec<Step>,
 }
 
+/// An open transaction. Either [`commit`](Journal::commit) it or [`undo`](Journal::undo) it.
+#[derive(Debug)]
+pub struct Journal {
+    dir: PathBuf,
+    record: Record,
+    crash_after: Option<usize>,
+}
+
+/// What recovery found and did.
+#[derive(Debug)]
+pub enum Interrupted {
+    /// Undo this command's steps.
+    Undo(Journal),
+    /// Finish uninstalling this container.
+    Uninstall { name: String, journal: Journal },
+}
+
 impl Journal {
+    /// Opens a transaction in `dir`, which must not exist (a leftover is recovered first).
+    pub fn begin(dir: &Path, command: &str) -> Result<Journal> {
+        std::fs::create_dir(dir).with_context(|| format!("starting a transaction in {}", dir.display()))?;
+        let crash_after = std::env::var(CRASH_AFTER_STEPS_ENV).ok().and_then(|v| v.parse().ok());
+        let journal = Journal { dir: dir.to_path_buf(), record: Record { command: command.to_string(), steps: Vec::new() }, crash_after };
+        journal.persist()?;
+        Ok(journal)
+    }
+
+    /// Finds an interrupted transaction in `dir`, if any.
+    pub fn interrupted(dir: &Path) -> Result<Option<Interrupted>> {
+        let file = dir.join(JOURNAL_FILE);
+        if !dir.exists() {
+            return Ok(None);
+        }
+        // A transaction that died before its first record has nothing to undo.
+        let record: Record = match std::fs::read(&file) {
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", file.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Record::default(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+        };
+        let uninstalling = record.steps.iter().find_map(|s| match s {
+            Step::Uninstalling(name) => Some(name.clone()),
+            _ => None,
+        });
+        let journal = Journal { dir: dir.to_path_buf(), record, crash_after: None };
+        Ok(Some(match uninstalling {
+            Some(name) => Interrupted::Uninstall { name, journal },
+            None => Interrupted::Undo(journal),
+        }))
+    }
+
+    pub fn command(&self) -> &str {
+        &self.record.command
+    }
+
     /// Records what is at `path` now (nothing, a file or a symlink), to restore it on undo.
     pub fn save(&mut self, path: &Path) -> Result<()> {
         let previous = match std::fs::symlink_metadata(path) {
@@ -43,53 +114,84 @@ impl Journal {
             Ok(meta) if meta.file_type().is_symlink() => {
                 Previous::Symlink { target: std::fs::read_link(path).with_context(|| format!("reading {}", path.display()))? }
             }
-            Ok(meta) if meta.is_file() => Previous::File {
-                bytes: std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-                mode: meta.permissions().mode() & 0o7777,
-            },
-            Ok(_) => anyhow::bail!("{} is neither a file nor a symlink", path.display()),
+            Ok(meta) if meta.is_file() => {
+                let backup = self.dir.join(format!("backup.{}", self.record.steps.len()));
+                std::fs::copy(path, &backup).with_context(|| format!("saving a copy of {}", path.display()))?;
+                sync_file(&backup)?;
+                Previous::File { backup, mode: meta.permissions().mode() & 0o7777 }
+            }
+            Ok(_) => bail!("{} is neither a file nor a symlink", path.display()),
         };
-        self.steps.push(Step::Path { path: path.to_path_buf(), previous });
+        self.record(Step::Path { path: path.to_path_buf(), previous })
+    }
+
+    pub fn created_dir(&mut self, path: &Path) -> Result<()> {
+        self.record(Step::CreatedDir(path.to_path_buf()))
+    }
+
+    pub fn removed_dir(&mut self, path: &Path) -> Result<()> {
+        self.record(Step::RemovedDir(path.to_path_buf()))
+    }
+
+    pub fn created_tree(&mut self, path: &Path) -> Result<()> {
+        self.record(Step::CreatedTree(path.to_path_buf()))
+    }
+
+    /// A unit file is about to change: systemd must reload after an undo.
+    pub fn units_changed(&mut self) -> Result<()> {
+        self.record(Step::UnitsChanged)
+    }
+
+    pub fn enabled(&mut self, unit: &str) -> Result<()> {
+        self.record(Step::Enabled(unit.to_string()))
+    }
+
+    pub fn started(&mut self, unit: &str) -> Result<()> {
+        self.record(Step::Started(unit.to_string()))
+    }
+
+    pub fn stopped(&mut self, unit: &str) -> Result<()> {
+        self.record(Step::Stopped(unit.to_string()))
+    }
+
+    pub fn uninstalling(&mut self, name: &str) -> Result<()> {
+        self.record(Step::Uninstalling(name.to_string()))
+    }
+
+    fn record(&mut self, step: Step) -> Result<()> {
+        self.record.steps.push(step);
+        self.persist()?;
+        if self.crash_after == Some(self.record.steps.len()) {
+            eprintln!("{CRASH_AFTER_STEPS_ENV}: aborting after step {}", self.record.steps.len());
+            std::process::abort();
+        }
         Ok(())
     }
 
-    pub fn created_dir(&mut self, path: &Path) {
-        self.steps.push(Step::CreatedDir(path.to_path_buf()));
+    fn persist(&self) -> Result<()> {
+        let file = self.dir.join(JOURNAL_FILE);
+        let temp = self.dir.join(format!("{JOURNAL_FILE}.new"));
+        let bytes = serde_json::to_vec(&self.record).context("serializing the transaction log")?;
+        std::fs::write(&temp, bytes).with_context(|| format!("writing {}", temp.display()))?;
+        sync_file(&temp)?;
+        std::fs::rename(&temp, &file).with_context(|| format!("writing {}", file.display()))?;
+        sync_file(&self.dir)
     }
 
-    pub fn removed_dir(&mut self, path: &Path) {
-        self.steps.push(Step::RemovedDir(path.to_path_buf()));
+    /// The commit point: the command's changes stay.
+    pub fn commit(self) -> Result<()> {
+        std::fs::remove_dir_all(&self.dir).with_context(|| format!("closing the transaction {}", self.dir.display()))
     }
 
-    pub fn created_tree(&mut self, path: &Path) {
-        self.steps.push(Step::CreatedTree(path.to_path_buf()));
-    }
-
-    /// A unit file was written or removed: systemd must reload after an undo.
-    pub fn units_changed(&mut self) {
-        self.steps.push(Step::UnitsChanged);
-    }
-
-    pub fn enabled(&mut self, unit: &str) {
-        self.steps.push(Step::Enabled(unit.to_string()));
-    }
-
-    pub fn started(&mut self, unit: &str) {
-        self.steps.push(Step::Started(unit.to_string()));
-    }
-
-    pub fn stopped(&mut self, unit: &str) {
-        self.steps.push(Step::Stopped(unit.to_string()));
-    }
-
-    /// Undoes every recorded step, newest first. Carries on past failures and returns them,
-    /// so one stuck step does not leave the rest behind. systemd reloads before a unit that was
-    /// stopped is started again, so it starts from the restored unit file.
+    /// Undoes every recorded step, newest first, then closes the transaction. Carries on past
+    /// failures and returns them, so one stuck step does not leave the rest behind. systemd
+    /// reloads before a unit that was stopped is started again, so it starts from the restored
+    /// unit file.
     pub async fn undo(self, systemd: Option<&Systemd>) -> Vec<String> {
         let mut problems = Vec::new();
         let mut reload_pending = false;
-        for step in self.steps.into_iter().rev() {
-            let outcome = match &step {
+        for step in self.record.steps.iter().rev() {
+            let outcome = match step {
                 Step::Path { path, previous } => restore(path, previous).map_err(|e| format!("{e:#}")),
                 Step::CreatedDir(path) => ignore_missing(std::fs::remove_dir(path)),
                 Step::RemovedDir(path) => ignore_existing(std::fs::create_dir(path)),
@@ -98,6 +200,7 @@ impl Journal {
                     reload_pending = true;
                     Ok(())
                 }
+                Step::Uninstalling(_) => Ok(()),
                 Step::Enabled(unit) => match systemd {
                     Some(s) => s.disable(&[unit.as_str()]).await.map_err(|e| format!("{e:#}")),
                     None => Ok(()),
@@ -118,12 +221,17 @@ impl Journal {
                 },
             };
             if let Err(e) = outcome {
-                problems.push(format!("undoing {}: {e}", describe(&step)));
+                problems.push(format!("undoing {}: {e}", describe(step)));
             }
         }
         if let (true, Some(s)) = (reload_pending, systemd) {
             if let Err(e) = s.reload().await {
                 problems.push(format!("{e:#}"));
+            }
+        }
+        if problems.is_empty() {
+            if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+                problems.push(format!("closing the transaction {}: {e}", self.dir.display()));
             }
         }
         problems
@@ -138,13 +246,19 @@ fn restore(path: &Path, previous: &Previous) -> Result<()> {
     }
     match previous {
         Previous::Absent => {}
-        Previous::File { bytes, mode } => {
-            std::fs::write(path, bytes)?;
+        Previous::File { backup, mode } => {
+            std::fs::copy(backup, path)?;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode))?;
         }
         Previous::Symlink { target } => std::os::unix::fs::symlink(target, path)?,
     }
     Ok(())
+}
+
+fn sync_file(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing {}", path.display()))
 }
 
 fn describe(step: &Step) -> String {
@@ -156,6 +270,7 @@ fn describe(step: &Step) -> String {
         Step::Started(unit) => format!("starting {unit}"),
         Step::Stopped(unit) => format!("stopping {unit}"),
         Step::UnitsChanged => "unit changes".to_string(),
+        Step::Uninstalling(name) => format!("uninstalling {name}"),
     }
 }
 
@@ -178,7 +293,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn undo_restores_files_symlinks_and_directories() {
+    async fn undo_restores_files_symlinks_and_directories_even_from_disk() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("unit");
         let link = dir.path().join("link");
@@ -188,21 +303,39 @@ mod tests {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
         std::os::unix::fs::symlink("slot.0", &link).unwrap();
 
-        let mut journal = Journal::default();
+        let transaction = dir.path().join(".transaction");
+        let mut journal = Journal::begin(&transaction, "test").unwrap();
         journal.save(&file).unwrap();
         std::fs::write(&file, "new").unwrap();
         journal.save(&link).unwrap();
         std::fs::remove_file(&link).unwrap();
         std::os::unix::fs::symlink("slot.1", &link).unwrap();
-        journal.created_dir(&sub);
+        journal.created_dir(&sub).unwrap();
         std::fs::create_dir(&sub).unwrap();
         journal.save(&new).unwrap();
         std::fs::write(&new, "x").unwrap();
+        drop(journal); // as if the process had died here
 
-        assert!(journal.undo(None).await.is_empty());
+        let Some(Interrupted::Undo(found)) = Journal::interrupted(&transaction).unwrap() else {
+            panic!("the interrupted transaction was not found");
+        };
+        assert_eq!(found.command(), "test");
+        assert!(found.undo(None).await.is_empty());
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "old");
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o7777, 0o640);
         assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("slot.0"));
         assert!(!sub.exists() && !new.exists());
+        assert!(!transaction.exists());
+        assert!(Journal::interrupted(&transaction).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_second_transaction_cannot_start_over_an_interrupted_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let transaction = dir.path().join(".transaction");
+        let journal = Journal::begin(&transaction, "first").unwrap();
+        assert!(Journal::begin(&transaction, "second").is_err());
+        journal.commit().unwrap();
+        Journal::begin(&transaction, "third").unwrap();
     }
 }

@@ -29,6 +29,11 @@ impl Layout {
         self.storage.join("repo")
     }
 
+    /// Where the transaction of a running (or interrupted) command is kept.
+    pub fn transaction_dir(&self) -> PathBuf {
+        self.storage.join(".transaction")
+    }
+
     pub fn deployments(&self) -> PathBuf {
         self.storage.join("deployments")
     }

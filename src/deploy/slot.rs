@@ -47,7 +47,7 @@ pub(super) fn build_slot(layout: &Layout, store: &Store, request: &SlotRequest, 
     if staging.exists() {
         std::fs::remove_dir_all(&staging).with_context(|| format!("removing a stale {}", staging.display()))?;
     }
-    journal.created_tree(&staging);
+    journal.created_tree(&staging)?;
     std::fs::create_dir(&staging).with_context(|| format!("creating {}", staging.display()))?;
     let deployment = fill_slot(layout, store, request, &staging)?;
 
@@ -56,7 +56,7 @@ pub(super) fn build_slot(layout: &Layout, store: &Store, request: &SlotRequest, 
         std::fs::remove_dir_all(&slot_dir)
             .with_context(|| format!("removing the older deployment in {}", slot_dir.display()))?;
     }
-    journal.created_tree(&slot_dir);
+    journal.created_tree(&slot_dir)?;
     std::fs::rename(&staging, &slot_dir).with_context(|| format!("moving the new deployment to {}", slot_dir.display()))?;
     Ok(deployment)
 }

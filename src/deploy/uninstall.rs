@@ -1,11 +1,14 @@
-//! `uninstall`: stop and disable the unit, remove what install wrote, keep the image.
+//! `uninstall`: stop and disable the unit, remove what install wrote, keep the image. An
+//! interrupted uninstall is finished by the next command, so every step tolerates what an
+//! earlier attempt already removed.
 
 use anyhow::{Context, Result};
 
-use super::hostfs;
 use super::activate::run_tmpfiles;
+use super::hostfs;
 use super::journal::Journal;
 use super::layout::Layout;
+use super::recovery::lock_and_recover;
 use crate::reference::validate_container_name;
 use crate::systemd::Systemd;
 
@@ -17,18 +20,26 @@ pub struct UninstallReport {
 
 pub async fn uninstall(layout: &Layout, name: &str) -> Result<UninstallReport> {
     validate_container_name(name)?;
-    let _lock = layout.lock()?;
-    let deployment = layout.read_info(name)?;
-    let mut report = UninstallReport::default();
-    let unit = Layout::unit_name(name);
+    let (_lock, mut notes) = lock_and_recover(layout).await?;
+    layout.read_info(name)?;
+    let mut journal = Journal::begin(&layout.transaction_dir(), &format!("uninstall {name}"))?;
+    journal.uninstalling(name)?;
+    notes.extend(remove_container(layout, name).await?);
+    journal.commit()?;
+    Ok(UninstallReport { notes })
+}
 
-    if deployment.has_service {
+/// Removes everything of an installed container but its image, whatever is left of it.
+pub(super) async fn remove_container(layout: &Layout, name: &str) -> Result<Vec<String>> {
+    let unit = Layout::unit_name(name);
+    let unit_file = layout.unit_file(name);
+    if unit_file.exists() && layout.root == std::path::Path::new("/") {
         let systemd = Systemd::connect().await?;
         if systemd.active_state(&unit).await? != "inactive" {
             systemd.stop(&unit).await?;
         }
         systemd.disable(&[unit.as_str()]).await?;
-        remove_if_present(&layout.unit_file(name))?;
+        remove_if_present(&unit_file)?;
         let dropin = layout.unit_dropin_dir(name);
         if dropin.exists() {
             std::fs::remove_dir_all(&dropin).with_context(|| format!("removing {}", dropin.display()))?;
@@ -42,7 +53,11 @@ pub async fn uninstall(layout: &Layout, name: &str) -> Result<UninstallReport> {
         remove_if_present(&tmpfiles)?;
     }
 
-    report.notes = hostfs::remove(layout, &deployment.installed_files, &deployment.created_dirs, &mut Journal::default())?;
+    let record = layout.read_info(name).or_else(|_| layout.read_slot_info(name, 0)).or_else(|_| layout.read_slot_info(name, 1));
+    let notes = match record {
+        Ok(deployment) => hostfs::remove(layout, &deployment.installed_files, &deployment.created_dirs, None)?,
+        Err(_) => Vec::new(),
+    };
 
     // The symlink goes first: from then on the name is free, whatever happens to the slots.
     remove_if_present(&layout.link(name))?;
@@ -52,7 +67,7 @@ pub async fn uninstall(layout: &Layout, name: &str) -> Result<UninstallReport> {
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         }
     }
-    Ok(report)
+    Ok(notes)
 }
 
 fn remove_if_present(path: &std::path::Path) -> Result<()> {

@@ -12,6 +12,7 @@ use super::install::with_undo_problems;
 use super::journal::Journal;
 use super::layout::{Deployment, Layout};
 use super::pull::pull;
+use super::recovery::lock_and_recover;
 use super::slot::{build_slot, SlotRequest};
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
@@ -42,7 +43,7 @@ pub enum SwitchReport {
 
 pub async fn update(layout: &Layout, request: &UpdateRequest) -> Result<SwitchReport> {
     validate_container_name(&request.name)?;
-    let _lock = layout.lock()?;
+    let (_lock, recovered) = lock_and_recover(layout).await?;
     let current = layout.read_info(&request.name)?;
     let store = Store::open(&layout.repo())?;
     let image_ref = match &request.rebase {
@@ -71,7 +72,7 @@ pub async fn update(layout: &Layout, request: &UpdateRequest) -> Result<SwitchRe
         user_values: &values,
         uuid: &current.uuid,
     };
-    let mut journal = Journal::default();
+    let mut journal = Journal::begin(&layout.transaction_dir(), &format!("update {}", request.name))?;
     let mut systemd = None;
     let mut switched = false;
     let outcome = async {
@@ -84,8 +85,12 @@ pub async fn update(layout: &Layout, request: &UpdateRequest) -> Result<SwitchRe
     }
     .await;
     match outcome {
-        Ok((to, notes)) => Ok(SwitchReport::Switched { from: current, to, notes }),
+        Ok((to, notes)) => {
+            journal.commit()?;
+            Ok(SwitchReport::Switched { from: current, to, notes: [recovered, notes].concat() })
+        }
         Err(err) if switched && !request.rollback_on_failure => {
+            journal.commit()?;
             Err(err.context(format!("the update of {} failed; left on the new deployment (--no-rollback)", request.name)))
         }
         Err(err) => {
@@ -101,15 +106,18 @@ pub async fn update(layout: &Layout, request: &UpdateRequest) -> Result<SwitchRe
 
 pub async fn rollback(layout: &Layout, name: &str) -> Result<SwitchReport> {
     validate_container_name(name)?;
-    let _lock = layout.lock()?;
+    let (_lock, recovered) = lock_and_recover(layout).await?;
     let current = layout.read_info(name)?;
     let previous = layout
         .read_slot_info(name, 1 - current.slot)
         .with_context(|| format!("{name} has no previous deployment to roll back to"))?;
     let systemd = if current.has_service || previous.has_service { Some(Systemd::connect().await?) } else { None };
-    let mut journal = Journal::default();
+    let mut journal = Journal::begin(&layout.transaction_dir(), &format!("rollback {name}"))?;
     match switch(layout, &current, previous, systemd.as_ref(), &mut journal).await {
-        Ok((to, notes)) => Ok(SwitchReport::Switched { from: current, to, notes }),
+        Ok((to, notes)) => {
+            journal.commit()?;
+            Ok(SwitchReport::Switched { from: current, to, notes: [recovered, notes].concat() })
+        }
         Err(err) => {
             let problems = journal.undo(systemd.as_ref()).await;
             Err(with_undo_problems(err.context(format!("rolling back {name} failed; nothing changed")), problems))
@@ -135,14 +143,14 @@ async fn switch(
         _ => false,
     };
     if let (true, Some(s)) = (was_active, systemd) {
-        journal.stopped(&unit);
+        journal.stopped(&unit)?;
         s.stop(&unit).await?;
     }
     let notes = activate(layout, Some(from), &mut to, systemd, journal).await?;
     if let (Some(s), true) = (systemd, to.has_service) {
         s.enable(&[unit.as_str()]).await?;
         if was_active {
-            journal.started(&unit);
+            journal.started(&unit)?;
             s.start(&unit).await?;
             s.ensure_stays_active(&unit).await?;
         }
