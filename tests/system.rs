@@ -6,6 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -356,5 +357,119 @@ fn update_rollback_and_rebase_switch_slots_and_keep_the_service_running() -> Res
     sysctr_ok(&host, &["rmi", &image]);
     let out = sysctr_ok(&host, &["prune"]);
     assert!(!out.contains(" 0 objects"), "{out}");
+    Ok(())
+}
+
+/// The test-only hook of sysctr's transaction log: abort right after recording step N.
+const CRASH_AFTER_STEPS: &str = "SYSCTR_TEST_CRASH_AFTER_STEPS";
+
+fn run_crashing(host: &TestHost, args: &[&str], step: usize) -> Output {
+    let bin = sysctr_bin();
+    host.command(&[bin.to_str().unwrap()])
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .env(CRASH_AFTER_STEPS, step.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Runs `sysctr list`, which recovers from an interrupted command first; returns its stderr.
+fn recover(host: &TestHost) -> String {
+    let out = host.run_sysctr(&["list"]).unwrap();
+    assert!(out.status.success(), "{}", describe_output(&out));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn no_leftovers(host: &TestHost) {
+    assert!(!host.root().join("var/lib/sysctr/.transaction").exists(), "transaction left behind");
+    let stray: Vec<_> = std::fs::read_dir(host.root().join("var/lib/sysctr/deployments"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(stray.is_empty(), "staging left behind: {stray:?}");
+}
+
+#[test]
+fn commands_interrupted_at_any_step_leave_the_old_or_the_new_state() -> Result<()> {
+    let setup = Setup::new();
+    let image = setup.push(&hello_image(), "demo/hello");
+    let host = TestHost::boot()?;
+    sysctr_ok(&host, &["pull", &image]);
+    let before = snapshot(&host);
+
+    // install --now, killed right after each recorded step in turn, until it gets through.
+    let mut install_points = 0;
+    for step in 1..60 {
+        let out = run_crashing(&host, &["install", "--now", "--set", "RECEIVER=Pluto", &image], step);
+        if out.status.success() {
+            break;
+        }
+        assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("aborting after step {step}")), "{}", describe_output(&out));
+        install_points += 1;
+        let notes = recover(&host);
+        assert!(notes.contains("undid the interrupted `sysctr install hello`"), "step {step}: {notes}");
+        assert_same(&before, &snapshot(&host), &format!("install killed after step {step}, then recovered"));
+        assert_eq!(unit_property(&host, "hello.service", "ActiveState"), "inactive", "step {step}");
+        no_leftovers(&host);
+    }
+    assert!(install_points >= 10, "only {install_points} crash points in install");
+    wait_active(&host, "hello.service");
+    greeting(&host, "Pluto");
+
+    // update, killed after each step: the previous deployment is back, and running.
+    let before_update = snapshot(&host);
+    let mut update_points = 0;
+    for step in 1..60 {
+        let out = run_crashing(&host, &["update", "--set", "RECEIVER=Charon", "hello"], step);
+        if out.status.success() {
+            break;
+        }
+        update_points += 1;
+        let notes = recover(&host);
+        assert!(notes.contains("undid the interrupted `sysctr update hello`"), "step {step}: {notes}");
+        assert_same(&before_update, &snapshot(&host), &format!("update killed after step {step}, then recovered"));
+        assert_eq!(active_slot(&host, "hello"), "hello.0", "step {step}");
+        wait_active(&host, "hello.service");
+        no_leftovers(&host);
+    }
+    assert!(update_points >= 10, "only {update_points} crash points in update");
+    assert_eq!(active_slot(&host, "hello"), "hello.1");
+    wait_active(&host, "hello.service");
+
+    // An interrupted uninstall is finished by the next command.
+    let out = run_crashing(&host, &["uninstall", "hello"], 1);
+    assert!(!out.status.success());
+    let notes = recover(&host);
+    assert!(notes.contains("finished the interrupted `sysctr uninstall hello`"), "{notes}");
+    assert_same(&before, &snapshot(&host), "uninstall killed, then finished");
+
+    // Real SIGKILLs at various moments of an install: afterwards, old state or new state.
+    let bin = sysctr_bin();
+    let mut outcomes = Vec::new();
+    for delay_ms in [20u64, 80, 160, 300, 500, 900] {
+        let mut child = host
+            .command(&[bin.to_str().unwrap(), "install", "--now", "--set", "RECEIVER=Pluto", &image])
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = host.exec(&["pkill", "-KILL", "-x", "sysctr"]);
+        child.wait()?;
+        recover(&host);
+        no_leftovers(&host);
+        if host.root().join("var/lib/sysctr/deployments/hello").exists() {
+            wait_active(&host, "hello.service");
+            outcomes.push(format!("{delay_ms} ms: installed"));
+            sysctr_ok(&host, &["uninstall", "hello"]);
+        } else {
+            outcomes.push(format!("{delay_ms} ms: undone"));
+        }
+        assert_same(&before, &snapshot(&host), &format!("install killed after {delay_ms} ms"));
+    }
+    eprintln!("crash points: install {install_points}, update {update_points}, uninstall 1; SIGKILL: {}", outcomes.join(", "));
     Ok(())
 }
