@@ -1,12 +1,10 @@
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::RegistryArgs;
+use super::{parse_sets, RegistryArgs};
 use crate::deploy::{self, InstallRequest, Layout};
 use crate::reference::ImageRef;
-use crate::template::parse_set;
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
 pub struct InstallOpts {
@@ -29,15 +27,10 @@ pub struct InstallOpts {
 }
 
 pub async fn run(layout: &Layout, opts: &InstallOpts) -> Result<()> {
-    let mut values = BTreeMap::new();
-    for arg in &opts.set {
-        let (key, value) = parse_set(arg)?;
-        values.insert(key, value);
-    }
     let request = InstallRequest {
         image: ImageRef::parse(&opts.image)?,
         name: opts.name.clone(),
-        values,
+        values: parse_sets(&opts.set)?,
         runtime: opts.runtime.clone(),
         start_now: opts.now,
         registry: opts.registry.options(),

@@ -87,6 +87,11 @@ pub async fn run() -> Result<()> {
     }
 }
 
+/// Parses repeated `--set KEY=VALUE` arguments; a later one for the same key wins.
+fn parse_sets(args: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
+    args.iter().map(|arg| crate::template::parse_set(arg)).collect()
+}
+
 /// Prints rows as aligned columns under a header.
 fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();

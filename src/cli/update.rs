@@ -1,12 +1,9 @@
-use std::collections::BTreeMap;
-
 use anyhow::Result;
 
 use super::install::short_id;
-use super::RegistryArgs;
+use super::{parse_sets, RegistryArgs};
 use crate::deploy::{self, Layout, SwitchReport, UpdateRequest};
 use crate::reference::ImageRef;
-use crate::template::parse_set;
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
 pub struct UpdateOpts {
@@ -29,14 +26,9 @@ pub struct UpdateOpts {
 }
 
 pub async fn run(layout: &Layout, opts: &UpdateOpts) -> Result<()> {
-    let mut values = BTreeMap::new();
-    for arg in &opts.set {
-        let (key, value) = parse_set(arg)?;
-        values.insert(key, value);
-    }
     let request = UpdateRequest {
         name: opts.name.clone(),
-        values,
+        values: parse_sets(&opts.set)?,
         rebase: opts.rebase.as_deref().map(ImageRef::parse).transpose()?,
         pull: !opts.no_pull,
         rollback_on_failure: !opts.no_rollback,

@@ -74,7 +74,7 @@ pub fn info(layout: &Layout, image: &ImageRef) -> Result<ImageInfo> {
         .collect();
     Ok(ImageInfo {
         reference: stored.reference.clone(),
-        image_id: config_digest_hex(&stored)?,
+        image_id: stored.image_id()?,
         labels: config.config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default().into_iter().collect(),
         defaults,
         host_provided,
@@ -138,11 +138,6 @@ fn find(store: &Store, image: &ImageRef) -> Result<StoredImage> {
     store
         .image(&image.canonical())?
         .with_context(|| format!("{image} is not in the store (`sysctr images` lists what is)"))
-}
-
-fn config_digest_hex(image: &StoredImage) -> Result<String> {
-    let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&image.manifest_raw)?;
-    Ok(crate::digest::Digest::parse(manifest.config().digest().as_ref())?.hex().to_string())
 }
 
 /// Every slot's record, active or not.

@@ -77,7 +77,7 @@ pub fn images(layout: &Layout) -> Result<Vec<ImageRow>> {
     for image in store.images()? {
         let manifest: ImageManifest = serde_json::from_slice(&image.manifest_raw)
             .with_context(|| format!("reading the stored manifest of {}", image.reference))?;
-        let image_id = Digest::parse(manifest.config().digest().as_ref())?.hex().to_string();
+        let image_id = image.image_id()?;
         let mut size = 0;
         for layer in manifest.layers() {
             size += store.layer_unpacked_size(&Digest::parse(layer.digest().as_ref())?)?.unwrap_or(0);

@@ -43,9 +43,9 @@ pub async fn pull(store: &Store, image: &ImageRef, options: &RegistryOptions) ->
         let layer = LayerToImport {
             digest: Digest::parse(descriptor.digest().as_ref()).context("reading a layer digest")?,
             diff_id: Digest::parse(diff_id).context("reading a layer diff_id")?,
-            compression: Compression::from_media_type(&descriptor.media_type().to_string())?,
+            compression: Compression::from_media_type(descriptor.media_type().as_ref())?,
         };
-        let size = u64::try_from(descriptor.size()).unwrap_or(0);
+        let size = descriptor.size();
         let existing = store.layer_commit(&layer.digest)?;
         if existing.is_none() {
             to_import.push((commits.len(), layer.clone(), size));

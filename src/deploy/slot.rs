@@ -10,13 +10,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use oci_spec::image::{ImageConfiguration, ImageManifest};
+use oci_spec::image::ImageConfiguration;
 
 use super::exports::{Exports, ExportsManifest};
 use super::hostfs::{self, PlannedContent};
 use super::journal::Journal;
 use super::layout::{Deployment, Layout};
-use crate::digest::Digest;
 use crate::spec;
 use crate::store::{checkout_image, Store, StoredImage};
 use crate::template::{self, FileKind, Forced, HostDefaults, Inputs};
@@ -64,7 +63,6 @@ pub(super) fn build_slot(layout: &Layout, store: &Store, request: &SlotRequest, 
 fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) -> Result<Deployment> {
     let image = request.image;
     let name = request.name;
-    let manifest: ImageManifest = serde_json::from_slice(&image.manifest_raw).context("reading the stored manifest")?;
     let config: ImageConfiguration = serde_json::from_slice(&image.config_raw).context("reading the stored image config")?;
     let labels = config.config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default();
     if labels.get(RUN_ONCE_LABEL).map(String::as_str) == Some("once") {
@@ -76,7 +74,7 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
     let exports = Exports::read(&rootfs)?;
 
     let runtime = request.runtime.to_string_lossy().into_owned();
-    let image_id = Digest::parse(manifest.config().digest().as_ref())?.hex().to_string();
+    let image_id = image.image_id()?;
     let forced = Forced {
         name: name.to_string(),
         destdir: host_view(layout, &layout.slot(name, request.slot)),

@@ -36,6 +36,7 @@ pub struct UpdateRequest {
 
 /// What an update or rollback did.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // returned once per command
 pub enum SwitchReport {
     UpToDate,
     Switched { from: Deployment, to: Deployment, notes: Vec<String> },

@@ -17,6 +17,9 @@ use crate::digest::{Digest, DigestReader};
 /// Files at most this large are read into memory and checksummed here; larger ones are
 /// streamed to libostree, which checksums them itself.
 const BUFFERED_FILE_MAX: u64 = 16 * 1024 * 1024;
+/// Extended attributes as OSTree stores them: (NUL-terminated name, value), sorted.
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// File type bits OSTree expects in a mode (`st_mode`), not just the permissions.
 const S_IFREG: u32 = 0o100000;
 const S_IFDIR: u32 = 0o040000;
@@ -92,12 +95,13 @@ fn import_in_transaction(repo: &ostree::Repo, blob: impl Read, layer: &LayerToIm
         };
         let mut tar_stream = DigestReader::new(decompressed, layer.diff_id.clone(), format!("{what} (diff_id)"));
         let mut writer = TreeWriter::new(repo)?;
-        let mut archive = tar::Archive::new(&mut tar_stream);
-        for entry in archive.entries().with_context(|| format!("reading the tar stream of {what}"))? {
+        for entry in tar::Archive::new(&mut tar_stream)
+            .entries()
+            .with_context(|| format!("reading the tar stream of {what}"))?
+        {
             let entry = entry.with_context(|| format!("reading the tar stream of {what}"))?;
             writer.add(entry).with_context(|| format!("importing {what}"))?;
         }
-        drop(archive);
         tar_stream.finish().with_context(|| format!("verifying {what}"))?;
         Ok(writer.finish())
     })();
@@ -133,7 +137,7 @@ struct TreeWriter<'r> {
     repo: &'r ostree::Repo,
     root: ostree::MutableTree,
     default_dirmeta: String,
-    dirmeta_cache: HashMap<(u32, u32, u32, Vec<(Vec<u8>, Vec<u8>)>), String>,
+    dirmeta_cache: HashMap<(u32, u32, u32, Xattrs), String>,
     /// Content checksum of each file and symlink written so far, for hard links.
     checksums: HashMap<String, String>,
     stats: Stats,
@@ -254,7 +258,7 @@ impl<'r> TreeWriter<'r> {
         Ok(dir)
     }
 
-    fn dirmeta(&mut self, uid: u32, gid: u32, mode: u32, xattrs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<String> {
+    fn dirmeta(&mut self, uid: u32, gid: u32, mode: u32, xattrs: Xattrs) -> Result<String> {
         let key = (uid, gid, mode, xattrs);
         if let Some(found) = self.dirmeta_cache.get(&key) {
             return Ok(found.clone());
@@ -272,7 +276,7 @@ impl<'r> TreeWriter<'r> {
         gid: u32,
         mode: u32,
         size: u64,
-        xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+        xattrs: Xattrs,
     ) -> Result<String> {
         let full_mode = S_IFREG | mode;
         if size <= BUFFERED_FILE_MAX {
@@ -312,7 +316,7 @@ fn write_trusted_regfile(
     uid: u32,
     gid: u32,
     mode: u32,
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    xattrs: Xattrs,
 ) -> Result<String> {
     let checksum = regfile_checksum(content, uid, gid, mode, &xattrs);
     let info = gio::FileInfo::new();
@@ -348,7 +352,7 @@ pub(super) fn dirmeta_checksum(
 }
 
 /// Extended attributes carried as PAX `SCHILY.xattr.*` records.
-fn read_xattrs<R: Read>(entry: &mut tar::Entry<R>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+fn read_xattrs<R: Read>(entry: &mut tar::Entry<R>) -> Result<Xattrs> {
     let mut xattrs = Vec::new();
     if let Some(extensions) = entry.pax_extensions().context("reading PAX headers")? {
         for ext in extensions {
@@ -364,7 +368,7 @@ fn read_xattrs<R: Read>(entry: &mut tar::Entry<R>) -> Result<Vec<(Vec<u8>, Vec<u
     Ok(xattrs)
 }
 
-fn xattrs_variant(xattrs: Vec<(Vec<u8>, Vec<u8>)>) -> Option<glib::Variant> {
+fn xattrs_variant(xattrs: Xattrs) -> Option<glib::Variant> {
     if xattrs.is_empty() {
         None
     } else {
@@ -425,7 +429,7 @@ mod tests {
         // vfs_cap_data revision 2, effective, permitted = CAP_NET_RAW: what `setcap cap_net_raw+ep` writes.
         let capability =
             (b"security.capability\0".to_vec(), vec![1u8, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        let cases: [(&[u8], u32, u32, u32, Vec<(Vec<u8>, Vec<u8>)>); 4] = [
+        let cases: [(&[u8], u32, u32, u32, Xattrs); 4] = [
             (b"", 0, 0, 0o644, vec![]),
             (b"hello\n", 1000, 100, 0o4755, vec![]),
             (&[7u8; 100_000], 0, 0, 0o600, vec![]),

@@ -56,6 +56,15 @@ pub struct StoredImage {
     pub config_raw: Vec<u8>,
 }
 
+impl StoredImage {
+    /// The image id: the hex digest of its config, as container tools show it.
+    pub fn image_id(&self) -> Result<String> {
+        let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&self.manifest_raw)
+            .with_context(|| format!("reading the stored manifest of {}", self.reference))?;
+        Ok(Digest::parse(manifest.config().digest().as_ref())?.hex().to_string())
+    }
+}
+
 /// The repository under a storage directory.
 pub struct Store {
     repo: ostree::Repo,
@@ -100,7 +109,7 @@ impl Store {
             for (digest, layer_commit) in layers {
                 repo.transaction_set_ref(None, &layer_ref(digest), Some(layer_commit));
             }
-            repo.transaction_set_ref(None, &image_ref(&image.reference), Some(&commit));
+            repo.transaction_set_ref(None, &image_ref(image.reference), Some(&commit));
             repo.commit_transaction(gio::Cancellable::NONE).context("committing the image refs")?;
             Ok(commit)
         })();
