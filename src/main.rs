@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(sysctr::cli::run()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(err) => {
             // `{:#}` prints the context chain on one line and never a backtrace.
             eprintln!("error: {err:#}");

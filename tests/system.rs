@@ -473,3 +473,40 @@ fn commands_interrupted_at_any_step_leave_the_old_or_the_new_state() -> Result<(
     eprintln!("crash points: install {install_points}, update {update_points}, uninstall 1; SIGKILL: {}", outcomes.join(", "));
     Ok(())
 }
+
+#[test]
+fn run_once_and_mount_leave_nothing_behind() -> Result<()> {
+    let setup = Setup::new();
+    let image = setup.push(&hello_image(), "demo/hello");
+    let host = TestHost::boot()?;
+
+    // A one-off command gets a writable root that is thrown away, and its exit code.
+    let out = host.run_sysctr(&["run", &image, "/bin/sh", "-c", "echo scratch > /written && cat /written"])?;
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "scratch");
+    let out = host.run_sysctr(&["run", &image, "/bin/sh", "-c", "exit 7"])?;
+    assert_eq!(out.status.code(), Some(7), "{}", describe_output(&out));
+    let mounts = host.exec_ok(&["cat", "/proc/self/mounts"])?;
+    assert!(!mounts.contains("sysctr-run"), "{mounts}");
+    let run_dir = host.root().join("var/lib/sysctr/run");
+    assert!(!run_dir.exists() || std::fs::read_dir(&run_dir)?.next().is_none(), "run bundles left behind");
+
+    // A read-only view of the image: the run's write never reached the store.
+    host.exec_ok(&["mkdir", "-p", "/mnt/image", "/mnt/container"])?;
+    sysctr_ok(&host, &["mount", &image, "/mnt/image"]);
+    assert!(host.exec_ok(&["cat", "/mnt/image/usr/bin/hello"])?.contains("greeting"));
+    assert!(!host.exec(&["test", "-e", "/mnt/image/written"])?.status.success());
+    assert!(!host.exec(&["touch", "/mnt/image/new"])?.status.success(), "the view is writable");
+    sysctr_ok(&host, &["umount", "/mnt/image"]);
+    assert!(!host.exec_ok(&["cat", "/proc/self/mounts"])?.contains("/mnt/image"));
+    let checkouts = host.root().join("var/lib/sysctr/mounts");
+    assert!(std::fs::read_dir(&checkouts)?.next().is_none(), "image checkout left behind");
+
+    // An installed container's rootfs, by name.
+    sysctr_ok(&host, &["install", &image]);
+    sysctr_ok(&host, &["mount", "hello", "/mnt/container"]);
+    assert!(host.exec(&["test", "-x", "/mnt/container/usr/bin/hello"])?.status.success());
+    sysctr_ok(&host, &["umount", "/mnt/container"]);
+    sysctr_ok(&host, &["uninstall", "hello"]);
+    Ok(())
+}

@@ -5,10 +5,12 @@ mod images;
 mod info;
 mod install;
 mod list;
+mod mount;
 mod prune;
 mod pull;
 mod rmi;
 mod rollback;
+mod run;
 mod uninstall;
 mod update;
 
@@ -54,6 +56,12 @@ pub enum Command {
     Rmi(rmi::RmiOpts),
     /// Remove unused layers, objects and orphaned deployment slots.
     Prune(prune::PruneOpts),
+    /// Show a container's or an image's root filesystem, read-only, at a directory.
+    Mount(mount::MountOpts),
+    /// Undo `sysctr mount`.
+    Umount(mount::UmountOpts),
+    /// Run an image once in the foreground, with a throw-away writable root; nothing stays.
+    Run(run::RunOpts),
 }
 
 /// Options for reaching a registry, shared by the verbs that pull.
@@ -70,7 +78,8 @@ impl RegistryArgs {
     }
 }
 
-pub async fn run() -> Result<()> {
+/// Runs the command line; returns the process exit code.
+pub async fn run() -> Result<i32> {
     let opts = Opts::parse();
     let layout = Layout::new(std::path::Path::new("/"), &opts.storage);
     match &opts.command {
@@ -84,7 +93,11 @@ pub async fn run() -> Result<()> {
         Command::Info(o) => info::run(&layout, o),
         Command::Rmi(o) => rmi::run(&layout, o).await,
         Command::Prune(o) => prune::run(&layout, o).await,
-    }
+        Command::Mount(o) => mount::run(&layout, o),
+        Command::Umount(o) => mount::run_umount(&layout, o),
+        Command::Run(o) => return run::run(&layout, o).await,
+    }?;
+    Ok(0)
 }
 
 /// Parses repeated `--set KEY=VALUE` arguments; a later one for the same key wins.

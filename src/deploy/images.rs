@@ -31,7 +31,7 @@ pub struct ImageInfo {
 
 pub fn info(layout: &Layout, image: &ImageRef) -> Result<ImageInfo> {
     let store = Store::open(&layout.repo())?;
-    let stored = find(&store, image)?;
+    let stored = stored_image(&store, image)?;
     let config: ImageConfiguration = serde_json::from_slice(&stored.config_raw).context("reading the stored image config")?;
     let read = |path: &str| -> Result<Option<String>> {
         store
@@ -86,7 +86,7 @@ pub fn info(layout: &Layout, image: &ImageRef) -> Result<ImageInfo> {
 pub async fn rmi(layout: &Layout, image: &ImageRef, force: bool) -> Result<()> {
     let (_lock, _) = lock_and_recover(layout).await?;
     let store = Store::open(&layout.repo())?;
-    let stored = find(&store, image)?;
+    let stored = stored_image(&store, image)?;
     let users: Vec<String> = all_deployments(layout)?
         .into_iter()
         .filter(|d| d.image == stored.reference)
@@ -134,7 +134,7 @@ pub async fn prune(layout: &Layout) -> Result<PruneReport> {
     Ok(PruneReport { layers, objects, bytes, slots })
 }
 
-fn find(store: &Store, image: &ImageRef) -> Result<StoredImage> {
+pub(super) fn stored_image(store: &Store, image: &ImageRef) -> Result<StoredImage> {
     store
         .image(&image.canonical())?
         .with_context(|| format!("{image} is not in the store (`sysctr images` lists what is)"))

@@ -9,6 +9,7 @@
 //! - `/etc/systemd/system/NAME.service` (+ `NAME.service.d/sysctr.conf`), `/etc/tmpfiles.d/NAME.conf`.
 
 mod activate;
+mod adhoc;
 mod exports;
 mod hostfs;
 mod images;
@@ -22,6 +23,7 @@ mod slot;
 mod uninstall;
 mod update;
 
+pub use adhoc::{mount_readonly, run_once, unmount, MountSource, RunRequest};
 pub use images::{info, prune, rmi, ImageInfo, PruneReport};
 pub use install::{install, InstallReport, InstallRequest};
 pub use layout::{Deployment, InstalledFile, Layout, DEFAULT_STORAGE};

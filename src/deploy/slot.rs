@@ -66,7 +66,7 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
     let config: ImageConfiguration = serde_json::from_slice(&image.config_raw).context("reading the stored image config")?;
     let labels = config.config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default();
     if labels.get(RUN_ONCE_LABEL).map(String::as_str) == Some("once") {
-        bail!("{} is labelled {RUN_ONCE_LABEL}=once: it runs once and is not installed as a service", image.reference);
+        bail!("{0} is labelled {RUN_ONCE_LABEL}=once: it is run once, not installed as a service (`sysctr run {0}`)", image.reference);
     }
 
     let rootfs = dir.join(spec::ROOTFS);

@@ -1,0 +1,32 @@
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use super::RegistryArgs;
+use crate::deploy::{self, Layout, RunRequest};
+use crate::reference::ImageRef;
+
+#[derive(Debug, clap::Args, PartialEq, Eq)]
+pub struct RunOpts {
+    /// OCI runtime to run the container with (default: runc).
+    #[arg(long)]
+    pub runtime: Option<PathBuf>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// `[docker://]HOST[:PORT]/PATH[:TAG|@sha256:DIGEST]` or `oci:DIR[:TAG]`.
+    pub image: String,
+    /// Command to run instead of the image's own.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// Returns the container's exit code, which becomes sysctr's.
+pub async fn run(layout: &Layout, opts: &RunOpts) -> Result<i32> {
+    let request = RunRequest {
+        image: ImageRef::parse(&opts.image)?,
+        command: opts.command.clone(),
+        runtime: opts.runtime.clone(),
+        registry: opts.registry.options(),
+    };
+    deploy::run_once(layout, &request).await
+}
