@@ -326,6 +326,11 @@ fn update_rollback_and_rebase_switch_slots_and_keep_the_service_running() -> Res
     assert!(rootfs.join("v2-only").exists() && !rootfs.join("v1-only").exists());
     greeting(&host, "Charon");
 
+    let all: serde_json::Value = serde_json::from_str(&sysctr_ok(&host, &["list", "--all", "--json"]))?;
+    assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
+    assert_eq!((all[0]["slot"].as_u64(), all[0]["state"].as_str()), (Some(0), Some("running")));
+    assert_eq!((all[1]["slot"].as_u64(), all[1]["state"].as_str()), (Some(1), Some("previous")));
+
     // Rollback: the previous slot, with its own values and files, running.
     sysctr_ok(&host, &["rollback", "hello"]);
     assert_eq!(active_slot(&host, "hello"), "hello.1");
@@ -490,6 +495,13 @@ fn run_once_and_mount_leave_nothing_behind() -> Result<()> {
     assert!(!mounts.contains("sysctr-run"), "{mounts}");
     let run_dir = host.root().join("var/lib/sysctr/run");
     assert!(!run_dir.exists() || std::fs::read_dir(&run_dir)?.next().is_none(), "run bundles left behind");
+
+    // An image that runs once is not installed as a service.
+    let once = setup.push(&busybox_service_image(&[]).label("atomic.run", "once").cmd(&["/bin/echo", "ran once"]), "demo/once");
+    let err = sysctr_err(&host, &["install", &once]);
+    assert!(err.contains("atomic.run=once") && err.contains("sysctr run"), "{err}");
+    let out = host.run_sysctr(&["run", &once])?;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ran once", "{}", describe_output(&out));
 
     // A read-only view of the image: the run's write never reached the store.
     host.exec_ok(&["mkdir", "-p", "/mnt/image", "/mnt/container"])?;

@@ -9,13 +9,16 @@ pub struct ListOpts {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also list previous deployments (the slots `rollback` would switch to).
+    #[arg(long)]
+    pub all: bool,
 }
 
 pub async fn run(layout: &Layout, opts: &ListOpts) -> Result<()> {
     for note in deploy::recover(layout).await? {
         eprintln!("note: {note}");
     }
-    let rows = deploy::list(layout).await?;
+    let rows = deploy::list(layout, opts.all).await?;
     if opts.json {
         return print_json(&rows);
     }

@@ -14,14 +14,17 @@ pub struct ContainerRow {
     pub name: String,
     pub image: String,
     pub image_id: String,
-    /// `running`, `failed`, `inactive`, `no service`, or `unknown` when systemd cannot be asked.
+    /// `running`, `failed`, `inactive`, `no service`, `unknown` when systemd cannot be asked, or
+    /// `previous` for a slot that is not the active one.
     pub state: String,
     pub created: String,
     pub slot: u8,
     pub runtime: String,
 }
 
-pub async fn list(layout: &Layout) -> Result<Vec<ContainerRow>> {
+/// One row per installed container (its active slot); with `all`, also one per previous slot,
+/// whose state is `previous`.
+pub async fn list(layout: &Layout, all: bool) -> Result<Vec<ContainerRow>> {
     let names = layout.installed_names()?;
     // Listing must work where there is no systemd (an offline root): states are then unknown.
     let systemd = if names.is_empty() || layout.root != std::path::Path::new("/") {
@@ -40,17 +43,27 @@ pub async fn list(layout: &Layout) -> Result<Vec<ContainerRow>> {
                 other => other.to_string(),
             },
         };
-        rows.push(ContainerRow {
-            name,
+        let previous = if all { layout.read_slot_info(&name, 1 - d.slot).ok() } else { None };
+        rows.push(ContainerRow::new(d, state));
+        if let Some(previous) = previous {
+            rows.push(ContainerRow::new(previous, "previous".to_string()));
+        }
+    }
+    Ok(rows)
+}
+
+impl ContainerRow {
+    fn new(d: super::layout::Deployment, state: String) -> ContainerRow {
+        ContainerRow {
+            name: d.name,
             image: d.image,
             image_id: d.image_id,
             state,
             created: d.created,
             slot: d.slot,
             runtime: d.runtime,
-        });
+        }
     }
-    Ok(rows)
 }
 
 #[derive(Debug, Serialize)]
