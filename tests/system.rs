@@ -522,3 +522,53 @@ fn run_once_and_mount_leave_nothing_behind() -> Result<()> {
     sysctr_ok(&host, &["uninstall", "hello"]);
     Ok(())
 }
+
+/// Runs this build's sysctr on this machine (not in a test host) against an offline root.
+fn sysctr_offline(root: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(sysctr_bin())
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .env_remove("SYSCTR_STORAGE")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn offline_root_composition_starts_at_first_boot_with_no_sysctr_call() -> Result<()> {
+    let setup = Setup::new();
+    let image = setup.push(&hello_image(), "demo/hello");
+    let mut host = TestHost::boot()?;
+    host.shutdown()?;
+    let root = host.root();
+    let outer_units = tree_listing(Path::new("/etc/systemd/system"))?;
+
+    // Composed from outside, as an image builder would: files only, nothing running touched.
+    let out = sysctr_offline(&root, &["install", "--set", "RECEIVER=Offline", &image]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let wants = root.join("etc/systemd/system/multi-user.target.wants/hello.service");
+    assert_eq!(std::fs::read_link(&wants)?, Path::new("/etc/systemd/system/hello.service"));
+    assert_eq!(std::fs::read_link(root.join("var/lib/sysctr/deployments/hello"))?, Path::new("hello.0"));
+    let unit = std::fs::read_to_string(root.join("etc/systemd/system/hello.service"))?;
+    assert!(unit.contains("WorkingDirectory=/var/lib/sysctr/deployments/hello.0"), "{unit}");
+    let err = sysctr_offline(&root, &["install", "--now", "--name", "other", &image]);
+    assert!(String::from_utf8_lossy(&err.stderr).contains("--now cannot start anything in an offline root"));
+    assert!(diff_listings(&outer_units, &tree_listing(Path::new("/etc/systemd/system"))?).is_empty());
+
+    // First boot: systemd starts it from the enablement link alone.
+    host.reboot()?;
+    wait_active(&host, "hello.service");
+    greeting(&host, "Offline");
+    let list: serde_json::Value = serde_json::from_str(&sysctr_ok(&host, &["list", "--json"]))?;
+    assert_eq!(list[0]["state"], "running");
+
+    // And offline removal, with the host down again.
+    host.shutdown()?;
+    let out = sysctr_offline(&root, &["uninstall", "hello"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(std::fs::symlink_metadata(&wants).is_err(), "enablement link left behind");
+    assert!(!root.join("etc/systemd/system/hello.service").exists());
+    assert!(!root.join("var/lib/sysctr/deployments/hello.0").exists());
+    Ok(())
+}

@@ -26,9 +26,14 @@ use crate::registry::RegistryOptions;
 #[derive(Debug, Parser, PartialEq, Eq)]
 #[command(name = "sysctr", version)]
 pub struct Opts {
-    /// Storage directory: the OSTree image store and the deployments.
-    #[arg(long, global = true, env = "SYSCTR_STORAGE", default_value = DEFAULT_STORAGE)]
-    pub storage: PathBuf,
+    /// Storage directory: the OSTree image store and the deployments [default: ROOT/var/lib/sysctr].
+    #[arg(long, global = true, env = "SYSCTR_STORAGE")]
+    pub storage: Option<PathBuf>,
+
+    /// Work on the root directory of an OS image instead of this host: files only, no systemd,
+    /// units enabled by symlinks as `systemctl --root` does.
+    #[arg(long, global = true, default_value = "/")]
+    pub root: PathBuf,
 
     #[command(subcommand)]
     pub command: Command,
@@ -81,7 +86,7 @@ impl RegistryArgs {
 /// Runs the command line; returns the process exit code.
 pub async fn run() -> Result<i32> {
     let opts = Opts::parse();
-    let layout = Layout::new(std::path::Path::new("/"), &opts.storage);
+    let layout = layout(&opts)?;
     match &opts.command {
         Command::Pull(o) => pull::run(&layout, o).await,
         Command::Install(o) => install::run(&layout, o).await,
@@ -98,6 +103,20 @@ pub async fn run() -> Result<i32> {
         Command::Run(o) => return run::run(&layout, o).await,
     }?;
     Ok(0)
+}
+
+fn layout(opts: &Opts) -> Result<Layout> {
+    if !opts.root.is_absolute() || !opts.root.is_dir() {
+        anyhow::bail!("--root {} is not an absolute path to a directory", opts.root.display());
+    }
+    let storage = match &opts.storage {
+        Some(storage) => storage.clone(),
+        None => opts.root.join(DEFAULT_STORAGE.trim_start_matches('/')),
+    };
+    if !storage.starts_with(&opts.root) {
+        anyhow::bail!("the storage {} must be inside --root {}", storage.display(), opts.root.display());
+    }
+    Ok(Layout::new(&opts.root, &storage))
 }
 
 /// Parses repeated `--set KEY=VALUE` arguments; a later one for the same key wins.
@@ -139,7 +158,7 @@ mod tests {
             "--tls-verify=false", "127.0.0.1:5000/demo/hello",
         ])
         .unwrap();
-        assert_eq!(opts.storage, PathBuf::from("/s"));
+        assert_eq!(opts.storage, Some(PathBuf::from("/s")));
         let Command::Install(i) = opts.command else { panic!("not install") };
         assert_eq!(i.name.as_deref(), Some("hello"));
         assert_eq!(i.set, ["A=1", "B=x=y"]);

@@ -39,7 +39,8 @@ pub(super) async fn activate(
 
     let tmpfiles = layout.tmpfiles_file(&name);
     place(journal, &to_dir.join(TMPFILES_FILE), &tmpfiles)?;
-    if tmpfiles.exists() && layout.root == Path::new("/") {
+    // Offline, systemd-tmpfiles-setup.service applies it at the first boot.
+    if tmpfiles.exists() && !layout.is_offline() {
         run_tmpfiles("--create", &tmpfiles)?;
     }
     journal.units_changed()?;
@@ -55,6 +56,10 @@ pub(super) async fn activate(
         let _ = std::fs::remove_dir(&dropin_dir);
     }
 
+    if layout.is_offline() {
+        enable_offline(layout, from, to, journal)?;
+    }
+
     let link = layout.link(&name);
     journal.save(&link)?;
     replace_symlink(&link, &format!("{name}.{}", to.slot))?;
@@ -63,6 +68,40 @@ pub(super) async fn activate(
         systemd.reload().await?;
     }
     Ok(notes)
+}
+
+/// Enables the unit the way `systemctl --root` would: the previous deployment's `[Install]`
+/// links are removed, the new one's created.
+fn enable_offline(layout: &Layout, from: Option<&Deployment>, to: &Deployment, journal: &mut Journal) -> Result<()> {
+    let unit_name = Layout::unit_name(&to.name);
+    if let Some(from) = from {
+        for (link, _) in offline_links(layout, from)? {
+            let path = layout.root.join(link);
+            journal.save(&path)?;
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    for (link, target) in offline_links(layout, to)? {
+        let path = layout.root.join(&link);
+        if let Some(parent) = path.parent().filter(|p| !p.exists()) {
+            journal.created_dir(parent)?;
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        journal.save(&path)?;
+        let _ = std::fs::remove_file(&path);
+        std::os::unix::fs::symlink(&target, &path).with_context(|| format!("enabling {unit_name}: {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The `[Install]` links of a deployment's unit, from the copy kept in its slot.
+pub(super) fn offline_links(layout: &Layout, deployment: &Deployment) -> Result<Vec<(String, String)>> {
+    let unit = slot::slot_dir(layout, deployment).join(UNIT_FILE);
+    match std::fs::read_to_string(&unit) {
+        Ok(text) => Ok(crate::systemd::install_links(&text, &Layout::unit_name(&deployment.name))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", unit.display())),
+    }
 }
 
 /// Copies `source` to `target` when the slot has it, removes `target` when it does not.

@@ -98,7 +98,7 @@ pub struct RunRequest {
 
 /// Runs the image once in the foreground and returns its exit code; nothing is left behind.
 pub async fn run_once(layout: &Layout, request: &RunRequest) -> Result<i32> {
-    let runtime = find_runtime(request.runtime.as_deref())?;
+    let runtime = find_runtime(layout, request.runtime.as_deref())?;
     let (work, stored) = {
         let _lock = layout.lock()?;
         let store = Store::open_or_create(&layout.repo())?;

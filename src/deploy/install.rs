@@ -47,7 +47,10 @@ pub async fn install(layout: &Layout, request: &InstallRequest) -> Result<Instal
     validate_container_name(&name)?;
     let (_lock, mut notes) = lock_and_recover(layout).await?;
     refuse_existing(layout, &name)?;
-    let runtime = find_runtime(request.runtime.as_deref())?;
+    let runtime = find_runtime(layout, request.runtime.as_deref())?;
+    if request.start_now && layout.is_offline() {
+        bail!("--now cannot start anything in an offline root ({})", layout.root.display());
+    }
 
     let store = Store::open_or_create(&layout.repo())?;
     let image = match store.image(&request.image.canonical())? {
@@ -65,7 +68,7 @@ pub async fn install(layout: &Layout, request: &InstallRequest) -> Result<Instal
     let mut systemd = None;
     let outcome = async {
         let mut deployment = build_slot(layout, &store, &slot_request, &mut journal)?;
-        if deployment.has_service {
+        if deployment.has_service && !layout.is_offline() {
             // Connected only now, but before the host is touched.
             systemd = Some(Systemd::connect().await?);
         }
@@ -122,12 +125,13 @@ fn refuse_existing(layout: &Layout, name: &str) -> Result<()> {
 }
 
 /// Picks the OCI runtime: `--runtime`, else runc from the usual places.
-pub(super) fn find_runtime(requested: Option<&Path>) -> Result<PathBuf> {
+/// Picks the OCI runtime, as a path on the host the container runs on (under the layout's root).
+pub(super) fn find_runtime(layout: &Layout, requested: Option<&Path>) -> Result<PathBuf> {
     if let Some(path) = requested {
         if !path.is_absolute() {
             bail!("--runtime must be an absolute path, got {}", path.display());
         }
-        if !path.is_file() {
+        if !layout.host_path(&path.to_string_lossy()).is_file() {
             bail!("--runtime {} does not exist", path.display());
         }
         return Ok(path.to_path_buf());
@@ -135,7 +139,7 @@ pub(super) fn find_runtime(requested: Option<&Path>) -> Result<PathBuf> {
     RUNTIME_CANDIDATES
         .iter()
         .map(PathBuf::from)
-        .find(|p| p.is_file())
+        .find(|p| layout.host_path(&p.to_string_lossy()).is_file())
         .with_context(|| format!("no OCI runtime found (looked for {}); install runc or pass --runtime", RUNTIME_CANDIDATES.join(", ")))
 }
 

@@ -25,6 +25,11 @@ impl Layout {
         Layout { root: root.to_path_buf(), storage: storage.to_path_buf() }
     }
 
+    /// An offline root (an OS image being composed): no systemd to talk to, nothing running.
+    pub fn is_offline(&self) -> bool {
+        self.root != Path::new("/")
+    }
+
     pub fn repo(&self) -> PathBuf {
         self.storage.join("repo")
     }

@@ -27,7 +27,7 @@ pub struct ContainerRow {
 pub async fn list(layout: &Layout, all: bool) -> Result<Vec<ContainerRow>> {
     let names = layout.installed_names()?;
     // Listing must work where there is no systemd (an offline root): states are then unknown.
-    let systemd = if names.is_empty() || layout.root != std::path::Path::new("/") {
+    let systemd = if names.is_empty() || layout.is_offline() {
         None
     } else {
         Systemd::connect().await.ok()

@@ -2,7 +2,6 @@
 //! transaction is undone, or, for an uninstall, finished (see `journal`).
 
 use std::fs::File;
-use std::path::Path;
 
 use anyhow::{bail, Result};
 use nix::fcntl::Flock;
@@ -35,7 +34,7 @@ async fn recover_locked(layout: &Layout) -> Result<Vec<String>> {
         Some(Interrupted::Undo(journal)) => {
             let command = journal.command().to_string();
             // Without systemd (an offline root) only files are restored: no unit runs there.
-            let systemd = if layout.root == Path::new("/") { Systemd::connect().await.ok() } else { None };
+            let systemd = if layout.is_offline() { None } else { Systemd::connect().await.ok() };
             let problems = journal.undo(systemd.as_ref()).await;
             if !problems.is_empty() {
                 bail!("undoing the interrupted `sysctr {command}` failed: {}", problems.join("; "));

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 
-use super::activate::run_tmpfiles;
+use super::activate::{offline_links, run_tmpfiles};
 use super::hostfs;
 use super::journal::Journal;
 use super::layout::Layout;
@@ -33,7 +33,18 @@ pub async fn uninstall(layout: &Layout, name: &str) -> Result<UninstallReport> {
 pub(super) async fn remove_container(layout: &Layout, name: &str) -> Result<Vec<String>> {
     let unit = Layout::unit_name(name);
     let unit_file = layout.unit_file(name);
-    if unit_file.exists() && layout.root == std::path::Path::new("/") {
+    if layout.is_offline() {
+        for deployment in [layout.read_slot_info(name, 0), layout.read_slot_info(name, 1)].into_iter().flatten() {
+            for (link, _) in offline_links(layout, &deployment)? {
+                remove_if_present(&layout.root.join(link))?;
+            }
+        }
+        remove_if_present(&unit_file)?;
+        let dropin = layout.unit_dropin_dir(name);
+        if dropin.exists() {
+            std::fs::remove_dir_all(&dropin).with_context(|| format!("removing {}", dropin.display()))?;
+        }
+    } else if unit_file.exists() {
         let systemd = Systemd::connect().await?;
         if systemd.active_state(&unit).await? != "inactive" {
             systemd.stop(&unit).await?;
@@ -49,7 +60,9 @@ pub(super) async fn remove_container(layout: &Layout, name: &str) -> Result<Vec<
 
     let tmpfiles = layout.tmpfiles_file(name);
     if tmpfiles.exists() {
-        run_tmpfiles("--remove", &tmpfiles)?;
+        if !layout.is_offline() {
+            run_tmpfiles("--remove", &tmpfiles)?;
+        }
         remove_if_present(&tmpfiles)?;
     }
 

@@ -78,7 +78,7 @@ pub async fn update(layout: &Layout, request: &UpdateRequest) -> Result<SwitchRe
     let mut switched = false;
     let outcome = async {
         let next = build_slot(layout, &store, &slot_request, &mut journal)?;
-        if current.has_service || next.has_service {
+        if (current.has_service || next.has_service) && !layout.is_offline() {
             systemd = Some(Systemd::connect().await?);
         }
         switched = true;
@@ -112,7 +112,11 @@ pub async fn rollback(layout: &Layout, name: &str) -> Result<SwitchReport> {
     let previous = layout
         .read_slot_info(name, 1 - current.slot)
         .with_context(|| format!("{name} has no previous deployment to roll back to"))?;
-    let systemd = if current.has_service || previous.has_service { Some(Systemd::connect().await?) } else { None };
+    let systemd = if (current.has_service || previous.has_service) && !layout.is_offline() {
+        Some(Systemd::connect().await?)
+    } else {
+        None
+    };
     let mut journal = Journal::begin(&layout.transaction_dir(), &format!("rollback {name}"))?;
     match switch(layout, &current, previous, systemd.as_ref(), &mut journal).await {
         Ok((to, notes)) => {

@@ -1,11 +1,15 @@
 //! systemd's Manager over D-Bus: reload, enable/disable unit files, start/stop units and wait
 //! for the job's result. No `systemctl` subprocess anywhere.
 
+mod offline;
+
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use futures_util::StreamExt;
 use zbus::{proxy, Connection, OwnedObjectPath};
+
+pub use offline::install_links;
 
 const DESTINATION: &str = "org.freedesktop.systemd1";
 /// How long a start or stop job may take before we stop waiting; systemd's own default job
