@@ -572,3 +572,41 @@ fn offline_root_composition_starts_at_first_boot_with_no_sysctr_call() -> Result
     assert!(!root.join("var/lib/sysctr/deployments/hello.0").exists());
     Ok(())
 }
+
+#[test]
+fn apply_converges_to_the_file_and_a_second_run_changes_nothing() -> Result<()> {
+    let setup = Setup::new();
+    let image = setup.push(&hello_image(), "demo/hello");
+    let host = TestHost::boot()?;
+    let file = setup.work.join("node.toml");
+    let write = |b_receiver: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "[[container]]\nname = \"hello-a\"\nimage = \"{image}\"\nset = {{ RECEIVER = \"A\" }}\n\n\
+                 [[container]]\nname = \"hello-b\"\nimage = \"{image}\"\nset = {{ RECEIVER = \"{b_receiver}\" }}\n"
+            ),
+        )
+        .unwrap();
+    };
+    let apply = |host: &TestHost| sysctr_ok(host, &["apply", file.to_str().unwrap()]);
+
+    write("B");
+    assert_eq!(apply(&host), "installed hello-a\ninstalled hello-b\n");
+    wait_active(&host, "hello-a.service");
+    wait_active(&host, "hello-b.service");
+    let unit_a = host_file(&host, "/etc/systemd/system/hello-a.service").unwrap();
+
+    assert_eq!(apply(&host), "unchanged hello-a\nunchanged hello-b\n");
+    assert_eq!(host_file(&host, "/etc/systemd/system/hello-a.service").unwrap(), unit_a);
+    assert_eq!(active_slot(&host, "hello-a"), "hello-a.0");
+
+    write("Bee");
+    assert_eq!(apply(&host), "unchanged hello-a\nupdated hello-b\n");
+    assert_eq!(active_slot(&host, "hello-b"), "hello-b.1");
+    wait_for("hello-b's new greeting", Duration::from_secs(20), Duration::from_millis(200), || {
+        Ok(host_file(&host, "/var/lib/hello-b/greeting").filter(|g| g.starts_with("hello Bee ")))
+    })?;
+    assert_eq!(apply(&host), "unchanged hello-a\nunchanged hello-b\n");
+    Ok(())
+}

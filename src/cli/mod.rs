@@ -1,6 +1,7 @@
 //! Command-line parsing and output. Each verb lives in its own file, turns its options into a
 //! checked request and calls one `deploy` function; no logic of its own.
 
+mod apply;
 mod images;
 mod info;
 mod install;
@@ -67,6 +68,8 @@ pub enum Command {
     Umount(mount::UmountOpts),
     /// Run an image once in the foreground, with a throw-away writable root; nothing stays.
     Run(run::RunOpts),
+    /// Converge to the system containers listed in a TOML file: install, update, leave alone.
+    Apply(apply::ApplyOpts),
 }
 
 /// Options for reaching a registry, shared by the verbs that pull.
@@ -101,6 +104,7 @@ pub async fn run() -> Result<i32> {
         Command::Mount(o) => mount::run(&layout, o),
         Command::Umount(o) => mount::run_umount(&layout, o),
         Command::Run(o) => return run::run(&layout, o).await,
+        Command::Apply(o) => apply::run(&layout, o).await,
     }?;
     Ok(0)
 }

@@ -29,6 +29,7 @@ pub async fn run(layout: &Layout, opts: &UpdateOpts) -> Result<()> {
     let request = UpdateRequest {
         name: opts.name.clone(),
         values: parse_sets(&opts.set)?,
+        replace_values: false,
         rebase: opts.rebase.as_deref().map(ImageRef::parse).transpose()?,
         pull: !opts.no_pull,
         rollback_on_failure: !opts.no_rollback,

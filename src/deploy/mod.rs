@@ -9,6 +9,7 @@
 //! - `/etc/systemd/system/NAME.service` (+ `NAME.service.d/sysctr.conf`), `/etc/tmpfiles.d/NAME.conf`.
 
 mod activate;
+mod apply;
 mod adhoc;
 mod exports;
 mod hostfs;
@@ -24,6 +25,7 @@ mod uninstall;
 mod update;
 
 pub use adhoc::{mount_readonly, run_once, unmount, MountSource, RunRequest};
+pub use apply::{apply, Action};
 pub use images::{info, prune, rmi, ImageInfo, PruneReport};
 pub use install::{install, InstallReport, InstallRequest};
 pub use layout::{Deployment, InstalledFile, Layout, DEFAULT_STORAGE};

@@ -25,6 +25,8 @@ pub struct UpdateRequest {
     pub name: String,
     /// New `--set` values, merged over those given before.
     pub values: BTreeMap<String, String>,
+    /// Use `values` as they are, dropping those given before.
+    pub replace_values: bool,
     /// Move to another image, keeping the values.
     pub rebase: Option<ImageRef>,
     /// Fetch the image again first (`false`: use the store as it is).
@@ -58,8 +60,13 @@ pub async fn update(layout: &Layout, request: &UpdateRequest) -> Result<SwitchRe
             .image(&image_ref.canonical())?
             .with_context(|| format!("{image_ref} is not in the store; update without --no-pull"))?
     };
-    let mut values = current.values.clone();
-    values.extend(request.values.clone());
+    let values = if request.replace_values {
+        request.values.clone()
+    } else {
+        let mut merged = current.values.clone();
+        merged.extend(request.values.clone());
+        merged
+    };
     if image.commit == current.ostree_commit && values == current.values {
         return Ok(SwitchReport::UpToDate);
     }

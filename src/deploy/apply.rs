@@ -1,0 +1,156 @@
+//! `apply FILE`: converge this host (or an offline root) to a list of system containers.
+//!
+//! ```toml
+//! [[container]]
+//! name = "etcd"
+//! image = "registry.lan/k8s/etcd:3.4"
+//! start = true            # start it now if it gets installed (default: true)
+//! set = { ETCD_NAME = "node1" }
+//! ```
+//!
+//! Containers are handled in file order. A missing one is installed; one whose image or `set`
+//! values differ from the file is updated (moved to the image, values replaced); the rest are
+//! left alone. A second run with the same file changes nothing.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use super::install::{install, InstallRequest};
+use super::layout::Layout;
+use super::update::{update, SwitchReport, UpdateRequest};
+use crate::reference::{validate_container_name, ImageRef};
+use crate::registry::RegistryOptions;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    #[serde(default)]
+    container: Vec<Entry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    name: String,
+    image: String,
+    #[serde(default = "yes")]
+    start: bool,
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What `apply` did to one container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Installed(String),
+    Updated(String),
+    Unchanged(String),
+}
+
+/// Reads and checks the whole file before changing anything.
+fn read_manifest(path: &Path) -> Result<Vec<(Entry, ImageRef)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let manifest: Manifest = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut entries = Vec::new();
+    for entry in manifest.container {
+        validate_container_name(&entry.name).with_context(|| format!("in {}", path.display()))?;
+        if !seen.insert(entry.name.clone()) {
+            bail!("{}: container '{}' is listed twice", path.display(), entry.name);
+        }
+        for key in entry.set.keys() {
+            crate::template::parse_set(&format!("{key}=")).with_context(|| format!("{}: container '{}'", path.display(), entry.name))?;
+        }
+        let image = ImageRef::parse(&entry.image).with_context(|| format!("{}: container '{}'", path.display(), entry.name))?;
+        entries.push((entry, image));
+    }
+    Ok(entries)
+}
+
+pub async fn apply(layout: &Layout, path: &Path, registry: &RegistryOptions) -> Result<Vec<Action>> {
+    let entries = read_manifest(path)?;
+    let mut actions = Vec::new();
+    for (entry, image) in entries {
+        let installed = layout.link(&entry.name).exists();
+        if !installed {
+            let request = InstallRequest {
+                image,
+                name: Some(entry.name.clone()),
+                values: entry.set.clone(),
+                runtime: None,
+                start_now: entry.start && !layout.is_offline(),
+                registry: registry.clone(),
+            };
+            install(layout, &request).await.with_context(|| format!("installing {}", entry.name))?;
+            actions.push(Action::Installed(entry.name));
+            continue;
+        }
+        let current = layout.read_info(&entry.name)?;
+        if current.image == image.canonical() && current.values == entry.set {
+            actions.push(Action::Unchanged(entry.name));
+            continue;
+        }
+        // The file says what the values are: those set before and not listed are dropped.
+        let request = UpdateRequest {
+            name: entry.name.clone(),
+            values: entry.set.clone(),
+            replace_values: true,
+            rebase: (current.image != image.canonical()).then_some(image),
+            pull: true,
+            rollback_on_failure: true,
+            registry: registry.clone(),
+        };
+        match update(layout, &request).await.with_context(|| format!("updating {}", entry.name))? {
+            SwitchReport::UpToDate => actions.push(Action::Unchanged(entry.name)),
+            SwitchReport::Switched { .. } => actions.push(Action::Updated(entry.name)),
+        }
+    }
+    Ok(actions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str) -> Result<Vec<(Entry, ImageRef)>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, text).unwrap();
+        read_manifest(&path)
+    }
+
+    #[test]
+    fn reads_containers_in_order_with_defaults() {
+        let entries = read(
+            "[[container]]\nname = \"etcd\"\nimage = \"reg.lan/etcd:3.4\"\nset = { ETCD_NAME = \"n1\" }\n\n\
+             [[container]]\nname = \"flannel\"\nimage = \"oci:/srv/flannel:v1\"\nstart = false\n",
+        )
+        .unwrap();
+        let names: Vec<_> = entries.iter().map(|(e, _)| e.name.as_str()).collect();
+        assert_eq!(names, ["etcd", "flannel"]);
+        assert!(entries[0].0.start && !entries[1].0.start);
+        assert_eq!(entries[0].0.set["ETCD_NAME"], "n1");
+    }
+
+    #[test]
+    fn refuses_bad_files_before_doing_anything() {
+        let cases = [
+            ("[[container]]\nname = \"a\"\nimage = \"r/a\"\n[[container]]\nname = \"a\"\nimage = \"r/b\"\n", "listed twice"),
+            ("[[container]]\nname = \"../x\"\nimage = \"r/a\"\n", "invalid container name"),
+            ("[[container]]\nname = \"a\"\nimage = \"Not Valid\"\n", "invalid image reference"),
+            ("[[container]]\nname = \"a\"\nimage = \"r/a\"\nstrat = true\n", "strat"),
+            ("[[container]]\nname = \"a\"\nimage = \"r/a\"\nset = { NAME = \"x\" }\n", "NAME"),
+        ];
+        for (text, expected) in cases {
+            let err = format!("{:#}", read(text).unwrap_err());
+            assert!(err.contains(expected), "expected '{expected}' in: {err}");
+        }
+    }
+}
