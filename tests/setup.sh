@@ -7,7 +7,7 @@ packages=(
   pkg-config gcc libostree-dev libssl-dev   # build: libostree for the store, OpenSSL for HTTPS
   ostree runc dbus systemd-container        # run: the runtime, and systemd-nspawn for test hosts
   docker-registry umoci skopeo              # tests: a real registry, reference unpacker, pusher
-  busybox-static                            # tests: the payload of small service images
+  busybox-static etcd-server etcd-client   # tests: the payload of the service images
   iproute2 procps util-linux                # tests: nsenter, pgrep, mount
 )
 missing=()

@@ -610,3 +610,62 @@ fn apply_converges_to_the_file_and_a_second_run_changes_nothing() -> Result<()> 
     assert_eq!(apply(&host), "unchanged hello-a\nunchanged hello-b\n");
     Ok(())
 }
+
+/// An etcd image from Debian's etcd-server and etcd-client: the binaries, the C library they
+/// load, and the exports of `examples/etcd` (etcdctl also goes to the host through hostfs).
+fn etcd_image() -> Image {
+    let binaries = Layer::gzip()
+        .created_by("etcd binaries")
+        .dir("usr", 0o755)
+        .dir("usr/bin", 0o755)
+        .host_file("usr/bin/etcd", "/usr/bin/etcd", 0o755)
+        .host_file("usr/bin/etcdctl", "/usr/bin/etcdctl", 0o755)
+        .dir("lib", 0o755)
+        .dir("lib/x86_64-linux-gnu", 0o755)
+        .host_file("lib/x86_64-linux-gnu/libc.so.6", "/lib/x86_64-linux-gnu/libc.so.6", 0o755)
+        .dir("lib64", 0o755)
+        .host_file("lib64/ld-linux-x86-64.so.2", "/lib64/ld-linux-x86-64.so.2", 0o755)
+        .dir("etc", 0o755)
+        .file("etc/passwd", "root:x:0:0:root:/:/sbin/nologin\n", 0o644)
+        .dir("var", 0o755)
+        .dir("var/lib", 0o755)
+        .dir("var/lib/etcd", 0o700)
+        .dir("tmp", 0o1777);
+    let exports = layer_from_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/etcd/rootfs"))
+        .dir("exports/hostfs", 0o755)
+        .dir("exports/hostfs/usr", 0o755)
+        .dir("exports/hostfs/usr/local", 0o755)
+        .dir("exports/hostfs/usr/local/bin", 0o755)
+        .host_file("exports/hostfs/usr/local/bin/etcdctl", "/usr/bin/etcdctl", 0o755);
+    Image::new().layer(binaries).layer(exports).label("atomic.type", "system")
+}
+
+#[test]
+fn etcd_is_ready_when_its_start_job_ends_through_runcs_notify_proxy() -> Result<()> {
+    let setup = Setup::new();
+    let image = setup.push(&etcd_image(), "k8s/etcd");
+    let host = TestHost::boot()?;
+    // The test host masks every service this machine enables, Debian's own etcd.service included;
+    // sysctr refuses to shadow a unit file it did not write.
+    let err = sysctr_err(&host, &["install", &image]);
+    assert!(err.contains("/etc/systemd/system/etcd.service already exists"), "{err}");
+    host.exec_ok(&["systemctl", "unmask", "etcd.service"])?;
+    sysctr_ok(&host, &["install", "--now", &image]);
+
+    // Type=notify: the start job ended only once etcd said READY, so it serves at once.
+    assert_eq!(unit_property(&host, "etcd.service", "Type"), "notify");
+    assert_eq!(unit_property(&host, "etcd.service", "ActiveState"), "active");
+    host.exec_ok(&["/usr/local/bin/etcdctl", "put", "/atomic.io/network/config", r#"{"Network":"10.1.0.0/16"}"#])?;
+    let value = host.exec_ok(&["/usr/local/bin/etcdctl", "get", "--print-value-only", "/atomic.io/network/config"])?;
+    assert_eq!(value.trim(), r#"{"Network":"10.1.0.0/16"}"#);
+    assert!(host.root().join("var/lib/etcd/etcd.etcd/member").is_dir(), "data is not under the tmpfiles directory");
+    assert_eq!(unit_property(&host, "etcd.service", "NRestarts"), "0");
+
+    // The rendered unit is one systemd accepts as it is.
+    let verify = host.exec(&["systemd-analyze", "verify", "/etc/systemd/system/etcd.service"])?;
+    assert!(verify.status.success(), "{}", describe_output(&verify));
+
+    sysctr_ok(&host, &["uninstall", "etcd"]);
+    assert!(!host.root().join("usr/local/bin/etcdctl").exists());
+    Ok(())
+}
