@@ -669,3 +669,104 @@ fn etcd_is_ready_when_its_start_job_ends_through_runcs_notify_proxy() -> Result<
     assert!(!host.root().join("usr/local/bin/etcdctl").exists());
     Ok(())
 }
+
+/// Adds a binary of this machine and every library `ldd` says it loads, at the same paths.
+fn with_host_binary(mut layer: Layer, path: &str, dirs: &mut std::collections::BTreeSet<String>) -> Layer {
+    let ldd = cmd_ok(&["ldd", path]).unwrap_or_default();
+    let libraries = ldd.lines().filter_map(|line| {
+        let candidate = line.split("=>").last()?.split_whitespace().next()?;
+        candidate.starts_with('/').then(|| candidate.to_string())
+    });
+    for file in std::iter::once(path.to_string()).chain(libraries) {
+        let real = std::fs::canonicalize(&file).unwrap();
+        let in_image = file.trim_start_matches('/').to_string();
+        let mut parent = Path::new(&in_image).parent();
+        while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
+            if dirs.insert(dir.to_string_lossy().into_owned()) {
+                layer = layer.dir(&dir.to_string_lossy(), 0o755);
+            }
+            parent = dir.parent();
+        }
+        layer = layer.host_file(&in_image, real, 0o755);
+    }
+    layer
+}
+
+/// Binaries of this machine in one layer; directories are created in an order tar accepts.
+fn binaries_layer(paths: &[&str]) -> Layer {
+    let mut dirs = std::collections::BTreeSet::from(["bin".to_string(), "etc".to_string(), "tmp".to_string()]);
+    let mut layer = Layer::gzip().created_by("binaries");
+    for path in paths {
+        layer = with_host_binary(layer, path, &mut dirs);
+    }
+    layer
+}
+
+/// The flanneld stand-in of `examples/flannel-standin`: busybox, etcdctl and systemd-notify.
+fn flannel_image() -> Image {
+    Image::new()
+        .layer(busybox_layer())
+        .layer(binaries_layer(&["/usr/bin/etcdctl", "/usr/bin/systemd-notify"]))
+        .layer(layer_from_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/flannel-standin/rootfs")))
+        .label("atomic.type", "system")
+}
+
+/// containerd of `examples/containerd`: Debian's containerd, runc and CNI plugins, on busybox.
+fn containerd_image() -> Image {
+    let mut paths = vec!["/usr/bin/containerd", "/usr/bin/containerd-shim-runc-v2", "/usr/sbin/runc"];
+    let plugins = ["/usr/lib/cni/bridge", "/usr/lib/cni/host-local", "/usr/lib/cni/loopback", "/usr/lib/cni/portmap"];
+    paths.extend(plugins);
+    Image::new()
+        .layer(busybox_layer())
+        .layer(binaries_layer(&paths))
+        .layer(layer_from_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/containerd/rootfs")))
+        .label("atomic.type", "system")
+}
+
+/// A monotonic timestamp property of a unit, read from systemd.
+fn monotonic(host: &TestHost, unit: &str, property: &str) -> u64 {
+    unit_property(host, unit, property).parse().unwrap_or_else(|e| panic!("{unit} {property}: {e}"))
+}
+
+#[test]
+fn etcd_flannel_containerd_come_up_in_order_at_every_boot() -> Result<()> {
+    let setup = Setup::new();
+    let etcd = setup.push(&etcd_image(), "k8s/etcd");
+    let flannel = setup.push(&flannel_image(), "k8s/flannel");
+    let containerd = setup.push(&containerd_image(), "k8s/containerd");
+    let mut host = TestHost::boot()?;
+    host.exec_ok(&["systemctl", "unmask", "etcd.service", "containerd.service"])?;
+
+    sysctr_ok(&host, &["install", "--now", &etcd]);
+    host.exec_ok(&["/usr/local/bin/etcdctl", "put", "/atomic.io/network/config", r#"{"Network":"10.1.0.0/16"}"#])?;
+    for (name, image) in [("flannel", &flannel), ("containerd", &containerd)] {
+        let out = host.run_sysctr(&["install", "--now", "--name", name, image])?;
+        assert!(out.status.success(), "{}\n{}", describe_output(&out), host.journal(&format!("{name}.service")));
+    }
+    let plugins = host.exec_ok(&["ctr", "plugins", "ls"])?;
+    assert!(plugins.lines().any(|l| l.contains(" cri ") && l.trim_end().ends_with("ok")), "{plugins}");
+
+    for boot in 1..=3 {
+        host.reboot()?;
+        for unit in ["etcd.service", "flannel.service", "containerd.service"] {
+            wait_active(&host, unit);
+        }
+        let etcd_ready = monotonic(&host, "etcd.service", "ActiveEnterTimestampMonotonic");
+        let flannel_started = monotonic(&host, "flannel.service", "ExecMainStartTimestampMonotonic");
+        let flannel_ready = monotonic(&host, "flannel.service", "ActiveEnterTimestampMonotonic");
+        let containerd_started = monotonic(&host, "containerd.service", "ExecMainStartTimestampMonotonic");
+        assert!(etcd_ready <= flannel_started, "boot {boot}: flannel started before etcd was ready");
+        assert!(flannel_ready <= containerd_started, "boot {boot}: containerd started before flannel was ready");
+        let subnet = host.exec_ok(&["cat", "/run/flannel/subnet.env"])?;
+        assert!(subnet.contains("FLANNEL_SUBNET=10.1."), "boot {boot}: {subnet}");
+        let plugins = host.exec_ok(&["ctr", "plugins", "ls"])?;
+        assert!(plugins.lines().any(|l| l.contains(" cri ") && l.trim_end().ends_with("ok")), "boot {boot}: {plugins}");
+        eprintln!(
+            "boot {boot}: etcd ready {} ms, flannel ready {} ms, containerd main {} ms after boot",
+            etcd_ready / 1000,
+            flannel_ready / 1000,
+            containerd_started / 1000
+        );
+    }
+    Ok(())
+}

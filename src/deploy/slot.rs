@@ -89,7 +89,10 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
     };
     let host = HostDefaults {
         runtime: runtime.clone(),
-        all_process_capabilities: template::all_process_capabilities(template::host_cap_last_cap()?),
+        all_process_capabilities: template::all_process_capabilities(
+            template::host_cap_last_cap()?,
+            template::host_bounding_set()?,
+        ),
     };
     let values = template::resolve(&Inputs {
         host: &host,

@@ -50,18 +50,32 @@ const CAPABILITIES: [&str; 41] = [
     "CAP_CHECKPOINT_RESTORE",
 ];
 
-/// The capabilities `0..=cap_last_cap`, each quoted, joined by `",\n"`: the inside of a JSON
-/// array. Numbers this table has no name for are left out.
+/// The capabilities `0..=cap_last_cap` that are also in `bounding` (a bit mask, bit N for
+/// capability N), each quoted, joined by `",\n"`: the inside of a JSON array. Numbers this
+/// table has no name for are left out. A capability outside the host's bounding set could never
+/// be granted: runc would refuse to start the container.
 #[must_use]
-pub fn all_process_capabilities(cap_last_cap: u32) -> String {
+pub fn all_process_capabilities(cap_last_cap: u32, bounding: u64) -> String {
     let count =
         usize::try_from(cap_last_cap).map_or(CAPABILITIES.len(), |last| last.saturating_add(1));
     CAPABILITIES
         .iter()
+        .enumerate()
         .take(count)
-        .map(|name| format!("\"{name}\""))
+        .filter(|(number, _)| bounding & (1u64 << number) != 0)
+        .map(|(_, name)| format!("\"{name}\""))
         .collect::<Vec<_>>()
         .join(",\n")
+}
+
+/// The bounding capability set of this process (`CapBnd` in /proc/self/status).
+pub fn host_bounding_set() -> Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let hex = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapBnd:"))
+        .context("no CapBnd line in /proc/self/status")?;
+    u64::from_str_radix(hex.trim(), 16).with_context(|| format!("parsing CapBnd '{}'", hex.trim()))
 }
 
 /// The highest capability number of the running kernel.
@@ -82,8 +96,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn capabilities_outside_the_bounding_set_are_left_out() {
+        // nspawn drops CAP_SYS_RESOURCE (24): runc could not grant it there.
+        let list = all_process_capabilities(40, 0x1ff_feff_ffff);
+        assert!(!list.contains("CAP_SYS_RESOURCE"), "{list}");
+        assert!(list.contains("CAP_SYS_ADMIN") && list.contains("CAP_CHECKPOINT_RESTORE"));
+        assert_eq!(list.lines().count(), 40);
+        assert!(host_bounding_set().unwrap() & 1 != 0, "CAP_CHOWN is in any root bounding set");
+    }
+
+    #[test]
     fn lists_every_capability_up_to_the_last() {
-        let all = all_process_capabilities(40);
+        let all = all_process_capabilities(40, u64::MAX);
         let names: Vec<&str> = all.split(",\n").collect();
         assert_eq!(names.len(), 41);
         assert_eq!(names.first(), Some(&"\"CAP_CHOWN\""));
@@ -103,15 +127,15 @@ mod tests {
             (1, "\"CAP_CHOWN\",\n\"CAP_DAC_OVERRIDE\""),
         ];
         for (last, expected) in cases {
-            assert_eq!(all_process_capabilities(last), expected);
+            assert_eq!(all_process_capabilities(last, u64::MAX), expected);
         }
-        assert_eq!(all_process_capabilities(37).split(",\n").count(), 38);
-        assert!(all_process_capabilities(37).ends_with("\"CAP_AUDIT_READ\""));
+        assert_eq!(all_process_capabilities(37, u64::MAX).split(",\n").count(), 38);
+        assert!(all_process_capabilities(37, u64::MAX).ends_with("\"CAP_AUDIT_READ\""));
         // Numbers past the table are skipped.
-        assert_eq!(all_process_capabilities(63), all_process_capabilities(40));
+        assert_eq!(all_process_capabilities(63, u64::MAX), all_process_capabilities(40, u64::MAX));
         assert_eq!(
-            all_process_capabilities(u32::MAX),
-            all_process_capabilities(40)
+            all_process_capabilities(u32::MAX, u64::MAX),
+            all_process_capabilities(40, u64::MAX)
         );
     }
 
