@@ -785,5 +785,12 @@ fn etcd_flannel_containerd_come_up_in_order_at_every_boot() -> Result<()> {
             (containerd_started - userspace) / 1000
         );
     }
+
+    // The runtime requires flannel (flannel's [Install] RequiredBy=): uninstalling flannel says so.
+    let out = host.run_sysctr(&["uninstall", "flannel"])?;
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("containerd.service require flannel.service"), "{said}");
+    assert_eq!(unit_property(&host, "containerd.service", "ActiveState"), "inactive");
     Ok(())
 }

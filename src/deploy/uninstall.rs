@@ -46,6 +46,11 @@ pub(super) async fn remove_container(layout: &Layout, name: &str) -> Result<Vec<
         }
     } else if unit_file.exists() {
         let systemd = Systemd::connect().await?;
+        let dependents = systemd.required_by(&unit).await?;
+        if !dependents.is_empty() {
+            // Said before the stop: systemd stops them along with this unit.
+            eprintln!("warning: {} require {unit}; stopping it stops them too", dependents.join(", "));
+        }
         if systemd.active_state(&unit).await? != "inactive" {
             systemd.stop(&unit).await?;
         }

@@ -46,6 +46,8 @@ trait Unit {
     fn active_state(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn sub_state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn required_by(&self) -> zbus::Result<Vec<String>>;
 }
 
 /// A connection to the system's systemd.
@@ -138,12 +140,18 @@ impl Systemd {
         Ok(())
     }
 
-    /// The unit's ActiveState (`active`, `failed`, `inactive`, ...); `inactive` if not loaded.
-    pub async fn active_state(&self, unit: &str) -> Result<String> {
+    /// The units that require this one (systemd's RequiredBy, from `Requires=` and
+    /// `[Install] RequiredBy=`): stopping this unit stops them.
+    pub async fn required_by(&self, unit: &str) -> Result<Vec<String>> {
+        let Some(proxy) = self.unit(unit).await? else { return Ok(Vec::new()) };
+        proxy.required_by().await.with_context(|| format!("reading what requires {unit}"))
+    }
+
+    async fn unit(&self, unit: &str) -> Result<Option<UnitProxy<'_>>> {
         let path = match self.manager.get_unit(unit).await {
             Ok(path) => path,
             Err(zbus::Error::MethodError(name, _, _)) if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" => {
-                return Ok("inactive".to_string());
+                return Ok(None);
             }
             Err(e) => return Err(e).with_context(|| format!("looking up {unit}")),
         };
@@ -153,6 +161,12 @@ impl Systemd {
             .build()
             .await
             .with_context(|| format!("reaching {unit} over D-Bus"))?;
+        Ok(Some(proxy))
+    }
+
+    /// The unit's ActiveState (`active`, `failed`, `inactive`, ...); `inactive` if not loaded.
+    pub async fn active_state(&self, unit: &str) -> Result<String> {
+        let Some(proxy) = self.unit(unit).await? else { return Ok("inactive".to_string()) };
         proxy.active_state().await.with_context(|| format!("reading the state of {unit}"))
     }
 }
