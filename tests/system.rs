@@ -15,35 +15,6 @@ use common::*;
 /// Host paths an install writes to; an uninstall or a failed install must leave them as they were.
 const WATCHED: [&str; 4] = ["etc/systemd/system", "etc/tmpfiles.d", "usr/local/bin", "var/lib/sysctr/deployments"];
 
-fn examples_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello/rootfs")
-}
-
-/// A layer holding a directory tree of this repository, modes kept.
-fn layer_from_dir(root: &Path) -> Layer {
-    fn add(layer: Layer, root: &Path, dir: &Path) -> Layer {
-        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
-        entries.sort();
-        let mut layer = layer;
-        for path in entries {
-            let relative = path.strip_prefix(root).unwrap().to_str().unwrap().to_string();
-            let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions()) & 0o7777;
-            if path.is_dir() {
-                layer = add(layer.dir(&relative, mode), root, &path);
-            } else {
-                layer = layer.file(&relative, std::fs::read(&path).unwrap(), mode);
-            }
-        }
-        layer
-    }
-    add(Layer::gzip().created_by("examples/hello"), root, root)
-}
-
-/// The example image of `examples/hello`: busybox plus the hello service and its exports.
-fn hello_image() -> Image {
-    Image::new().layer(busybox_layer()).layer(layer_from_dir(&examples_dir())).label("atomic.type", "system")
-}
-
 struct Setup {
     registry: Registry,
     _work: tempfile::TempDir,
@@ -611,35 +582,6 @@ fn apply_converges_to_the_file_and_a_second_run_changes_nothing() -> Result<()> 
     Ok(())
 }
 
-/// An etcd image from Debian's etcd-server and etcd-client: the binaries, the C library they
-/// load, and the exports of `examples/etcd` (etcdctl also goes to the host through hostfs).
-fn etcd_image() -> Image {
-    let binaries = Layer::gzip()
-        .created_by("etcd binaries")
-        .dir("usr", 0o755)
-        .dir("usr/bin", 0o755)
-        .host_file("usr/bin/etcd", "/usr/bin/etcd", 0o755)
-        .host_file("usr/bin/etcdctl", "/usr/bin/etcdctl", 0o755)
-        .dir("lib", 0o755)
-        .dir("lib/x86_64-linux-gnu", 0o755)
-        .host_file("lib/x86_64-linux-gnu/libc.so.6", "/lib/x86_64-linux-gnu/libc.so.6", 0o755)
-        .dir("lib64", 0o755)
-        .host_file("lib64/ld-linux-x86-64.so.2", "/lib64/ld-linux-x86-64.so.2", 0o755)
-        .dir("etc", 0o755)
-        .file("etc/passwd", "root:x:0:0:root:/:/sbin/nologin\n", 0o644)
-        .dir("var", 0o755)
-        .dir("var/lib", 0o755)
-        .dir("var/lib/etcd", 0o700)
-        .dir("tmp", 0o1777);
-    let exports = layer_from_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/etcd/rootfs"))
-        .dir("exports/hostfs", 0o755)
-        .dir("exports/hostfs/usr", 0o755)
-        .dir("exports/hostfs/usr/local", 0o755)
-        .dir("exports/hostfs/usr/local/bin", 0o755)
-        .host_file("exports/hostfs/usr/local/bin/etcdctl", "/usr/bin/etcdctl", 0o755);
-    Image::new().layer(binaries).layer(exports).label("atomic.type", "system")
-}
-
 #[test]
 fn etcd_is_ready_when_its_start_job_ends_through_runcs_notify_proxy() -> Result<()> {
     let setup = Setup::new();
@@ -668,59 +610,6 @@ fn etcd_is_ready_when_its_start_job_ends_through_runcs_notify_proxy() -> Result<
     sysctr_ok(&host, &["uninstall", "etcd"]);
     assert!(!host.root().join("usr/local/bin/etcdctl").exists());
     Ok(())
-}
-
-/// Adds a binary of this machine and every library `ldd` says it loads, at the same paths.
-fn with_host_binary(mut layer: Layer, path: &str, dirs: &mut std::collections::BTreeSet<String>) -> Layer {
-    let ldd = cmd_ok(&["ldd", path]).unwrap_or_default();
-    let libraries = ldd.lines().filter_map(|line| {
-        let candidate = line.split("=>").last()?.split_whitespace().next()?;
-        candidate.starts_with('/').then(|| candidate.to_string())
-    });
-    for file in std::iter::once(path.to_string()).chain(libraries) {
-        let real = std::fs::canonicalize(&file).unwrap();
-        let in_image = file.trim_start_matches('/').to_string();
-        let mut parent = Path::new(&in_image).parent();
-        while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
-            if dirs.insert(dir.to_string_lossy().into_owned()) {
-                layer = layer.dir(&dir.to_string_lossy(), 0o755);
-            }
-            parent = dir.parent();
-        }
-        layer = layer.host_file(&in_image, real, 0o755);
-    }
-    layer
-}
-
-/// Binaries of this machine in one layer; directories are created in an order tar accepts.
-fn binaries_layer(paths: &[&str]) -> Layer {
-    let mut dirs = std::collections::BTreeSet::from(["bin".to_string(), "etc".to_string(), "tmp".to_string()]);
-    let mut layer = Layer::gzip().created_by("binaries");
-    for path in paths {
-        layer = with_host_binary(layer, path, &mut dirs);
-    }
-    layer
-}
-
-/// The flanneld stand-in of `examples/flannel-standin`: busybox, etcdctl and systemd-notify.
-fn flannel_image() -> Image {
-    Image::new()
-        .layer(busybox_layer())
-        .layer(binaries_layer(&["/usr/bin/etcdctl", "/usr/bin/systemd-notify"]))
-        .layer(layer_from_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/flannel-standin/rootfs")))
-        .label("atomic.type", "system")
-}
-
-/// containerd of `examples/containerd`: Debian's containerd, runc and CNI plugins, on busybox.
-fn containerd_image() -> Image {
-    let mut paths = vec!["/usr/bin/containerd", "/usr/bin/containerd-shim-runc-v2", "/usr/sbin/runc"];
-    let plugins = ["/usr/lib/cni/bridge", "/usr/lib/cni/host-local", "/usr/lib/cni/loopback", "/usr/lib/cni/portmap"];
-    paths.extend(plugins);
-    Image::new()
-        .layer(busybox_layer())
-        .layer(binaries_layer(&paths))
-        .layer(layer_from_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/containerd/rootfs")))
-        .label("atomic.type", "system")
 }
 
 /// A monotonic timestamp property of a unit, read from systemd.

@@ -14,11 +14,13 @@
 pub mod fixtures;
 pub mod host;
 pub mod image;
+pub mod node_images;
 pub mod registry;
 pub mod tree;
 
 pub use fixtures::*;
 pub use host::TestHost;
+pub use node_images::*;
 pub use image::{push, push_all, Compression, Image, ImageInfo, IndexInfo, Layer};
 pub use registry::{HttpResponse, Registry};
 pub use tree::{diff_listings, tree_listing, umoci_unpack, Entry, Kind};

@@ -1,0 +1,89 @@
+//! Boots a test host with the etcd -> flannel -> containerd chain installed BOOTS times (default
+//! 20) and a bare host as many times, and prints how many chain boots reached a serving CRI and
+//! the medians of boot-to-ready against the bare boot-to-multi-user.target.
+//! Run: cargo bench --bench boot_chain   (BOOTS=N to change the count)
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use common::*;
+
+fn property(host: &TestHost, unit: Option<&str>, name: &str) -> Result<u64> {
+    let mut args = vec!["systemctl", "show", "-P", name];
+    args.extend(unit);
+    let text = host.exec_ok(&args)?;
+    text.trim().parse().with_context(|| format!("{name} of {unit:?}: '{}'", text.trim()))
+}
+
+/// Milliseconds from systemd's start to `unit` becoming active, in this boot.
+fn since_boot(host: &TestHost, unit: &str) -> Result<f64> {
+    let start = property(host, None, "UserspaceTimestampMonotonic")?;
+    let active = property(host, Some(unit), "ActiveEnterTimestampMonotonic")?;
+    Ok(active.saturating_sub(start) as f64 / 1000.0)
+}
+
+fn cri_serving(host: &TestHost) -> bool {
+    host.exec(&["ctr", "plugins", "ls"])
+        .map(|out| String::from_utf8_lossy(&out.stdout).lines().any(|l| l.contains(" cri ") && l.trim_end().ends_with("ok")))
+        .unwrap_or(false)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn main() -> Result<()> {
+    let boots: usize = std::env::var("BOOTS").ok().and_then(|b| b.parse().ok()).unwrap_or(20);
+    let registry = Registry::start()?;
+    let work = tempfile::Builder::new().prefix("sysctr-bench.").tempdir_in("/var/tmp")?;
+    for (image, repo) in [(etcd_image(), "etcd"), (flannel_image(), "flannel"), (containerd_image(), "containerd")] {
+        let layout = work.path().join(repo);
+        image.write_oci_layout(&layout, "latest")?;
+        push(&layout, "latest", &registry.image_ref(&format!("k8s/{repo}:latest")))?;
+    }
+    let example = std::fs::read_to_string(examples_dir().join("k8s-node-bootstrap.toml"))?;
+    let file = work.path().join("node.toml");
+    std::fs::write(&file, example.replace("registry.lan:5000", &registry.addr()))?;
+
+    let mut bare = TestHost::boot()?;
+    let mut bare_ms = Vec::new();
+    for _ in 0..boots {
+        bare.reboot()?;
+        bare_ms.push(since_boot(&bare, "multi-user.target")?);
+    }
+    drop(bare);
+
+    let mut host = TestHost::boot()?;
+    host.exec_ok(&["systemctl", "unmask", "etcd.service", "containerd.service"])?;
+    let apply = host
+        .command(&[sysctr_bin().to_str().context("binary path")?, "apply", file.to_str().context("file path")?])
+        .stdin(Stdio::null())
+        .spawn()?;
+    wait_for("etcd", Duration::from_secs(120), Duration::from_millis(300), || {
+        let put = host.exec(&["/usr/local/bin/etcdctl", "put", "/atomic.io/network/config", r#"{"Network":"10.1.0.0/16"}"#])?;
+        Ok(put.status.success().then_some(()))
+    })?;
+    anyhow::ensure!(apply.wait_with_output()?.status.success(), "sysctr apply failed");
+
+    let mut ready_ms = Vec::new();
+    let mut successes = 0;
+    for _ in 0..boots {
+        host.reboot()?;
+        let ready = wait_for("a serving CRI", Duration::from_secs(60), Duration::from_millis(100), || Ok(cri_serving(&host).then_some(())));
+        if ready.is_ok() {
+            successes += 1;
+            ready_ms.push(since_boot(&host, "containerd.service")?);
+        }
+    }
+    let (bare, chain) = (median(bare_ms), median(ready_ms));
+    println!("boots: {boots}; chain came up with a serving CRI: {successes}/{boots}");
+    println!("bare host, systemd start -> multi-user.target:     median {bare:.0} ms");
+    println!("chain host, systemd start -> containerd ready:     median {chain:.0} ms");
+    println!("ratio chain / bare:                                {:.2}x", chain / bare);
+    Ok(())
+}
