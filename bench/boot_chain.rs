@@ -6,7 +6,6 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -26,12 +25,6 @@ fn since_boot(host: &TestHost, unit: &str) -> Result<f64> {
     Ok(active.saturating_sub(start) as f64 / 1000.0)
 }
 
-fn cri_serving(host: &TestHost) -> bool {
-    host.exec(&["ctr", "plugins", "ls"])
-        .map(|out| String::from_utf8_lossy(&out.stdout).lines().any(|l| l.contains(" cri ") && l.trim_end().ends_with("ok")))
-        .unwrap_or(false)
-}
-
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
@@ -41,14 +34,7 @@ fn main() -> Result<()> {
     let boots: usize = std::env::var("BOOTS").ok().and_then(|b| b.parse().ok()).unwrap_or(20);
     let registry = Registry::start()?;
     let work = tempfile::Builder::new().prefix("sysctr-bench.").tempdir_in("/var/tmp")?;
-    for (image, repo) in [(etcd_image(), "etcd"), (flannel_image(), "flannel"), (containerd_image(), "containerd")] {
-        let layout = work.path().join(repo);
-        image.write_oci_layout(&layout, "latest")?;
-        push(&layout, "latest", &registry.image_ref(&format!("k8s/{repo}:latest")))?;
-    }
-    let example = std::fs::read_to_string(examples_dir().join("k8s-node-bootstrap.toml"))?;
-    let file = work.path().join("node.toml");
-    std::fs::write(&file, example.replace("registry.lan:5000", &registry.addr()))?;
+    let file = prepare_node(&registry, work.path())?;
 
     let mut bare = TestHost::boot()?;
     let mut bare_ms = Vec::new();
@@ -59,16 +45,7 @@ fn main() -> Result<()> {
     drop(bare);
 
     let mut host = TestHost::boot()?;
-    host.exec_ok(&["systemctl", "unmask", "etcd.service", "containerd.service"])?;
-    let apply = host
-        .command(&[sysctr_bin().to_str().context("binary path")?, "apply", file.to_str().context("file path")?])
-        .stdin(Stdio::null())
-        .spawn()?;
-    wait_for("etcd", Duration::from_secs(120), Duration::from_millis(300), || {
-        let put = host.exec(&["/usr/local/bin/etcdctl", "put", "/atomic.io/network/config", r#"{"Network":"10.1.0.0/16"}"#])?;
-        Ok(put.status.success().then_some(()))
-    })?;
-    anyhow::ensure!(apply.wait_with_output()?.status.success(), "sysctr apply failed");
+    anyhow::ensure!(apply_node(&host, &file)?.status.success(), "sysctr apply failed");
 
     let mut ready_ms = Vec::new();
     let mut successes = 0;

@@ -15,6 +15,11 @@ use common::*;
 /// Host paths an install writes to; an uninstall or a failed install must leave them as they were.
 const WATCHED: [&str; 4] = ["etc/systemd/system", "etc/tmpfiles.d", "usr/local/bin", "var/lib/sysctr/deployments"];
 
+/// An image whose unit needs a variable nothing sets: `SERVICE_USER`.
+fn missing_variable_image() -> Image {
+    busybox_service_image(&[("service.template", "[Service]\nExecStart=$EXEC_START\nUser=$SERVICE_USER\n")]).cmd(&["/bin/true"])
+}
+
 struct Setup {
     registry: Registry,
     _work: tempfile::TempDir,
@@ -177,11 +182,7 @@ fn image_without_exports_runs_with_generated_config_and_default_unit() -> Result
 fn failed_installs_leave_the_host_as_it_was() -> Result<()> {
     let setup = Setup::new();
     let hello = setup.push(&hello_image(), "demo/hello");
-    let missing_var = setup.push(
-        &busybox_service_image(&[("service.template", "[Service]\nExecStart=$EXEC_START\nUser=$SERVICE_USER\n")])
-            .cmd(&["/bin/true"]),
-        "demo/missing-var",
-    );
+    let missing_var = setup.push(&missing_variable_image(), "demo/missing-var");
     let unit_value = setup.push(
         &busybox_service_image(&[(
             "service.template",
@@ -251,11 +252,7 @@ fn update_rollback_and_rebase_switch_slots_and_keep_the_service_running() -> Res
     let setup = Setup::new();
     let v1 = hello_image().layer(Layer::gzip().dir("usr/share", 0o755).file("usr/share/v1-only", "v1", 0o644));
     let image = setup.push(&v1, "demo/hello");
-    let missing_var = setup.push(
-        &busybox_service_image(&[("service.template", "[Service]\nExecStart=$EXEC_START\nUser=$SERVICE_USER\n")])
-            .cmd(&["/bin/true"]),
-        "demo/missing-var",
-    );
+    let missing_var = setup.push(&missing_variable_image(), "demo/missing-var");
     let failing = setup.push(
         &busybox_service_image(&[(
             "service.template",
@@ -620,36 +617,15 @@ fn monotonic(host: &TestHost, unit: &str, property: &str) -> u64 {
 #[test]
 fn etcd_flannel_containerd_come_up_in_order_at_every_boot() -> Result<()> {
     let setup = Setup::new();
-    let etcd = setup.push(&etcd_image(), "k8s/etcd");
-    let flannel = setup.push(&flannel_image(), "k8s/flannel");
-    let containerd = setup.push(&containerd_image(), "k8s/containerd");
+    let file = prepare_node(&setup.registry, &setup.work)?;
     let mut host = TestHost::boot()?;
-    host.exec_ok(&["systemctl", "unmask", "etcd.service", "containerd.service"])?;
-
-    // The shipped example, pointed at the test registry, applied while the network config is put
-    // into etcd as soon as etcd answers (flannel waits for it).
-    let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/k8s-node-bootstrap.toml"))?;
-    let file = setup.work.join("node.toml");
-    std::fs::write(&file, example.replace("registry.lan:5000", &setup.registry.addr()))?;
-    assert!(etcd.contains("/k8s/etcd:") && flannel.contains("/k8s/flannel:") && containerd.contains("/k8s/containerd:"));
-    let apply = host
-        .command(&[sysctr_bin().to_str().unwrap(), "apply", file.to_str().unwrap()])
-        .env("RUST_BACKTRACE", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    wait_for("etcd to take the network config", Duration::from_secs(120), Duration::from_millis(300), || {
-        let put = host.exec(&["/usr/local/bin/etcdctl", "put", "/atomic.io/network/config", r#"{"Network":"10.1.0.0/16"}"#])?;
-        Ok(put.status.success().then_some(()))
-    })?;
-    let out = apply.wait_with_output()?;
+    // The shipped example, pointed at the test registry.
+    let out = apply_node(&host, &file)?;
     assert!(out.status.success(), "{}\n{}", describe_output(&out), host.journal("flannel.service"));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "installed etcd\ninstalled flannel\ninstalled containerd\n");
+    assert!(cri_serving(&host), "{}", host.journal("containerd.service"));
     let again = sysctr_ok(&host, &["apply", file.to_str().unwrap()]);
     assert_eq!(again, "unchanged etcd\nunchanged flannel\nunchanged containerd\n");
-    let plugins = host.exec_ok(&["ctr", "plugins", "ls"])?;
-    assert!(plugins.lines().any(|l| l.contains(" cri ") && l.trim_end().ends_with("ok")), "{plugins}");
 
     for boot in 1..=3 {
         host.reboot()?;
@@ -664,8 +640,7 @@ fn etcd_flannel_containerd_come_up_in_order_at_every_boot() -> Result<()> {
         assert!(flannel_ready <= containerd_started, "boot {boot}: containerd started before flannel was ready");
         let subnet = host.exec_ok(&["cat", "/run/flannel/subnet.env"])?;
         assert!(subnet.contains("FLANNEL_SUBNET=10.1."), "boot {boot}: {subnet}");
-        let plugins = host.exec_ok(&["ctr", "plugins", "ls"])?;
-        assert!(plugins.lines().any(|l| l.contains(" cri ") && l.trim_end().ends_with("ok")), "boot {boot}: {plugins}");
+        assert!(cri_serving(&host), "boot {boot}: {}", host.journal("containerd.service"));
         let userspace: u64 = host.exec_ok(&["systemctl", "show", "-P", "UserspaceTimestampMonotonic"])?.trim().parse()?;
         eprintln!(
             "boot {boot}: etcd ready {} ms, flannel ready {} ms, containerd started {} ms after systemd started",

@@ -2,10 +2,15 @@
 //! hello demo, etcd, the flanneld stand-in and containerd.
 
 use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
 
-use super::cmd_ok;
+use anyhow::{Context, Result};
+
 use super::fixtures::busybox_layer;
-use super::image::{Image, Layer};
+use super::image::{push, Image, Layer};
+use super::registry::Registry;
+use super::{cmd_ok, sysctr_bin, wait_for, TestHost};
 
 /// `examples/` of this repository.
 pub fn examples_dir() -> PathBuf {
@@ -119,3 +124,43 @@ pub fn containerd_image() -> Image {
         .label("atomic.type", "system")
 }
 
+
+/// Pushes the etcd, flannel and containerd images as `k8s/NAME:latest` and writes
+/// `examples/k8s-node-bootstrap.toml`, pointed at `registry`, into `work`; returns its path.
+pub fn prepare_node(registry: &Registry, work: &Path) -> Result<PathBuf> {
+    for (image, repo) in [(etcd_image(), "etcd"), (flannel_image(), "flannel"), (containerd_image(), "containerd")] {
+        let layout = work.join(repo);
+        image.write_oci_layout(&layout, "latest")?;
+        push(&layout, "latest", &registry.image_ref(&format!("k8s/{repo}:latest")))?;
+    }
+    let example = std::fs::read_to_string(examples_dir().join("k8s-node-bootstrap.toml"))?;
+    let file = work.join("node.toml");
+    std::fs::write(&file, example.replace("registry.lan:5000", &registry.addr()))?;
+    Ok(file)
+}
+
+/// Runs `sysctr apply FILE` in the host and, as a node's bootstrap would, puts flannel's network
+/// config into etcd as soon as etcd answers. Returns the output of `apply`.
+pub fn apply_node(host: &TestHost, file: &Path) -> Result<Output> {
+    // This machine enables Debian's own etcd and containerd, which the test host masks.
+    host.exec_ok(&["systemctl", "unmask", "etcd.service", "containerd.service"])?;
+    let apply = host
+        .command(&[sysctr_bin().to_str().context("binary path")?, "apply", file.to_str().context("file path")?])
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    wait_for("etcd to take the network config", Duration::from_secs(120), Duration::from_millis(300), || {
+        let put = host.exec(&["/usr/local/bin/etcdctl", "put", "/atomic.io/network/config", r#"{"Network":"10.1.0.0/16"}"#])?;
+        Ok(put.status.success().then_some(()))
+    })?;
+    Ok(apply.wait_with_output()?)
+}
+
+/// Whether containerd's CRI plugin is loaded and healthy, asked through the host's `ctr`.
+pub fn cri_serving(host: &TestHost) -> bool {
+    host.exec(&["ctr", "plugins", "ls"])
+        .map(|out| String::from_utf8_lossy(&out.stdout).lines().any(|l| l.contains(" cri ") && l.trim_end().ends_with("ok")))
+        .unwrap_or(false)
+}
