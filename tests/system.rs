@@ -650,6 +650,25 @@ fn etcd_flannel_containerd_come_up_in_order_at_every_boot() -> Result<()> {
         );
     }
 
+    // etcd restarted: the units that require it restart with it. etcd stopped and started
+    // again: stopping takes the chain down, and starting pulls it back up (each later unit is
+    // also wanted by the one it follows).
+    let flannel_pid = unit_property(&host, "flannel.service", "MainPID");
+    host.exec_ok(&["systemctl", "restart", "etcd.service"])?;
+    for unit in ["etcd.service", "flannel.service", "containerd.service"] {
+        wait_active(&host, unit);
+    }
+    assert_ne!(unit_property(&host, "flannel.service", "MainPID"), flannel_pid, "flannel was not restarted");
+    host.exec_ok(&["systemctl", "stop", "etcd.service"])?;
+    assert_eq!(unit_property(&host, "flannel.service", "ActiveState"), "inactive");
+    host.exec_ok(&["systemctl", "start", "etcd.service"])?;
+    for unit in ["flannel.service", "containerd.service"] {
+        wait_active(&host, unit);
+    }
+    wait_for("the CRI after etcd came back", Duration::from_secs(60), Duration::from_millis(200), || {
+        Ok(cri_serving(&host).then_some(()))
+    })?;
+
     // The runtime requires flannel (flannel's [Install] RequiredBy=): uninstalling flannel says so.
     let out = host.run_sysctr(&["uninstall", "flannel"])?;
     assert!(out.status.success(), "{}", describe_output(&out));
