@@ -199,13 +199,19 @@ fn failed_installs_leave_the_host_as_it_was() -> Result<()> {
         .cmd(&["/bin/sleep", "3600"]),
         "demo/failing-start",
     );
+    let cycle = setup.push(
+        &busybox_service_image(&[("service.template", "[Unit]\nAfter=$NAME.service\n[Service]\nExecStart=$EXEC_START\n")])
+            .cmd(&["/bin/true"]),
+        "demo/cycle",
+    );
     let host = TestHost::boot()?;
-    for image in [&hello, &missing_var, &unit_value, &failing_start] {
+    for image in [&hello, &missing_var, &unit_value, &failing_start, &cycle] {
         sysctr_ok(&host, &["pull", image]);
     }
     let before = snapshot(&host);
 
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
+        (&["install", &cycle], "cycle.service would close an ordering cycle: cycle.service after cycle.service"),
         (&["install", &missing_var], "unreplaced value for: 'SERVICE_USER'"),
         (&["install", "--set", "GREETING=hi\nExecStartPre=/bin/rm -rf /", &unit_value], "line break"),
         (&["install", "--set", "RECEIVER=x\", \"EVIL=1", &hello], "config.json"),
@@ -226,6 +232,18 @@ fn failed_installs_leave_the_host_as_it_was() -> Result<()> {
     let reference = umoci_unpack(&setup.work.join("demo_hello"), "latest", &setup.work.join("umoci-hello"))?;
     let differences = diff_listings(&tree_listing(&reference)?, &deployed);
     assert!(differences.is_empty(), "deployed rootfs differs from umoci unpack:\n{}", differences.join("\n"));
+
+    // A dependency on a unit that does not exist is installed, with a warning.
+    let wants_missing = setup.push(
+        &busybox_service_image(&[("service.template", "[Unit]\nWants=nothing-here.service\n[Service]\nExecStart=$EXEC_START\n")])
+            .cmd(&["/bin/true"]),
+        "demo/wants-missing",
+    );
+    let out = host.run_sysctr(&["install", &wants_missing])?;
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("wants-missing.service has Wants=nothing-here.service, but there is no unit"), "{said}");
+    sysctr_ok(&host, &["uninstall", "wants-missing"]);
 
     // A name that is taken is refused, and the installed container is left alone.
     let err = sysctr_err(&host, &["install", &hello]);

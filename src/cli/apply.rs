@@ -14,7 +14,11 @@ pub struct ApplyOpts {
 }
 
 pub async fn run(layout: &Layout, opts: &ApplyOpts) -> Result<()> {
-    for action in deploy::apply(layout, &opts.file, &opts.registry.options()).await? {
+    let (actions, notes) = deploy::apply(layout, &opts.file, &opts.registry.options()).await?;
+    for note in notes {
+        eprintln!("note: {note}");
+    }
+    for action in actions {
         match action {
             Action::Installed(name) => println!("installed {name}"),
             Action::Updated(name) => println!("updated {name}"),

@@ -74,9 +74,11 @@ fn read_manifest(path: &Path) -> Result<Vec<(Entry, ImageRef)>> {
     Ok(entries)
 }
 
-pub async fn apply(layout: &Layout, path: &Path, registry: &RegistryOptions) -> Result<Vec<Action>> {
+/// Returns what was done to each container, and notes for the user.
+pub async fn apply(layout: &Layout, path: &Path, registry: &RegistryOptions) -> Result<(Vec<Action>, Vec<String>)> {
     let entries = read_manifest(path)?;
     let mut actions = Vec::new();
+    let mut notes = Vec::new();
     for (entry, image) in entries {
         let installed = layout.link(&entry.name).exists();
         if !installed {
@@ -88,7 +90,8 @@ pub async fn apply(layout: &Layout, path: &Path, registry: &RegistryOptions) -> 
                 start_now: entry.start && !layout.is_offline(),
                 registry: registry.clone(),
             };
-            install(layout, &request).await.with_context(|| format!("installing {}", entry.name))?;
+            let report = install(layout, &request).await.with_context(|| format!("installing {}", entry.name))?;
+            notes.extend(report.notes);
             actions.push(Action::Installed(entry.name));
             continue;
         }
@@ -109,10 +112,13 @@ pub async fn apply(layout: &Layout, path: &Path, registry: &RegistryOptions) -> 
         };
         match update(layout, &request).await.with_context(|| format!("updating {}", entry.name))? {
             SwitchReport::UpToDate => actions.push(Action::Unchanged(entry.name)),
-            SwitchReport::Switched { .. } => actions.push(Action::Updated(entry.name)),
+            SwitchReport::Switched { notes: more, .. } => {
+                notes.extend(more);
+                actions.push(Action::Updated(entry.name));
+            }
         }
     }
-    Ok(actions)
+    Ok((actions, notes))
 }
 
 #[cfg(test)]

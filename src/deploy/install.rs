@@ -67,12 +67,12 @@ pub async fn install(layout: &Layout, request: &InstallRequest) -> Result<Instal
     let mut journal = Journal::begin(&layout.transaction_dir(), &format!("install {name}"))?;
     let mut systemd = None;
     let outcome = async {
-        let mut deployment = build_slot(layout, &store, &slot_request, &mut journal)?;
+        let (mut deployment, warnings) = build_slot(layout, &store, &slot_request, &mut journal)?;
         if deployment.has_service && !layout.is_offline() {
             // Connected only now, but before the host is touched.
             systemd = Some(Systemd::connect().await?);
         }
-        let more = activate(layout, None, &mut deployment, systemd.as_ref(), &mut journal).await?;
+        let more = [warnings, activate(layout, None, &mut deployment, systemd.as_ref(), &mut journal).await?].concat();
         if let Some(systemd) = &systemd {
             let unit = Layout::unit_name(&name);
             journal.enabled(&unit)?;

@@ -39,8 +39,14 @@ pub(super) struct SlotRequest<'a> {
 }
 
 /// Builds the slot in a staging directory, then moves it to `deployments/NAME.N`, replacing
-/// a slot left there by an older deployment only once the new one is complete.
-pub(super) fn build_slot(layout: &Layout, store: &Store, request: &SlotRequest, journal: &mut Journal) -> Result<Deployment> {
+/// a slot left there by an older deployment only once the new one is complete. Returns warnings
+/// for the user along with the deployment.
+pub(super) fn build_slot(
+    layout: &Layout,
+    store: &Store,
+    request: &SlotRequest,
+    journal: &mut Journal,
+) -> Result<(Deployment, Vec<String>)> {
     let name = request.name;
     let staging = layout.deployments().join(format!(".{name}.{}.staging", request.slot));
     if staging.exists() {
@@ -48,7 +54,7 @@ pub(super) fn build_slot(layout: &Layout, store: &Store, request: &SlotRequest, 
     }
     journal.created_tree(&staging)?;
     std::fs::create_dir(&staging).with_context(|| format!("creating {}", staging.display()))?;
-    let deployment = fill_slot(layout, store, request, &staging)?;
+    let (deployment, warnings) = fill_slot(layout, store, request, &staging)?;
 
     let slot_dir = layout.slot(name, request.slot);
     if slot_dir.exists() {
@@ -57,10 +63,10 @@ pub(super) fn build_slot(layout: &Layout, store: &Store, request: &SlotRequest, 
     }
     journal.created_tree(&slot_dir)?;
     std::fs::rename(&staging, &slot_dir).with_context(|| format!("moving the new deployment to {}", slot_dir.display()))?;
-    Ok(deployment)
+    Ok((deployment, warnings))
 }
 
-fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) -> Result<Deployment> {
+fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) -> Result<(Deployment, Vec<String>)> {
     let image = request.image;
     let name = request.name;
     let config: ImageConfiguration = serde_json::from_slice(&image.config_raw).context("reading the stored image config")?;
@@ -103,6 +109,7 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
     })?;
 
     let has_service = !exports.manifest.no_container_service;
+    let mut warnings = Vec::new();
     if has_service {
         let config_json = render_config(&exports, &config, &values, request.user_values, name, &rootfs)?;
         write(&dir.join("config.json"), &config_json)?;
@@ -110,6 +117,7 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
             Some(text) => template::render_file("service.template", text, FileKind::LineOriented, &values)?,
             None => template::default_unit(&forced)?,
         };
+        warnings = crate::systemd::check_dependencies(&layout.root, &Layout::unit_name(name), &unit)?;
         write(&dir.join(UNIT_FILE), &unit)?;
         write(&dir.join(DROPIN_FILE), &dropin(&runtime, name))?;
         if let Some(text) = &exports.tmpfiles_template {
@@ -141,7 +149,7 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
         created_dirs: Vec::new(),
     };
     deployment.write(dir)?;
-    Ok(deployment)
+    Ok((deployment, warnings))
 }
 
 /// sysctr's own unit settings, added as a drop-in so that they apply whatever the image's

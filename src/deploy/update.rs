@@ -84,12 +84,13 @@ pub async fn update(layout: &Layout, request: &UpdateRequest) -> Result<SwitchRe
     let mut systemd = None;
     let mut switched = false;
     let outcome = async {
-        let next = build_slot(layout, &store, &slot_request, &mut journal)?;
+        let (next, warnings) = build_slot(layout, &store, &slot_request, &mut journal)?;
         if (current.has_service || next.has_service) && !layout.is_offline() {
             systemd = Some(Systemd::connect().await?);
         }
         switched = true;
-        switch(layout, &current, next, systemd.as_ref(), &mut journal).await
+        let (to, notes) = switch(layout, &current, next, systemd.as_ref(), &mut journal).await?;
+        Ok::<_, anyhow::Error>((to, [warnings, notes].concat()))
     }
     .await;
     match outcome {

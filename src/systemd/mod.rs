@@ -2,6 +2,7 @@
 //! for the job's result. No `systemctl` subprocess anywhere.
 
 mod offline;
+mod ordering;
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use futures_util::StreamExt;
 use zbus::{proxy, Connection, OwnedObjectPath};
 
 pub use offline::install_links;
+pub use ordering::check_dependencies;
 
 const DESTINATION: &str = "org.freedesktop.systemd1";
 /// How long a start or stop job may take before we stop waiting; systemd's own default job
