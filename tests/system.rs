@@ -644,6 +644,10 @@ fn etcd_flannel_containerd_come_up_in_order_at_every_boot() -> Result<()> {
     assert!(cri_serving(&host), "{}", host.journal("containerd.service"));
     let again = sysctr_ok(&host, &["apply", file.to_str().unwrap()]);
     assert_eq!(again, "unchanged etcd\nunchanged flannel\nunchanged containerd\n");
+    for unit in ["etcd", "flannel", "containerd"] {
+        let verify = host.exec(&["systemd-analyze", "verify", &format!("/etc/systemd/system/{unit}.service")])?;
+        assert!(verify.status.success(), "{unit}: {}", describe_output(&verify));
+    }
 
     for boot in 1..=3 {
         host.reboot()?;
