@@ -7,8 +7,9 @@ packages=(
   pkg-config gcc libostree-dev libssl-dev   # build: libostree for the store, OpenSSL for HTTPS
   ostree runc dbus systemd-container        # run: the runtime, and systemd-nspawn for test hosts
   docker-registry umoci skopeo              # tests: a real registry, reference unpacker, pusher
-  busybox-static etcd-server etcd-client   # tests: the payload of the service images
-  iproute2 procps util-linux                # tests: nsenter, pgrep, mount
+  busybox-static etcd-server etcd-client   # tests: the payload of the service images...
+  containerd containernetworking-plugins    # ...and of the CRI runtime's image
+  iproute2 procps util-linux python3        # tests and scripts: nsenter, pgrep, mount
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -19,8 +20,9 @@ if ((${#missing[@]})); then
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-# Debian starts the registry on install where systemd runs; the tests start their own.
-if pidof docker-registry >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-  systemctl disable --now docker-registry.service || true
+# Where systemd runs, Debian starts these on install; the tests run their own, on the same
+# loopback addresses.
+if [ -d /run/systemd/system ]; then
+  systemctl disable --now docker-registry.service etcd.service containerd.service 2>/dev/null || true
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
