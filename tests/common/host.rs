@@ -128,6 +128,12 @@ impl TestHost {
     }
 
     fn start(&mut self) -> Result<()> {
+        self.start_with(|_| {})
+    }
+
+    /// Boots, calling `during_boot` over and over until the boot is done: for a boot that waits
+    /// on something only the test can provide.
+    fn start_with(&mut self, mut during_boot: impl FnMut(&TestHost)) -> Result<()> {
         let log = File::options()
             .create(true)
             .append(true)
@@ -181,6 +187,7 @@ impl TestHost {
         let mut last = String::new();
         loop {
             self.check_nspawn_alive("while booting")?;
+            during_boot(self);
             if let Ok(out) = self.exec(&["systemctl", "is-system-running"]) {
                 last = format!(
                     "{} {}",
@@ -304,6 +311,12 @@ impl TestHost {
     pub fn reboot(&mut self) -> Result<()> {
         self.shutdown()?;
         self.start()
+    }
+
+    /// Like [`reboot`](Self::reboot), calling `during_boot` repeatedly while the host boots.
+    pub fn reboot_with(&mut self, during_boot: impl FnMut(&TestHost)) -> Result<()> {
+        self.shutdown()?;
+        self.start_with(during_boot)
     }
 
     /// Powers the host off and waits for nspawn: `systemctl poweroff` inside, then SIGTERM to
