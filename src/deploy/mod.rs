@@ -1,12 +1,20 @@
 //! The only orchestrator: registry → store → spec/template → files under the host root →
-//! systemd. Owns the deployment slots, the undo journal and the on-disk records.
+//! systemd. Owns the deployment slots, the transaction journal and the on-disk records.
 //!
-//! On-disk layout (`STORAGE` defaults to `/var/lib/sysctr`):
+//! On-disk layout (`STORAGE` defaults to `ROOT/var/lib/sysctr`):
 //! - `STORAGE/repo`: the OSTree store (see [`crate::store`]);
 //! - `STORAGE/deployments/NAME.0`, `NAME.1`: slots, each with `rootfs/` (read-only checkout),
-//!   `config.json`, `info` (JSON, [`Deployment`]) and copies of the rendered unit and tmpfiles;
+//!   `config.json`, `info` (JSON, [`Deployment`]), the rendered unit, drop-in, tmpfiles.d file
+//!   and host files (see `slot`);
 //! - `STORAGE/deployments/NAME -> NAME.N`: the active slot, switched by rename(2) only;
-//! - `/etc/systemd/system/NAME.service` (+ `NAME.service.d/sysctr.conf`), `/etc/tmpfiles.d/NAME.conf`.
+//! - `STORAGE/.transaction/`: the journal of a command under way (see `journal`);
+//! - `ROOT/etc/systemd/system/NAME.service` (+ `NAME.service.d/sysctr.conf`),
+//!   `ROOT/etc/tmpfiles.d/NAME.conf`, and the host files from the image's `hostfs`.
+//!
+//! Where things happen: `pull` (registry → store), `slot` (build and render a slot),
+//! `activate` (make a slot the live one), `install`, `update` (and rollback), `uninstall`,
+//! `recovery` (lock, then undo or finish an interrupted command), `apply` (converge to a file),
+//! `images` (info, rmi, prune), `listing` (list, images), `adhoc` (mount, umount, run).
 
 mod activate;
 mod apply;
