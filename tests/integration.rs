@@ -267,6 +267,7 @@ fn info_lists_labels_defaults_and_required_variables() {
     assert!(run_sysctr(&storage, &["pull", &reference]).status.success());
     let out = run_sysctr(&storage, &["info", "--json", &reference]);
     assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(out.stderr.is_empty(), "{}", describe_output(&out));
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["labels"]["atomic.type"], "system");
     assert_eq!(info["defaults"], serde_json::json!({"RECEIVER": "World"}));

@@ -594,6 +594,27 @@ fn apply_converges_to_the_file_and_a_second_run_changes_nothing() -> Result<()> 
         Ok(host_file(&host, "/var/lib/hello-b/greeting").filter(|g| g.starts_with("hello Bee ")))
     })?;
     assert_eq!(apply(&host), "unchanged hello-a\nunchanged hello-b\n");
+
+    // The set is checked as a whole before anything is done: a cycle through two new units.
+    let peer = setup.push(
+        &busybox_service_image(&[
+            ("manifest.json", r#"{"defaultValues": {"PEER": "network.target"}}"#),
+            ("service.template", "[Unit]\nAfter=$PEER\n[Service]\nExecStart=$EXEC_START\n"),
+        ])
+        .cmd(&["/bin/true"]),
+        "demo/peer",
+    );
+    let cyclic = setup.work.join("cyclic.toml");
+    std::fs::write(
+        &cyclic,
+        format!(
+            "[[container]]\nname = \"x\"\nimage = \"{peer}\"\nset = {{ PEER = \"y.service\" }}\n\n\
+             [[container]]\nname = \"y\"\nimage = \"{peer}\"\nset = {{ PEER = \"x.service\" }}\n"
+        ),
+    )?;
+    let err = sysctr_err(&host, &["apply", cyclic.to_str().unwrap()]);
+    assert!(err.contains("ordering cycle") && err.contains("x.service after y.service after x.service"), "{err}");
+    assert!(!host.root().join("var/lib/sysctr/deployments/x").exists(), "x was installed before the check");
     Ok(())
 }
 

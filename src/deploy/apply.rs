@@ -13,16 +13,20 @@
 //! left alone. A second run with the same file changes nothing.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use super::install::{install, InstallRequest};
+use super::install::{find_runtime, install, InstallRequest};
+use super::pull::pull;
+use super::slot::{preview_unit, SlotRequest};
 use super::layout::Layout;
 use super::update::{update, SwitchReport, UpdateRequest};
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
+use crate::store::Store;
+use crate::systemd::check_dependencies_of_set;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,11 +78,48 @@ fn read_manifest(path: &Path) -> Result<Vec<(Entry, ImageRef)>> {
     Ok(entries)
 }
 
+/// The units the containers to install or update would get, from the store (pulling what is
+/// missing), without touching anything else.
+async fn planned_units(layout: &Layout, entries: &[(Entry, ImageRef)], registry: &RegistryOptions) -> Result<Vec<(String, String)>> {
+    let _lock = layout.lock()?;
+    let store = Store::open_or_create(&layout.repo())?;
+    let mut units = Vec::new();
+    for (entry, image) in entries {
+        let current = layout.read_info(&entry.name).ok();
+        if current.as_ref().is_some_and(|c| c.image == image.canonical() && c.values == entry.set) {
+            continue;
+        }
+        let stored = match store.image(&image.canonical())? {
+            Some(stored) => stored,
+            None => pull(&store, image, registry).await?.image,
+        };
+        let runtime = match &current {
+            Some(c) => PathBuf::from(&c.runtime),
+            None => find_runtime(layout, None)?,
+        };
+        let request = SlotRequest {
+            name: &entry.name,
+            slot: current.as_ref().map_or(0, |c| 1 - c.slot),
+            image: &stored,
+            runtime: &runtime,
+            user_values: &entry.set,
+            uuid: current.as_ref().map_or("", |c| c.uuid.as_str()),
+        };
+        if let Some(unit) = preview_unit(layout, &store, &request).with_context(|| format!("rendering the unit of {}", entry.name))? {
+            units.push((Layout::unit_name(&entry.name), unit));
+        }
+    }
+    Ok(units)
+}
+
 /// Returns what was done to each container, and notes for the user.
 pub async fn apply(layout: &Layout, path: &Path, registry: &RegistryOptions) -> Result<(Vec<Action>, Vec<String>)> {
     let entries = read_manifest(path)?;
+    // The whole set's ordering first: nothing is installed if it would close a cycle.
+    let planned = planned_units(layout, &entries, registry).await?;
+    let mut notes = check_dependencies_of_set(&layout.root, &planned)
+        .with_context(|| format!("checking the units of {}", path.display()))?;
     let mut actions = Vec::new();
-    let mut notes = Vec::new();
     for (entry, image) in entries {
         let installed = layout.link(&entry.name).exists();
         if !installed {
@@ -91,7 +132,7 @@ pub async fn apply(layout: &Layout, path: &Path, registry: &RegistryOptions) -> 
                 registry: registry.clone(),
             };
             let report = install(layout, &request).await.with_context(|| format!("installing {}", entry.name))?;
-            notes.extend(report.notes);
+            notes.extend(report.notes.into_iter().filter(|n| !about_a_planned_unit(n, &planned)));
             actions.push(Action::Installed(entry.name));
             continue;
         }
@@ -113,12 +154,17 @@ pub async fn apply(layout: &Layout, path: &Path, registry: &RegistryOptions) -> 
         match update(layout, &request).await.with_context(|| format!("updating {}", entry.name))? {
             SwitchReport::UpToDate => actions.push(Action::Unchanged(entry.name)),
             SwitchReport::Switched { notes: more, .. } => {
-                notes.extend(more);
+                notes.extend(more.into_iter().filter(|n| !about_a_planned_unit(n, &planned)));
                 actions.push(Action::Updated(entry.name));
             }
         }
     }
     Ok((actions, notes))
+}
+
+/// A unit installed early in the set warns that a later one is missing: it is not, for the set.
+fn about_a_planned_unit(note: &str, planned: &[(String, String)]) -> bool {
+    planned.iter().any(|(name, _)| note.ends_with(&format!("there is no unit {name} on this host")))
 }
 
 #[cfg(test)]

@@ -81,42 +81,14 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
 
     let runtime = request.runtime.to_string_lossy().into_owned();
     let image_id = image.image_id()?;
-    let forced = Forced {
-        name: name.to_string(),
-        destdir: host_view(layout, &layout.slot(name, request.slot)),
-        exec_start: format!("{runtime} --systemd-cgroup run '{name}'"),
-        exec_stop: format!("{runtime} --systemd-cgroup kill '{name}'"),
-        exec_startpre: String::new(),
-        exec_stoppost: String::new(),
-        host_uid: nix::unistd::getuid().as_raw(),
-        host_gid: nix::unistd::getgid().as_raw(),
-        image_name: image.reference.clone(),
-        image_id: image_id.clone(),
-    };
-    let host = HostDefaults {
-        runtime: runtime.clone(),
-        all_process_capabilities: template::all_process_capabilities(
-            template::host_cap_last_cap()?,
-            template::host_bounding_set()?,
-        ),
-    };
-    let values = template::resolve(&Inputs {
-        host: &host,
-        manifest_defaults: &exports.manifest.default_values,
-        user_set: request.user_values,
-        uuid: request.uuid,
-        forced: &forced,
-    })?;
+    let (forced, values) = resolve_values(layout, request, &exports.manifest)?;
 
     let has_service = !exports.manifest.no_container_service;
     let mut warnings = Vec::new();
     if has_service {
         let config_json = render_config(&exports, &config, &values, request.user_values, name, &rootfs)?;
         write(&dir.join("config.json"), &config_json)?;
-        let unit = match &exports.service_template {
-            Some(text) => template::render_file("service.template", text, FileKind::LineOriented, &values)?,
-            None => template::default_unit(&forced)?,
-        };
+        let unit = render_unit(exports.service_template.as_deref(), &forced, &values)?;
         warnings = crate::systemd::check_dependencies(&layout.root, &Layout::unit_name(name), &unit)?;
         write(&dir.join(UNIT_FILE), &unit)?;
         write(&dir.join(DROPIN_FILE), &dropin(&runtime, name))?;
@@ -150,6 +122,69 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
     };
     deployment.write(dir)?;
     Ok((deployment, warnings))
+}
+
+/// The forced values and the final template values of a slot.
+fn resolve_values(
+    layout: &Layout,
+    request: &SlotRequest,
+    manifest: &ExportsManifest,
+) -> Result<(Forced, BTreeMap<String, String>)> {
+    let (name, runtime) = (request.name, request.runtime.to_string_lossy().into_owned());
+    let forced = Forced {
+        name: name.to_string(),
+        destdir: host_view(layout, &layout.slot(name, request.slot)),
+        exec_start: format!("{runtime} --systemd-cgroup run '{name}'"),
+        exec_stop: format!("{runtime} --systemd-cgroup kill '{name}'"),
+        exec_startpre: String::new(),
+        exec_stoppost: String::new(),
+        host_uid: nix::unistd::getuid().as_raw(),
+        host_gid: nix::unistd::getgid().as_raw(),
+        image_name: request.image.reference.clone(),
+        image_id: request.image.image_id()?,
+    };
+    let host = HostDefaults {
+        all_process_capabilities: template::all_process_capabilities(
+            template::host_cap_last_cap()?,
+            template::host_bounding_set()?,
+        ),
+        runtime,
+    };
+    let values = template::resolve(&Inputs {
+        host: &host,
+        manifest_defaults: &manifest.default_values,
+        user_set: request.user_values,
+        uuid: request.uuid,
+        forced: &forced,
+    })?;
+    Ok((forced, values))
+}
+
+fn render_unit(service_template: Option<&str>, forced: &Forced, values: &BTreeMap<String, String>) -> Result<String> {
+    match service_template {
+        Some(text) => template::render_file("service.template", text, FileKind::LineOriented, values),
+        None => template::default_unit(forced),
+    }
+}
+
+/// The unit a slot built from `request` would install, read from the store without a checkout;
+/// `None` for an image that ships no service.
+pub(super) fn preview_unit(layout: &Layout, store: &Store, request: &SlotRequest) -> Result<Option<String>> {
+    let read = |path: &str| -> Result<Option<String>> {
+        store
+            .read_image_file(&request.image.commit, path)?
+            .map(|bytes| String::from_utf8(bytes).with_context(|| format!("{path} is not UTF-8")))
+            .transpose()
+    };
+    let manifest: ExportsManifest = match read("exports/manifest.json")? {
+        Some(text) => serde_json::from_str(&text).context("parsing the image's /exports/manifest.json")?,
+        None => ExportsManifest::default(),
+    };
+    if manifest.no_container_service {
+        return Ok(None);
+    }
+    let (forced, values) = resolve_values(layout, request, &manifest)?;
+    render_unit(read("exports/service.template")?.as_deref(), &forced, &values).map(Some)
 }
 
 /// sysctr's own unit settings, added as a drop-in so that they apply whatever the image's

@@ -152,12 +152,26 @@ impl Store {
             .repo
             .read_commit(image_commit, gio::Cancellable::NONE)
             .with_context(|| format!("reading commit {image_commit}"))?;
-        let file = root.resolve_relative_path(path.trim_start_matches('/'));
-        match file.load_contents(gio::Cancellable::NONE) {
-            Ok((bytes, _)) => Ok(Some(bytes.to_vec())),
-            Err(e) if e.matches(gio::IOErrorEnum::NotFound) || e.matches(gio::IOErrorEnum::IsDirectory) => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {path} from commit {image_commit}")),
+        let file = root
+            .resolve_relative_path(path.trim_start_matches('/'))
+            .downcast::<ostree::RepoFile>()
+            .map_err(|_| anyhow!("OSTree returned a file that is not a RepoFile"))?;
+        // Reading through GIO's load_contents would ask the object stream for file info it does
+        // not have; the content object is read from the repository instead.
+        if file.query_file_type(gio::FileQueryInfoFlags::NOFOLLOW_SYMLINKS, gio::Cancellable::NONE) != gio::FileType::Regular {
+            return Ok(None);
         }
+        file.ensure_resolved().with_context(|| format!("resolving {path} in commit {image_commit}"))?;
+        let (stream, _, _) = self
+            .repo
+            .load_file(&file.checksum(), gio::Cancellable::NONE)
+            .with_context(|| format!("reading {path} from commit {image_commit}"))?;
+        let mut bytes = Vec::new();
+        if let Some(stream) = stream {
+            std::io::Read::read_to_end(&mut stream.into_read(), &mut bytes)
+                .with_context(|| format!("reading {path} from commit {image_commit}"))?;
+        }
+        Ok(Some(bytes))
     }
 
     /// Removes an image's ref; its objects go at the next [`Store::prune`].

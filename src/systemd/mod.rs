@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use zbus::{proxy, Connection, OwnedObjectPath};
 
 pub use offline::install_links;
-pub use ordering::check_dependencies;
+pub use ordering::{check_dependencies, check_dependencies_of_set};
 
 const DESTINATION: &str = "org.freedesktop.systemd1";
 /// How long a start or stop job may take before we stop waiting; systemd's own default job

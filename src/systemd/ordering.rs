@@ -34,19 +34,28 @@ fn exists(root: &Path, name: &str) -> bool {
 /// Checks `unit_text`, about to be installed as `unit_name` under `root`. Fails on an ordering
 /// cycle, naming it; returns a warning for each dependency on a unit that does not exist.
 pub fn check_dependencies(root: &Path, unit_name: &str, unit_text: &str) -> Result<Vec<String>> {
+    check_dependencies_of_set(root, &[(unit_name.to_string(), unit_text.to_string())])
+}
+
+/// Like [`check_dependencies`] for several units about to be installed together: each may
+/// depend on the others, and their texts replace any unit file of the same name under `root`.
+pub fn check_dependencies_of_set(root: &Path, units: &[(String, String)]) -> Result<Vec<String>> {
+    let planned: BTreeMap<&str, &str> = units.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
     let mut warnings = Vec::new();
-    for (key, names) in dependencies(unit_text) {
-        for name in names {
-            if !exists(root, &name) {
-                warnings.push(format!("{unit_name} has {key}={name}, but there is no unit {name} on this host"));
+    for (unit_name, unit_text) in units {
+        for (key, names) in dependencies(unit_text) {
+            for name in names {
+                if !exists(root, &name) && !planned.contains_key(name.as_str()) {
+                    warnings.push(format!("{unit_name} has {key}={name}, but there is no unit {name} on this host"));
+                }
             }
         }
     }
 
-    // "A starts after B" edges, over every unit reachable from the new one through After/Before.
+    // "A starts after B" edges, over every unit reachable from the new ones through After/Before.
     let mut after: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut todo = vec![(unit_name.to_string(), Some(unit_text.to_string()))];
-    let mut seen = BTreeSet::from([unit_name.to_string()]);
+    let mut todo: Vec<(String, Option<String>)> = units.iter().map(|(n, t)| (n.clone(), Some(t.clone()))).collect();
+    let mut seen: BTreeSet<String> = units.iter().map(|(n, _)| n.clone()).collect();
     while let Some((name, text)) = todo.pop() {
         let Some(text) = text.or_else(|| read_unit(root, &name)) else { continue };
         let deps = dependencies(&text);
@@ -58,12 +67,15 @@ pub fn check_dependencies(root: &Path, unit_name: &str, unit_text: &str) -> Resu
         }
         for other in deps.get("After").into_iter().chain(deps.get("Before")).flatten() {
             if seen.insert(other.clone()) {
-                todo.push((other.clone(), None));
+                let text = planned.get(other.as_str()).map(|t| t.to_string());
+                todo.push((other.clone(), text));
             }
         }
     }
-    if let Some(cycle) = find_cycle(&after, unit_name) {
-        bail!("{unit_name} would close an ordering cycle: {}", cycle.join(" after "));
+    for (unit_name, _) in units {
+        if let Some(cycle) = find_cycle(&after, unit_name) {
+            bail!("{unit_name} would close an ordering cycle: {}", cycle.join(" after "));
+        }
     }
     Ok(warnings)
 }
@@ -115,6 +127,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(warnings, ["flannel.service has Before=containerd.service, but there is no unit containerd.service on this host"]);
+    }
+
+    #[test]
+    fn a_set_is_checked_as_a_whole() {
+        let root = root_with(&[]);
+        let chain = [
+            ("etcd.service".to_string(), "[Unit]\nAfter=network.target\n".to_string()),
+            ("flannel.service".to_string(), "[Unit]\nAfter=etcd.service\nBefore=containerd.service\n".to_string()),
+            ("containerd.service".to_string(), "[Unit]\nAfter=flannel.service\n".to_string()),
+        ];
+        let warnings = check_dependencies_of_set(root.path(), &chain).unwrap();
+        assert_eq!(warnings, ["etcd.service has After=network.target, but there is no unit network.target on this host"]);
+        let mut looped = chain.clone();
+        looped[0].1 = "[Unit]\nAfter=containerd.service\n".to_string();
+        let err = check_dependencies_of_set(root.path(), &looped).unwrap_err().to_string();
+        assert!(err.contains("ordering cycle") && err.contains("etcd.service after containerd.service"), "{err}");
     }
 
     #[test]
