@@ -12,6 +12,14 @@ use std::time::Duration;
 use anyhow::Result;
 use common::*;
 
+/// Test hosts share this machine's network namespace: only one of them may run etcd (ports
+/// 2379 and 2380 on loopback) at a time.
+static ETCD_PORTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn lock_etcd_ports() -> std::sync::MutexGuard<'static, ()> {
+    ETCD_PORTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Host paths an install writes to; an uninstall or a failed install must leave them as they were.
 const WATCHED: [&str; 4] = ["etc/systemd/system", "etc/tmpfiles.d", "usr/local/bin", "var/lib/sysctr/deployments"];
 
@@ -620,6 +628,7 @@ fn apply_converges_to_the_file_and_a_second_run_changes_nothing() -> Result<()> 
 
 #[test]
 fn etcd_is_ready_when_its_start_job_ends_through_runcs_notify_proxy() -> Result<()> {
+    let _ports = lock_etcd_ports();
     let setup = Setup::new();
     let image = setup.push(&etcd_image(), "k8s/etcd");
     let host = TestHost::boot()?;
@@ -655,6 +664,7 @@ fn monotonic(host: &TestHost, unit: &str, property: &str) -> u64 {
 
 #[test]
 fn etcd_flannel_containerd_come_up_in_order_at_every_boot() -> Result<()> {
+    let _ports = lock_etcd_ports();
     let setup = Setup::new();
     let file = prepare_node(&setup.registry, &setup.work)?;
     let mut host = TestHost::boot()?;
@@ -723,6 +733,7 @@ fn etcd_flannel_containerd_come_up_in_order_at_every_boot() -> Result<()> {
 
 #[test]
 fn a_node_composed_offline_brings_its_chain_up_at_first_boot() -> Result<()> {
+    let _ports = lock_etcd_ports();
     let setup = Setup::new();
     let file = prepare_node(&setup.registry, &setup.work)?;
     let mut host = TestHost::boot()?;
