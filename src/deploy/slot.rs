@@ -80,7 +80,6 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
     let exports = Exports::read(&rootfs)?;
 
     let runtime = request.runtime.to_string_lossy().into_owned();
-    let image_id = image.image_id()?;
     let (forced, values) = resolve_values(layout, request, &exports.manifest)?;
 
     let has_service = !exports.manifest.no_container_service;
@@ -108,7 +107,7 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
     let deployment = Deployment {
         name: name.to_string(),
         image: image.reference.clone(),
-        image_id,
+        image_id: forced.image_id.clone(),
         manifest_digest: image.manifest_digest.clone(),
         ostree_commit: image.commit.clone(),
         created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
