@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::{parse_sets, RegistryArgs};
-use crate::deploy::{self, InstallRequest, Layout};
+use crate::deploy::{self, InstallOutcome, InstallRequest, Layout};
 use crate::reference::ImageRef;
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
@@ -26,7 +26,8 @@ pub struct InstallOpts {
     pub image: String,
 }
 
-pub async fn run(layout: &Layout, opts: &InstallOpts) -> Result<()> {
+/// Returns sysctr's exit code: 0, or the exit code of an image that only runs once.
+pub async fn run(layout: &Layout, opts: &InstallOpts) -> Result<i32> {
     let request = InstallRequest {
         image: ImageRef::parse(&opts.image)?,
         name: opts.name.clone(),
@@ -35,13 +36,16 @@ pub async fn run(layout: &Layout, opts: &InstallOpts) -> Result<()> {
         start_now: opts.now,
         registry: opts.registry.options(),
     };
-    let report = deploy::install(layout, &request).await?;
+    let report = match deploy::install(layout, &request).await? {
+        InstallOutcome::Installed(report) => report,
+        InstallOutcome::RanOnce(code) => return Ok(code),
+    };
     for note in &report.notes {
         eprintln!("note: {note}");
     }
     let state = if opts.now { "installed and started" } else { "installed" };
     println!("{state} {} from {} ({})", report.name, report.deployment.image, short_id(&report.deployment.image_id));
-    Ok(())
+    Ok(0)
 }
 
 pub(super) fn short_id(id: &str) -> &str {

@@ -92,7 +92,7 @@ pub async fn run() -> Result<i32> {
     let layout = layout(&opts)?;
     match &opts.command {
         Command::Pull(o) => pull::run(&layout, o).await,
-        Command::Install(o) => install::run(&layout, o).await,
+        Command::Install(o) => return install::run(&layout, o).await,
         Command::Uninstall(o) => uninstall::run(&layout, o).await,
         Command::Update(o) => update::run(&layout, o).await,
         Command::Rollback(o) => rollback::run(&layout, o).await,

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::RegistryArgs;
+use super::{parse_sets, RegistryArgs};
 use crate::deploy::{self, Layout, RunRequest};
 use crate::reference::ImageRef;
 
@@ -11,6 +11,12 @@ pub struct RunOpts {
     /// OCI runtime to run the container with (default: runc).
     #[arg(long)]
     pub runtime: Option<PathBuf>,
+    /// NAME given to the templates of an image labelled atomic.run=once.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set a template variable of an image labelled atomic.run=once, KEY=VALUE (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     #[command(flatten)]
     pub registry: RegistryArgs,
     /// `[docker://]HOST[:PORT]/PATH[:TAG|@sha256:DIGEST]` or `oci:DIR[:TAG]`.
@@ -27,6 +33,8 @@ pub async fn run(layout: &Layout, opts: &RunOpts) -> Result<i32> {
         command: opts.command.clone(),
         runtime: opts.runtime.clone(),
         registry: opts.registry.options(),
+        name: opts.name.clone(),
+        values: parse_sets(&opts.set)?,
     };
     deploy::run_once(layout, &request).await
 }

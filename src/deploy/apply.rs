@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use super::install::{find_runtime, install, InstallRequest};
+use super::install::{find_runtime, install, InstallOutcome, InstallRequest};
 use super::pull::pull;
-use super::slot::{preview_unit, SlotRequest};
+use super::slot::{preview_unit, runs_once, SlotRequest};
 use super::layout::Layout;
 use super::update::{update, SwitchReport, UpdateRequest};
 use crate::reference::{validate_container_name, ImageRef};
@@ -93,6 +93,16 @@ async fn planned_units(layout: &Layout, entries: &[(Entry, ImageRef)], registry:
             Some(stored) => stored,
             None => pull(&store, image, registry).await?.image,
         };
+        let config: oci_spec::image::ImageConfiguration =
+            serde_json::from_slice(&stored.config_raw).context("reading the stored image config")?;
+        if runs_once(&config) {
+            bail!(
+                "container '{}': {} is labelled atomic.run=once, so it cannot be kept installed; \
+                 run it with `sysctr run` (or `sysctr install`, which runs it once)",
+                entry.name,
+                stored.reference
+            );
+        }
         let runtime = match &current {
             Some(c) => PathBuf::from(&c.runtime),
             None => find_runtime(layout, None)?,
@@ -131,7 +141,11 @@ pub async fn apply(layout: &Layout, path: &Path, registry: &RegistryOptions) -> 
                 start_now: entry.start && !layout.is_offline(),
                 registry: registry.clone(),
             };
-            let report = install(layout, &request).await.with_context(|| format!("installing {}", entry.name))?;
+            let InstallOutcome::Installed(report) =
+                install(layout, &request).await.with_context(|| format!("installing {}", entry.name))?
+            else {
+                bail!("container '{}': its image ran once instead of being installed", entry.name);
+            };
             notes.extend(report.notes.into_iter().filter(|n| !about_a_planned_unit(n, &planned)));
             actions.push(Action::Installed(entry.name));
             continue;

@@ -26,6 +26,8 @@ pub struct PlannedFile {
 pub enum PlannedContent {
     File { bytes: Vec<u8>, mode: u32 },
     Symlink { target: String },
+    /// A directory, created when missing (empty ones included) and removed once empty again.
+    Dir { mode: u32 },
 }
 
 impl PlannedContent {
@@ -33,6 +35,7 @@ impl PlannedContent {
         match self {
             PlannedContent::File { bytes, .. } => hex::encode(Sha256::digest(bytes)),
             PlannedContent::Symlink { target } => hex::encode(Sha256::digest(target.as_bytes())),
+            PlannedContent::Dir { .. } => String::new(),
         }
     }
 }
@@ -49,7 +52,9 @@ pub fn plan(hostfs: &Path, manifest: &ExportsManifest, values: &BTreeMap<String,
         let host_path = rename(&relative, &renames);
         check_host_path(&host_path)?;
         let meta = std::fs::symlink_metadata(source_path)?;
-        let content = if meta.file_type().is_symlink() {
+        let content = if meta.is_dir() {
+            PlannedContent::Dir { mode: meta.permissions().mode() & 0o7777 }
+        } else if meta.file_type().is_symlink() {
             let target = std::fs::read_link(source_path)?;
             PlannedContent::Symlink { target: target.to_string_lossy().into_owned() }
         } else {
@@ -67,6 +72,8 @@ pub fn plan(hostfs: &Path, manifest: &ExportsManifest, values: &BTreeMap<String,
         Ok(())
     })?;
     planned.sort_by(|a, b| a.path.cmp(&b.path));
+    // Two directories may well land on the same path (a renamed one onto an existing one).
+    planned.dedup_by(|b, a| a.path == b.path && matches!((&a.content, &b.content), (PlannedContent::Dir { .. }, PlannedContent::Dir { .. })));
     for pair in planned.windows(2) {
         if pair[0].path == pair[1].path {
             bail!("two hostfs files would both be installed as {}", pair[0].path);
@@ -84,11 +91,12 @@ fn walk(root: &Path, dir: &Path, visit: &mut dyn FnMut(&Path, String) -> Result<
     for entry in entries {
         let path = entry.path();
         let kind = entry.file_type()?;
+        let relative = format!("/{}", path.strip_prefix(root).context("walking hostfs")?.to_string_lossy());
         if kind.is_dir() {
+            visit(&path, relative)?;
             walk(root, &path, visit)?;
         } else if kind.is_file() || kind.is_symlink() {
-            let relative = path.strip_prefix(root).context("walking hostfs")?;
-            visit(&path, format!("/{}", relative.to_string_lossy()))?;
+            visit(&path, relative)?;
         } else {
             bail!("hostfs entry {} is neither a file, a directory nor a symlink", path.display());
         }
@@ -136,14 +144,25 @@ pub fn install(layout: &Layout, planned: &[PlannedFile], journal: &mut Journal) 
     let mut done = Installed::default();
     for file in planned {
         let target = layout.host_path(&file.path);
-        if std::fs::symlink_metadata(&target).is_ok() {
+        let exists = std::fs::symlink_metadata(&target).is_ok();
+        if exists && !matches!(file.content, PlannedContent::Dir { .. }) {
             done.kept_existing.push(file.path.clone());
+        }
+        if exists {
             continue;
         }
         for dir in missing_parents(&target, &layout.root) {
             journal.created_dir(&dir)?;
             std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
             done.created_dirs.insert(0, host_relative(layout, &dir));
+        }
+        if let PlannedContent::Dir { mode } = file.content {
+            journal.created_dir(&target)?;
+            std::fs::create_dir(&target).with_context(|| format!("creating {}", target.display()))?;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("setting the mode of {}", target.display()))?;
+            done.created_dirs.insert(0, file.path.clone());
+            continue;
         }
         journal.save(&target)?;
         write_one(&target, &file.content).with_context(|| format!("installing host file {}", file.path))?;
@@ -159,6 +178,7 @@ fn write_one(target: &Path, content: &PlannedContent) -> Result<()> {
             std::fs::write(target, bytes)?;
             std::fs::set_permissions(target, std::fs::Permissions::from_mode(*mode))?;
         }
+        PlannedContent::Dir { .. } => bail!("{} is a directory, not a file", target.display()),
     }
     Ok(())
 }
@@ -252,6 +272,8 @@ mod tests {
         std::fs::write(hostfs.join("usr/local/bin/democtl"), b"#!/bin/sh\n").unwrap();
         std::fs::set_permissions(hostfs.join("usr/local/bin/democtl"), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::write(hostfs.join("etc/demo/demo.conf"), b"port=$PORT\n").unwrap();
+        std::fs::create_dir_all(hostfs.join("var/lib/demo/empty")).unwrap();
+        std::fs::set_permissions(hostfs.join("var/lib/demo/empty"), std::fs::Permissions::from_mode(0o750)).unwrap();
         std::fs::create_dir_all(host.path().join("usr/local/bin")).unwrap();
         std::fs::create_dir_all(host.path().join("etc")).unwrap();
 
@@ -263,7 +285,10 @@ mod tests {
         let values = BTreeMap::from([("NAME".to_string(), "d1".to_string()), ("PORT".to_string(), "81".to_string())]);
         let planned = plan(&hostfs, &manifest, &values).unwrap();
         let paths: Vec<_> = planned.iter().map(|p| p.path.as_str()).collect();
-        assert_eq!(paths, ["/etc/demo/demo.conf", "/usr/local/bin/d1ctl"]);
+        assert_eq!(
+            paths,
+            ["/etc", "/etc/demo", "/etc/demo/demo.conf", "/usr", "/usr/local", "/usr/local/bin", "/usr/local/bin/d1ctl", "/var", "/var/lib", "/var/lib/demo", "/var/lib/demo/empty"]
+        );
 
         let layout = Layout::new(host.path(), &host.path().join("var/lib/sysctr"));
         let mut journal = Journal::begin(&host.path().join(".t1"), "test").unwrap();
@@ -271,11 +296,15 @@ mod tests {
         assert_eq!(std::fs::read_to_string(host.path().join("etc/demo/demo.conf")).unwrap(), "port=81\n");
         let mode = std::fs::metadata(host.path().join("usr/local/bin/d1ctl")).unwrap().permissions().mode();
         assert_eq!(mode & 0o7777, 0o755);
-        assert_eq!(installed.created_dirs, ["/etc/demo"]);
+        assert_eq!(installed.created_dirs, ["/var/lib/demo/empty", "/var/lib/demo", "/var/lib", "/var", "/etc/demo"]);
+        let empty = std::fs::metadata(host.path().join("var/lib/demo/empty")).unwrap();
+        assert!(empty.is_dir());
+        assert_eq!(empty.permissions().mode() & 0o7777, 0o750);
 
         // A second install of the same files keeps what is there.
         let again = install(&layout, &planned, &mut Journal::begin(&host.path().join(".t2"), "test").unwrap()).unwrap();
         assert_eq!(again.kept_existing.len(), 2);
+        assert!(again.created_dirs.is_empty());
         assert!(again.files.is_empty());
 
         std::fs::write(host.path().join("etc/demo/demo.conf"), b"edited\n").unwrap();
@@ -285,5 +314,6 @@ mod tests {
         assert!(host.path().join("etc/demo/demo.conf").exists());
         assert!(!host.path().join("usr/local/bin/d1ctl").exists());
         assert!(host.path().join("usr/local/bin").exists(), "a directory the install did not create was removed");
+        assert!(!host.path().join("var").exists(), "the empty directories the install created are left");
     }
 }

@@ -15,7 +15,8 @@ use super::journal::Journal;
 use super::layout::{Deployment, Layout};
 use super::pull::pull;
 use super::recovery::lock_and_recover;
-use super::slot::{build_slot, SlotRequest};
+use super::run::{run_once, RunRequest};
+use super::slot::{build_slot, runs_once, SlotRequest};
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
 use crate::store::Store;
@@ -34,6 +35,15 @@ pub struct InstallRequest {
     pub registry: RegistryOptions,
 }
 
+/// What `install` did: installed a service, or ran an image that only runs once.
+#[derive(Debug)]
+pub enum InstallOutcome {
+    Installed(Box<InstallReport>),
+    /// The image is labelled `atomic.run=once`: it ran in the foreground and left nothing
+    /// behind, as with `atomic install`. The container's exit code.
+    RanOnce(i32),
+}
+
 /// What an install did, for the user.
 #[derive(Debug)]
 pub struct InstallReport {
@@ -42,10 +52,10 @@ pub struct InstallReport {
     pub notes: Vec<String>,
 }
 
-pub async fn install(layout: &Layout, request: &InstallRequest) -> Result<InstallReport> {
+pub async fn install(layout: &Layout, request: &InstallRequest) -> Result<InstallOutcome> {
     let name = request.name.clone().unwrap_or_else(|| request.image.default_container_name());
     validate_container_name(&name)?;
-    let (_lock, mut notes) = lock_and_recover(layout).await?;
+    let (lock, mut notes) = lock_and_recover(layout).await?;
     refuse_existing(layout, &name)?;
     let runtime = find_runtime(layout, request.runtime.as_deref())?;
     if request.start_now && layout.is_offline() {
@@ -61,6 +71,23 @@ pub async fn install(layout: &Layout, request: &InstallRequest) -> Result<Instal
             pulled.image
         }
     };
+    let config: oci_spec::image::ImageConfiguration =
+        serde_json::from_slice(&image.config_raw).context("reading the stored image config")?;
+    if runs_once(&config) {
+        if request.start_now {
+            bail!("{} is labelled atomic.run=once: install runs it once, right away; drop --now", image.reference);
+        }
+        drop(lock);
+        let run = RunRequest {
+            image: request.image.clone(),
+            command: Vec::new(),
+            runtime: Some(runtime),
+            registry: request.registry.clone(),
+            name: Some(name),
+            values: request.values.clone(),
+        };
+        return run_once(layout, &run).await.map(InstallOutcome::RanOnce);
+    }
 
     let uuid = uuid::Uuid::new_v4().to_string();
     let slot_request = SlotRequest { name: &name, slot: 0, image: &image, runtime: &runtime, user_values: &request.values, uuid: &uuid };
@@ -89,7 +116,7 @@ pub async fn install(layout: &Layout, request: &InstallRequest) -> Result<Instal
         Ok((deployment, mut more)) => {
             journal.commit()?;
             notes.append(&mut more);
-            Ok(InstallReport { name, deployment, notes })
+            Ok(InstallOutcome::Installed(Box::new(InstallReport { name, deployment, notes })))
         }
         Err(err) => {
             let problems = journal.undo(systemd.as_ref()).await;

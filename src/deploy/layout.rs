@@ -162,6 +162,9 @@ pub struct Deployment {
     pub installed_files: Vec<InstalledFile>,
     /// Directories created on the host for installed files, deepest first.
     pub created_dirs: Vec<String>,
+    /// Legacy shapes of the image's `config.json` that were rewritten for this host's runc.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_rewrites: Vec<crate::spec::Rewrite>,
 }
 
 impl Deployment {

@@ -14,7 +14,8 @@
 //! Where things happen: `pull` (registry → store), `slot` (build and render a slot),
 //! `activate` (make a slot the live one), `install`, `update` (and rollback), `uninstall`,
 //! `recovery` (lock, then undo or finish an interrupted command), `apply` (converge to a file),
-//! `images` (info, rmi, prune), `listing` (list, images), `adhoc` (mount, umount, run).
+//! `images` (info, rmi, prune), `listing` (list, images), `adhoc` (mount, umount), `run` (run
+//! once, also what `install` does with an image labelled `atomic.run=once`).
 
 mod activate;
 mod apply;
@@ -28,17 +29,19 @@ mod layout;
 mod listing;
 mod pull;
 mod recovery;
+mod run;
 mod slot;
 mod uninstall;
 mod update;
 
-pub use adhoc::{mount_readonly, run_once, unmount, MountSource, RunRequest};
+pub use adhoc::{mount_readonly, unmount, MountSource};
 pub use apply::{apply, Action};
 pub use images::{info, prune, rmi, ImageInfo, PruneReport};
-pub use install::{install, InstallReport, InstallRequest};
+pub use install::{install, InstallOutcome, InstallReport, InstallRequest};
 pub use layout::{Deployment, InstalledFile, Layout, DEFAULT_STORAGE};
 pub use listing::{images, list, ContainerRow, ImageRow};
 pub use pull::{pull, Pulled};
 pub use recovery::recover;
+pub use run::{run_once, RunRequest};
 pub use uninstall::{uninstall, UninstallReport};
 pub use update::{rollback, update, SwitchReport, UpdateRequest};

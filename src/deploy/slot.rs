@@ -16,7 +16,7 @@ use super::exports::{Exports, ExportsManifest};
 use super::hostfs::{self, PlannedContent};
 use super::journal::Journal;
 use super::layout::{Deployment, Layout};
-use crate::spec;
+use crate::spec::{self, CheckedConfig, RootUse};
 use crate::store::{checkout_image, Store, StoredImage};
 use crate::template::{self, FileKind, Forced, HostDefaults, Inputs};
 
@@ -70,9 +70,8 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
     let image = request.image;
     let name = request.name;
     let config: ImageConfiguration = serde_json::from_slice(&image.config_raw).context("reading the stored image config")?;
-    let labels = config.config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default();
-    if labels.get(RUN_ONCE_LABEL).map(String::as_str) == Some("once") {
-        bail!("{0} is labelled {RUN_ONCE_LABEL}=once: it is run once, not installed as a service (`sysctr run {0}`)", image.reference);
+    if runs_once(&config) {
+        bail!("{0} is labelled {RUN_ONCE_LABEL}=once: it is run once, not kept as a service (`sysctr run {0}`)", image.reference);
     }
 
     let rootfs = dir.join(spec::ROOTFS);
@@ -80,15 +79,18 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
     let exports = Exports::read(&rootfs)?;
 
     let runtime = request.runtime.to_string_lossy().into_owned();
-    let (forced, values) = resolve_values(layout, request, &exports.manifest)?;
+    let (forced, values) = resolve_values(layout, request, &layout.slot(name, request.slot), &exports.manifest)?;
 
     let has_service = !exports.manifest.no_container_service;
     let mut warnings = Vec::new();
+    let mut config_rewrites = Vec::new();
     if has_service {
-        let config_json = render_config(&exports, &config, &values, request.user_values, name, &rootfs)?;
-        write(&dir.join("config.json"), &config_json)?;
+        let config_json = render_config(&exports, &config, &values, request.user_values, name, &rootfs, RootUse::ReadOnly)?;
+        write(&dir.join("config.json"), &config_json.text)?;
+        warnings.extend(config_json.rewrites.iter().map(|rewrite| format!("config.json rewritten for this runc: {rewrite}")));
+        config_rewrites = config_json.rewrites;
         let unit = render_unit(exports.service_template.as_deref(), &forced, &values)?;
-        warnings = crate::systemd::check_dependencies(&layout.root, &Layout::unit_name(name), &unit)?;
+        warnings.extend(crate::systemd::check_dependencies(&layout.root, &Layout::unit_name(name), &unit)?);
         write(&dir.join(UNIT_FILE), &unit)?;
         write(&dir.join(DROPIN_FILE), &dropin(&runtime, name))?;
         if let Some(text) = &exports.tmpfiles_template {
@@ -118,21 +120,29 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
         has_service,
         installed_files: Vec::new(),
         created_dirs: Vec::new(),
+        config_rewrites,
     };
     deployment.write(dir)?;
     Ok((deployment, warnings))
 }
 
-/// The forced values and the final template values of a slot.
-fn resolve_values(
+/// Whether an image is labelled to run once (`atomic.run=once`) rather than be kept as a service.
+pub(super) fn runs_once(config: &ImageConfiguration) -> bool {
+    let labels = config.config().as_ref().and_then(|c| c.labels().as_ref());
+    labels.and_then(|l| l.get(RUN_ONCE_LABEL)).map(String::as_str) == Some("once")
+}
+
+/// The forced values and the final template values of a container whose files live in `destdir`.
+pub(super) fn resolve_values(
     layout: &Layout,
     request: &SlotRequest,
+    destdir: &Path,
     manifest: &ExportsManifest,
 ) -> Result<(Forced, BTreeMap<String, String>)> {
     let (name, runtime) = (request.name, request.runtime.to_string_lossy().into_owned());
     let forced = Forced {
         name: name.to_string(),
-        destdir: host_view(layout, &layout.slot(name, request.slot)),
+        destdir: host_view(layout, destdir),
         exec_start: format!("{runtime} --systemd-cgroup run '{name}'"),
         exec_stop: format!("{runtime} --systemd-cgroup kill '{name}'"),
         exec_startpre: String::new(),
@@ -182,7 +192,7 @@ pub(super) fn preview_unit(layout: &Layout, store: &Store, request: &SlotRequest
     if manifest.no_container_service {
         return Ok(None);
     }
-    let (forced, values) = resolve_values(layout, request, &manifest)?;
+    let (forced, values) = resolve_values(layout, request, &layout.slot(request.name, request.slot), &manifest)?;
     render_unit(read("exports/service.template")?.as_deref(), &forced, &values).map(Some)
 }
 
@@ -198,23 +208,24 @@ fn dropin(runtime: &str, name: &str) -> String {
     )
 }
 
-fn render_config(
+/// The container's `config.json`: the image's template rendered, its verbatim config, or one
+/// generated from the image config; checked against the contract, legacy shapes rewritten.
+pub(super) fn render_config(
     exports: &Exports,
     config: &ImageConfiguration,
     values: &BTreeMap<String, String>,
     user_values: &BTreeMap<String, String>,
     name: &str,
     rootfs: &Path,
-) -> Result<String> {
+    root_use: RootUse,
+) -> Result<CheckedConfig> {
     if let Some(text) = &exports.config_template {
         template::check_json_string_values("config.json.template", text, user_values)?;
         let rendered = template::render_file("config.json.template", text, FileKind::Raw, values)?;
-        spec::validate(&rendered, "the rendered config.json.template")?;
-        return Ok(rendered);
+        return spec::check(&rendered, "the rendered config.json.template", root_use);
     }
     if let Some(text) = &exports.config_verbatim {
-        spec::validate(text, "the image's /exports/config.json")?;
-        return Ok(text.clone());
+        return spec::check(text, "the image's /exports/config.json", root_use);
     }
     let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).ok();
     let group = std::fs::read_to_string(rootfs.join("etc/group")).ok();
@@ -222,8 +233,7 @@ fn render_config(
         config,
         &spec::GenerateInputs { hostname: name, passwd: passwd.as_deref(), group: group.as_deref() },
     )?;
-    spec::validate(&generated, "the generated config.json")?;
-    Ok(generated)
+    spec::check(&generated, "the generated config.json", root_use)
 }
 
 /// Writes the rendered host files under `dir`, at their host paths, modes kept.
@@ -234,6 +244,10 @@ fn stage_host_files(dir: &Path, planned: &[hostfs::PlannedFile]) -> Result<()> {
             std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
         match &file.content {
+            PlannedContent::Dir { mode } => {
+                std::fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(*mode))?;
+            }
             PlannedContent::File { bytes, mode } => {
                 std::fs::write(&target, bytes).with_context(|| format!("writing {}", target.display()))?;
                 std::fs::set_permissions(&target, std::fs::Permissions::from_mode(*mode))?;

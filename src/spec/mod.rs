@@ -1,11 +1,21 @@
 //! The runc `config.json` of a deployment: generated from the image config when the image ships
-//! no template, and validated either way. Pure: callers pass in whatever files they read.
+//! no template, and checked against the image contract either way. Pure: callers pass in whatever
+//! files they read.
+//!
+//! An image's own config is judged on its JSON, not parsed into `oci-spec` types: sysctr checks
+//! only what the contract promises (a JSON object whose root is the read-only `rootfs`, with a
+//! process to run) and leaves the rest to runc, as atomic did. Legacy shapes that the runc here
+//! would not read are rewritten in [`legacy`].
+
+mod legacy;
 
 use anyhow::{bail, Context, Result};
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{
     Capability, LinuxCapabilitiesBuilder, LinuxNamespaceType, Mount, MountBuilder, RootBuilder, Spec, UserBuilder,
 };
+
+pub use legacy::Rewrite;
 
 /// The rootfs directory a deployment's `config.json` must point at, relative to the bundle.
 pub const ROOTFS: &str = "rootfs";
@@ -103,22 +113,50 @@ pub fn to_json(spec: &Spec) -> Result<String> {
     serde_json::to_string_pretty(&value).context("serializing config.json")
 }
 
-/// Checks a rendered `config.json`: it must parse as an OCI runtime spec whose root is the
-/// read-only `rootfs` of the deployment, with a process to run. `file` names it in errors.
-pub fn validate(text: &str, file: &str) -> Result<Spec> {
-    let spec: Spec = serde_json::from_str(text).with_context(|| format!("{file} is not a valid OCI runtime config"))?;
-    let root = spec.root().as_ref().with_context(|| format!("{file} has no 'root'"))?;
-    if root.path().as_os_str() != ROOTFS {
-        bail!("{file}: root.path must be \"{ROOTFS}\", found {:?}", root.path());
+/// What the container's root is used for, which decides whether it must be read-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootUse {
+    /// A deployment: the rootfs shares its files with the image store.
+    ReadOnly,
+    /// A one-off run on a throw-away overlay: the config may ask for a writable root.
+    Throwaway,
+}
+
+/// A config that passed the contract, with the legacy rewrites it needed.
+#[derive(Debug)]
+pub struct CheckedConfig {
+    /// The config as runc gets it: the input text unchanged when nothing was rewritten.
+    pub text: String,
+    pub rewrites: Vec<Rewrite>,
+}
+
+/// Checks a `config.json` against the image contract and rewrites legacy shapes: it must be a
+/// JSON object whose root is the deployment's `rootfs` (read-only for [`RootUse::ReadOnly`]),
+/// with a process that has arguments. `file` names it in errors.
+pub fn check(text: &str, file: &str, root_use: RootUse) -> Result<CheckedConfig> {
+    let value: serde_json::Value = serde_json::from_str(text).with_context(|| format!("{file} is not valid JSON"))?;
+    let serde_json::Value::Object(mut config) = value else {
+        bail!("{file} is not a JSON object");
+    };
+    let root = config.get("root").with_context(|| format!("{file} has no 'root'"))?;
+    if root.get("path").and_then(|p| p.as_str()) != Some(ROOTFS) {
+        bail!("{file}: root.path must be \"{ROOTFS}\", found {}", root.get("path").unwrap_or(&serde_json::Value::Null));
     }
-    if root.readonly() != Some(true) {
+    if root_use == RootUse::ReadOnly && root.get("readonly") != Some(&serde_json::Value::Bool(true)) {
         bail!("{file}: root.readonly must be true (the rootfs shares its files with the image store)");
     }
-    let process = spec.process().as_ref().with_context(|| format!("{file} has no 'process'"))?;
-    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
-        bail!("{file}: process.args is empty");
+    let process = config.get("process").with_context(|| format!("{file} has no 'process'"))?;
+    match process.get("args").and_then(|a| a.as_array()) {
+        Some(args) if !args.is_empty() && args.iter().all(|a| a.is_string()) => {}
+        Some(args) if !args.is_empty() => bail!("{file}: process.args must be a list of strings"),
+        _ => bail!("{file}: process.args is empty"),
     }
-    Ok(spec)
+    let rewrites = legacy::upgrade(&mut config);
+    if rewrites.is_empty() {
+        return Ok(CheckedConfig { text: text.to_string(), rewrites });
+    }
+    let text = serde_json::to_string_pretty(&config).with_context(|| format!("serializing the rewritten {file}"))?;
+    Ok(CheckedConfig { text, rewrites })
 }
 
 /// Resolves an image `User` (`uid`, `uid:gid`, `name`, `name:group`) to numeric ids.
@@ -193,7 +231,8 @@ mod tests {
             "WorkingDir": "/var/lib/etcd", "User": "etcd"
         }));
         let text = generate(&img, &GenerateInputs { hostname: "etcd", passwd: Some(PASSWD), group: Some(GROUP) }).unwrap();
-        let spec = validate(&text, "config.json").unwrap();
+        check(&text, "config.json", RootUse::ReadOnly).unwrap();
+        let spec: Spec = serde_json::from_str(&text).unwrap();
         let process = spec.process().as_ref().unwrap();
         assert_eq!(process.args().as_ref().unwrap(), &["/bin/etcd", "--name", "a b"]);
         assert_eq!(process.env().as_ref().unwrap(), &[DEFAULT_PATH.to_string(), "A=1".into()]);
@@ -240,17 +279,47 @@ mod tests {
     }
 
     #[test]
-    fn validation_refuses_writable_or_moved_roots() {
+    fn the_contract_refuses_writable_or_moved_roots_and_nothing_to_run() {
         let img = image(serde_json::json!({"Cmd": ["/bin/sh"]}));
         let good = generate(&img, &GenerateInputs { hostname: "x", ..Default::default() }).unwrap();
+        let checked = check(&good, "config.json", RootUse::ReadOnly).unwrap();
+        assert_eq!(checked.text, good, "a config needing no rewrite is passed on as it is");
+        assert!(checked.rewrites.is_empty());
         let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
         v["root"]["readonly"] = serde_json::json!(false);
-        let err = validate(&v.to_string(), "config.json").unwrap_err().to_string();
+        let err = check(&v.to_string(), "config.json", RootUse::ReadOnly).unwrap_err().to_string();
         assert!(err.contains("readonly"), "{err}");
+        check(&v.to_string(), "config.json", RootUse::Throwaway).unwrap();
         v["root"] = serde_json::json!({"path": "/", "readonly": true});
-        let err = validate(&v.to_string(), "config.json").unwrap_err().to_string();
+        let err = check(&v.to_string(), "config.json", RootUse::ReadOnly).unwrap_err().to_string();
         assert!(err.contains("root.path"), "{err}");
-        let err = validate("{\"ociVersion\": \"1.0.2\", \"root\": {\"path\": \"rootfs\"", "config.json").unwrap_err();
-        assert!(format!("{err:#}").contains("not a valid OCI runtime config"));
+        v["root"] = serde_json::json!({"path": "rootfs", "readonly": true});
+        v["process"]["args"] = serde_json::json!([]);
+        let err = check(&v.to_string(), "config.json", RootUse::ReadOnly).unwrap_err().to_string();
+        assert!(err.contains("process.args is empty"), "{err}");
+        v["process"]["args"] = serde_json::json!(["/bin/sh", 1]);
+        let err = check(&v.to_string(), "config.json", RootUse::ReadOnly).unwrap_err().to_string();
+        assert!(err.contains("list of strings"), "{err}");
+        let err = check("{\"ociVersion\": \"1.0.2\", \"root\": {\"path\": \"rootfs\"", "config.json", RootUse::ReadOnly)
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("config.json is not valid JSON"));
+        let err = check("[1]", "config.json", RootUse::ReadOnly).unwrap_err();
+        assert!(err.to_string().contains("not a JSON object"), "{err}");
+    }
+
+    /// What `runc spec` wrote in 2017, as atomic's test images still carry it: a value oci-spec
+    /// refuses, which runc reads as "no seccomp filter".
+    #[test]
+    fn legacy_configs_pass_and_are_rewritten() {
+        let legacy = r#"{"ociVersion": "0.3.0", "platform": {"os": "linux", "arch": "amd64"},
+            "process": {"terminal": false, "user": {"uid": 0, "gid": 0}, "args": ["/usr/bin/run.sh"], "cwd": "/"},
+            "root": {"path": "rootfs", "readonly": true}, "hooks": {},
+            "linux": {"devices": null, "seccomp": {"defaultAction": "", "architectures": null}}}"#;
+        assert!(serde_json::from_str::<Spec>(legacy).is_err(), "oci-spec now reads this shape");
+        let checked = check(legacy, "config.json.template", RootUse::ReadOnly).unwrap();
+        assert_eq!(checked.rewrites, [Rewrite::EmptySeccompRemoved]);
+        let v: serde_json::Value = serde_json::from_str(&checked.text).unwrap();
+        assert!(v["linux"].get("seccomp").is_none());
+        assert_eq!(v["platform"]["arch"], "amd64", "fields runc ignores are kept");
     }
 }
