@@ -5,7 +5,7 @@
 //! `spec` + `template` (config.json, unit, tmpfiles) → files under the root → `systemd` (D-Bus).
 //!
 //! - [`digest`]: `sha256:` digests and a reader that verifies one to the last byte.
-//! - [`reference`]: image references (`docker://…`, `oci:DIR[:TAG]`) and container names.
+//! - [`reference`]: image references (`docker://…`, `oci:DIR[:TAG]`, `oci-archive:`, `docker-archive:`) and container names.
 //! - [`registry`]: fetches manifests, configs and digest-checked layer streams.
 //! - [`store`]: the OSTree repository: layer import, image refs, union checkout.
 //! - [`spec`]: runc `config.json`: generated from an image config, or validated when rendered.

@@ -2,6 +2,8 @@
 //! and a real libostree, with `umoci unpack` as the reference unpacker. No systemd needed.
 
 mod common;
+#[path = "integration/archives.rs"]
+mod archives;
 
 use std::path::{Path, PathBuf};
 

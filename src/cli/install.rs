@@ -22,7 +22,8 @@ pub struct InstallOpts {
     pub now: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
-    /// `[docker://]HOST[:PORT]/PATH[:TAG|@sha256:DIGEST]` or `oci:DIR[:TAG]`.
+    /// `[docker://]HOST[:PORT]/PATH[:TAG|@sha256:DIGEST]`, `oci:DIR[:TAG]`, `oci-archive:PATH[:TAG]`
+    /// or `docker-archive:PATH[:REF|:@N]`.
     pub image: String,
 }
 

@@ -7,7 +7,8 @@ use crate::store::Store;
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
 pub struct PullOpts {
-    /// `[docker://]HOST[:PORT]/PATH[:TAG|@sha256:DIGEST]` or `oci:DIR[:TAG]`.
+    /// `[docker://]HOST[:PORT]/PATH[:TAG|@sha256:DIGEST]`, `oci:DIR[:TAG]`, `oci-archive:PATH[:TAG]`
+    /// or `docker-archive:PATH[:REF|:@N]`.
     pub image: String,
     #[command(flatten)]
     pub registry: RegistryArgs,

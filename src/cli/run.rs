@@ -19,7 +19,8 @@ pub struct RunOpts {
     pub set: Vec<String>,
     #[command(flatten)]
     pub registry: RegistryArgs,
-    /// `[docker://]HOST[:PORT]/PATH[:TAG|@sha256:DIGEST]` or `oci:DIR[:TAG]`.
+    /// `[docker://]HOST[:PORT]/PATH[:TAG|@sha256:DIGEST]`, `oci:DIR[:TAG]`, `oci-archive:PATH[:TAG]`
+    /// or `docker-archive:PATH[:REF|:@N]`.
     pub image: String,
     /// Command to run instead of the image's own.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -1,7 +1,10 @@
 //! Fetching images: manifests and configs as raw, digest-checked bytes, and layer blobs as
-//! streams. Two sources: a registry (through `oci-client`) and an OCI image layout on disk.
+//! streams. Sources: a registry (through `oci-client`), an OCI image layout on disk or in a tar
+//! (`oci-archive:`), and a `docker save` tar (`docker-archive:`); archives are read in place.
 //! Nothing here knows about OSTree; layer streams are verified by whoever reads them to the end.
 
+mod archive;
+mod docker_archive;
 mod layout;
 mod remote;
 
@@ -21,6 +24,9 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
+/// Manifests, indexes and configs larger than this are refused rather than held in memory.
+pub(crate) const MAX_METADATA_SIZE: u64 = 4 * 1024 * 1024;
+
 /// A stream of a blob's raw (still compressed) bytes.
 pub type BlobStream = Pin<Box<dyn AsyncRead + Send>>;
 
@@ -37,7 +43,9 @@ pub struct FetchedImage {
 /// Where images are fetched from.
 pub enum Source {
     Registry(remote::RegistrySource),
+    /// `oci:DIR` and `oci-archive:PATH`.
     Layout(layout::LayoutSource),
+    DockerArchive(docker_archive::DockerArchiveSource),
 }
 
 impl Source {
@@ -45,6 +53,10 @@ impl Source {
         Ok(match image {
             ImageRef::Registry(reference) => Source::Registry(remote::RegistrySource::new(reference, options)?),
             ImageRef::Layout { dir, tag } => Source::Layout(layout::LayoutSource::new(dir, tag.as_deref())),
+            ImageRef::OciArchive { path, tag } => Source::Layout(layout::LayoutSource::archive(path, tag.as_deref())),
+            ImageRef::DockerArchive { path, pick } => {
+                Source::DockerArchive(docker_archive::DockerArchiveSource::new(path, pick.as_ref()))
+            }
         })
     }
 
@@ -53,6 +65,7 @@ impl Source {
         let (manifest_digest, manifest_raw) = match self {
             Source::Registry(s) => s.resolve_manifest().await?,
             Source::Layout(s) => s.resolve_manifest().await?,
+            Source::DockerArchive(s) => s.resolve_manifest().await?,
         };
         let manifest: ImageManifest =
             serde_json::from_slice(&manifest_raw).context("parsing the image manifest")?;
@@ -60,6 +73,7 @@ impl Source {
         let config_raw = match self {
             Source::Registry(s) => s.fetch_blob_bytes(&config_digest, manifest.config().size()).await?,
             Source::Layout(s) => s.fetch_blob_bytes(&config_digest).await?,
+            Source::DockerArchive(s) => s.fetch_blob_bytes(&config_digest).await?,
         };
         config_digest.verify_bytes(&config_raw, "the image config")?;
         let config: ImageConfiguration =
@@ -73,6 +87,7 @@ impl Source {
         match self {
             Source::Registry(s) => s.blob_stream(digest, size).await,
             Source::Layout(s) => s.blob_stream(digest).await,
+            Source::DockerArchive(s) => s.blob_stream(digest).await,
         }
     }
 }

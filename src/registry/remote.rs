@@ -10,11 +10,11 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use tokio_util::io::StreamReader;
 
-use super::{is_index, select_from_index, BlobStream, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
+use super::{
+    is_index, select_from_index, BlobStream, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, MAX_METADATA_SIZE, OCI_INDEX, OCI_MANIFEST,
+};
 use crate::digest::Digest;
 
-/// Manifests larger than this are refused rather than held in memory.
-const MAX_MANIFEST_SIZE: u64 = 4 * 1024 * 1024;
 const DEFAULT_REGISTRIES_CONF: &str = "/etc/containers/registries.conf";
 
 /// How to reach registries.
@@ -78,8 +78,8 @@ impl RegistrySource {
             .await
             .map_err(|e| self.explain(e))
             .with_context(|| format!("fetching the manifest of {}", reference.whole()))?;
-        if raw.len() as u64 > MAX_MANIFEST_SIZE {
-            anyhow::bail!("the manifest of {} is larger than {MAX_MANIFEST_SIZE} bytes", reference.whole());
+        if raw.len() as u64 > MAX_METADATA_SIZE {
+            anyhow::bail!("the manifest of {} is larger than {MAX_METADATA_SIZE} bytes", reference.whole());
         }
         // The registry's digest header is not trusted: hash the bytes, and compare with the
         // digest the user asked for, if any.
@@ -92,7 +92,7 @@ impl RegistrySource {
     }
 
     pub async fn fetch_blob_bytes(&self, digest: &Digest, size: u64) -> Result<Vec<u8>> {
-        if size > MAX_MANIFEST_SIZE {
+        if size > MAX_METADATA_SIZE {
             anyhow::bail!("the image config {digest} has an unreasonable size ({size} bytes)");
         }
         let mut out = Vec::with_capacity(size as usize);
