@@ -7,6 +7,7 @@
 //! - [`digest`]: `sha256:` digests and a reader that verifies one to the last byte.
 //! - [`reference`]: image references (`docker://…`, `oci:DIR[:TAG]`, `oci-archive:`, `docker-archive:`) and container names.
 //! - [`registry`]: fetches manifests, configs and digest-checked layer streams.
+//! - [`rooted`]: a directory handle beneath which paths are resolved by the kernel, never joined.
 //! - [`store`]: the OSTree repository: layer import, image refs, union checkout.
 //! - [`spec`]: runc `config.json`: generated from an image config, or validated when rendered.
 //! - [`template`]: `$VAR` substitution, variable precedence, the built-in default unit.
@@ -19,6 +20,7 @@ pub mod deploy;
 pub mod digest;
 pub mod reference;
 pub mod registry;
+pub mod rooted;
 pub mod spec;
 pub mod store;
 pub mod systemd;

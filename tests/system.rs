@@ -5,6 +5,8 @@
 mod common;
 #[path = "system/compat.rs"]
 mod compat;
+#[path = "system/hostile.rs"]
+mod hostile;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! Looking into images outside any service: `mount` shows a container's rootfs, or a checkout
-//! of an image, read-only at a directory (a bind mount remounted read-only); image checkouts
-//! live in `STORAGE/mounts/` until `umount`.
+//! of an image, read-only at a directory (a bind mount remounted read-only, nosuid and nodev);
+//! image checkouts live in `STORAGE/mounts/` until `umount`.
 
 use std::path::{Path, PathBuf};
 
@@ -47,7 +47,9 @@ pub fn mount_readonly(layout: &Layout, source: &MountSource, dir: &Path) -> Resu
     let bind = mount(Some(&rootfs), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>)
         .with_context(|| format!("bind-mounting {} on {}", rootfs.display(), dir.display()));
     let readonly = bind.and_then(|()| {
-        mount(None::<&str>, dir, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>)
+        // An image's setuid files and device nodes mean nothing to the user looking at them.
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        mount(None::<&str>, dir, None::<&str>, flags, None::<&str>)
             .with_context(|| format!("making {} read-only", dir.display()))
     });
     if let Err(err) = readonly {

@@ -75,10 +75,37 @@ impl Layout {
         self.root.join(absolute.trim_start_matches('/'))
     }
 
+    /// Creates the storage directory, or makes an existing one, 0700 and root's: it holds images'
+    /// setuid files and file capabilities, which no other user may reach (whatever `--storage`
+    /// names, and before systemd-tmpfiles has ever run).
+    fn create_private_storage(&self) -> Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        if let Some(parent) = self.storage.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(&self.storage) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).with_context(|| format!("creating the storage {}", self.storage.display())),
+        }
+        let meta = std::fs::metadata(&self.storage).with_context(|| format!("inspecting {}", self.storage.display()))?;
+        if !meta.is_dir() {
+            anyhow::bail!("the storage {} is not a directory", self.storage.display());
+        }
+        if meta.mode() & 0o077 != 0 || meta.uid() != 0 {
+            nix::unistd::chown(&self.storage, Some(nix::unistd::Uid::from_raw(0)), Some(nix::unistd::Gid::from_raw(0)))
+                .with_context(|| format!("making {} root's", self.storage.display()))?;
+            std::fs::set_permissions(&self.storage, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("making {} private (0700)", self.storage.display()))?;
+        }
+        Ok(())
+    }
+
     /// Takes the storage-wide lock that every mutating command holds while it runs.
     pub fn lock(&self) -> Result<Flock<File>> {
         // The storage is laid out at its first use, so that installs and uninstalls never leave
         // a directory behind that was not there before.
+        self.create_private_storage()?;
         let deployments = self.deployments();
         std::fs::create_dir_all(&deployments).with_context(|| format!("creating {}", deployments.display()))?;
         let path = self.storage.join("lock");

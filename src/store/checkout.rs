@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use ostree::gio;
 
 use super::Store;
+use crate::rooted::{Resolve, RootedDir};
 
 /// Checks out an image commit (the flattened layers) into `dest`, which must not exist yet, as
 /// hard links into the repository, then creates the image's FIFOs.
@@ -26,23 +27,15 @@ pub fn checkout_image(store: &Store, image_commit: &str, dest: &Path) -> Result<
         .with_context(|| format!("checking out image commit {image_commit} into {}", dest.display()))?;
     let meta = super::commit_metadata(&store.repo, image_commit)?;
     let fifos: Vec<(String, u32, u32, u32)> = meta.lookup(super::FIFOS_KEY).ok().flatten().unwrap_or_default();
-    for (path, mode, uid, gid) in fifos {
-        make_fifo(&dest.join(&path), mode, uid, gid).with_context(|| format!("creating FIFO /{path}"))?;
+    if fifos.is_empty() {
+        return Ok(());
     }
-    Ok(())
-}
-
-fn make_fifo(path: &Path, mode: u32, uid: u32, gid: u32) -> Result<()> {
-    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(mode))?;
-    nix::unistd::fchownat(
-        nix::fcntl::AT_FDCWD,
-        path,
-        Some(nix::unistd::Uid::from_raw(uid)),
-        Some(nix::unistd::Gid::from_raw(gid)),
-        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-    )?;
-    // mkfifo applies the umask: set the exact mode.
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    // The image chose every name in the checkout, its symlinks included: FIFOs are created
+    // beneath the checkout's handle, through no symlink at all.
+    let tree = RootedDir::open(dest, Resolve::NoSymlinks)?;
+    for (path, mode, uid, gid) in fifos {
+        tree.create_fifo(Path::new(&path), mode, uid, gid).with_context(|| format!("creating the image's FIFO /{path}"))?;
+    }
     Ok(())
 }
 

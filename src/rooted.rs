@@ -1,0 +1,376 @@
+//! A directory handle beneath which every path is resolved by the kernel (openat2(2)), never by
+//! joining strings: the one way sysctr touches a tree whose contents someone else chose, be it an
+//! image's checkout, the host files an image stages, or a target root given with `--root`.
+//!
+//! Two ways to resolve, chosen when the handle is opened:
+//! - [`Resolve::NoSymlinks`]: no symlink is followed anywhere in the path, and the path cannot
+//!   leave the directory. For trees built from an image, where any symlink was planted by the
+//!   image itself.
+//! - [`Resolve::InRoot`]: the directory is `/` for the path, as a chroot would see it: absolute
+//!   symlinks and `..` stay inside (`/var/run -> /run` in a target root means the target's `/run`).
+//!   For a host root, whose own symlinks are legitimate.
+//!
+//! The final component of a path is never followed when the operation creates, removes or
+//! inspects it; operations act on the parent directory's handle with the `*at` calls.
+
+use std::ffi::OsStr;
+use std::io::Write as _;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+
+/// How paths are resolved beneath a [`RootedDir`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolve {
+    /// No symlinks at all, nothing outside the directory.
+    NoSymlinks,
+    /// Symlinks followed as if the directory were `/`.
+    InRoot,
+}
+
+impl Resolve {
+    fn flags(self) -> ResolveFlags {
+        match self {
+            Resolve::NoSymlinks => ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+            Resolve::InRoot => ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        }
+    }
+}
+
+/// What is at a path, without following it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// An open directory and the rule its paths are resolved by.
+#[derive(Debug)]
+pub struct RootedDir {
+    fd: OwnedFd,
+    /// For messages only.
+    path: PathBuf,
+    resolve: Resolve,
+}
+
+impl RootedDir {
+    pub fn open(path: &Path, resolve: Resolve) -> Result<RootedDir> {
+        let fd = rustix::fs::open(path, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            .with_context(|| format!("opening directory {}", path.display()))?;
+        Ok(RootedDir { fd, path: path.to_path_buf(), resolve })
+    }
+
+    /// The directory as it was named when opened (for messages and for tools that need a path).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn shown(&self, relative: &Path) -> String {
+        format!("{}/{}", self.path.display(), relative.display())
+    }
+
+    fn open_beneath(&self, relative: &Path, flags: OFlags) -> Result<OwnedFd, Errno> {
+        let relative = if relative.as_os_str().is_empty() { Path::new(".") } else { relative };
+        rustix::fs::openat2(&self.fd, relative, flags | OFlags::CLOEXEC, Mode::empty(), self.resolve.flags())
+    }
+
+    /// Opens the parent of `relative` beneath this directory and returns it with the last
+    /// component, which must be a plain name.
+    fn parent_of<'p>(&self, relative: &'p Path) -> Result<(OwnedFd, &'p OsStr)> {
+        let (parent, name) = split(relative)?;
+        let fd = self
+            .open_beneath(parent, OFlags::DIRECTORY | OFlags::RDONLY)
+            .map_err(|e| resolve_error(e, &self.shown(parent)))?;
+        Ok((fd, name))
+    }
+
+    /// What is at `relative`, without following a final symlink; `None` if nothing is.
+    pub fn kind(&self, relative: &Path) -> Result<Option<EntryKind>> {
+        let (parent, name) = match self.parent_of(relative) {
+            Ok(found) => found,
+            Err(err) if is_not_found(&err) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        match rustix::fs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => Ok(Some(match FileType::from_raw_mode(stat.st_mode) {
+                FileType::RegularFile => EntryKind::File,
+                FileType::Directory => EntryKind::Dir,
+                FileType::Symlink => EntryKind::Symlink,
+                _ => EntryKind::Other,
+            })),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("inspecting {}", self.shown(relative))),
+        }
+    }
+
+    /// Creates the directory `relative` with `mode`; its parent must exist.
+    pub fn create_dir(&self, relative: &Path, mode: u32) -> Result<()> {
+        let (parent, name) = self.parent_of(relative)?;
+        rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(mode))
+            .with_context(|| format!("creating directory {}", self.shown(relative)))?;
+        // mkdir applies the umask: set the exact mode on the directory itself.
+        let dir = self
+            .open_beneath(relative, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW)
+            .with_context(|| format!("opening {}", self.shown(relative)))?;
+        rustix::fs::fchmod(&dir, Mode::from_raw_mode(mode)).with_context(|| format!("setting the mode of {}", self.shown(relative)))
+    }
+
+    /// Creates `relative` and its missing parents (mode 0755); returns those it created, parents first.
+    pub fn create_dir_all(&self, relative: &Path) -> Result<Vec<PathBuf>> {
+        let mut created = Vec::new();
+        let mut current = PathBuf::new();
+        for component in components(relative)? {
+            current.push(component);
+            match self.kind(&current)? {
+                Some(EntryKind::Dir) => continue,
+                // In a root, a symlink to a directory is a directory as the root sees it.
+                Some(EntryKind::Symlink) if self.resolve == Resolve::InRoot => {
+                    self.open_beneath(&current, OFlags::DIRECTORY | OFlags::PATH)
+                        .map_err(|e| resolve_error(e, &self.shown(&current)))?;
+                }
+                Some(_) => bail!("{} exists and is not a directory", self.shown(&current)),
+                None => {
+                    self.create_dir(&current, 0o755)?;
+                    created.push(current.clone());
+                }
+            }
+        }
+        Ok(created)
+    }
+
+    /// Writes a new regular file at `relative`, which must not exist, with `mode`.
+    pub fn create_file(&self, relative: &Path, content: &[u8], mode: u32) -> Result<()> {
+        let (parent, name) = self.parent_of(relative)?;
+        let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&parent, name, flags, Mode::from_raw_mode(mode & 0o777))
+            .with_context(|| format!("creating {}", self.shown(relative)))?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).with_context(|| format!("setting the mode of {}", self.shown(relative)))?;
+        std::fs::File::from(fd).write_all(content).with_context(|| format!("writing {}", self.shown(relative)))
+    }
+
+    /// Replaces (or creates) the regular file `relative` so that a crash leaves either the old
+    /// or the new content: a temporary file beside it, fsynced, renamed over it, then the
+    /// directory fsynced.
+    pub fn replace_file(&self, relative: &Path, content: &[u8], mode: u32) -> Result<()> {
+        let (parent, name) = self.parent_of(relative)?;
+        let mut temp_name = b".".to_vec();
+        temp_name.extend_from_slice(name.as_bytes());
+        temp_name.extend_from_slice(format!(".sysctr-{}", std::process::id()).as_bytes());
+        let temp_name = OsStr::from_bytes(&temp_name);
+        let _ = rustix::fs::unlinkat(&parent, temp_name, AtFlags::empty());
+        let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&parent, temp_name, flags, Mode::from_raw_mode(mode & 0o777))
+            .with_context(|| format!("creating a temporary file beside {}", self.shown(relative)))?;
+        let written = (|| -> Result<()> {
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+            let mut file = std::fs::File::from(fd);
+            file.write_all(content)?;
+            file.sync_all()?;
+            Ok(())
+        })();
+        let renamed = written.and_then(|()| Ok(rustix::fs::renameat(&parent, temp_name, &parent, name)?));
+        if let Err(err) = renamed {
+            let _ = rustix::fs::unlinkat(&parent, temp_name, AtFlags::empty());
+            return Err(err).with_context(|| format!("writing {}", self.shown(relative)));
+        }
+        rustix::fs::fsync(&parent).with_context(|| format!("syncing the directory of {}", self.shown(relative)))
+    }
+
+    /// Creates the symlink `relative` pointing at `target` (kept as it is, never resolved here).
+    pub fn symlink(&self, relative: &Path, target: &Path) -> Result<()> {
+        let (parent, name) = self.parent_of(relative)?;
+        rustix::fs::symlinkat(target, &parent, name).with_context(|| format!("creating symlink {}", self.shown(relative)))
+    }
+
+    /// Creates the FIFO `relative` with exactly `mode`, owned by `uid`:`gid`.
+    pub fn create_fifo(&self, relative: &Path, mode: u32, uid: u32, gid: u32) -> Result<()> {
+        let (parent, name) = self.parent_of(relative)?;
+        rustix::fs::mknodat(&parent, name, FileType::Fifo, Mode::from_raw_mode(mode & 0o777), 0)
+            .with_context(|| format!("creating FIFO {}", self.shown(relative)))?;
+        // Opened without following anything, and without blocking for a writer, to set owner
+        // and mode on the FIFO itself.
+        let fd = rustix::fs::openat(&parent, name, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+            .with_context(|| format!("opening FIFO {}", self.shown(relative)))?;
+        let (uid, gid) = (rustix::fs::Uid::from_raw(uid), rustix::fs::Gid::from_raw(gid));
+        rustix::fs::fchown(&fd, Some(uid), Some(gid)).with_context(|| format!("setting the owner of {}", self.shown(relative)))?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).with_context(|| format!("setting the mode of {}", self.shown(relative)))
+    }
+
+    /// Reads the target of the symlink `relative`.
+    pub fn read_link(&self, relative: &Path) -> Result<PathBuf> {
+        let (parent, name) = self.parent_of(relative)?;
+        let target = rustix::fs::readlinkat(&parent, name, Vec::new()).with_context(|| format!("reading symlink {}", self.shown(relative)))?;
+        Ok(PathBuf::from(OsStr::from_bytes(target.as_bytes())))
+    }
+
+    /// Reads the regular file `relative`, refusing one larger than `max` bytes.
+    pub fn read_file(&self, relative: &Path, max: u64) -> Result<Vec<u8>> {
+        use std::io::Read as _;
+        let fd = self
+            .open_beneath(relative, OFlags::RDONLY | OFlags::NOFOLLOW)
+            .map_err(|e| resolve_error(e, &self.shown(relative)))?;
+        let mut content = Vec::new();
+        std::fs::File::from(fd)
+            .take(max + 1)
+            .read_to_end(&mut content)
+            .with_context(|| format!("reading {}", self.shown(relative)))?;
+        if content.len() as u64 > max {
+            bail!("{} is larger than {max} bytes", self.shown(relative));
+        }
+        Ok(content)
+    }
+
+    /// Removes the file or symlink `relative` (never what a symlink points at).
+    pub fn remove_file(&self, relative: &Path) -> Result<()> {
+        let (parent, name) = self.parent_of(relative)?;
+        rustix::fs::unlinkat(&parent, name, AtFlags::empty()).with_context(|| format!("removing {}", self.shown(relative)))
+    }
+
+    /// Removes the empty directory `relative`.
+    pub fn remove_dir(&self, relative: &Path) -> Result<()> {
+        let (parent, name) = self.parent_of(relative)?;
+        rustix::fs::unlinkat(&parent, name, AtFlags::REMOVEDIR).with_context(|| format!("removing directory {}", self.shown(relative)))
+    }
+
+    /// Whether the directory `relative` is empty (false when it is not a directory).
+    pub fn is_empty_dir(&self, relative: &Path) -> Result<bool> {
+        let Ok(fd) = self.open_beneath(relative, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW) else {
+            return Ok(false);
+        };
+        let mut dir = rustix::fs::Dir::read_from(&fd).with_context(|| format!("listing {}", self.shown(relative)))?;
+        while let Some(entry) = dir.next() {
+            let entry = entry.with_context(|| format!("listing {}", self.shown(relative)))?;
+            if entry.file_name().to_bytes() != b"." && entry.file_name().to_bytes() != b".." {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The handle itself, for callers that need to pass it on.
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// The normal components of a relative (or `/`-rooted) path; `..` is refused as a name.
+fn components(path: &Path) -> Result<Vec<&OsStr>> {
+    let mut out = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(name) => out.push(name),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => bail!("path {} must not contain '..'", path.display()),
+        }
+    }
+    Ok(out)
+}
+
+/// Splits a path into its parent (relative) and a last component that is a plain name.
+fn split(path: &Path) -> Result<(&Path, &OsStr)> {
+    let parts = components(path)?;
+    let Some(name) = parts.last().copied() else { bail!("path '{}' names no file", path.display()) };
+    let parent = path.parent().unwrap_or(Path::new(""));
+    let parent = parent.strip_prefix("/").unwrap_or(parent);
+    Ok((parent, name))
+}
+
+fn is_not_found(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| cause.downcast_ref::<Errno>() == Some(&Errno::NOENT) || cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound))
+}
+
+fn resolve_error(errno: Errno, shown: &str) -> anyhow::Error {
+    match errno {
+        Errno::XDEV => anyhow::anyhow!("{shown} resolves outside the directory it must stay in"),
+        Errno::LOOP => anyhow::anyhow!("{shown} goes through a symlink, which is not followed here"),
+        other => anyhow::Error::new(other).context(format!("resolving {shown}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+
+    fn tree() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("victim"), "precious").unwrap();
+        (dir, root, outside)
+    }
+
+    #[test]
+    fn nothing_is_written_through_a_planted_symlink() {
+        let (_dir, root, outside) = tree();
+        // Absolute and relative links to a directory outside, and a link to a file outside.
+        std::os::unix::fs::symlink(&outside, root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../outside", root.join("rel")).unwrap();
+        std::os::unix::fs::symlink(outside.join("victim"), root.join("file-link")).unwrap();
+        let tree = RootedDir::open(&root, Resolve::NoSymlinks).unwrap();
+        for through in ["abs/new", "rel/new", "abs/victim"] {
+            assert!(tree.create_fifo(Path::new(through), 0o600, 0, 0).is_err(), "{through}");
+            assert!(tree.create_file(Path::new(through), b"x", 0o644).is_err(), "{through}");
+            assert!(tree.create_dir(Path::new(through), 0o755).is_err(), "{through}");
+        }
+        assert!(tree.create_file(Path::new("file-link"), b"x", 0o644).is_err());
+        assert!(tree.replace_file(Path::new("file-link"), b"x", 0o644).is_ok(), "replacing the link itself is fine");
+        assert!(tree.create_dir_all(Path::new("abs/a/b")).is_err());
+        assert!(tree.create_file(Path::new("../outside/new"), b"x", 0o644).is_err());
+        let names: Vec<_> = std::fs::read_dir(&outside).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["victim"]);
+        assert_eq!(std::fs::read_to_string(outside.join("victim")).unwrap(), "precious");
+    }
+
+    #[test]
+    fn in_root_symlinks_resolve_inside_the_root() {
+        let (_dir, root, outside) = tree();
+        std::fs::create_dir(root.join("run")).unwrap();
+        // As Debian's /var/run -> /run: absolute, meant for the root, not for this machine.
+        std::fs::create_dir(root.join("var")).unwrap();
+        std::os::unix::fs::symlink("/run", root.join("var/run")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
+        let target = RootedDir::open(&root, Resolve::InRoot).unwrap();
+        target.create_file(Path::new("/var/run/x.pid"), b"1", 0o644).unwrap();
+        assert_eq!(std::fs::read_to_string(root.join("run/x.pid")).unwrap(), "1");
+        // A link naming this machine's path resolves inside the root, where it does not exist.
+        assert!(target.create_file(Path::new("escape/new"), b"x", 0o644).is_err());
+        assert!(!outside.join("new").exists());
+        assert_eq!(target.create_dir_all(Path::new("var/run/sub/dir")).unwrap(), [PathBuf::from("var/run/sub"), PathBuf::from("var/run/sub/dir")]);
+        assert!(root.join("run/sub/dir").is_dir());
+    }
+
+    #[test]
+    fn modes_owners_and_kinds_are_exact() {
+        let (_dir, root, _) = tree();
+        let tree = RootedDir::open(&root, Resolve::NoSymlinks).unwrap();
+        tree.create_fifo(Path::new("etc/fifo"), 0o4640, 12, 34).unwrap();
+        let meta = std::fs::symlink_metadata(root.join("etc/fifo")).unwrap();
+        assert!(meta.file_type().is_fifo());
+        assert_eq!((meta.mode() & 0o7777, meta.uid(), meta.gid()), (0o4640, 12, 34));
+        tree.create_dir(Path::new("tmp"), 0o1777).unwrap();
+        assert_eq!(std::fs::metadata(root.join("tmp")).unwrap().permissions().mode() & 0o7777, 0o1777);
+        tree.replace_file(Path::new("etc/conf"), b"one", 0o600).unwrap();
+        tree.replace_file(Path::new("etc/conf"), b"two", 0o640).unwrap();
+        assert_eq!(tree.read_file(Path::new("etc/conf"), 10).unwrap(), b"two");
+        assert!(tree.read_file(Path::new("etc/conf"), 2).is_err());
+        tree.symlink(Path::new("link"), Path::new("/does/not/exist")).unwrap();
+        assert_eq!(tree.kind(Path::new("link")).unwrap(), Some(EntryKind::Symlink));
+        assert_eq!(tree.read_link(Path::new("link")).unwrap(), Path::new("/does/not/exist"));
+        assert_eq!(tree.kind(Path::new("etc")).unwrap(), Some(EntryKind::Dir));
+        assert_eq!(tree.kind(Path::new("nothing/here")).unwrap(), None);
+        assert!(!tree.is_empty_dir(Path::new("etc")).unwrap());
+        assert!(tree.is_empty_dir(Path::new("tmp")).unwrap());
+        tree.remove_dir(Path::new("tmp")).unwrap();
+        tree.remove_file(Path::new("link")).unwrap();
+        assert_eq!(tree.kind(Path::new("link")).unwrap(), None);
+    }
+}
