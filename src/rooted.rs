@@ -243,8 +243,8 @@ impl RootedDir {
         let Ok(fd) = self.open_beneath(relative, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW) else {
             return Ok(false);
         };
-        let mut dir = rustix::fs::Dir::read_from(&fd).with_context(|| format!("listing {}", self.shown(relative)))?;
-        while let Some(entry) = dir.next() {
+        let dir = rustix::fs::Dir::read_from(&fd).with_context(|| format!("listing {}", self.shown(relative)))?;
+        for entry in dir {
             let entry = entry.with_context(|| format!("listing {}", self.shown(relative)))?;
             if entry.file_name().to_bytes() != b"." && entry.file_name().to_bytes() != b".." {
                 return Ok(false);
