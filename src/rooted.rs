@@ -121,27 +121,46 @@ impl RootedDir {
         rustix::fs::fchmod(&dir, Mode::from_raw_mode(mode)).with_context(|| format!("setting the mode of {}", self.shown(relative)))
     }
 
-    /// Creates `relative` and its missing parents (mode 0755); returns those it created, parents first.
-    pub fn create_dir_all(&self, relative: &Path) -> Result<Vec<PathBuf>> {
-        let mut created = Vec::new();
+    /// Sets the mode of the directory `relative` (never through a symlink at its end).
+    pub fn set_dir_mode(&self, relative: &Path, mode: u32) -> Result<()> {
+        let dir = self
+            .open_beneath(relative, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW)
+            .map_err(|e| resolve_error(e, &self.shown(relative)))?;
+        rustix::fs::fchmod(&dir, Mode::from_raw_mode(mode)).with_context(|| format!("setting the mode of {}", self.shown(relative)))
+    }
+
+    /// The directories of `relative` (itself included) that do not exist yet, parents first;
+    /// an error if one of them exists and is not a directory (as this handle resolves it).
+    pub fn missing_dirs(&self, relative: &Path) -> Result<Vec<PathBuf>> {
+        let mut missing = Vec::new();
         let mut current = PathBuf::new();
         for component in components(relative)? {
             current.push(component);
+            if !missing.is_empty() {
+                missing.push(current.clone());
+                continue;
+            }
             match self.kind(&current)? {
-                Some(EntryKind::Dir) => continue,
+                Some(EntryKind::Dir) => {}
                 // In a root, a symlink to a directory is a directory as the root sees it.
                 Some(EntryKind::Symlink) if self.resolve == Resolve::InRoot => {
                     self.open_beneath(&current, OFlags::DIRECTORY | OFlags::PATH)
                         .map_err(|e| resolve_error(e, &self.shown(&current)))?;
                 }
                 Some(_) => bail!("{} exists and is not a directory", self.shown(&current)),
-                None => {
-                    self.create_dir(&current, 0o755)?;
-                    created.push(current.clone());
-                }
+                None => missing.push(current.clone()),
             }
         }
-        Ok(created)
+        Ok(missing)
+    }
+
+    /// Creates `relative` and its missing parents (mode 0755); returns those it created, parents first.
+    pub fn create_dir_all(&self, relative: &Path) -> Result<Vec<PathBuf>> {
+        let missing = self.missing_dirs(relative)?;
+        for dir in &missing {
+            self.create_dir(dir, 0o755)?;
+        }
+        Ok(missing)
     }
 
     /// Writes a new regular file at `relative`, which must not exist, with `mode`.

@@ -38,19 +38,19 @@ pub(super) async fn activate(
     to.write(&to_dir)?;
 
     let tmpfiles = layout.tmpfiles_file(&name);
-    place(journal, &to_dir.join(TMPFILES_FILE), &tmpfiles)?;
+    place(layout, journal, &to_dir.join(TMPFILES_FILE), &tmpfiles)?;
     // Offline, systemd-tmpfiles-setup.service applies it at the first boot.
     if tmpfiles.exists() && !layout.is_offline() {
         run_tmpfiles("--create", &tmpfiles)?;
     }
     journal.units_changed()?;
-    place(journal, &to_dir.join(UNIT_FILE), &layout.unit_file(&name))?;
+    place(layout, journal, &to_dir.join(UNIT_FILE), &layout.unit_file(&name))?;
     let dropin_dir = layout.unit_dropin_dir(&name);
     if !dropin_dir.exists() && to.has_service {
         journal.created_dir(&dropin_dir)?;
         std::fs::create_dir_all(&dropin_dir).with_context(|| format!("creating {}", dropin_dir.display()))?;
     }
-    place(journal, &to_dir.join(DROPIN_FILE), &dropin_dir.join(DROPIN_FILE))?;
+    place(layout, journal, &to_dir.join(DROPIN_FILE), &dropin_dir.join(DROPIN_FILE))?;
     if !to.has_service && dropin_dir.exists() {
         journal.removed_dir(&dropin_dir)?;
         let _ = std::fs::remove_dir(&dropin_dir);
@@ -74,22 +74,26 @@ pub(super) async fn activate(
 /// links are removed, the new one's created.
 fn enable_offline(layout: &Layout, from: Option<&Deployment>, to: &Deployment, journal: &mut Journal) -> Result<()> {
     let unit_name = Layout::unit_name(&to.name);
+    let host = layout.host_dir()?;
     if let Some(from) = from {
         for (link, _) in offline_links(layout, from)? {
-            let path = layout.root.join(link);
-            journal.save(&path)?;
-            let _ = std::fs::remove_file(&path);
+            journal.save(&layout.root.join(&link))?;
+            if host.kind(Path::new(&link))?.is_some() {
+                host.remove_file(Path::new(&link))?;
+            }
         }
     }
     for (link, target) in offline_links(layout, to)? {
-        let path = layout.root.join(&link);
-        if let Some(parent) = path.parent().filter(|p| !p.exists()) {
-            journal.created_dir(parent)?;
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        let link = Path::new(&link);
+        for dir in host.missing_dirs(link.parent().unwrap_or(Path::new("")))? {
+            journal.created_dir(&layout.root.join(&dir))?;
+            host.create_dir(&dir, 0o755)?;
         }
-        journal.save(&path)?;
-        let _ = std::fs::remove_file(&path);
-        std::os::unix::fs::symlink(&target, &path).with_context(|| format!("enabling {unit_name}: {}", path.display()))?;
+        journal.save(&layout.root.join(link))?;
+        if host.kind(link)?.is_some() {
+            host.remove_file(link)?;
+        }
+        host.symlink(link, Path::new(&target)).with_context(|| format!("enabling {unit_name}"))?;
     }
     Ok(())
 }
@@ -98,22 +102,26 @@ fn enable_offline(layout: &Layout, from: Option<&Deployment>, to: &Deployment, j
 pub(super) fn offline_links(layout: &Layout, deployment: &Deployment) -> Result<Vec<(String, String)>> {
     let unit = slot::slot_dir(layout, deployment).join(UNIT_FILE);
     match std::fs::read_to_string(&unit) {
-        Ok(text) => Ok(crate::systemd::install_links(&text, &Layout::unit_name(&deployment.name))),
+        Ok(text) => crate::systemd::install_links(&text, &Layout::unit_name(&deployment.name)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(e).with_context(|| format!("reading {}", unit.display())),
     }
 }
 
-/// Copies `source` to `target` when the slot has it, removes `target` when it does not.
-fn place(journal: &mut Journal, source: &Path, target: &Path) -> Result<()> {
+/// Copies `source` to `target` (a path under the root) when the slot has it, durably and beneath
+/// the root's handle; removes `target` when the slot has no such file.
+fn place(layout: &Layout, journal: &mut Journal, source: &Path, target: &Path) -> Result<()> {
+    let host = layout.host_dir()?;
+    let relative = layout.host_relative(target)?;
     journal.save(target)?;
     if source.exists() {
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        let content = std::fs::read(source).with_context(|| format!("reading {}", source.display()))?;
+        if let Some(parent) = relative.parent() {
+            host.create_dir_all(parent)?;
         }
-        std::fs::copy(source, target).with_context(|| format!("writing {}", target.display()))?;
-    } else if std::fs::symlink_metadata(target).is_ok() {
-        std::fs::remove_file(target).with_context(|| format!("removing {}", target.display()))?;
+        host.replace_file(relative, &content, 0o644)?;
+    } else if host.kind(relative)?.is_some() {
+        host.remove_file(relative)?;
     }
     Ok(())
 }

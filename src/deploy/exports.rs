@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::rooted::{EntryKind, Resolve, RootedDir};
+
 /// The files an image ships under `/exports`, read from a checked-out rootfs.
 #[derive(Debug, Default)]
 pub struct Exports {
@@ -53,34 +55,44 @@ fn scalar_map<'de, D: serde::Deserializer<'de>>(de: D) -> Result<BTreeMap<String
         .collect()
 }
 
+/// The largest template or manifest read from an image.
+const MAX_EXPORTED_FILE: u64 = 4 * 1024 * 1024;
+
 impl Exports {
+    /// Reads `/exports` of a checked-out rootfs, through no symlink the image may have planted
+    /// (an `exports` pointing at the host's `/etc` must not make host files the image's).
     pub fn read(rootfs: &Path) -> Result<Exports> {
-        let dir = rootfs.join("exports");
-        let manifest = match read_optional(&dir.join("manifest.json"))? {
+        let tree = RootedDir::open(rootfs, Resolve::NoSymlinks)?;
+        let read = |name: &str| read_optional(&tree, &Path::new("exports").join(name));
+        let manifest = match read("manifest.json")? {
             Some(text) => serde_json::from_str(&text).context("parsing the image's /exports/manifest.json")?,
             None => ExportsManifest::default(),
         };
-        let hostfs = dir.join("hostfs");
+        let hostfs = match tree.kind(Path::new("exports/hostfs"))? {
+            Some(EntryKind::Dir) => Some(rootfs.join("exports/hostfs")),
+            None => None,
+            Some(_) => bail!("the image's /exports/hostfs is not a directory"),
+        };
         Ok(Exports {
-            config_template: read_optional(&dir.join("config.json.template"))?,
-            config_verbatim: read_optional(&dir.join("config.json"))?,
-            service_template: read_optional(&dir.join("service.template"))?,
-            tmpfiles_template: read_optional(&dir.join("tmpfiles.template"))?,
+            config_template: read("config.json.template")?,
+            config_verbatim: read("config.json")?,
+            service_template: read("service.template")?,
+            tmpfiles_template: read("tmpfiles.template")?,
             manifest,
-            hostfs: hostfs.is_dir().then_some(hostfs),
+            hostfs,
         })
     }
 }
 
-fn read_optional(path: &Path) -> Result<Option<String>> {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_file() => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+fn read_optional(tree: &RootedDir, relative: &Path) -> Result<Option<String>> {
+    match tree.kind(relative)? {
+        None => Ok(None),
+        Some(EntryKind::File) => {
+            let bytes = tree.read_file(relative, MAX_EXPORTED_FILE)?;
+            let text = String::from_utf8(bytes).with_context(|| format!("the image's /{} is not UTF-8", relative.display()))?;
             Ok(Some(text))
         }
-        Ok(_) => bail!("{} is not a regular file", path.display()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        Some(_) => bail!("the image's /{} is not a regular file", relative.display()),
     }
 }
 

@@ -3,8 +3,8 @@
 //! and removed later only if nobody changed them.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest as _, Sha256};
@@ -12,7 +12,13 @@ use sha2::{Digest as _, Sha256};
 use super::exports::ExportsManifest;
 use super::journal::Journal;
 use super::layout::{InstalledFile, Layout};
+use crate::rooted::EntryKind;
 use crate::template::{render_file, FileKind};
+
+/// The largest file an image may install on the host.
+const MAX_HOST_FILE: u64 = 64 * 1024 * 1024;
+/// A host file larger than this is not read back to compare with its record: it is kept.
+const MAX_CHECKED_FILE: u64 = 256 * 1024 * 1024;
 
 /// A host file to install.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +64,9 @@ pub fn plan(hostfs: &Path, manifest: &ExportsManifest, values: &BTreeMap<String,
             let target = std::fs::read_link(source_path)?;
             PlannedContent::Symlink { target: target.to_string_lossy().into_owned() }
         } else {
+            if meta.len() > MAX_HOST_FILE {
+                bail!("hostfs file {relative} is {} bytes, more than the {MAX_HOST_FILE} a host file may have", meta.len());
+            }
             let bytes = std::fs::read(source_path).with_context(|| format!("reading {}", source_path.display()))?;
             let is_template = manifest.installed_files_template.iter().any(|t| t == &relative || t == &host_path);
             let bytes = if is_template {
@@ -79,6 +88,7 @@ pub fn plan(hostfs: &Path, manifest: &ExportsManifest, values: &BTreeMap<String,
             bail!("two hostfs files would both be installed as {}", pair[0].path);
         }
     }
+    refuse_paths_through_symlinks(&planned)?;
     Ok(planned)
 }
 
@@ -116,6 +126,19 @@ fn rename(path: &str, renames: &[(String, String)]) -> String {
     path.to_string()
 }
 
+/// A host file placed below one of the image's own symlinks would be written wherever that
+/// symlink points: refuse it, by name.
+fn refuse_paths_through_symlinks(planned: &[PlannedFile]) -> Result<()> {
+    let symlinks: Vec<&str> =
+        planned.iter().filter(|p| matches!(p.content, PlannedContent::Symlink { .. })).map(|p| p.path.as_str()).collect();
+    for file in planned {
+        if let Some(link) = symlinks.iter().find(|link| file.path.strip_prefix(**link).is_some_and(|rest| rest.starts_with('/'))) {
+            bail!("hostfs entry {} would be installed through the image's symlink {link}", file.path);
+        }
+    }
+    Ok(())
+}
+
 /// A rendered host path must stay an absolute, normal path: a value must not walk it elsewhere.
 fn check_host_path(path: &str) -> Result<()> {
     let ok = path.starts_with('/')
@@ -138,67 +161,47 @@ pub struct Installed {
     pub kept_existing: Vec<String>,
 }
 
-/// Copies planned files onto the host. Every path created is pushed on `journal` first, so a
-/// failure anywhere can undo all of it.
+/// Copies planned files onto the host, every path resolved beneath the host's root handle. Every
+/// path created is pushed on `journal` first, so a failure anywhere can undo all of it.
 pub fn install(layout: &Layout, planned: &[PlannedFile], journal: &mut Journal) -> Result<Installed> {
+    let host = layout.host_dir()?;
     let mut done = Installed::default();
     for file in planned {
-        let target = layout.host_path(&file.path);
-        let exists = std::fs::symlink_metadata(&target).is_ok();
-        if exists && !matches!(file.content, PlannedContent::Dir { .. }) {
-            done.kept_existing.push(file.path.clone());
-        }
-        if exists {
+        let relative = Path::new(file.path.trim_start_matches('/'));
+        let is_dir = matches!(file.content, PlannedContent::Dir { .. });
+        if host.kind(relative)?.is_some() {
+            if !is_dir {
+                done.kept_existing.push(file.path.clone());
+            }
             continue;
         }
-        for dir in missing_parents(&target, &layout.root) {
-            journal.created_dir(&dir)?;
-            std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            done.created_dirs.insert(0, host_relative(layout, &dir));
+        let parent = relative.parent().unwrap_or(Path::new(""));
+        for dir in host.missing_dirs(parent)? {
+            journal.created_dir(&layout.root.join(&dir))?;
+            host.create_dir(&dir, 0o755)?;
+            done.created_dirs.insert(0, format!("/{}", dir.display()));
         }
-        if let PlannedContent::Dir { mode } = file.content {
-            journal.created_dir(&target)?;
-            std::fs::create_dir(&target).with_context(|| format!("creating {}", target.display()))?;
-            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
-                .with_context(|| format!("setting the mode of {}", target.display()))?;
-            done.created_dirs.insert(0, file.path.clone());
-            continue;
+        let target = layout.root.join(relative);
+        match &file.content {
+            PlannedContent::Dir { mode } => {
+                journal.created_dir(&target)?;
+                host.create_dir(relative, *mode)?;
+                done.created_dirs.insert(0, file.path.clone());
+                continue;
+            }
+            PlannedContent::Symlink { target: link } => {
+                journal.save(&target)?;
+                host.symlink(relative, Path::new(link))
+            }
+            PlannedContent::File { bytes, mode } => {
+                journal.save(&target)?;
+                host.create_file(relative, bytes, *mode)
+            }
         }
-        journal.save(&target)?;
-        write_one(&target, &file.content).with_context(|| format!("installing host file {}", file.path))?;
+        .with_context(|| format!("installing host file {}", file.path))?;
         done.files.push(InstalledFile { path: file.path.clone(), sha256: file.content.checksum() });
     }
     Ok(done)
-}
-
-fn write_one(target: &Path, content: &PlannedContent) -> Result<()> {
-    match content {
-        PlannedContent::Symlink { target: link } => symlink(link, target)?,
-        PlannedContent::File { bytes, mode } => {
-            std::fs::write(target, bytes)?;
-            std::fs::set_permissions(target, std::fs::Permissions::from_mode(*mode))?;
-        }
-        PlannedContent::Dir { .. } => bail!("{} is a directory, not a file", target.display()),
-    }
-    Ok(())
-}
-
-fn missing_parents(target: &Path, root: &Path) -> Vec<PathBuf> {
-    let mut missing = Vec::new();
-    let mut dir = target.parent();
-    while let Some(d) = dir {
-        if d == root || d.exists() {
-            break;
-        }
-        missing.push(d.to_path_buf());
-        dir = d.parent();
-    }
-    missing.reverse();
-    missing
-}
-
-fn host_relative(layout: &Layout, path: &Path) -> String {
-    format!("/{}", path.strip_prefix(&layout.root).unwrap_or(path).to_string_lossy())
 }
 
 /// Removes recorded host files that still have the recorded checksum, then the directories the
@@ -209,34 +212,36 @@ pub fn remove(
     created_dirs: &[String],
     mut journal: Option<&mut Journal>,
 ) -> Result<Vec<String>> {
+    let host = layout.host_dir()?;
     let mut kept = Vec::new();
     for file in files {
-        let path = layout.host_path(&file.path);
-        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
-        let current = if meta.file_type().is_symlink() {
-            std::fs::read_link(&path).map(|t| hex::encode(Sha256::digest(t.as_os_str().as_encoded_bytes())))
-        } else {
-            std::fs::read(&path).map(|b| hex::encode(Sha256::digest(b)))
-        }
-        .with_context(|| format!("reading {}", path.display()))?;
+        let relative = Path::new(file.path.trim_start_matches('/'));
+        let current = match host.kind(relative)? {
+            None => continue,
+            Some(EntryKind::Symlink) => hex::encode(Sha256::digest(host.read_link(relative)?.as_os_str().as_encoded_bytes())),
+            Some(EntryKind::File) => match host.read_file(relative, MAX_CHECKED_FILE) {
+                Ok(bytes) => hex::encode(Sha256::digest(bytes)),
+                Err(_) => String::new(),
+            },
+            Some(_) => String::new(),
+        };
         if current == file.sha256 {
             if let Some(journal) = journal.as_deref_mut() {
-                journal.save(&path)?;
+                journal.save(&layout.root.join(relative))?;
             }
-            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            host.remove_file(relative)?;
         } else {
             kept.push(format!("kept {}: it was modified after it was installed", file.path));
         }
     }
     for dir in created_dirs {
         // Not empty means someone else put files there since: leave it.
-        let path = layout.host_path(dir);
-        let empty = std::fs::read_dir(&path).map(|mut d| d.next().is_none()).unwrap_or(false);
-        if empty {
+        let relative = Path::new(dir.trim_start_matches('/'));
+        if host.is_empty_dir(relative)? {
             if let Some(journal) = journal.as_deref_mut() {
-                journal.removed_dir(&path)?;
+                journal.removed_dir(&layout.root.join(relative))?;
             }
-            std::fs::remove_dir(&path).with_context(|| format!("removing {}", path.display()))?;
+            host.remove_dir(relative)?;
         }
     }
     Ok(kept)

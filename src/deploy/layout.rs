@@ -8,6 +8,8 @@ use anyhow::{Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
+use crate::rooted::{Resolve, RootedDir};
+
 pub const DEFAULT_STORAGE: &str = "/var/lib/sysctr";
 const INFO_FILE: &str = "info";
 
@@ -68,6 +70,17 @@ impl Layout {
 
     pub fn tmpfiles_file(&self, name: &str) -> PathBuf {
         self.host_path("/etc/tmpfiles.d").join(format!("{name}.conf"))
+    }
+
+    /// The host's root as a handle: every host path is resolved beneath it, symlinks as the
+    /// host (or the OS image in `--root`) would see them, never on the machine running sysctr.
+    pub fn host_dir(&self) -> Result<RootedDir> {
+        RootedDir::open(&self.root, Resolve::InRoot)
+    }
+
+    /// A path under `root` as the host names it, relative to the root (for [`Self::host_dir`]).
+    pub fn host_relative<'p>(&self, path: &'p Path) -> Result<&'p Path> {
+        path.strip_prefix(&self.root).with_context(|| format!("{} is not under the root {}", path.display(), self.root.display()))
     }
 
     /// A path of the host as seen from here (under `root`).

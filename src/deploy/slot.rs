@@ -6,7 +6,6 @@
 //! `hostfs/` (the host files as rendered for this slot) and `info`.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -16,6 +15,7 @@ use super::exports::{Exports, ExportsManifest};
 use super::hostfs::{self, PlannedContent};
 use super::journal::Journal;
 use super::layout::{Deployment, Layout};
+use crate::rooted::{Resolve, RootedDir};
 use crate::spec::{self, CheckedConfig, RootUse};
 use crate::store::{checkout_image, Store, StoredImage};
 use crate::template::{self, FileKind, Forced, HostDefaults, Inputs};
@@ -90,6 +90,7 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
         warnings.extend(config_json.rewrites.iter().map(|rewrite| format!("config.json rewritten for this runc: {rewrite}")));
         config_rewrites = config_json.rewrites;
         let unit = render_unit(exports.service_template.as_deref(), &forced, &values)?;
+        crate::systemd::install_links(&unit, &Layout::unit_name(name))?;
         warnings.extend(crate::systemd::check_dependencies(&layout.root, &Layout::unit_name(name), &unit)?);
         write(&dir.join(UNIT_FILE), &unit)?;
         write(&dir.join(DROPIN_FILE), &dropin(&runtime, name))?;
@@ -236,24 +237,25 @@ pub(super) fn render_config(
     spec::check(&generated, "the generated config.json", root_use)
 }
 
-/// Writes the rendered host files under `dir`, at their host paths, modes kept.
+/// Writes the rendered host files under `dir`, at their host paths, modes kept. The image chose
+/// every name, its symlinks included: nothing is written through a symlink.
 fn stage_host_files(dir: &Path, planned: &[hostfs::PlannedFile]) -> Result<()> {
+    std::fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let staging = RootedDir::open(dir, Resolve::NoSymlinks)?;
     for file in planned {
-        let target = dir.join(file.path.trim_start_matches('/'));
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        let relative = Path::new(file.path.trim_start_matches('/'));
+        if let Some(parent) = relative.parent() {
+            staging.create_dir_all(parent)?;
         }
         match &file.content {
-            PlannedContent::Dir { mode } => {
-                std::fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
-                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(*mode))?;
-            }
-            PlannedContent::File { bytes, mode } => {
-                std::fs::write(&target, bytes).with_context(|| format!("writing {}", target.display()))?;
-                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(*mode))?;
-            }
-            PlannedContent::Symlink { target: link } => std::os::unix::fs::symlink(link, &target)?,
+            PlannedContent::Dir { mode } => match staging.kind(relative)? {
+                Some(_) => staging.set_dir_mode(relative, *mode),
+                None => staging.create_dir(relative, *mode),
+            },
+            PlannedContent::File { bytes, mode } => staging.create_file(relative, bytes, *mode),
+            PlannedContent::Symlink { target } => staging.symlink(relative, Path::new(target)),
         }
+        .with_context(|| format!("staging host file {}", file.path))?;
     }
     Ok(())
 }
