@@ -2,6 +2,8 @@
 //! and a real libostree, with `umoci unpack` as the reference unpacker. No systemd needed.
 
 mod common;
+#[path = "integration/layers.rs"]
+mod layers;
 
 use std::path::{Path, PathBuf};
 
@@ -74,7 +76,7 @@ fn three_layer_image_checks_out_like_umoci() {
 
     // Whiteouts, opaque directories, type changes, hard links, owners, modes and the FIFO.
     check_three_layer_rootfs(&ours).unwrap();
-    let differences = diff_listings(&tree_listing(&theirs).unwrap(), &tree_listing(&ours).unwrap());
+    let differences = rootfs_differences(&theirs, &ours).unwrap();
     assert!(differences.is_empty(), "checkout differs from umoci unpack:\n{}", differences.join("\n"));
 }
 
