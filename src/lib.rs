@@ -25,3 +25,8 @@ pub mod spec;
 pub mod store;
 pub mod systemd;
 pub mod template;
+
+/// Stack size of the runtime's threads, where layers are imported, flattened and checked out.
+/// libostree writes and checks out trees recursively, about 600 bytes of stack per directory
+/// level: the default 2 MiB ends near 3,500 levels, this goes well past 10,000.
+pub const THREAD_STACK_SIZE: usize = 16 * 1024 * 1024;

@@ -4,6 +4,8 @@
 mod common;
 #[path = "integration/archives.rs"]
 mod archives;
+#[path = "integration/layers.rs"]
+mod layers;
 
 use std::path::{Path, PathBuf};
 
@@ -76,7 +78,7 @@ fn three_layer_image_checks_out_like_umoci() {
 
     // Whiteouts, opaque directories, type changes, hard links, owners, modes and the FIFO.
     check_three_layer_rootfs(&ours).unwrap();
-    let differences = diff_listings(&tree_listing(&theirs).unwrap(), &tree_listing(&ours).unwrap());
+    let differences = rootfs_differences(&theirs, &ours).unwrap();
     assert!(differences.is_empty(), "checkout differs from umoci unpack:\n{}", differences.join("\n"));
 }
 

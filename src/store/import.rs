@@ -1,7 +1,20 @@
 //! One layer blob → one OSTree commit, streamed: blob digest check → decompression → diff_id
 //! check → tar → OSTree objects. Nothing of a layer is kept on disk or in memory as a whole.
+//!
+//! Formats, as real images write them:
+//! - gzip blobs may hold several members (pigz, eStargz, `cat a.gz b.gz`) and zstd blobs several
+//!   frames plus skippable frames (zstd:chunked): all of them are read;
+//! - GNU long names and link names (`L`, `K`), PAX `path`, `linkpath`, `uid`, `gid` and
+//!   `SCHILY.xattr.*` records, and GNU sparse files (`S`, expanded) are understood; PAX global
+//!   headers (`g`) are skipped, as GNU tar does with the ones images carry (`comment=`). PAX
+//!   sparse files (`GNU.sparse.*` records) are refused: tar-rs cannot expand them;
+//! - hard links point to an earlier file of the same layer.
+//!
+//! Directories a layer only implies (it holds `a/b/file` but no entry for `a/b/`) get root
+//! 0755, what `umoci unpack` gives them, and are listed in the commit's `sysctr.implied-dirs`,
+//! so that flattening keeps the metadata the layers below gave them (see `merge`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Read};
 use std::path::{Component, Path};
 
@@ -90,7 +103,8 @@ fn import_in_transaction(repo: &ostree::Repo, blob: impl Read, layer: &LayerToIm
     let unpacked = (|| -> Result<(ostree::MutableTree, Stats)> {
         let decompressed: Box<dyn Read> = match layer.compression {
             Compression::None => Box::new(&mut blob),
-            Compression::Gzip => Box::new(flate2::read::GzDecoder::new(&mut blob)),
+            // Every member, not just the first: GzDecoder stops after one.
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut blob)),
             Compression::Zstd => Box::new(zstd::Decoder::new(&mut blob).context("starting zstd")?),
         };
         let mut tar_stream = DigestReader::new(decompressed, layer.diff_id.clone(), format!("{what} (diff_id)"));
@@ -115,6 +129,7 @@ fn import_in_transaction(repo: &ostree::Repo, blob: impl Read, layer: &LayerToIm
     meta.insert("sysctr.unpacked-size", stats.unpacked_size);
     meta.insert("sysctr.skipped", stats.skipped.clone());
     meta.insert(super::FIFOS_KEY, stats.fifos.clone());
+    meta.insert(super::IMPLIED_DIRS_KEY, stats.implied_dirs.clone());
     let root = repo.write_mtree(&tree, gio::Cancellable::NONE).context("writing the layer tree")?;
     let root = root
         .downcast::<ostree::RepoFile>()
@@ -130,6 +145,8 @@ struct Stats {
     skipped: Vec<String>,
     /// FIFOs as (path, mode, uid, gid): recreated at checkout, since OSTree cannot store them.
     fifos: Vec<(String, u32, u32, u32)>,
+    /// Directories of the layer with no tar entry of their own, sorted; "" is the root.
+    implied_dirs: Vec<String>,
 }
 
 /// Builds a `MutableTree` from tar entries, writing file objects as it goes.
@@ -140,6 +157,8 @@ struct TreeWriter<'r> {
     dirmeta_cache: HashMap<(u32, u32, u32, Xattrs), String>,
     /// Content checksum of each file and symlink written so far, for hard links.
     checksums: HashMap<String, String>,
+    /// Directories created for a path below them, and not (yet) given by an entry of their own.
+    implied: BTreeSet<String>,
     stats: Stats,
 }
 
@@ -154,29 +173,78 @@ impl<'r> TreeWriter<'r> {
             default_dirmeta,
             dirmeta_cache: HashMap::new(),
             checksums: HashMap::new(),
-            stats: Stats { unpacked_size: 0, skipped: Vec::new(), fifos: Vec::new() },
+            implied: BTreeSet::from([String::new()]),
+            stats: Stats {
+                unpacked_size: 0,
+                skipped: Vec::new(),
+                fifos: Vec::new(),
+                implied_dirs: Vec::new(),
+            },
         })
     }
 
-    fn finish(self) -> (ostree::MutableTree, Stats) {
+    fn finish(mut self) -> (ostree::MutableTree, Stats) {
+        self.stats.implied_dirs = std::mem::take(&mut self.implied).into_iter().collect();
         (self.root, self.stats)
     }
 
+    /// Removes whatever `parent` holds under `name` (`path`), for an entry that replaces it.
+    fn unlink(&mut self, parent: &ostree::MutableTree, name: &str, path: &str) -> Result<()> {
+        if matches!(parent.lookup(name), Ok((_, Some(_)))) {
+            self.forget_implied(path);
+        }
+        parent
+            .remove(name, true)
+            .with_context(|| format!("replacing {path}"))?;
+        Ok(())
+    }
+
+    /// Drops `path` and everything under it from the implied directories.
+    fn forget_implied(&mut self, path: &str) {
+        self.implied.remove(path);
+        // Paths under `path/` sort between `path/` and `path0` ('0' follows '/').
+        let under: Vec<String> = self
+            .implied
+            .range(format!("{path}/")..format!("{path}0"))
+            .cloned()
+            .collect();
+        for sub in under {
+            self.implied.remove(&sub);
+        }
+    }
+
     fn add<R: Read>(&mut self, mut entry: tar::Entry<R>) -> Result<()> {
+        let kind = entry.header().entry_type();
+        match kind {
+            // Metadata-only members: tar-rs applies long names and local PAX records to the
+            // member they precede, so any left here describe nothing. A global header's records
+            // are not applied to the members that follow, by umoci's reader or GNU tar alike.
+            tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink => return Ok(()),
+            // A GNU volume label ('V') names the archive, not a file.
+            other if other.as_byte() == b'V' => return Ok(()),
+            _ => {}
+        }
         let raw_path = entry.path().context("reading an entry path")?.into_owned();
         let components = normalize_path(&raw_path)?;
         let header = entry.header();
-        let kind = header.entry_type();
         let mode = header.mode().context("reading a mode")? & 0o7777;
         let uid = u32::try_from(header.uid().context("reading a uid")?).context("uid out of range")?;
         let gid = u32::try_from(header.gid().context("reading a gid")?).context("gid out of range")?;
-        let xattrs = read_xattrs(&mut entry)?;
+        let pax = read_pax(&mut entry)?;
+        let xattrs = pax.xattrs;
         let path_text = components.join("/");
+        if pax.sparse {
+            bail!("{path_text}: PAX-format sparse files (GNU.sparse.* records) are not supported");
+        }
 
         let Some((name, parent_components)) = components.split_last() else {
             if kind.is_dir() {
                 let meta = self.dirmeta(uid, gid, mode, xattrs)?;
                 self.root.set_metadata_checksum(&meta);
+                self.implied.remove("");
             }
             return Ok(());
         };
@@ -191,9 +259,12 @@ impl<'r> TreeWriter<'r> {
                 }
                 let dir = parent.ensure_dir(name).with_context(|| format!("creating directory {path_text}"))?;
                 dir.set_metadata_checksum(&meta);
+                self.implied.remove(&path_text);
                 return Ok(());
             }
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
+            // A GNU sparse file reads as its expanded content, holes as zeros; its size is the
+            // expanded one.
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 let size = entry.size();
                 self.stats.unpacked_size += size;
                 self.write_regfile(&mut entry, uid, gid, mode, size, xattrs)
@@ -222,7 +293,7 @@ impl<'r> TreeWriter<'r> {
                 })?
             }
             tar::EntryType::Fifo => {
-                parent.remove(name, true)?;
+                self.unlink(&parent, name, &path_text)?;
                 self.stats.fifos.push((path_text, mode, uid, gid));
                 return Ok(());
             }
@@ -233,15 +304,21 @@ impl<'r> TreeWriter<'r> {
             }
             other => bail!("unsupported tar entry type {other:?} at {path_text}"),
         };
-        parent.remove(name, true)?;
+        self.unlink(&parent, name, &path_text)?;
         parent.replace_file(name, &checksum).with_context(|| format!("adding {path_text} to the tree"))?;
         self.checksums.insert(path_text, checksum);
         Ok(())
     }
 
-    fn parent_dir(&self, components: &[String]) -> Result<ostree::MutableTree> {
+    /// The directory holding an entry, creating the missing ones as implied directories.
+    fn parent_dir(&mut self, components: &[String]) -> Result<ostree::MutableTree> {
         let mut dir = self.root.clone();
+        let mut path = String::new();
         for component in components {
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str(component);
             let (file, sub) = dir.lookup(component).unwrap_or((None, None));
             dir = match sub {
                 Some(sub) => sub,
@@ -251,6 +328,7 @@ impl<'r> TreeWriter<'r> {
                     }
                     let sub = dir.ensure_dir(component)?;
                     sub.set_metadata_checksum(&self.default_dirmeta);
+                    self.implied.insert(path.clone());
                     sub
                 }
             };
@@ -351,21 +429,36 @@ pub(super) fn dirmeta_checksum(
     Ok(checksum.to_hex())
 }
 
-/// Extended attributes carried as PAX `SCHILY.xattr.*` records.
-fn read_xattrs<R: Read>(entry: &mut tar::Entry<R>) -> Result<Xattrs> {
-    let mut xattrs = Vec::new();
+/// What the PAX records of an entry say beyond what tar-rs applies itself (path, link target,
+/// size, uid, gid).
+struct PaxRecords {
+    /// `SCHILY.xattr.*`
+    xattrs: Xattrs,
+    /// Whether the entry is a PAX-format sparse file (`GNU.sparse.*`), which tar-rs does not
+    /// expand.
+    sparse: bool,
+}
+
+fn read_pax<R: Read>(entry: &mut tar::Entry<R>) -> Result<PaxRecords> {
+    let mut records = PaxRecords {
+        xattrs: Vec::new(),
+        sparse: false,
+    };
     if let Some(extensions) = entry.pax_extensions().context("reading PAX headers")? {
         for ext in extensions {
             let ext = ext.context("reading a PAX header")?;
-            if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+            let key = ext.key_bytes();
+            if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
                 let mut name = name.to_vec();
                 name.push(0); // OSTree stores xattr names as NUL-terminated byte strings
-                xattrs.push((name, ext.value_bytes().to_vec()));
+                records.xattrs.push((name, ext.value_bytes().to_vec()));
+            } else if key.starts_with(b"GNU.sparse.") {
+                records.sparse = true;
             }
         }
     }
-    xattrs.sort();
-    Ok(xattrs)
+    records.xattrs.sort();
+    Ok(records)
 }
 
 fn xattrs_variant(xattrs: Xattrs) -> Option<glib::Variant> {

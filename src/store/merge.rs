@@ -5,11 +5,16 @@
 //! 1. an opaque whiteout (`.wh..wh..opq`) empties the directory of everything from lower layers;
 //! 2. `.wh.NAME` removes NAME from lower layers;
 //! 3. every other entry replaces whatever lower layers had under that name, whatever its type;
-//!    a directory is merged into a lower directory, taking the upper layer's metadata.
+//!    a directory is merged into a lower directory. It takes the upper layer's metadata (mode,
+//!    owner, xattrs) if that layer has an entry for it; a directory the layer only implies keeps
+//!    what the layers below gave it, as with `umoci unpack`, and one new to the image gets root
+//!    0755 (see `import`). Layers imported before implied directories were recorded take the
+//!    upper metadata in every case.
 //!
 //! Whiteouts apply only to lower layers, so a layer's own `NAME` and `.wh.NAME` leave NAME.
+//! Directories are visited with an explicit stack, so a deep tree cannot overflow the thread's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use anyhow::{Context, Result};
 
@@ -19,16 +24,29 @@ const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
 /// FIFOs of the flattened image: path (relative, no leading `/`) → (mode, uid, gid).
 pub type Fifos = BTreeMap<String, (u32, u32, u32)>;
 
-/// Merges one layer (`upper`) into the tree built so far (`merged`), updating `fifos` with what
-/// the layer hides and adds.
-pub fn merge_layer(
-    merged: &ostree::MutableTree,
-    upper: &ostree::MutableTree,
-    layer_fifos: &[(String, u32, u32, u32)],
-    fifos: &mut Fifos,
-) -> Result<()> {
-    merge_dir(merged, upper, "", fifos)?;
-    for (path, mode, uid, gid) in layer_fifos {
+/// One layer to merge.
+pub struct Upper<'a> {
+    pub tree: &'a ostree::MutableTree,
+    /// FIFOs of the layer: (path, mode, uid, gid).
+    pub fifos: &'a [(String, u32, u32, u32)],
+    /// Directories the layer has no entry for (relative paths, "" for the root).
+    pub implied_dirs: &'a HashSet<String>,
+}
+
+/// Merges one layer into the tree built so far (`merged`), updating `fifos` with what the layer
+/// hides and adds.
+pub fn merge_layer(merged: &ostree::MutableTree, upper: &Upper, fifos: &mut Fifos) -> Result<()> {
+    // (directory of the merged tree, the layer's directory, path prefix, whether the merged one
+    // existed before this layer)
+    let mut pending = vec![(merged.clone(), upper.tree.clone(), String::new(), true)];
+    while let Some((merged, upper_dir, prefix, existed)) = pending.pop() {
+        let path = prefix.trim_end_matches('/');
+        if !(existed && upper.implied_dirs.contains(path)) {
+            merged.set_metadata_checksum(&upper_dir.metadata_checksum());
+        }
+        pending.extend(merge_dir(&merged, &upper_dir, &prefix, fifos)?);
+    }
+    for (path, mode, uid, gid) in upper.fifos {
         let (parent_path, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
         if let Some(parent) = walk(merged, parent_path)? {
             parent.remove(name, true).with_context(|| format!("replacing /{path} with a FIFO"))?;
@@ -39,8 +57,16 @@ pub fn merge_layer(
     Ok(())
 }
 
-fn merge_dir(merged: &ostree::MutableTree, upper: &ostree::MutableTree, prefix: &str, fifos: &mut Fifos) -> Result<()> {
-    merged.set_metadata_checksum(&upper.metadata_checksum());
+type Pending = (ostree::MutableTree, ostree::MutableTree, String, bool);
+
+/// Applies the whiteouts and files of one directory of the layer; returns its subdirectories,
+/// still to merge.
+fn merge_dir(
+    merged: &ostree::MutableTree,
+    upper: &ostree::MutableTree,
+    prefix: &str,
+    fifos: &mut Fifos,
+) -> Result<Vec<Pending>> {
     let files = upper.copy_files();
     let subdirs = upper.copy_subdirs();
 
@@ -64,17 +90,20 @@ fn merge_dir(merged: &ostree::MutableTree, upper: &ostree::MutableTree, prefix: 
         merged.replace_file(name, checksum).with_context(|| format!("adding /{}", join(prefix, name)))?;
         fifos.remove(&join(prefix, name));
     }
-    for (name, subdir) in &subdirs {
-        let path = join(prefix, name);
-        let (file, _) = merged.lookup(name).unwrap_or((None, None));
+    let mut pending = Vec::with_capacity(subdirs.len());
+    for (name, subdir) in subdirs {
+        let path = join(prefix, &name);
+        let (file, lower_dir) = merged.lookup(&name).unwrap_or((None, None));
         if file.is_some() {
-            merged.remove(name, false)?;
+            merged.remove(&name, false)?;
         }
         fifos.remove(&path);
-        let target = merged.ensure_dir(name).with_context(|| format!("merging directory /{path}"))?;
-        merge_dir(&target, subdir, &format!("{path}/"), fifos)?;
+        let target = merged
+            .ensure_dir(&name)
+            .with_context(|| format!("merging directory /{path}"))?;
+        pending.push((target, subdir, format!("{path}/"), lower_dir.is_some()));
     }
-    Ok(())
+    Ok(pending)
 }
 
 /// The directory at `path` in `tree`, if it exists.

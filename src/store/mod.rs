@@ -2,8 +2,10 @@
 //!
 //! On-disk contract (`STORAGE/repo`, mode `bare`, so checkouts are hard links that keep owners):
 //! - `ociimage/<layer digest hex>`: one commit per layer. Its tree is the layer's tar as it is,
-//!   whiteout files (`.wh.NAME`, `.wh..wh..opq`) included; they are applied at checkout. Metadata:
-//!   `sysctr.diff-id`, `sysctr.unpacked-size`, `sysctr.skipped` (see below).
+//!   whiteout files (`.wh.NAME`, `.wh..wh..opq`) included; they are applied when the layers are
+//!   flattened. Metadata: `sysctr.diff-id`, `sysctr.unpacked-size`, `sysctr.skipped` (see
+//!   below), `sysctr.implied-dirs` (the directories the layer has no tar entry for, which keep
+//!   the metadata of the layers below; see `import` and `merge`).
 //! - `ociimage/<escaped reference>`: one commit per image, whose tree is the image's root
 //!   filesystem: its layers flattened with the OCI whiteout rules (see `merge`), sharing every
 //!   file object with the layer commits. Metadata: `docker.manifest` (the raw manifest),
@@ -43,6 +45,7 @@ pub use import::{import_layer, Compression, ImportedLayer, LayerToImport};
 
 const REF_PREFIX: &str = "ociimage/";
 const FIFOS_KEY: &str = "sysctr.fifos";
+const IMPLIED_DIRS_KEY: &str = "sysctr.implied-dirs";
 
 /// Metadata of an image as recorded in its image commit.
 #[derive(Debug, Clone)]
@@ -311,9 +314,25 @@ fn write_image_commit(repo: &ostree::Repo, image: &ImageToPublish, layers: &[(Di
     for (digest, layer_commit) in layers {
         let upper = ostree::MutableTree::from_commit(repo, layer_commit)
             .with_context(|| format!("reading the tree of layer {digest}"))?;
-        let layer_fifos: Vec<(String, u32, u32, u32)> =
-            commit_metadata(repo, layer_commit)?.lookup(FIFOS_KEY).ok().flatten().unwrap_or_default();
-        merge::merge_layer(&tree, &upper, &layer_fifos, &mut fifos)
+        let layer_meta = commit_metadata(repo, layer_commit)?;
+        let layer_fifos: Vec<(String, u32, u32, u32)> = layer_meta
+            .lookup(FIFOS_KEY)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        // Absent from layers imported by older versions: none known, every directory then takes
+        // the layer's metadata as before.
+        let implied_dirs: Vec<String> = layer_meta
+            .lookup(IMPLIED_DIRS_KEY)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let upper = merge::Upper {
+            tree: &upper,
+            fifos: &layer_fifos,
+            implied_dirs: &implied_dirs.into_iter().collect(),
+        };
+        merge::merge_layer(&tree, &upper, &mut fifos)
             .with_context(|| format!("applying layer {digest}"))?;
     }
     let fifos: Vec<(String, u32, u32, u32)> = fifos.into_iter().map(|(p, (m, u, g))| (p, m, u, g)).collect();
@@ -368,19 +387,31 @@ mod tests {
 
     /// Imports the layers into a fresh repository, publishes them as one image and checks it out.
     fn flatten(layers: &[&[(&str, Option<&str>)]]) -> (tempfile::TempDir, std::path::PathBuf) {
+        flatten_blobs(layers.iter().map(|entries| layer(entries)).collect())
+    }
+
+    /// [`flatten`] for layer blobs as they are.
+    fn flatten_blobs(
+        layers: Vec<(Vec<u8>, LayerToImport)>,
+    ) -> (tempfile::TempDir, std::path::PathBuf) {
+        let (dir, store, commit) = publish_blobs(layers);
+        let rootfs = dir.path().join("rootfs");
+        checkout_image(&store, &commit, &rootfs).unwrap();
+        (dir, rootfs)
+    }
+
+    /// Imports the layers into a fresh repository and publishes them as one image.
+    fn publish_blobs(layers: Vec<(Vec<u8>, LayerToImport)>) -> (tempfile::TempDir, Store, String) {
         let dir = tempfile::Builder::new().prefix("sysctr-store.").tempdir_in("/var/tmp").unwrap();
         let store = Store::open_or_create(&dir.path().join("repo")).unwrap();
         let mut commits = Vec::new();
-        for entries in layers {
-            let (bytes, to_import) = layer(entries);
+        for (bytes, to_import) in layers {
             let imported = import_layer(store.path(), &bytes[..], &to_import).unwrap();
             commits.push((to_import.digest, imported.commit));
         }
         let image = ImageToPublish { reference: "test:latest", manifest_digest: "sha256:00", manifest_raw: b"{}", config_raw: b"{}" };
         let commit = store.publish(&image, &commits).unwrap();
-        let rootfs = dir.path().join("rootfs");
-        checkout_image(&store, &commit, &rootfs).unwrap();
-        (dir, rootfs)
+        (dir, store, commit)
     }
 
     #[test]
@@ -420,6 +451,153 @@ mod tests {
         let (_dir, root) = flatten(&[&[("t", Some("file")), ("u", None), ("u/in", Some("x"))], &[("t", None), ("t/in", Some("y")), ("u", Some("now a file"))]]);
         assert_eq!(std::fs::read_to_string(root.join("t/in")).unwrap(), "y");
         assert_eq!(std::fs::read_to_string(root.join("u")).unwrap(), "now a file");
+    }
+
+    /// A tar of directories `(path, mode, uid)` and files `(path, content)`, in that order.
+    fn tar_with(dirs: &[(&str, u32, u64)], files: &[(&str, &str)]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, mode, uid) in dirs {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(*mode);
+            header.set_uid(*uid);
+            header.set_gid(*uid);
+            header.set_mtime(0);
+            header.set_size(0);
+            builder
+                .append_data(&mut header, path, std::io::empty())
+                .unwrap();
+        }
+        for (path, content) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            header.set_size(content.len() as u64);
+            builder
+                .append_data(&mut header, path, content.as_bytes())
+                .unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    fn blob(tar: Vec<u8>, blob: Vec<u8>, compression: Compression) -> (Vec<u8>, LayerToImport) {
+        let to_import = LayerToImport {
+            digest: Digest::of_bytes(&blob),
+            diff_id: Digest::of_bytes(&tar),
+            compression,
+        };
+        (blob, to_import)
+    }
+
+    fn mode_and_owner(path: &std::path::Path) -> (u32, u32) {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        (meta.mode() & 0o7777, meta.uid())
+    }
+
+    #[test]
+    fn implied_directories_keep_the_metadata_of_the_layer_below() {
+        let lower = tar_with(
+            &[("t", 0o1777, 0), ("h", 0o700, 1000), ("s", 0o2775, 0)],
+            &[],
+        );
+        let upper = tar_with(
+            &[("s/x", 0o750, 0)],
+            &[("t/a", "a"), ("h/b", "b"), ("s/x/y/z", "z"), ("n/e/w", "w")],
+        );
+        let (_dir, root) = flatten_blobs(vec![
+            blob(lower.clone(), lower, Compression::None),
+            blob(upper.clone(), upper, Compression::None),
+        ]);
+        assert_eq!(mode_and_owner(&root.join("t")), (0o1777, 0));
+        assert_eq!(mode_and_owner(&root.join("h")), (0o700, 1000));
+        assert_eq!(mode_and_owner(&root.join("s")), (0o2775, 0));
+        assert_eq!(
+            mode_and_owner(&root.join("s/x")),
+            (0o750, 0),
+            "an explicit entry wins"
+        );
+        for new in ["s/x/y", "n", "n/e"] {
+            assert_eq!(mode_and_owner(&root.join(new)), (0o755, 0), "{new}");
+        }
+    }
+
+    #[test]
+    fn multi_member_gzip_multi_frame_zstd_and_global_headers_are_read() {
+        use std::io::Write;
+        let mut tar = Vec::new();
+        {
+            // A PAX global header, as `git archive` writes one.
+            let record = b"52 comment=4b825dc642cb6eb9a060e54bf8d69288fbee4904\n";
+            let mut header = tar::Header::new_ustar();
+            header.set_entry_type(tar::EntryType::XGlobalHeader);
+            header.set_path("pax_global_header").unwrap();
+            header.set_mode(0o666);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            header.set_size(record.len() as u64);
+            header.set_cksum();
+            let mut builder = tar::Builder::new(&mut tar);
+            builder.append(&header, &record[..]).unwrap();
+            builder.finish().unwrap();
+        }
+        tar.truncate(tar.len() - 1024); // the end-of-archive blocks
+        tar.extend(tar_with(
+            &[("d", 0o755, 0)],
+            &[("d/one", "1"), ("d/two", "2"), ("d/three", "3")],
+        ));
+        let third = tar.len() / 3;
+        let mut gzip = Vec::new();
+        let mut zstd = Vec::new();
+        for part in [&tar[..third], &tar[third..]] {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(part).unwrap();
+            gzip.extend(encoder.finish().unwrap());
+            zstd.extend(::zstd::encode_all(part, 3).unwrap());
+            zstd.extend([0x50, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, b'T', b'O', b'C']);
+            // a skippable frame
+        }
+        for (bytes, compression) in [(gzip, Compression::Gzip), (zstd, Compression::Zstd)] {
+            let (_dir, root) = flatten_blobs(vec![blob(tar.clone(), bytes, compression)]);
+            assert_eq!(
+                std::fs::read_to_string(root.join("d/three")).unwrap(),
+                "3",
+                "{compression:?}"
+            );
+            assert!(!root.join("pax_global_header").exists());
+        }
+    }
+
+    /// Flattening does not recurse, and libostree, which writes trees recursively, gets the
+    /// stack the binary gives its threads.
+    #[test]
+    fn a_deep_tree_is_flattened() {
+        let thread = std::thread::Builder::new().stack_size(crate::THREAD_STACK_SIZE);
+        thread
+            .spawn(|| {
+                let deep = "d/".repeat(5000) + "leaf";
+                let upper = tar_with(&[], &[(deep.as_str(), "deep")]);
+                let lower = tar_with(&[("d", 0o700, 0)], &[("d/lower", "lower")]);
+                let (_dir, store, commit) = publish_blobs(vec![
+                    blob(lower.clone(), lower, Compression::None),
+                    blob(upper.clone(), upper, Compression::None),
+                ]);
+                assert_eq!(
+                    store.read_image_file(&commit, &deep).unwrap().unwrap(),
+                    b"deep"
+                );
+                assert_eq!(
+                    store.read_image_file(&commit, "d/lower").unwrap().unwrap(),
+                    b"lower"
+                );
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]

@@ -38,31 +38,83 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
     Gzip,
+    /// Several gzip members concatenated, as `cat a.gz b.gz`, pigz and eStargz write them: the
+    /// tar is cut at arbitrary offsets into three members, then an empty member with an extra
+    /// field follows, like eStargz's footer.
+    GzipMultiMember,
     Zstd,
+    /// As zstd:chunked writes it: several zstd frames, with skippable frames between them and
+    /// at the end (where zstd:chunked keeps its manifest and footer).
+    ZstdChunked,
     None,
 }
 
 impl Compression {
     pub fn media_type(self) -> &'static str {
         match self {
-            Compression::Gzip => MT_LAYER_GZIP,
-            Compression::Zstd => MT_LAYER_ZSTD,
+            Compression::Gzip | Compression::GzipMultiMember => MT_LAYER_GZIP,
+            Compression::Zstd | Compression::ZstdChunked => MT_LAYER_ZSTD,
             Compression::None => MT_LAYER_TAR,
         }
     }
 
     pub fn compress(self, data: &[u8]) -> Result<Vec<u8>> {
+        let gzip = |part: &[u8]| -> Result<Vec<u8>> {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            enc.write_all(part)?;
+            Ok(enc.finish()?)
+        };
+        let thirds = [0, data.len() / 3, data.len() * 2 / 3, data.len()];
         Ok(match self {
-            Compression::Gzip => {
-                let mut enc =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-                enc.write_all(data)?;
-                enc.finish()?
+            Compression::Gzip => gzip(data)?,
+            Compression::GzipMultiMember => {
+                let mut out = Vec::new();
+                for part in thirds.windows(2) {
+                    out.extend(gzip(&data[part[0]..part[1]])?);
+                }
+                let footer = flate2::GzBuilder::new()
+                    .extra(&b"SG\x10\x00sysctr-test-foot"[..])
+                    .write(Vec::new(), flate2::Compression::default());
+                out.extend(footer.finish()?);
+                out
             }
             Compression::Zstd => zstd::encode_all(data, 3)?,
+            Compression::ZstdChunked => {
+                let mut out = Vec::new();
+                for (i, part) in thirds.windows(2).enumerate() {
+                    out.extend(zstd::encode_all(&data[part[0]..part[1]], 3)?);
+                    out.extend(zstd_skippable_frame(
+                        i as u8,
+                        format!("chunk {i}").as_bytes(),
+                    ));
+                }
+                out.extend(zstd_skippable_frame(0xf, b"manifest and footer"));
+                out
+            }
             Compression::None => data.to_vec(),
         })
     }
+}
+
+/// A zstd skippable frame (magic 0x184D2A5n, little-endian length, payload): decoders skip it.
+fn zstd_skippable_frame(nibble: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = (0x184D_2A50u32 | u32::from(nibble & 0xf))
+        .to_le_bytes()
+        .to_vec();
+    frame.extend((payload.len() as u32).to_le_bytes());
+    frame.extend(payload);
+    frame
+}
+
+/// How a layer's tar spells what does not fit a classic header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TarFormat {
+    /// GNU headers; names and link targets over 100 bytes as GNU `L`/`K` members, large ids in
+    /// base-256.
+    Gnu,
+    /// ustar headers; names and link targets over 100 bytes as PAX `path`/`linkpath` records
+    /// (the header itself holds the first 100 bytes only), ids over 2097151 as `uid`/`gid`.
+    Pax,
 }
 
 #[derive(Clone, Debug)]
@@ -103,12 +155,26 @@ enum Item {
         minor: u32,
         mode: u32,
     },
+    /// A file made sparse on disk, archived by GNU `tar --sparse` (a GNU `S` member).
+    GnuSparse {
+        path: String,
+        size: u64,
+        chunks: Vec<(u64, Vec<u8>)>,
+        mode: u32,
+    },
+    /// A PAX global header (`g`) with these records.
+    GlobalHeader {
+        records: Vec<(String, String)>,
+    },
 }
 
 /// One layer: tar entries in the order given, and how the blob is compressed.
 #[derive(Clone, Debug)]
 pub struct Layer {
     items: Vec<Item>,
+    /// Extended attributes of the item at each index, written as PAX `SCHILY.xattr.*` records.
+    xattrs: BTreeMap<usize, Vec<(String, Vec<u8>)>>,
+    pub format: TarFormat,
     pub compression: Compression,
     /// `created_by` of this layer's history entry.
     pub created_by: String,
@@ -140,10 +206,115 @@ fn with_name_prefix(path: &str, prefix: &str) -> String {
     }
 }
 
+/// Copies as much of `text` as fits into a header field (no NUL needed when full).
+fn fill(field: &mut [u8], text: &str) {
+    field.fill(0);
+    let n = text.len().min(field.len());
+    field[..n].copy_from_slice(&text.as_bytes()[..n]);
+}
+
+/// One PAX record, `"LEN KEY=VALUE\n"`, where LEN counts the whole record, itself included.
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let rest = 3 + key.len() + value.len(); // ' ', '=', '\n'
+    let mut len = rest + 1;
+    while len != rest + len.to_string().len() {
+        len = rest + len.to_string().len();
+    }
+    let mut record = format!("{len} {key}=").into_bytes();
+    record.extend_from_slice(value);
+    record.push(b'\n');
+    record
+}
+
+/// A PAX extended header member: `x` (for the next member) or `g` (global).
+fn append_pax(
+    b: &mut tar::Builder<Vec<u8>>,
+    kind: u8,
+    records: &[(String, Vec<u8>)],
+) -> Result<()> {
+    let data: Vec<u8> = records.iter().flat_map(|(k, v)| pax_record(k, v)).collect();
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::new(kind));
+    h.set_path(if kind == b'g' {
+        "pax_global_header"
+    } else {
+        "PaxHeaders/entry"
+    })?;
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(MTIME);
+    h.set_size(data.len() as u64);
+    h.set_cksum();
+    b.append(&h, &data[..])?;
+    Ok(())
+}
+
+/// The member GNU `tar --sparse --format=gnu` writes for a file of `size` bytes with data only
+/// at `chunks`, owned 0:0 with `mode`, without the end-of-archive blocks.
+fn gnu_sparse_member(
+    path: &str,
+    size: u64,
+    chunks: &[(u64, Vec<u8>)],
+    mode: u32,
+) -> Result<Vec<u8>> {
+    use std::os::unix::fs::{FileExt, PermissionsExt};
+    let dir = tempfile::Builder::new()
+        .prefix("sysctr-sparse.")
+        .tempdir_in("/var/tmp")?;
+    let file_path = dir.path().join(path);
+    if let Some(parent) = file_path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let file = std::fs::File::create(&file_path)?;
+    file.set_len(size)?;
+    for (offset, data) in chunks {
+        file.write_all_at(data, *offset)?;
+    }
+    file.sync_all()?;
+    std::fs::set_permissions(&file_path, std::fs::Permissions::from_mode(mode))?;
+    let out = Command::new("tar")
+        .args([
+            "--create",
+            "--file=-",
+            "--sparse",
+            "--format=gnu",
+            "--blocking-factor=1",
+            "--numeric-owner",
+            "--owner=0",
+            "--group=0",
+            &format!("--mtime=@{MTIME}"),
+            "-C",
+        ])
+        .arg(dir.path())
+        .arg(path)
+        .output()
+        .context("running GNU tar")?;
+    if !out.status.success() {
+        bail!("tar --sparse failed: {}", describe_output(&out));
+    }
+    let mut member = out.stdout;
+    // With a blocking factor of 1 the archive ends with exactly two zero blocks.
+    let end = member
+        .len()
+        .checked_sub(1024)
+        .context("tar output too short")?;
+    if member[end..].iter().any(|&b| b != 0) || end % 512 != 0 {
+        bail!("unexpected end of GNU tar output");
+    }
+    member.truncate(end);
+    if member.get(156) != Some(&b'S') {
+        bail!("GNU tar did not write {path} as a sparse member");
+    }
+    Ok(member)
+}
+
 impl Layer {
     pub fn new(compression: Compression) -> Layer {
         Layer {
             items: Vec::new(),
+            xattrs: BTreeMap::new(),
+            format: TarFormat::Gnu,
             compression,
             created_by: "sysctr test layer".to_string(),
         }
@@ -160,6 +331,12 @@ impl Layer {
 
     pub fn compression(mut self, c: Compression) -> Self {
         self.compression = c;
+        self
+    }
+
+    /// Writes the layer with ustar headers and PAX records instead of GNU headers.
+    pub fn pax(mut self) -> Self {
+        self.format = TarFormat::Pax;
         self
     }
 
@@ -279,12 +456,168 @@ impl Layer {
         self
     }
 
+    /// An extended attribute on the entry added last (a PAX `SCHILY.xattr.NAME` record).
+    pub fn xattr(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        let index = self
+            .items
+            .len()
+            .checked_sub(1)
+            .expect("xattr() follows an entry");
+        self.xattrs
+            .entry(index)
+            .or_default()
+            .push((name.to_string(), value.as_ref().to_vec()));
+        self
+    }
+
+    /// A file of `size` bytes holding `chunks` (offset, bytes) and holes elsewhere, archived by
+    /// GNU `tar --sparse`: a GNU sparse (`S`) member, with extension blocks past 4 chunks.
+    pub fn gnu_sparse_file(
+        mut self,
+        path: &str,
+        size: u64,
+        chunks: &[(u64, &[u8])],
+        mode: u32,
+    ) -> Self {
+        self.items.push(Item::GnuSparse {
+            path: rel(path),
+            size,
+            chunks: chunks.iter().map(|(o, d)| (*o, d.to_vec())).collect(),
+            mode,
+        });
+        self
+    }
+
+    /// A PAX global header (`g` member), as `git archive` writes one with `comment=COMMIT`.
+    pub fn pax_global_header(mut self, records: &[(&str, &str)]) -> Self {
+        self.items.push(Item::GlobalHeader {
+            records: records
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        });
+        self
+    }
+
+    /// The same layer without its PAX global headers.
+    pub fn without_global_headers(mut self) -> Self {
+        let mut xattrs = BTreeMap::new();
+        let mut items = Vec::new();
+        for (index, item) in self.items.into_iter().enumerate() {
+            if matches!(item, Item::GlobalHeader { .. }) {
+                continue;
+            }
+            if let Some(x) = self.xattrs.remove(&index) {
+                xattrs.insert(items.len(), x);
+            }
+            items.push(item);
+        }
+        self.items = items;
+        self.xattrs = xattrs;
+        self
+    }
+
+    /// The same layer with its GNU sparse files as regular files of the same content.
+    pub fn with_sparse_files_expanded(mut self) -> Self {
+        for item in &mut self.items {
+            if let Item::GnuSparse {
+                path,
+                size,
+                chunks,
+                mode,
+            } = item
+            {
+                let mut data = vec![0u8; *size as usize];
+                for (offset, bytes) in chunks.iter() {
+                    let start = *offset as usize;
+                    data[start..start + bytes.len()].copy_from_slice(bytes);
+                }
+                *item = Item::File {
+                    path: path.clone(),
+                    data,
+                    mode: *mode,
+                    uid: 0,
+                    gid: 0,
+                };
+            }
+        }
+        self
+    }
+
+    /// Appends one member: a PAX header with the xattrs (and, in PAX form, the names that do
+    /// not fit the header), then the header and data. In GNU form tar-rs writes the `L`/`K`
+    /// members of long names itself.
+    fn append(
+        &self,
+        b: &mut tar::Builder<Vec<u8>>,
+        mut h: tar::Header,
+        path: &str,
+        link: Option<&str>,
+        data: &[u8],
+        index: usize,
+    ) -> Result<()> {
+        let mut records: Vec<(String, Vec<u8>)> = self
+            .xattrs
+            .get(&index)
+            .into_iter()
+            .flatten()
+            .map(|(name, value)| (format!("SCHILY.xattr.{name}"), value.clone()))
+            .collect();
+        match self.format {
+            TarFormat::Gnu => {
+                if !records.is_empty() {
+                    append_pax(b, b'x', &records)?;
+                }
+                match link {
+                    Some(target) => b.append_link(&mut h, path, target)?,
+                    None => b.append_data(&mut h, path, data)?,
+                }
+            }
+            TarFormat::Pax => {
+                // Ids past what 7 octal digits hold go in PAX records, the header's fields 0.
+                let (uid, gid) = (h.uid()?, h.gid()?);
+                if uid > 0o7777777 {
+                    records.push(("uid".into(), uid.to_string().into_bytes()));
+                    h.set_uid(0);
+                }
+                if gid > 0o7777777 {
+                    records.push(("gid".into(), gid.to_string().into_bytes()));
+                    h.set_gid(0);
+                }
+                if path.len() > 100 {
+                    records.push(("path".into(), path.as_bytes().to_vec()));
+                    fill(&mut h.as_old_mut().name, path);
+                } else {
+                    h.set_path(path)?;
+                }
+                if let Some(target) = link {
+                    if target.len() > 100 {
+                        records.push(("linkpath".into(), target.as_bytes().to_vec()));
+                        fill(&mut h.as_old_mut().linkname, target);
+                    } else {
+                        h.set_link_name(target)?;
+                    }
+                }
+                if !records.is_empty() {
+                    append_pax(b, b'x', &records)?;
+                }
+                h.set_cksum();
+                b.append(&h, data)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The uncompressed tar.
     pub fn tar(&self) -> Result<Vec<u8>> {
         use tar::{EntryType, Header};
         let mut b = tar::Builder::new(Vec::new());
+        let format = self.format;
         let header = |kind: EntryType, mode: u32, uid: u64, gid: u64| {
-            let mut h = Header::new_gnu();
+            let mut h = match format {
+                TarFormat::Gnu => Header::new_gnu(),
+                TarFormat::Pax => Header::new_ustar(),
+            };
             h.set_entry_type(kind);
             h.set_mode(mode);
             h.set_uid(uid);
@@ -293,7 +626,7 @@ impl Layer {
             h.set_size(0);
             h
         };
-        for item in &self.items {
+        for (index, item) in self.items.iter().enumerate() {
             match item {
                 Item::Dir {
                     path,
@@ -301,9 +634,9 @@ impl Layer {
                     uid,
                     gid,
                 } => {
-                    let mut h = header(EntryType::Directory, *mode, *uid, *gid);
+                    let h = header(EntryType::Directory, *mode, *uid, *gid);
                     let p = format!("{}/", path.trim_end_matches('/'));
-                    b.append_data(&mut h, p, std::io::empty())?;
+                    self.append(&mut b, h, &p, None, &[], index)?;
                 }
                 Item::File {
                     path,
@@ -314,26 +647,26 @@ impl Layer {
                 } => {
                     let mut h = header(EntryType::Regular, *mode, *uid, *gid);
                     h.set_size(data.len() as u64);
-                    b.append_data(&mut h, path, &data[..])?;
+                    self.append(&mut b, h, path, None, data, index)?;
                 }
                 Item::HostFile { path, host, mode } => {
                     let data = std::fs::read(host)
                         .with_context(|| format!("reading {} for the layer", host.display()))?;
                     let mut h = header(EntryType::Regular, *mode, 0, 0);
                     h.set_size(data.len() as u64);
-                    b.append_data(&mut h, path, &data[..])?;
+                    self.append(&mut b, h, path, None, &data, index)?;
                 }
                 Item::Symlink { path, target } => {
-                    let mut h = header(EntryType::Symlink, 0o777, 0, 0);
-                    b.append_link(&mut h, path, target)?;
+                    let h = header(EntryType::Symlink, 0o777, 0, 0);
+                    self.append(&mut b, h, path, Some(target), &[], index)?;
                 }
                 Item::Hardlink { path, target } => {
-                    let mut h = header(EntryType::Link, 0o644, 0, 0);
-                    b.append_link(&mut h, path, target)?;
+                    let h = header(EntryType::Link, 0o644, 0, 0);
+                    self.append(&mut b, h, path, Some(target), &[], index)?;
                 }
                 Item::Fifo { path, mode } => {
-                    let mut h = header(EntryType::Fifo, *mode, 0, 0);
-                    b.append_data(&mut h, path, std::io::empty())?;
+                    let h = header(EntryType::Fifo, *mode, 0, 0);
+                    self.append(&mut b, h, path, None, &[], index)?;
                 }
                 Item::CharDevice {
                     path,
@@ -344,7 +677,23 @@ impl Layer {
                     let mut h = header(EntryType::Char, *mode, 0, 0);
                     h.set_device_major(*major)?;
                     h.set_device_minor(*minor)?;
-                    b.append_data(&mut h, path, std::io::empty())?;
+                    self.append(&mut b, h, path, None, &[], index)?;
+                }
+                Item::GnuSparse {
+                    path,
+                    size,
+                    chunks,
+                    mode,
+                } => {
+                    let member = gnu_sparse_member(path, *size, chunks, *mode)?;
+                    b.get_mut().extend_from_slice(&member);
+                }
+                Item::GlobalHeader { records } => {
+                    let records: Vec<(String, Vec<u8>)> = records
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+                        .collect();
+                    append_pax(&mut b, b'g', &records)?;
                 }
             }
         }

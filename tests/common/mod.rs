@@ -21,9 +21,9 @@ pub mod tree;
 pub use fixtures::*;
 pub use host::TestHost;
 pub use node_images::*;
-pub use image::{push, push_all, Compression, Image, ImageInfo, IndexInfo, Layer};
+pub use image::{push, push_all, Compression, Image, ImageInfo, IndexInfo, Layer, TarFormat};
 pub use registry::{HttpResponse, Registry};
-pub use tree::{diff_listings, tree_listing, umoci_unpack, Entry, Kind};
+pub use tree::{diff_listings, rootfs_differences, tree_listing, umoci_unpack, Entry, Kind};
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

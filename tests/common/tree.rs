@@ -1,6 +1,6 @@
 //! Filesystem listings (to compare a checked-out rootfs with a reference) and `umoci unpack`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -41,6 +41,22 @@ pub struct Entry {
     pub link_target: Option<PathBuf>,
     /// Device nodes only: (major, minor).
     pub rdev: Option<(u64, u64)>,
+    /// The extended attributes images carry: `security.capability` and `user.*`.
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+}
+
+/// Whether a listing compares this extended attribute (others, like `security.selinux`, belong
+/// to the host).
+fn listed_xattr(name: &str) -> bool {
+    name == "security.capability" || name.starts_with("user.")
+}
+
+fn format_xattrs(xattrs: &BTreeMap<String, Vec<u8>>) -> String {
+    xattrs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", hex::encode(v)))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl fmt::Display for Entry {
@@ -64,6 +80,9 @@ impl fmt::Display for Entry {
         }
         if let Some((ma, mi)) = self.rdev {
             write!(f, " dev={ma},{mi}")?;
+        }
+        if !self.xattrs.is_empty() {
+            write!(f, " xattrs={{{}}}", format_xattrs(&self.xattrs))?;
         }
         Ok(())
     }
@@ -98,6 +117,16 @@ pub fn entry_of(path: &Path) -> Result<Entry> {
     } else {
         bail!("unknown file type at {}", path.display());
     };
+    let mut xattrs = BTreeMap::new();
+    for name in xattr::list(path).with_context(|| format!("listxattr {}", path.display()))? {
+        let name = name.to_string_lossy().into_owned();
+        if listed_xattr(&name) {
+            let value = xattr::get(path, &name)
+                .with_context(|| format!("getxattr {name} {}", path.display()))?
+                .unwrap_or_default();
+            xattrs.insert(name, value);
+        }
+    }
     Ok(Entry {
         kind,
         mode: md.mode() & 0o7777,
@@ -119,6 +148,7 @@ pub fn entry_of(path: &Path) -> Result<Entry> {
         } else {
             None
         },
+        xattrs,
     })
 }
 
@@ -181,6 +211,13 @@ pub fn diff_listings(a: &BTreeMap<PathBuf, Entry>, b: &BTreeMap<PathBuf, Entry>)
                 if ea.rdev != eb.rdev {
                     diffs.push(format!("rdev {:?} != {:?}", ea.rdev, eb.rdev));
                 }
+                if ea.xattrs != eb.xattrs {
+                    diffs.push(format!(
+                        "xattrs {{{}}} != {{{}}}",
+                        format_xattrs(&ea.xattrs),
+                        format_xattrs(&eb.xattrs)
+                    ));
+                }
                 out.push(format!("~ {}: {}", p.display(), diffs.join(", ")));
             }
             Some(_) => {}
@@ -194,6 +231,54 @@ pub fn diff_listings(a: &BTreeMap<PathBuf, Entry>, b: &BTreeMap<PathBuf, Entry>)
     out
 }
 
+/// Groups of regular files under `root` that are one inode (two paths or more each), sorted.
+pub fn hardlink_groups(root: &Path) -> Result<Vec<Vec<PathBuf>>> {
+    let mut by_inode: BTreeMap<(u64, u64), Vec<PathBuf>> = BTreeMap::new();
+    for (path, entry) in tree_listing(root)? {
+        if entry.kind == Kind::File {
+            let md = std::fs::symlink_metadata(root.join(&path))?;
+            if md.nlink() > 1 {
+                by_inode.entry((md.dev(), md.ino())).or_default().push(path);
+            }
+        }
+    }
+    let mut groups: Vec<Vec<PathBuf>> = by_inode.into_values().filter(|g| g.len() > 1).collect();
+    groups.sort();
+    Ok(groups)
+}
+
+/// The hard-link groups of `reference` whose paths are not all one inode in `ours`, one line
+/// each. One direction only: sysctr's OSTree checkout also hard-links every file to its repository
+/// object, so files with the same content, mode, owner and xattrs share an inode there even when
+/// they were separate files in the layers. Link counts therefore cannot equal umoci's; what must
+/// hold is that files the layers linked together stay linked.
+pub fn split_link_groups(reference: &Path, ours: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for group in hardlink_groups(reference)? {
+        let inodes: BTreeSet<Option<(u64, u64)>> = group
+            .iter()
+            .map(|p| {
+                std::fs::symlink_metadata(ours.join(p))
+                    .ok()
+                    .map(|m| (m.dev(), m.ino()))
+            })
+            .collect();
+        if inodes.len() != 1 || inodes.contains(&None) {
+            let names: Vec<String> = group.iter().map(|p| p.display().to_string()).collect();
+            out.push(format!("hard links split: {}", names.join(" = ")));
+        }
+    }
+    Ok(out)
+}
+
+/// Every difference between a reference rootfs (umoci's) and ours: the listings (type, mode,
+/// owner, content, link target, xattrs) and the hard-link groups. Empty if they match.
+pub fn rootfs_differences(reference: &Path, ours: &Path) -> Result<Vec<String>> {
+    let mut out = diff_listings(&tree_listing(reference)?, &tree_listing(ours)?);
+    out.extend(split_link_groups(reference, ours)?);
+    Ok(out)
+}
+
 /// Listing as text, one line per path (for debugging output).
 pub fn format_listing(l: &BTreeMap<PathBuf, Entry>) -> String {
     l.iter()
@@ -202,9 +287,12 @@ pub fn format_listing(l: &BTreeMap<PathBuf, Entry>) -> String {
 }
 
 /// `umoci unpack --image layout_dir:tag dest` (dest missing or empty; `tag` an image manifest,
-/// not an index); returns `dest/rootfs`, the reference rootfs. umoci 0.4.7 cannot read zstd layers: if the image has any, it is first
-/// copied into a temporary layout with those layers re-compressed as gzip (same diff_ids, same
-/// tar content), which is what gets unpacked.
+/// not an index); returns `dest/rootfs`, the reference rootfs. umoci 0.4.7 cannot read zstd
+/// layers: if the image has any, it is first copied into a temporary layout with those layers
+/// re-compressed as gzip (same diff_ids, same tar content), which is what gets unpacked.
+///
+/// umoci runs with umask 022: it creates the directories a layer only implies (no tar entry of
+/// their own) with mode 0777 minus the umask, and sysctr gives them 0755.
 pub fn umoci_unpack(layout_dir: &Path, tag: &str, dest: &Path) -> Result<PathBuf> {
     let tmp;
     let mut image_dir = layout_dir.to_path_buf();
@@ -216,7 +304,8 @@ pub fn umoci_unpack(layout_dir: &Path, tag: &str, dest: &Path) -> Result<PathBuf
         image_dir = tmp.path().to_path_buf();
     }
     let image = format!("{}:{}", image_dir.display(), tag);
-    let out = Command::new("umoci")
+    let out = Command::new("sh")
+        .args(["-c", "umask 022 && exec umoci \"$@\"", "sh"])
         .args(["unpack", "--image", &image])
         .arg(dest)
         .output()
