@@ -240,6 +240,13 @@ impl<'r> TreeWriter<'r> {
             bail!("{path_text}: PAX-format sparse files (GNU.sparse.* records) are not supported");
         }
 
+        // An entry replaces a FIFO recorded at its path or above it (a FIFO turned into a
+        // directory by this path), and, unless it is a directory, the FIFOs below it (a
+        // directory replaced by a symlink).
+        let hides_below = !kind.is_dir();
+        self.stats.fifos.retain(|(fifo, ..)| {
+            !(fifo == &path_text || (hides_below && is_below(fifo, &path_text)) || is_below(&path_text, fifo))
+        });
         let Some((name, parent_components)) = components.split_last() else {
             if kind.is_dir() {
                 let meta = self.dirmeta(uid, gid, mode, xattrs)?;
@@ -467,6 +474,11 @@ fn xattrs_variant(xattrs: Xattrs) -> Option<glib::Variant> {
     } else {
         Some(xattrs.to_variant())
     }
+}
+
+/// Whether `path` is strictly below the directory `dir` (both relative, `/`-separated).
+fn is_below(path: &str, dir: &str) -> bool {
+    !dir.is_empty() && path.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Splits a tar path into components, dropping `.` and leading `/`, and refusing `..`: a layer

@@ -88,7 +88,9 @@ fn merge_dir(
         }
         merged.remove(name, true)?;
         merged.replace_file(name, checksum).with_context(|| format!("adding /{}", join(prefix, name)))?;
-        fifos.remove(&join(prefix, name));
+        // A file or symlink replacing a directory hides the FIFOs below it too: recreating one
+        // later would go through whatever the new entry is.
+        fifos.retain(|p, _| !is_at_or_under(p, &join(prefix, name)));
     }
     let mut pending = Vec::with_capacity(subdirs.len());
     for (name, subdir) in subdirs {

@@ -491,6 +491,48 @@ mod tests {
         (blob, to_import)
     }
 
+    /// A tar of entries in order: `(path, kind)` where kind is `d` (directory), `p` (FIFO) or
+    /// `l:TARGET` (symlink).
+    fn tar_of(entries: &[(&str, &str)]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, kind) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_mode(0o755);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            header.set_size(0);
+            match *kind {
+                "d" => header.set_entry_type(tar::EntryType::Directory),
+                "p" => header.set_entry_type(tar::EntryType::Fifo),
+                link => {
+                    header.set_entry_type(tar::EntryType::Symlink);
+                    header.set_link_name(link.trim_start_matches("l:")).unwrap();
+                }
+            }
+            builder.append_data(&mut header, path, std::io::empty()).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn fifos_below_a_directory_replaced_by_a_symlink_are_gone() {
+        use std::os::unix::fs::FileTypeExt;
+        let victim = tempfile::tempdir().unwrap();
+        let target = format!("l:{}", victim.path().display());
+        let planted = [("x", "d"), ("x/f", "p"), ("y", "p"), ("y/inner", "d"), ("keep", "d"), ("keep/p", "p")];
+        // The symlink in the next layer, and in the same layer.
+        let next_layer = vec![tar_of(&planted), tar_of(&[("x", target.as_str())])];
+        let same_layer = vec![tar_of(&[&planted[..], &[("x", target.as_str()), ("keep", "d")]].concat())];
+        for layers in [next_layer, same_layer] {
+            let (_dir, root) = flatten_blobs(layers.into_iter().map(|t| blob(t.clone(), t, Compression::None)).collect());
+            assert!(root.join("x").is_symlink());
+            assert!(root.join("y").is_dir(), "a FIFO that became a directory");
+            assert!(std::fs::symlink_metadata(root.join("keep/p")).unwrap().file_type().is_fifo(), "a directory entry hides nothing");
+            assert_eq!(std::fs::read_dir(victim.path()).unwrap().count(), 0, "a FIFO went through the symlink");
+        }
+    }
+
     fn mode_and_owner(path: &std::path::Path) -> (u32, u32) {
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::symlink_metadata(path).unwrap();

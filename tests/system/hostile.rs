@@ -137,3 +137,83 @@ fn no_other_user_runs_an_images_setuid_files() -> Result<()> {
     sysctr_ok(&host, &["uninstall", "suid"]);
     Ok(())
 }
+
+#[test]
+fn hostfs_symlinks_never_carry_a_file_outside_the_recorded_paths() -> Result<()> {
+    let setup = Setup::new();
+    let host = TestHost::boot()?;
+    host.exec_ok(&["mkdir", "-p", VICTIM_DIR])?;
+    host.exec_ok(&["sh", "-c", &format!("echo precious > {VICTIM_DIR}/target && chmod 0644 {VICTIM_DIR}/target")])?;
+    let victim = host.root().join(VICTIM_DIR.trim_start_matches('/'));
+    let before = tree_listing(&victim)?;
+    let host_before = snapshot(&host);
+
+    // The symlink, then a file renamed (by `renameFiles`) to a path below it, setuid.
+    let mut layer = Layer::gzip().dir("exports", 0o755).dir("exports/hostfs", 0o755);
+    for dir in ["usr", "usr/local", "usr/local/lib", "usr/local/share"] {
+        layer = layer.dir(&format!("exports/hostfs/{dir}"), 0o755);
+    }
+    let layer = layer
+        .symlink("exports/hostfs/usr/local/lib/evil", VICTIM_DIR)
+        .file_owned("exports/hostfs/usr/local/share/renamed", "owned\n", 0o4755, 0, 0)
+        .file(
+            "exports/manifest.json",
+            r#"{"renameFiles": {"/usr/local/share/renamed": "/usr/local/lib/evil/target2"}}"#,
+            0o644,
+        );
+    let image = Image::new().layer(busybox_layer()).layer(layer).cmd(&["/bin/sleep", "1000"]);
+    let reference = setup.push(&image, "hostile/hostfs-rename");
+    let err = sysctr_err(&host, &["install", "--name", "rename", &reference]);
+    assert!(err.contains("through the image's symlink /usr/local/lib/evil"), "{err}");
+
+    let changes = diff_listings(&before, &tree_listing(&victim)?);
+    assert!(changes.is_empty(), "{VICTIM_DIR} changed:\n{}", changes.join("\n"));
+    assert_same(&host_before, &snapshot(&host), "after the refused installs");
+    Ok(())
+}
+
+/// A directory that stands for an OS image being composed: Debian's `/var/run -> /run`, a
+/// runtime to name in units, and nothing else.
+fn bare_target_root(dir: &Path) -> PathBuf {
+    let root = dir.join("target-root");
+    for sub in ["run", "var", "usr/sbin", "etc/systemd/system"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    std::os::unix::fs::symlink("/run", root.join("var/run")).unwrap();
+    std::fs::write(root.join("usr/sbin/runc"), "#!/bin/sh\n").unwrap();
+    root
+}
+
+#[test]
+fn offline_roots_keep_every_write_inside_them() -> Result<()> {
+    let setup = Setup::new();
+    let root = bare_target_root(&setup.work);
+    let marker = format!("sysctr-offline-{}", std::process::id());
+
+    // A host file below the target's own /var/run -> /run lands in the target's /run.
+    let image = busybox_service_image(&[(&format!("hostfs/var/run/{marker}/x.conf"), "x\n")]).cmd(&["/bin/sleep", "1000"]);
+    let reference = setup.push(&image, "hostile/var-run");
+    let out = sysctr_offline(&root, &["install", "--name", "varrun", &reference]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(root.join(format!("run/{marker}/x.conf")).is_file());
+    assert!(!Path::new("/run").join(&marker).exists(), "the composing machine's /run was written");
+    let out = sysctr_offline(&root, &["uninstall", "varrun"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(!root.join(format!("run/{marker}")).exists());
+
+    // [Install] values that are not unit names are refused before anything is written.
+    let victim = setup.work.join("alias-victim.service");
+    std::fs::write(&victim, "precious")?;
+    for value in ["Alias=../../../../alias-victim.service", "WantedBy=../../../x", "RequiredBy=/etc/passwd"] {
+        let unit = format!("[Service]\nExecStart=$EXEC_START\n[Install]\n{value}\n");
+        let image = busybox_service_image(&[("service.template", &unit)]).cmd(&["/bin/sleep", "1000"]);
+        let reference = setup.push(&image, "hostile/install-section");
+        let out = sysctr_offline(&root, &["install", "--name", "alias", &reference]);
+        assert_eq!(out.status.code(), Some(1), "{value}: {}", describe_output(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with("error: ") && err.contains("is not a unit name"), "{value}: {err}");
+        assert_eq!(std::fs::read_to_string(&victim)?, "precious");
+        assert!(std::fs::symlink_metadata(root.join("etc/systemd/system/alias.service")).is_err());
+    }
+    Ok(())
+}
