@@ -7,6 +7,8 @@ mod common;
 mod compat;
 #[path = "system/hostile.rs"]
 mod hostile;
+#[path = "system/names.rs"]
+mod names;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

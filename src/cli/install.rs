@@ -20,6 +20,10 @@ pub struct InstallOpts {
     /// Also start the service now, and wait until systemd reports the start job's result.
     #[arg(long)]
     pub now: bool,
+    /// Install even where the system's packages ship a unit of the same name (it is shadowed
+    /// while the container is installed, and enabled again at uninstall if it was).
+    #[arg(long)]
+    pub replace_vendor_unit: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
     /// `[docker://]HOST[:PORT]/PATH[:TAG|@sha256:DIGEST]`, `oci:DIR[:TAG]`, `oci-archive:PATH[:TAG]`
@@ -36,6 +40,7 @@ pub async fn run(layout: &Layout, opts: &InstallOpts) -> Result<i32> {
         runtime: opts.runtime.clone(),
         start_now: opts.now,
         registry: opts.registry.options(),
+        replace_vendor_unit: opts.replace_vendor_unit,
     };
     let report = match deploy::install(layout, &request).await? {
         InstallOutcome::Installed(report) => report,

@@ -4,12 +4,13 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use super::hostfs;
 use super::journal::Journal;
 use super::layout::{Deployment, Layout};
 use super::slot::{self, DROPIN_FILE, TMPFILES_FILE, UNIT_FILE};
+use super::uninstall::owns_tmpfiles;
 use crate::systemd::Systemd;
 
 /// Activates `to` (already built in its slot), replacing `from` if there is one. Updates `to`'s
@@ -38,10 +39,17 @@ pub(super) async fn activate(
     to.write(&to_dir)?;
 
     let tmpfiles = layout.tmpfiles_file(&name);
-    place(layout, journal, &to_dir.join(TMPFILES_FILE), &tmpfiles)?;
-    // Offline, systemd-tmpfiles-setup.service applies it at the first boot.
-    if tmpfiles.exists() && !layout.is_offline() {
-        run_tmpfiles("--create", &tmpfiles)?;
+    let someone_elses = std::fs::symlink_metadata(&tmpfiles).is_ok() && !from.is_some_and(|f| owns_tmpfiles(layout, &name, Some(f)));
+    if someone_elses && to_dir.join(TMPFILES_FILE).exists() {
+        bail!("{} exists and was not written by sysctr; move it away, or pick another --name", tmpfiles.display());
+    } else if someone_elses {
+        notes.push(format!("left {} alone: sysctr did not write it", tmpfiles.display()));
+    } else {
+        place(layout, journal, &to_dir.join(TMPFILES_FILE), &tmpfiles)?;
+        // Offline, systemd-tmpfiles-setup.service applies it at the first boot.
+        if tmpfiles.exists() && !layout.is_offline() {
+            run_tmpfiles("--create", &tmpfiles)?;
+        }
     }
     journal.units_changed()?;
     place(layout, journal, &to_dir.join(UNIT_FILE), &layout.unit_file(&name))?;

@@ -140,6 +140,7 @@ pub async fn apply(layout: &Layout, path: &Path, registry: &RegistryOptions) -> 
                 runtime: None,
                 start_now: entry.start && !layout.is_offline(),
                 registry: registry.clone(),
+                replace_vendor_unit: false,
             };
             let InstallOutcome::Installed(report) =
                 install(layout, &request).await.with_context(|| format!("installing {}", entry.name))?

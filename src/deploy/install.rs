@@ -23,6 +23,8 @@ use crate::store::Store;
 use crate::systemd::Systemd;
 
 const RUNTIME_CANDIDATES: [&str; 3] = ["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc"];
+/// Where the system's packages put their units.
+const VENDOR_UNIT_DIRS: [&str; 2] = ["/usr/lib/systemd/system", "/lib/systemd/system"];
 
 /// A checked install request, as the CLI hands it over.
 #[derive(Debug, Clone)]
@@ -33,6 +35,8 @@ pub struct InstallRequest {
     pub runtime: Option<PathBuf>,
     pub start_now: bool,
     pub registry: RegistryOptions,
+    /// Install even though the system's packages ship a unit of the same name, shadowing it.
+    pub replace_vendor_unit: bool,
 }
 
 /// What `install` did: installed a service, or ran an image that only runs once.
@@ -56,7 +60,7 @@ pub async fn install(layout: &Layout, request: &InstallRequest) -> Result<Instal
     let name = request.name.clone().unwrap_or_else(|| request.image.default_container_name());
     validate_container_name(&name)?;
     let (lock, mut notes) = lock_and_recover(layout).await?;
-    refuse_existing(layout, &name)?;
+    refuse_existing(layout, &name, request.replace_vendor_unit)?;
     let runtime = find_runtime(layout, request.runtime.as_deref())?;
     if request.start_now && layout.is_offline() {
         bail!("--now cannot start anything in an offline root ({})", layout.root.display());
@@ -97,7 +101,11 @@ pub async fn install(layout: &Layout, request: &InstallRequest) -> Result<Instal
         let (mut deployment, warnings) = build_slot(layout, &store, &slot_request, &mut journal)?;
         if deployment.has_service && !layout.is_offline() {
             // Connected only now, but before the host is touched.
-            systemd = Some(Systemd::connect().await?);
+            let connected = Systemd::connect().await?;
+            if vendor_unit(layout, &name).is_some() {
+                deployment.shadowed_vendor_unit_enabled = Some(connected.is_enabled(&Layout::unit_name(&name)).await?);
+            }
+            systemd = Some(connected);
         }
         let more = [warnings, activate(layout, None, &mut deployment, systemd.as_ref(), &mut journal).await?].concat();
         if let Some(systemd) = &systemd {
@@ -133,11 +141,12 @@ pub(super) fn with_undo_problems(err: anyhow::Error, problems: Vec<String>) -> a
     }
 }
 
-fn refuse_existing(layout: &Layout, name: &str) -> Result<()> {
+fn refuse_existing(layout: &Layout, name: &str, replace_vendor_unit: bool) -> Result<()> {
     let link = layout.link(name);
     if std::fs::symlink_metadata(&link).is_ok() {
         bail!("'{name}' is already installed (use `sysctr uninstall {name}` first, or another --name)");
     }
+    refuse_colliding_names(layout, name)?;
     for slot in [0, 1] {
         let dir = layout.slot(name, slot);
         if dir.exists() {
@@ -148,7 +157,43 @@ fn refuse_existing(layout: &Layout, name: &str) -> Result<()> {
     if std::fs::symlink_metadata(&unit).is_ok() {
         bail!("{} already exists and was not installed by sysctr; pick another --name", unit.display());
     }
+    if !replace_vendor_unit {
+        if let Some(vendor) = vendor_unit(layout, name) {
+            bail!(
+                "{} is a unit of the system's own packages ({}); installing '{name}' would shadow it. \
+                 Pick another --name, or pass --replace-vendor-unit to shadow it on purpose",
+                Layout::unit_name(name),
+                vendor.display()
+            );
+        }
+    }
     Ok(())
+}
+
+/// Containers `a` and `a.1` would share `deployments/a.1` (one's slot, the other's link):
+/// refused in either order of install.
+fn refuse_colliding_names(layout: &Layout, name: &str) -> Result<()> {
+    let installed = |other: &str| std::fs::symlink_metadata(layout.link(other)).is_ok_and(|m| m.file_type().is_symlink());
+    if let Some((base, slot)) = name.rsplit_once('.').filter(|(_, slot)| *slot == "0" || *slot == "1") {
+        if installed(base) {
+            bail!("'{name}' would use deployments/{name}, which is slot {slot} of the installed container '{base}'; pick another --name");
+        }
+    }
+    for slot in [0, 1] {
+        let other = format!("{name}.{slot}");
+        if installed(&other) {
+            bail!("'{name}' would use deployments/{other} as a slot, which is the installed container '{other}'; pick another --name");
+        }
+    }
+    Ok(())
+}
+
+/// The unit file of the system's packages that `NAME.service` would shadow, if there is one.
+pub(super) fn vendor_unit(layout: &Layout, name: &str) -> Option<PathBuf> {
+    VENDOR_UNIT_DIRS
+        .iter()
+        .map(|dir| layout.host_path(dir).join(Layout::unit_name(name)))
+        .find(|path| std::fs::symlink_metadata(path).is_ok())
 }
 
 /// Picks the OCI runtime: `--runtime`, else runc from the usual places.

@@ -202,6 +202,10 @@ pub struct Deployment {
     pub installed_files: Vec<InstalledFile>,
     /// Directories created on the host for installed files, deepest first.
     pub created_dirs: Vec<String>,
+    /// Set when the unit shadows one of the system's packages (`--replace-vendor-unit`):
+    /// whether that unit was enabled before, so that uninstall leaves it as it found it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadowed_vendor_unit_enabled: Option<bool>,
     /// Legacy shapes of the image's `config.json` that were rewritten for this host's runc.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub config_rewrites: Vec<crate::spec::Rewrite>,

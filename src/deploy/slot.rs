@@ -122,6 +122,7 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
         installed_files: Vec::new(),
         created_dirs: Vec::new(),
         config_rewrites,
+        shadowed_vendor_unit_enabled: None,
     };
     deployment.write(dir)?;
     Ok((deployment, warnings))

@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use super::activate::{offline_links, run_tmpfiles};
 use super::hostfs;
 use super::journal::Journal;
-use super::layout::Layout;
+use super::layout::{Deployment, Layout};
+use super::slot::{slot_dir, DROPIN_FILE, TMPFILES_FILE};
 use super::recovery::lock_and_recover;
 use crate::reference::validate_container_name;
 use crate::systemd::Systemd;
@@ -31,6 +32,8 @@ pub async fn uninstall(layout: &Layout, name: &str) -> Result<UninstallReport> {
 
 /// Removes everything of an installed container but its image, whatever is left of it.
 pub(super) async fn remove_container(layout: &Layout, name: &str) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    let record = layout.read_info(name).or_else(|_| layout.read_slot_info(name, 0)).or_else(|_| layout.read_slot_info(name, 1));
     let unit = Layout::unit_name(name);
     let unit_file = layout.unit_file(name);
     if layout.is_offline() {
@@ -40,10 +43,7 @@ pub(super) async fn remove_container(layout: &Layout, name: &str) -> Result<Vec<
             }
         }
         remove_if_present(&unit_file)?;
-        let dropin = layout.unit_dropin_dir(name);
-        if dropin.exists() {
-            std::fs::remove_dir_all(&dropin).with_context(|| format!("removing {}", dropin.display()))?;
-        }
+        notes.extend(remove_own_dropin(layout, name)?);
     } else if unit_file.exists() {
         let systemd = Systemd::connect().await?;
         let dependents = systemd.required_by(&unit).await?;
@@ -56,26 +56,29 @@ pub(super) async fn remove_container(layout: &Layout, name: &str) -> Result<Vec<
         }
         systemd.disable(&[unit.as_str()]).await?;
         remove_if_present(&unit_file)?;
-        let dropin = layout.unit_dropin_dir(name);
-        if dropin.exists() {
-            std::fs::remove_dir_all(&dropin).with_context(|| format!("removing {}", dropin.display()))?;
-        }
+        notes.extend(remove_own_dropin(layout, name)?);
         systemd.reload().await?;
+        // The system's own unit of that name is visible again: as enabled as it was before.
+        if record.as_ref().is_ok_and(|r| r.shadowed_vendor_unit_enabled == Some(true)) {
+            systemd.enable(&[unit.as_str()]).await?;
+        }
     }
 
     let tmpfiles = layout.tmpfiles_file(name);
     if tmpfiles.exists() {
-        if !layout.is_offline() {
-            run_tmpfiles("--remove", &tmpfiles)?;
+        if owns_tmpfiles(layout, name, record.as_ref().ok()) {
+            if !layout.is_offline() {
+                run_tmpfiles("--remove", &tmpfiles)?;
+            }
+            remove_if_present(&tmpfiles)?;
+        } else {
+            notes.push(format!("kept {}: sysctr did not write it", tmpfiles.display()));
         }
-        remove_if_present(&tmpfiles)?;
     }
 
-    let record = layout.read_info(name).or_else(|_| layout.read_slot_info(name, 0)).or_else(|_| layout.read_slot_info(name, 1));
-    let notes = match record {
-        Ok(deployment) => hostfs::remove(layout, &deployment.installed_files, &deployment.created_dirs, None)?,
-        Err(_) => Vec::new(),
-    };
+    if let Ok(deployment) = &record {
+        notes.extend(hostfs::remove(layout, &deployment.installed_files, &deployment.created_dirs, None)?);
+    }
 
     // The symlink goes first: from then on the name is free, whatever happens to the slots.
     remove_if_present(&layout.link(name))?;
@@ -86,6 +89,30 @@ pub(super) async fn remove_container(layout: &Layout, name: &str) -> Result<Vec<
         }
     }
     Ok(notes)
+}
+
+/// Removes sysctr's own drop-in, and the drop-in directory only once nothing else is in it: an
+/// administrator's drop-ins stay.
+fn remove_own_dropin(layout: &Layout, name: &str) -> Result<Vec<String>> {
+    let dir = layout.unit_dropin_dir(name);
+    remove_if_present(&dir.join(DROPIN_FILE))?;
+    match std::fs::remove_dir(&dir) {
+        Ok(()) => Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
+            Ok(vec![format!("kept {}: it holds drop-ins sysctr did not write", dir.display())])
+        }
+        Err(e) => Err(e).with_context(|| format!("removing {}", dir.display())),
+    }
+}
+
+/// Whether the tmpfiles.d file of `name` is the one sysctr wrote: the copy kept in the active
+/// slot, unchanged.
+pub(super) fn owns_tmpfiles(layout: &Layout, name: &str, record: Option<&Deployment>) -> bool {
+    let Some(record) = record else { return false };
+    let ours = std::fs::read(slot_dir(layout, record).join(TMPFILES_FILE));
+    let there = std::fs::read(layout.tmpfiles_file(name));
+    matches!((ours, there), (Ok(a), Ok(b)) if a == b)
 }
 
 fn remove_if_present(path: &std::path::Path) -> Result<()> {

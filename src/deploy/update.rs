@@ -84,7 +84,8 @@ pub async fn update(layout: &Layout, request: &UpdateRequest) -> Result<SwitchRe
     let mut systemd = None;
     let mut switched = false;
     let outcome = async {
-        let (next, warnings) = build_slot(layout, &store, &slot_request, &mut journal)?;
+        let (mut next, warnings) = build_slot(layout, &store, &slot_request, &mut journal)?;
+        next.shadowed_vendor_unit_enabled = current.shadowed_vendor_unit_enabled;
         if (current.has_service || next.has_service) && !layout.is_offline() {
             systemd = Some(Systemd::connect().await?);
         }

@@ -38,6 +38,7 @@ trait Manager {
         force: bool,
     ) -> zbus::Result<(bool, Vec<(String, String, String)>)>;
     fn disable_unit_files(&self, files: &[&str], runtime: bool) -> zbus::Result<Vec<(String, String, String)>>;
+    fn get_unit_file_state(&self, file: &str) -> zbus::Result<String>;
     #[zbus(signal)]
     fn job_removed(&self, id: u32, job: OwnedObjectPath, unit: String, result: String) -> zbus::Result<()>;
 }
@@ -85,6 +86,15 @@ impl Systemd {
             .await
             .with_context(|| format!("enabling {}", units.join(" ")))?;
         Ok(())
+    }
+
+    /// Whether a unit file is enabled (`systemctl is-enabled` says `enabled`).
+    pub async fn is_enabled(&self, unit: &str) -> Result<bool> {
+        match self.manager.get_unit_file_state(unit).await {
+            Ok(state) => Ok(state == "enabled"),
+            Err(zbus::Error::MethodError(name, _, _)) if name.as_str() == "org.freedesktop.DBus.Error.FileNotFound" => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("reading whether {unit} is enabled")),
+        }
     }
 
     pub async fn disable(&self, units: &[&str]) -> Result<()> {
