@@ -257,6 +257,25 @@ impl RootedDir {
         rustix::fs::unlinkat(&parent, name, AtFlags::REMOVEDIR).with_context(|| format!("removing directory {}", self.shown(relative)))
     }
 
+    /// The names in the directory `relative`, sorted; empty when it does not exist.
+    pub fn list_dir(&self, relative: &Path) -> Result<Vec<std::ffi::OsString>> {
+        let fd = match self.open_beneath(relative, OFlags::DIRECTORY | OFlags::RDONLY) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(Vec::new()),
+            Err(e) => return Err(resolve_error(e, &self.shown(relative))),
+        };
+        let mut names = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&fd).with_context(|| format!("listing {}", self.shown(relative)))? {
+            let entry = entry.with_context(|| format!("listing {}", self.shown(relative)))?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                names.push(OsStr::from_bytes(name).to_os_string());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
     /// Whether the directory `relative` is empty (false when it is not a directory).
     pub fn is_empty_dir(&self, relative: &Path) -> Result<bool> {
         let Ok(fd) = self.open_beneath(relative, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW) else {

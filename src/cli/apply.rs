@@ -4,6 +4,7 @@ use anyhow::Result;
 
 use super::RegistryArgs;
 use crate::deploy::{self, Action, Layout};
+use crate::systemd::HostManager;
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
 pub struct ApplyOpts {
@@ -13,8 +14,8 @@ pub struct ApplyOpts {
     pub registry: RegistryArgs,
 }
 
-pub async fn run(layout: &Layout, opts: &ApplyOpts) -> Result<()> {
-    let (actions, notes) = deploy::apply(layout, &opts.file, &opts.registry.options()).await?;
+pub async fn run(layout: &Layout, systemd: &HostManager, opts: &ApplyOpts) -> Result<()> {
+    let (actions, notes) = deploy::apply(layout, &opts.file, &opts.registry.options(), systemd).await?;
     for note in notes {
         eprintln!("note: {note}");
     }

@@ -4,6 +4,7 @@ use anyhow::Result;
 
 use super::{parse_sets, RegistryArgs};
 use crate::deploy::{self, InstallOutcome, InstallRequest, Layout};
+use crate::systemd::HostManager;
 use crate::reference::ImageRef;
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
@@ -32,7 +33,7 @@ pub struct InstallOpts {
 }
 
 /// Returns sysctr's exit code: 0, or the exit code of an image that only runs once.
-pub async fn run(layout: &Layout, opts: &InstallOpts) -> Result<i32> {
+pub async fn run(layout: &Layout, systemd: &HostManager, opts: &InstallOpts) -> Result<i32> {
     let request = InstallRequest {
         image: ImageRef::parse(&opts.image)?,
         name: opts.name.clone(),
@@ -42,7 +43,7 @@ pub async fn run(layout: &Layout, opts: &InstallOpts) -> Result<i32> {
         registry: opts.registry.options(),
         replace_vendor_unit: opts.replace_vendor_unit,
     };
-    let report = match deploy::install(layout, &request).await? {
+    let report = match deploy::install(layout, &request, systemd).await? {
         InstallOutcome::Installed(report) => report,
         InstallOutcome::RanOnce(code) => return Ok(code),
     };

@@ -3,6 +3,7 @@ use anyhow::Result;
 use super::install::short_id;
 use super::{print_json, print_table};
 use crate::deploy::{self, Layout};
+use crate::systemd::HostManager;
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
 pub struct ListOpts {
@@ -14,11 +15,12 @@ pub struct ListOpts {
     pub all: bool,
 }
 
-pub async fn run(layout: &Layout, opts: &ListOpts) -> Result<()> {
-    for note in deploy::recover(layout).await? {
-        eprintln!("note: {note}");
+pub async fn run(layout: &Layout, systemd: &HostManager, opts: &ListOpts) -> Result<()> {
+    // Read-only: what is pending is reported, and left to `sysctr recover`.
+    for pending in deploy::pending(layout)? {
+        eprintln!("note: {} is pending; run `sysctr recover`", pending.describe());
     }
-    let rows = deploy::list(layout, opts.all).await?;
+    let rows = deploy::list(layout, opts.all, systemd).await?;
     if opts.json {
         return print_json(&rows);
     }

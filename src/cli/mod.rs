@@ -9,6 +9,7 @@ mod list;
 mod mount;
 mod prune;
 mod pull;
+mod recover;
 mod rmi;
 mod rollback;
 mod run;
@@ -22,6 +23,7 @@ use clap::{Parser, Subcommand};
 
 use crate::deploy::{Layout, DEFAULT_STORAGE};
 use crate::registry::RegistryOptions;
+use crate::systemd::{Bus, HostManager, Offline};
 
 /// Install OCI images as systemd services run by runc, with no container daemon.
 #[derive(Debug, Parser, PartialEq, Eq)]
@@ -70,6 +72,8 @@ pub enum Command {
     Run(run::RunOpts),
     /// Converge to the system containers listed in a TOML file: install, update, leave alone.
     Apply(apply::ApplyOpts),
+    /// Finish or undo interrupted commands, or drop them with --abandon.
+    Recover(recover::RecoverOpts),
 }
 
 /// Options for reaching a registry, shared by the verbs that pull.
@@ -90,21 +94,25 @@ impl RegistryArgs {
 pub async fn run() -> Result<i32> {
     let opts = Opts::parse();
     let layout = layout(&opts)?;
+    // The one place that decides how systemd is reached.
+    let systemd = if layout.is_offline() { HostManager::Offline(Offline::new(&layout.root)) } else { HostManager::Bus(Bus::new()) };
+    let systemd = &systemd;
     match &opts.command {
         Command::Pull(o) => pull::run(&layout, o).await,
-        Command::Install(o) => return install::run(&layout, o).await,
-        Command::Uninstall(o) => uninstall::run(&layout, o).await,
-        Command::Update(o) => update::run(&layout, o).await,
-        Command::Rollback(o) => rollback::run(&layout, o).await,
-        Command::List(o) => list::run(&layout, o).await,
+        Command::Install(o) => return install::run(&layout, systemd, o).await,
+        Command::Uninstall(o) => uninstall::run(&layout, systemd, o).await,
+        Command::Update(o) => update::run(&layout, systemd, o).await,
+        Command::Rollback(o) => rollback::run(&layout, systemd, o).await,
+        Command::List(o) => list::run(&layout, systemd, o).await,
         Command::Images(o) => images::run(&layout, o),
         Command::Info(o) => info::run(&layout, o),
-        Command::Rmi(o) => rmi::run(&layout, o).await,
-        Command::Prune(o) => prune::run(&layout, o).await,
+        Command::Rmi(o) => rmi::run(&layout, systemd, o).await,
+        Command::Prune(o) => prune::run(&layout, systemd, o).await,
         Command::Mount(o) => mount::run(&layout, o),
         Command::Umount(o) => mount::run_umount(&layout, o),
-        Command::Run(o) => return run::run(&layout, o).await,
-        Command::Apply(o) => apply::run(&layout, o).await,
+        Command::Run(o) => return run::run(&layout, systemd, o).await,
+        Command::Apply(o) => apply::run(&layout, systemd, o).await,
+        Command::Recover(o) => recover::run(&layout, systemd, o).await,
     }?;
     Ok(0)
 }

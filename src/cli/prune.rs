@@ -2,12 +2,13 @@ use anyhow::Result;
 
 use super::images::human_size;
 use crate::deploy::{self, Layout};
+use crate::systemd::HostManager;
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
 pub struct PruneOpts {}
 
-pub async fn run(layout: &Layout, _opts: &PruneOpts) -> Result<()> {
-    let report = deploy::prune(layout).await?;
+pub async fn run(layout: &Layout, systemd: &HostManager, _opts: &PruneOpts) -> Result<()> {
+    let report = deploy::prune(layout, systemd).await?;
     for slot in &report.slots {
         println!("removed orphaned deployment {slot}");
     }

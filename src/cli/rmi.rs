@@ -1,6 +1,7 @@
 use anyhow::Result;
 
 use crate::deploy::{self, Layout};
+use crate::systemd::HostManager;
 use crate::reference::ImageRef;
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
@@ -12,9 +13,9 @@ pub struct RmiOpts {
     pub force: bool,
 }
 
-pub async fn run(layout: &Layout, opts: &RmiOpts) -> Result<()> {
+pub async fn run(layout: &Layout, systemd: &HostManager, opts: &RmiOpts) -> Result<()> {
     let image = ImageRef::parse(&opts.image)?;
-    deploy::rmi(layout, &image, opts.force).await?;
+    deploy::rmi(layout, &image, opts.force, systemd).await?;
     println!("removed {image} (run `sysctr prune` to free its space)");
     Ok(())
 }

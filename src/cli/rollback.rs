@@ -2,6 +2,7 @@ use anyhow::Result;
 
 use super::update::print_switch;
 use crate::deploy::{self, Layout};
+use crate::systemd::HostManager;
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
 pub struct RollbackOpts {
@@ -9,8 +10,8 @@ pub struct RollbackOpts {
     pub name: String,
 }
 
-pub async fn run(layout: &Layout, opts: &RollbackOpts) -> Result<()> {
-    let report = deploy::rollback(layout, &opts.name).await?;
+pub async fn run(layout: &Layout, systemd: &HostManager, opts: &RollbackOpts) -> Result<()> {
+    let report = deploy::rollback(layout, &opts.name, systemd).await?;
     print_switch(&opts.name, &report, "rolled back");
     Ok(())
 }

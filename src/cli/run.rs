@@ -4,6 +4,7 @@ use anyhow::Result;
 
 use super::{parse_sets, RegistryArgs};
 use crate::deploy::{self, Layout, RunRequest};
+use crate::systemd::HostManager;
 use crate::reference::ImageRef;
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
@@ -28,7 +29,7 @@ pub struct RunOpts {
 }
 
 /// Returns the container's exit code, which becomes sysctr's.
-pub async fn run(layout: &Layout, opts: &RunOpts) -> Result<i32> {
+pub async fn run(layout: &Layout, systemd: &HostManager, opts: &RunOpts) -> Result<i32> {
     let request = RunRequest {
         image: ImageRef::parse(&opts.image)?,
         command: opts.command.clone(),
@@ -37,5 +38,5 @@ pub async fn run(layout: &Layout, opts: &RunOpts) -> Result<i32> {
         name: opts.name.clone(),
         values: parse_sets(&opts.set)?,
     };
-    deploy::run_once(layout, &request).await
+    deploy::run_once(layout, &request, systemd).await
 }

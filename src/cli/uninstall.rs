@@ -1,6 +1,7 @@
 use anyhow::Result;
 
 use crate::deploy::{self, Layout};
+use crate::systemd::HostManager;
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
 pub struct UninstallOpts {
@@ -8,8 +9,8 @@ pub struct UninstallOpts {
     pub name: String,
 }
 
-pub async fn run(layout: &Layout, opts: &UninstallOpts) -> Result<()> {
-    let report = deploy::uninstall(layout, &opts.name).await?;
+pub async fn run(layout: &Layout, systemd: &HostManager, opts: &UninstallOpts) -> Result<()> {
+    let report = deploy::uninstall(layout, &opts.name, systemd).await?;
     for note in &report.notes {
         eprintln!("note: {note}");
     }

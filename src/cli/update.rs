@@ -3,6 +3,7 @@ use anyhow::Result;
 use super::install::short_id;
 use super::{parse_sets, RegistryArgs};
 use crate::deploy::{self, Layout, SwitchReport, UpdateRequest};
+use crate::systemd::HostManager;
 use crate::reference::ImageRef;
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
@@ -25,7 +26,7 @@ pub struct UpdateOpts {
     pub registry: RegistryArgs,
 }
 
-pub async fn run(layout: &Layout, opts: &UpdateOpts) -> Result<()> {
+pub async fn run(layout: &Layout, systemd: &HostManager, opts: &UpdateOpts) -> Result<()> {
     let request = UpdateRequest {
         name: opts.name.clone(),
         values: parse_sets(&opts.set)?,
@@ -35,7 +36,7 @@ pub async fn run(layout: &Layout, opts: &UpdateOpts) -> Result<()> {
         rollback_on_failure: !opts.no_rollback,
         registry: opts.registry.options(),
     };
-    let report = deploy::update(layout, &request).await?;
+    let report = deploy::update(layout, &request, systemd).await?;
     print_switch(&opts.name, &report, "updated");
     Ok(())
 }

@@ -26,7 +26,7 @@ use super::update::{update, SwitchReport, UpdateRequest};
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
 use crate::store::Store;
-use crate::systemd::check_dependencies_of_set;
+use crate::systemd::{check_dependencies_of_set, ServiceManager};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,7 +123,12 @@ async fn planned_units(layout: &Layout, entries: &[(Entry, ImageRef)], registry:
 }
 
 /// Returns what was done to each container, and notes for the user.
-pub async fn apply(layout: &Layout, path: &Path, registry: &RegistryOptions) -> Result<(Vec<Action>, Vec<String>)> {
+pub async fn apply(
+    layout: &Layout,
+    path: &Path,
+    registry: &RegistryOptions,
+    systemd: &impl ServiceManager,
+) -> Result<(Vec<Action>, Vec<String>)> {
     let entries = read_manifest(path)?;
     // The whole set's ordering first: nothing is installed if it would close a cycle.
     let planned = planned_units(layout, &entries, registry).await?;
@@ -138,12 +143,12 @@ pub async fn apply(layout: &Layout, path: &Path, registry: &RegistryOptions) -> 
                 name: Some(entry.name.clone()),
                 values: entry.set.clone(),
                 runtime: None,
-                start_now: entry.start && !layout.is_offline(),
+                start_now: entry.start && systemd.runs_units(),
                 registry: registry.clone(),
                 replace_vendor_unit: false,
             };
             let InstallOutcome::Installed(report) =
-                install(layout, &request).await.with_context(|| format!("installing {}", entry.name))?
+                install(layout, &request, systemd).await.with_context(|| format!("installing {}", entry.name))?
             else {
                 bail!("container '{}': its image ran once instead of being installed", entry.name);
             };
@@ -166,7 +171,7 @@ pub async fn apply(layout: &Layout, path: &Path, registry: &RegistryOptions) -> 
             rollback_on_failure: true,
             registry: registry.clone(),
         };
-        match update(layout, &request).await.with_context(|| format!("updating {}", entry.name))? {
+        match update(layout, &request, systemd).await.with_context(|| format!("updating {}", entry.name))? {
             SwitchReport::UpToDate => actions.push(Action::Unchanged(entry.name)),
             SwitchReport::Switched { notes: more, .. } => {
                 notes.extend(more.into_iter().filter(|n| !about_a_planned_unit(n, &planned)));

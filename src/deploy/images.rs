@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::exports::ExportsManifest;
 use super::layout::{Deployment, Layout};
 use super::recovery::lock_and_recover;
+use crate::systemd::ServiceManager;
 use crate::reference::ImageRef;
 use crate::store::{Store, StoredImage};
 use crate::template::{placeholders, FORCED_VARIABLES, HOST_VARIABLES};
@@ -83,8 +84,8 @@ pub fn info(layout: &Layout, image: &ImageRef) -> Result<ImageInfo> {
 }
 
 /// Removes an image from the store; refuses one a deployment uses unless `force`.
-pub async fn rmi(layout: &Layout, image: &ImageRef, force: bool) -> Result<()> {
-    let (_lock, _) = lock_and_recover(layout).await?;
+pub async fn rmi(layout: &Layout, image: &ImageRef, force: bool, systemd: &impl ServiceManager) -> Result<()> {
+    let (_lock, _) = lock_and_recover(layout, systemd, None).await?;
     let store = Store::open(&layout.repo())?;
     let stored = stored_image(&store, image)?;
     let users: Vec<String> = all_deployments(layout)?
@@ -109,8 +110,8 @@ pub struct PruneReport {
 }
 
 /// Removes deployment slots no installed container can use, unreferenced layers and objects.
-pub async fn prune(layout: &Layout) -> Result<PruneReport> {
-    let (_lock, _) = lock_and_recover(layout).await?;
+pub async fn prune(layout: &Layout, systemd: &impl ServiceManager) -> Result<PruneReport> {
+    let (_lock, _) = lock_and_recover(layout, systemd, None).await?;
     let installed: BTreeSet<String> = layout.installed_names()?.into_iter().collect();
     let mut slots = Vec::new();
     for entry in std::fs::read_dir(layout.deployments()).context("reading the deployments")? {

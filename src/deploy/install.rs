@@ -20,7 +20,7 @@ use super::slot::{build_slot, runs_once, SlotRequest};
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
 use crate::store::Store;
-use crate::systemd::Systemd;
+use crate::systemd::ServiceManager;
 
 const RUNTIME_CANDIDATES: [&str; 3] = ["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc"];
 /// Where the system's packages put their units.
@@ -56,13 +56,13 @@ pub struct InstallReport {
     pub notes: Vec<String>,
 }
 
-pub async fn install(layout: &Layout, request: &InstallRequest) -> Result<InstallOutcome> {
+pub async fn install(layout: &Layout, request: &InstallRequest, systemd: &impl ServiceManager) -> Result<InstallOutcome> {
     let name = request.name.clone().unwrap_or_else(|| request.image.default_container_name());
     validate_container_name(&name)?;
-    let (lock, mut notes) = lock_and_recover(layout).await?;
+    let (lock, mut notes) = lock_and_recover(layout, systemd, Some(&name)).await?;
     refuse_existing(layout, &name, request.replace_vendor_unit)?;
     let runtime = find_runtime(layout, request.runtime.as_deref())?;
-    if request.start_now && layout.is_offline() {
+    if request.start_now && !systemd.runs_units() {
         bail!("--now cannot start anything in an offline root ({})", layout.root.display());
     }
 
@@ -90,32 +90,22 @@ pub async fn install(layout: &Layout, request: &InstallRequest) -> Result<Instal
             name: Some(name),
             values: request.values.clone(),
         };
-        return run_once(layout, &run).await.map(InstallOutcome::RanOnce);
+        return run_once(layout, &run, systemd).await.map(InstallOutcome::RanOnce);
     }
 
     let uuid = uuid::Uuid::new_v4().to_string();
     let slot_request = SlotRequest { name: &name, slot: 0, image: &image, runtime: &runtime, user_values: &request.values, uuid: &uuid };
     let mut journal = Journal::begin(&layout.transaction_dir(), &format!("install {name}"))?;
-    let mut systemd = None;
     let outcome = async {
         let (mut deployment, warnings) = build_slot(layout, &store, &slot_request, &mut journal)?;
-        if deployment.has_service && !layout.is_offline() {
-            // Connected only now, but before the host is touched.
-            let connected = Systemd::connect().await?;
-            if vendor_unit(layout, &name).is_some() {
-                deployment.shadowed_vendor_unit_enabled = Some(connected.is_enabled(&Layout::unit_name(&name)).await?);
-            }
-            systemd = Some(connected);
+        let unit = Layout::unit_name(&name);
+        if deployment.has_service && vendor_unit(layout, &name).is_some() {
+            deployment.shadowed_vendor_unit_enabled = Some(systemd.is_enabled(&unit).await?);
         }
-        let more = [warnings, activate(layout, None, &mut deployment, systemd.as_ref(), &mut journal).await?].concat();
-        if let Some(systemd) = &systemd {
-            let unit = Layout::unit_name(&name);
-            journal.enabled(&unit)?;
-            systemd.enable(&[unit.as_str()]).await?;
-            if request.start_now {
-                journal.started(&unit)?;
-                systemd.start(&unit).await?;
-            }
+        let more = [warnings, activate(layout, None, &mut deployment, systemd, &mut journal).await?].concat();
+        if deployment.has_service && request.start_now {
+            journal.started(&unit)?;
+            systemd.start(&unit).await?;
         }
         Ok::<_, anyhow::Error>((deployment, more))
     }
@@ -127,7 +117,7 @@ pub async fn install(layout: &Layout, request: &InstallRequest) -> Result<Instal
             Ok(InstallOutcome::Installed(Box::new(InstallReport { name, deployment, notes })))
         }
         Err(err) => {
-            let problems = journal.undo(systemd.as_ref()).await;
+            let problems = journal.undo(systemd).await;
             Err(with_undo_problems(err, problems))
         }
     }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::systemd::Systemd;
+use crate::systemd::{ChangeLog, ServiceManager};
 
 const JOURNAL_FILE: &str = "journal.json";
 /// Test-only: abort the process right after recording this many steps, to simulate a crash.
@@ -39,6 +39,8 @@ enum Step {
     RemovedDir(PathBuf),
     CreatedTree(PathBuf),
     Enabled(String),
+    /// A unit was disabled through the bus (undone by enabling it again).
+    Disabled(String),
     Started(String),
     Stopped(String),
     UnitsChanged,
@@ -100,6 +102,12 @@ impl Journal {
             Some(name) => Interrupted::Uninstall { name, journal },
             None => Interrupted::Undo(journal),
         }))
+    }
+
+    /// The command of the transaction in `dir`, if its journal can be read.
+    pub fn command_in(dir: &Path) -> Option<String> {
+        let bytes = std::fs::read(dir.join(JOURNAL_FILE)).ok()?;
+        serde_json::from_slice::<Record>(&bytes).ok().map(|r| r.command).filter(|c| !c.is_empty())
     }
 
     pub fn command(&self) -> &str {
@@ -187,7 +195,7 @@ impl Journal {
     /// failures and returns them, so one stuck step does not leave the rest behind. systemd
     /// reloads before a unit that was stopped is started again, so it starts from the restored
     /// unit file.
-    pub async fn undo(self, systemd: Option<&Systemd>) -> Vec<String> {
+    pub async fn undo(self, systemd: &impl ServiceManager) -> Vec<String> {
         let mut problems = Vec::new();
         let mut reload_pending = false;
         for step in self.record.steps.iter().rev() {
@@ -201,31 +209,23 @@ impl Journal {
                     Ok(())
                 }
                 Step::Uninstalling(_) => Ok(()),
-                Step::Enabled(unit) => match systemd {
-                    Some(s) => s.disable(&[unit.as_str()]).await.map_err(|e| format!("{e:#}")),
-                    None => Ok(()),
-                },
-                Step::Started(unit) => match systemd {
-                    Some(s) => s.stop(unit).await.map_err(|e| format!("{e:#}")),
-                    None => Ok(()),
-                },
-                Step::Stopped(unit) => match systemd {
-                    Some(s) => {
-                        let reloaded = if std::mem::take(&mut reload_pending) { s.reload().await } else { Ok(()) };
-                        match reloaded {
-                            Ok(()) => s.start(unit).await.map_err(|e| format!("{e:#}")),
-                            Err(e) => Err(format!("{e:#}")),
-                        }
+                Step::Enabled(unit) => systemd.disable(unit, None).await.map_err(|e| format!("{e:#}")),
+                Step::Disabled(unit) => systemd.enable(unit, &mut Unrecorded).await.map_err(|e| format!("{e:#}")),
+                Step::Started(unit) => systemd.stop(unit).await.map_err(|e| format!("{e:#}")),
+                Step::Stopped(unit) => {
+                    let reloaded = if std::mem::take(&mut reload_pending) { systemd.reload().await } else { Ok(()) };
+                    match reloaded {
+                        Ok(()) => systemd.start(unit).await.map_err(|e| format!("{e:#}")),
+                        Err(e) => Err(format!("{e:#}")),
                     }
-                    None => Ok(()),
-                },
+                }
             };
             if let Err(e) = outcome {
                 problems.push(format!("undoing {}: {e}", describe(step)));
             }
         }
-        if let (true, Some(s)) = (reload_pending, systemd) {
-            if let Err(e) = s.reload().await {
+        if reload_pending {
+            if let Err(e) = systemd.reload().await {
                 problems.push(format!("{e:#}"));
             }
         }
@@ -235,6 +235,45 @@ impl Journal {
             }
         }
         problems
+    }
+}
+
+impl ChangeLog for Journal {
+    fn saving(&mut self, path: &Path) -> Result<()> {
+        self.save(path)
+    }
+
+    fn creating_dir(&mut self, path: &Path) -> Result<()> {
+        self.created_dir(path)
+    }
+
+    fn enabling(&mut self, unit: &str) -> Result<()> {
+        self.enabled(unit)
+    }
+
+    fn disabling(&mut self, unit: &str) -> Result<()> {
+        self.record(Step::Disabled(unit.to_string()))
+    }
+}
+
+/// For changes that are not undone: made while undoing, or by an uninstall, which goes forward.
+pub(super) struct Unrecorded;
+
+impl ChangeLog for Unrecorded {
+    fn saving(&mut self, _: &Path) -> Result<()> {
+        Ok(())
+    }
+
+    fn creating_dir(&mut self, _: &Path) -> Result<()> {
+        Ok(())
+    }
+
+    fn enabling(&mut self, _: &str) -> Result<()> {
+        Ok(())
+    }
+
+    fn disabling(&mut self, _: &str) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -267,6 +306,7 @@ fn describe(step: &Step) -> String {
             path.display().to_string()
         }
         Step::Enabled(unit) => format!("enabling {unit}"),
+        Step::Disabled(unit) => format!("disabling {unit}"),
         Step::Started(unit) => format!("starting {unit}"),
         Step::Stopped(unit) => format!("stopping {unit}"),
         Step::UnitsChanged => "unit changes".to_string(),
@@ -320,7 +360,7 @@ mod tests {
             panic!("the interrupted transaction was not found");
         };
         assert_eq!(found.command(), "test");
-        assert!(found.undo(None).await.is_empty());
+        assert!(found.undo(&crate::systemd::fake::Fake::new()).await.is_empty());
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "old");
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o7777, 0o640);
         assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("slot.0"));

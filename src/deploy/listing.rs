@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::layout::Layout;
 use crate::digest::Digest;
 use crate::store::Store;
-use crate::systemd::Systemd;
+use crate::systemd::{ServiceManager, UnitState};
 
 #[derive(Debug, Serialize)]
 pub struct ContainerRow {
@@ -24,24 +24,23 @@ pub struct ContainerRow {
 
 /// One row per installed container (its active slot); with `all`, also one per previous slot,
 /// whose state is `previous`.
-pub async fn list(layout: &Layout, all: bool) -> Result<Vec<ContainerRow>> {
+pub async fn list(layout: &Layout, all: bool, systemd: &impl ServiceManager) -> Result<Vec<ContainerRow>> {
     let names = layout.installed_names()?;
-    // Listing must work where there is no systemd (an offline root): states are then unknown.
-    let systemd = if names.is_empty() || layout.is_offline() {
-        None
-    } else {
-        Systemd::connect().await.ok()
-    };
     let mut rows = Vec::new();
     for name in names {
         let d = layout.read_info(&name)?;
-        let state = match (&systemd, d.has_service) {
-            (_, false) => "no service".to_string(),
-            (None, true) => "unknown".to_string(),
-            (Some(s), true) => match s.active_state(&Layout::unit_name(&name)).await?.as_str() {
-                "active" => "running".to_string(),
-                other => other.to_string(),
-            },
+        // Listing works where systemd cannot be asked (an offline root, no bus): states are
+        // then unknown.
+        let state = if !d.has_service {
+            "no service".to_string()
+        } else if !systemd.runs_units() {
+            "unknown".to_string()
+        } else {
+            match systemd.state(&Layout::unit_name(&name)).await {
+                Ok(UnitState::Active) => "running".to_string(),
+                Ok(other) => other.as_str().to_string(),
+                Err(_) => "unknown".to_string(),
+            }
         };
         let previous = if all { layout.read_slot_info(&name, 1 - d.slot).ok() } else { None };
         rows.push(ContainerRow::new(d, state));

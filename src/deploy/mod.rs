@@ -41,7 +41,7 @@ pub use install::{install, InstallOutcome, InstallReport, InstallRequest};
 pub use layout::{Deployment, InstalledFile, Layout, DEFAULT_STORAGE};
 pub use listing::{images, list, ContainerRow, ImageRow};
 pub use pull::{pull, Pulled};
-pub use recovery::recover;
+pub use recovery::{pending, recover, PendingTransaction};
 pub use run::{run_once, RunRequest};
 pub use uninstall::{uninstall, UninstallReport};
 pub use update::{rollback, update, SwitchReport, UpdateRequest};

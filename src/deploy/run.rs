@@ -25,7 +25,6 @@ use nix::unistd::Pid;
 use oci_spec::image::ImageConfiguration;
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::activate::run_tmpfiles;
 use super::exports::Exports;
 use super::install::find_runtime;
 use super::layout::Layout;
@@ -35,6 +34,7 @@ use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
 use crate::spec::{self, RootUse};
 use crate::store::{checkout_image, Store, StoredImage};
+use crate::systemd::{ServiceManager, Tmpfiles};
 use crate::template::{self, FileKind};
 
 const BUNDLE_PREFIX: &str = "sysctr-run-";
@@ -56,22 +56,22 @@ pub struct RunRequest {
 
 /// Runs the image once in the foreground and returns the container's exit code (128+N when it
 /// was killed by signal N); nothing is left behind.
-pub async fn run_once(layout: &Layout, request: &RunRequest) -> Result<i32> {
-    if layout.is_offline() {
+pub async fn run_once(layout: &Layout, request: &RunRequest, systemd: &impl ServiceManager) -> Result<i32> {
+    if !systemd.runs_units() {
         bail!("`run` starts a container on this host; it cannot work in an offline root ({})", layout.root.display());
     }
     let runtime = find_runtime(layout, request.runtime.as_deref())?;
     let bundle = {
         let _lock = layout.lock()?;
-        remove_stale_bundles(layout, &runtime);
+        remove_stale_bundles(layout, &runtime, systemd);
         let store = Store::open_or_create(&layout.repo())?;
         let stored = match store.image(&request.image.canonical())? {
             Some(image) => image,
             None => pull(&store, &request.image, &request.registry).await?.image,
         };
         let mut bundle = Bundle::create(layout)?;
-        if let Err(err) = bundle.prepare(layout, &store, &stored, request, &runtime) {
-            bundle.remove(&runtime);
+        if let Err(err) = bundle.prepare(layout, &store, &stored, request, &runtime, systemd) {
+            bundle.remove(&runtime, systemd);
             return Err(err);
         }
         bundle
@@ -79,7 +79,7 @@ pub async fn run_once(layout: &Layout, request: &RunRequest) -> Result<i32> {
     let status = bundle.run(&runtime).await;
     {
         let _lock = layout.lock()?;
-        bundle.remove(&runtime);
+        bundle.remove(&runtime, systemd);
         // The directory goes too once no run uses it, so that a run leaves the storage as it was.
         let _ = std::fs::remove_dir(bundles_dir(layout));
     }
@@ -127,6 +127,7 @@ impl Bundle {
         image: &StoredImage,
         request: &RunRequest,
         runtime: &Path,
+        systemd: &impl ServiceManager,
     ) -> Result<()> {
         let lower = self.dir.join("lower");
         checkout_image(store, &image.commit, &lower)?;
@@ -146,7 +147,7 @@ impl Bundle {
         let text = serde_json::to_string_pretty(&value).context("serializing config.json")?;
         std::fs::write(self.dir.join("config.json"), text).context("writing config.json")?;
         if let Some(tmpfiles) = &self.tmpfiles {
-            run_tmpfiles("--create", tmpfiles)?;
+            systemd.tmpfiles(Tmpfiles::Create, tmpfiles)?;
         }
         Ok(())
     }
@@ -234,14 +235,14 @@ impl Bundle {
 
     /// Removes everything of the run: the runtime's state, the tmpfiles entries, the mounts and
     /// the directory. Best effort: it also runs after failures.
-    fn remove(&self, runtime: &Path) {
+    fn remove(&self, runtime: &Path, systemd: &impl ServiceManager) {
         let _ = std::process::Command::new(runtime)
             .args(["delete", "--force", &self.id])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
         if let Some(tmpfiles) = &self.tmpfiles {
-            let _ = run_tmpfiles("--remove", tmpfiles);
+            let _ = systemd.tmpfiles(Tmpfiles::Remove, tmpfiles);
         }
         remove_bundle_dir(&self.dir);
     }
@@ -287,7 +288,7 @@ fn remove_bundle_dir(dir: &Path) {
 }
 
 /// Removes the bundles of runs whose sysctr is gone (killed before it could clean up).
-fn remove_stale_bundles(layout: &Layout, runtime: &Path) {
+fn remove_stale_bundles(layout: &Layout, runtime: &Path, systemd: &impl ServiceManager) {
     let Ok(entries) = std::fs::read_dir(bundles_dir(layout)) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -303,7 +304,7 @@ fn remove_stale_bundles(layout: &Layout, runtime: &Path) {
             .status();
         let tmpfiles = entry.path().join(TMPFILES_FILE);
         if tmpfiles.exists() {
-            let _ = run_tmpfiles("--remove", &tmpfiles);
+            let _ = systemd.tmpfiles(Tmpfiles::Remove, &tmpfiles);
         }
         remove_bundle_dir(&entry.path());
     }

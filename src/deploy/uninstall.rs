@@ -4,14 +4,13 @@
 
 use anyhow::{Context, Result};
 
-use super::activate::{offline_links, run_tmpfiles};
 use super::hostfs;
-use super::journal::Journal;
+use super::journal::{Journal, Unrecorded};
 use super::layout::{Deployment, Layout};
 use super::slot::{slot_dir, DROPIN_FILE, TMPFILES_FILE};
 use super::recovery::lock_and_recover;
 use crate::reference::validate_container_name;
-use crate::systemd::Systemd;
+use crate::systemd::{ServiceManager, Tmpfiles, UnitState};
 
 /// What an uninstall did, for the user.
 #[derive(Debug, Default)]
@@ -19,57 +18,48 @@ pub struct UninstallReport {
     pub notes: Vec<String>,
 }
 
-pub async fn uninstall(layout: &Layout, name: &str) -> Result<UninstallReport> {
+pub async fn uninstall(layout: &Layout, name: &str, systemd: &impl ServiceManager) -> Result<UninstallReport> {
     validate_container_name(name)?;
-    let (_lock, mut notes) = lock_and_recover(layout).await?;
+    let (_lock, mut notes) = lock_and_recover(layout, systemd, Some(name)).await?;
     layout.read_info(name)?;
     let mut journal = Journal::begin(&layout.transaction_dir(), &format!("uninstall {name}"))?;
     journal.uninstalling(name)?;
-    notes.extend(remove_container(layout, name).await?);
+    notes.extend(remove_container(layout, name, systemd).await?);
     journal.commit()?;
     Ok(UninstallReport { notes })
 }
 
 /// Removes everything of an installed container but its image, whatever is left of it.
-pub(super) async fn remove_container(layout: &Layout, name: &str) -> Result<Vec<String>> {
+pub(super) async fn remove_container(layout: &Layout, name: &str, systemd: &impl ServiceManager) -> Result<Vec<String>> {
     let mut notes = Vec::new();
     let record = layout.read_info(name).or_else(|_| layout.read_slot_info(name, 0)).or_else(|_| layout.read_slot_info(name, 1));
     let unit = Layout::unit_name(name);
     let unit_file = layout.unit_file(name);
-    if layout.is_offline() {
-        for deployment in [layout.read_slot_info(name, 0), layout.read_slot_info(name, 1)].into_iter().flatten() {
-            for (link, _) in offline_links(layout, &deployment)? {
-                remove_if_present(&layout.root.join(link))?;
+    if unit_file.exists() {
+        if systemd.runs_units() {
+            let dependents = systemd.required_by(&unit).await?;
+            if !dependents.is_empty() {
+                // Said before the stop: systemd stops them along with this unit.
+                eprintln!("warning: {} require {unit}; stopping it stops them too", dependents.join(", "));
+            }
+            if systemd.state(&unit).await? != UnitState::Inactive {
+                systemd.stop(&unit).await?;
             }
         }
-        remove_if_present(&unit_file)?;
-        notes.extend(remove_own_dropin(layout, name)?);
-    } else if unit_file.exists() {
-        let systemd = Systemd::connect().await?;
-        let dependents = systemd.required_by(&unit).await?;
-        if !dependents.is_empty() {
-            // Said before the stop: systemd stops them along with this unit.
-            eprintln!("warning: {} require {unit}; stopping it stops them too", dependents.join(", "));
-        }
-        if systemd.active_state(&unit).await? != "inactive" {
-            systemd.stop(&unit).await?;
-        }
-        systemd.disable(&[unit.as_str()]).await?;
+        systemd.disable(&unit, None).await?;
         remove_if_present(&unit_file)?;
         notes.extend(remove_own_dropin(layout, name)?);
         systemd.reload().await?;
         // The system's own unit of that name is visible again: as enabled as it was before.
         if record.as_ref().is_ok_and(|r| r.shadowed_vendor_unit_enabled == Some(true)) {
-            systemd.enable(&[unit.as_str()]).await?;
+            systemd.enable(&unit, &mut Unrecorded).await?;
         }
     }
 
     let tmpfiles = layout.tmpfiles_file(name);
     if tmpfiles.exists() {
         if owns_tmpfiles(layout, name, record.as_ref().ok()) {
-            if !layout.is_offline() {
-                run_tmpfiles("--remove", &tmpfiles)?;
-            }
+            systemd.tmpfiles(Tmpfiles::Remove, &tmpfiles)?;
             remove_if_present(&tmpfiles)?;
         } else {
             notes.push(format!("kept {}: sysctr did not write it", tmpfiles.display()));

@@ -17,7 +17,7 @@ use super::slot::{build_slot, SlotRequest};
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
 use crate::store::Store;
-use crate::systemd::Systemd;
+use crate::systemd::{ServiceManager, UnitState};
 
 /// A checked update request.
 #[derive(Debug, Clone)]
@@ -44,9 +44,9 @@ pub enum SwitchReport {
     Switched { from: Deployment, to: Deployment, notes: Vec<String> },
 }
 
-pub async fn update(layout: &Layout, request: &UpdateRequest) -> Result<SwitchReport> {
+pub async fn update(layout: &Layout, request: &UpdateRequest, systemd: &impl ServiceManager) -> Result<SwitchReport> {
     validate_container_name(&request.name)?;
-    let (_lock, recovered) = lock_and_recover(layout).await?;
+    let (_lock, recovered) = lock_and_recover(layout, systemd, Some(&request.name)).await?;
     let current = layout.read_info(&request.name)?;
     let store = Store::open(&layout.repo())?;
     let image_ref = match &request.rebase {
@@ -81,16 +81,11 @@ pub async fn update(layout: &Layout, request: &UpdateRequest) -> Result<SwitchRe
         uuid: &current.uuid,
     };
     let mut journal = Journal::begin(&layout.transaction_dir(), &format!("update {}", request.name))?;
-    let mut systemd = None;
-    let mut switched = false;
+    let mut started = false;
     let outcome = async {
         let (mut next, warnings) = build_slot(layout, &store, &slot_request, &mut journal)?;
         next.shadowed_vendor_unit_enabled = current.shadowed_vendor_unit_enabled;
-        if (current.has_service || next.has_service) && !layout.is_offline() {
-            systemd = Some(Systemd::connect().await?);
-        }
-        switched = true;
-        let (to, notes) = switch(layout, &current, next, systemd.as_ref(), &mut journal).await?;
+        let (to, notes) = switch(layout, &current, next, systemd, &mut journal, &mut started).await?;
         Ok::<_, anyhow::Error>((to, [warnings, notes].concat()))
     }
     .await;
@@ -99,12 +94,14 @@ pub async fn update(layout: &Layout, request: &UpdateRequest) -> Result<SwitchRe
             journal.commit()?;
             Ok(SwitchReport::Switched { from: current, to, notes: [recovered, notes].concat() })
         }
-        Err(err) if switched && !request.rollback_on_failure => {
+        // Only a service that failed to come up keeps the new deployment: a failure inside the
+        // switch itself is always undone.
+        Err(err) if started && !request.rollback_on_failure => {
             journal.commit()?;
             Err(err.context(format!("the update of {} failed; left on the new deployment (--no-rollback)", request.name)))
         }
         Err(err) => {
-            let problems = journal.undo(systemd.as_ref()).await;
+            let problems = journal.undo(systemd).await;
             let err = err.context(format!(
                 "the update of {} failed; rolled back to {} (slot {})",
                 request.name, current.image, current.slot
@@ -114,60 +111,52 @@ pub async fn update(layout: &Layout, request: &UpdateRequest) -> Result<SwitchRe
     }
 }
 
-pub async fn rollback(layout: &Layout, name: &str) -> Result<SwitchReport> {
+pub async fn rollback(layout: &Layout, name: &str, systemd: &impl ServiceManager) -> Result<SwitchReport> {
     validate_container_name(name)?;
-    let (_lock, recovered) = lock_and_recover(layout).await?;
+    let (_lock, recovered) = lock_and_recover(layout, systemd, Some(name)).await?;
     let current = layout.read_info(name)?;
     let previous = layout
         .read_slot_info(name, 1 - current.slot)
         .with_context(|| format!("{name} has no previous deployment to roll back to"))?;
-    let systemd = if (current.has_service || previous.has_service) && !layout.is_offline() {
-        Some(Systemd::connect().await?)
-    } else {
-        None
-    };
     let mut journal = Journal::begin(&layout.transaction_dir(), &format!("rollback {name}"))?;
-    match switch(layout, &current, previous, systemd.as_ref(), &mut journal).await {
+    match switch(layout, &current, previous, systemd, &mut journal, &mut false).await {
         Ok((to, notes)) => {
             journal.commit()?;
             Ok(SwitchReport::Switched { from: current, to, notes: [recovered, notes].concat() })
         }
         Err(err) => {
-            let problems = journal.undo(systemd.as_ref()).await;
+            let problems = journal.undo(systemd).await;
             Err(with_undo_problems(err.context(format!("rolling back {name} failed; nothing changed")), problems))
         }
     }
 }
 
 /// Stops the service if it runs, activates `to` in place of `from`, and starts the service again
-/// if it was running, checking that it stays up.
+/// if it was running, checking that it stays up. `started` is set once the switch is complete
+/// and only the new service's start remains.
 async fn switch(
     layout: &Layout,
     from: &Deployment,
     mut to: Deployment,
-    systemd: Option<&Systemd>,
+    systemd: &impl ServiceManager,
     journal: &mut Journal,
+    started: &mut bool,
 ) -> Result<(Deployment, Vec<String>)> {
     if !to.has_service && from.has_service {
         bail!("{} ships no service while the installed deployment does; uninstall it instead", to.image);
     }
     let unit = Layout::unit_name(&to.name);
-    let was_active = match (systemd, from.has_service) {
-        (Some(s), true) => s.active_state(&unit).await? == "active",
-        _ => false,
-    };
-    if let (true, Some(s)) = (was_active, systemd) {
+    let was_active = from.has_service && systemd.runs_units() && systemd.state(&unit).await? == UnitState::Active;
+    if was_active {
         journal.stopped(&unit)?;
-        s.stop(&unit).await?;
+        systemd.stop(&unit).await?;
     }
     let notes = activate(layout, Some(from), &mut to, systemd, journal).await?;
-    if let (Some(s), true) = (systemd, to.has_service) {
-        s.enable(&[unit.as_str()]).await?;
-        if was_active {
-            journal.started(&unit)?;
-            s.start(&unit).await?;
-            s.ensure_stays_active(&unit).await?;
-        }
+    if to.has_service && was_active {
+        *started = true;
+        journal.started(&unit)?;
+        systemd.start(&unit).await?;
+        systemd.ensure_stays_active(&unit).await?;
     }
     Ok((to, notes))
 }

@@ -1,184 +1,190 @@
-//! systemd's Manager over D-Bus: reload, enable/disable unit files, start/stop units and wait
-//! for the job's result. No `systemctl` subprocess anywhere.
+//! The one seam between sysctr and systemd: what `deploy` needs from it, as a trait with one
+//! implementation per kind of host. The CLI picks the implementation once:
+//! - [`Bus`]: a running host, over D-Bus (reload, enable/disable, start/stop waiting for the
+//!   job's result). No `systemctl` subprocess anywhere.
+//! - [`Offline`]: an OS image tree (`--root`): units are enabled by their `[Install]` symlinks,
+//!   as `systemctl --root` does, and nothing runs.
+//! - `fake::Fake` (tests only): in memory, to test install, update, rollback, uninstall and
+//!   recovery without a host.
+//!
+//! Changes a manager makes to files go through a [`ChangeLog`] first, so that `deploy`'s
+//! transaction journal can undo them.
 
+mod bus;
+#[cfg(test)]
+pub mod fake;
 mod offline;
 mod ordering;
 
-use std::time::Duration;
+use std::future::Future;
+use std::path::Path;
 
-use anyhow::{bail, Context, Result};
-use futures_util::StreamExt;
-use zbus::{proxy, Connection, OwnedObjectPath};
+use anyhow::Result;
 
-pub use offline::install_links;
+pub use bus::Bus;
+pub use offline::{check_unit_name, install_links, Offline};
 pub use ordering::{check_dependencies, check_dependencies_of_set};
 
-const DESTINATION: &str = "org.freedesktop.systemd1";
-/// How long a start or stop job may take before we stop waiting; systemd's own default job
-/// timeouts are shorter, so this only catches a bus that went silent.
-const JOB_TIMEOUT: Duration = Duration::from_secs(600);
-/// How long a freshly started service must stay up to count as started.
-const SETTLE_TIME: Duration = Duration::from_millis(1500);
-
-#[proxy(
-    interface = "org.freedesktop.systemd1.Manager",
-    default_service = "org.freedesktop.systemd1",
-    default_path = "/org/freedesktop/systemd1"
-)]
-trait Manager {
-    fn subscribe(&self) -> zbus::Result<()>;
-    fn reload(&self) -> zbus::Result<()>;
-    fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
-    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
-    fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
-    fn enable_unit_files(
-        &self,
-        files: &[&str],
-        runtime: bool,
-        force: bool,
-    ) -> zbus::Result<(bool, Vec<(String, String, String)>)>;
-    fn disable_unit_files(&self, files: &[&str], runtime: bool) -> zbus::Result<Vec<(String, String, String)>>;
-    fn get_unit_file_state(&self, file: &str) -> zbus::Result<String>;
-    #[zbus(signal)]
-    fn job_removed(&self, id: u32, job: OwnedObjectPath, unit: String, result: String) -> zbus::Result<()>;
+/// A unit's ActiveState, as systemd reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitState {
+    Active,
+    Reloading,
+    Inactive,
+    Failed,
+    Activating,
+    Deactivating,
+    /// Anything else systemd may report (`maintenance`, `refreshing`, ...).
+    Other,
 }
 
-#[proxy(interface = "org.freedesktop.systemd1.Unit", default_service = "org.freedesktop.systemd1")]
-trait Unit {
-    #[zbus(property)]
-    fn active_state(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn sub_state(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn required_by(&self) -> zbus::Result<Vec<String>>;
-}
-
-/// A connection to the system's systemd.
-pub struct Systemd {
-    connection: Connection,
-    manager: ManagerProxy<'static>,
-}
-
-impl std::fmt::Debug for Systemd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Systemd")
-    }
-}
-
-impl Systemd {
-    pub async fn connect() -> Result<Systemd> {
-        let connection = Connection::system()
-            .await
-            .context("connecting to the system D-Bus (is this host running systemd? for an offline tree use --root)")?;
-        let manager = ManagerProxy::new(&connection).await.context("reaching systemd over D-Bus")?;
-        manager.subscribe().await.context("subscribing to systemd job signals")?;
-        Ok(Systemd { connection, manager })
-    }
-
-    pub async fn reload(&self) -> Result<()> {
-        self.manager.reload().await.context("asking systemd to reload its units")
-    }
-
-    /// Enables units (by name), as `systemctl enable` would.
-    pub async fn enable(&self, units: &[&str]) -> Result<()> {
-        self.manager
-            .enable_unit_files(units, false, false)
-            .await
-            .with_context(|| format!("enabling {}", units.join(" ")))?;
-        Ok(())
-    }
-
-    /// Whether a unit file is enabled (`systemctl is-enabled` says `enabled`).
-    pub async fn is_enabled(&self, unit: &str) -> Result<bool> {
-        match self.manager.get_unit_file_state(unit).await {
-            Ok(state) => Ok(state == "enabled"),
-            Err(zbus::Error::MethodError(name, _, _)) if name.as_str() == "org.freedesktop.DBus.Error.FileNotFound" => Ok(false),
-            Err(e) => Err(e).with_context(|| format!("reading whether {unit} is enabled")),
+impl UnitState {
+    pub fn from_active_state(state: &str) -> UnitState {
+        match state {
+            "active" => UnitState::Active,
+            "reloading" => UnitState::Reloading,
+            "inactive" => UnitState::Inactive,
+            "failed" => UnitState::Failed,
+            "activating" => UnitState::Activating,
+            "deactivating" => UnitState::Deactivating,
+            _ => UnitState::Other,
         }
     }
 
-    pub async fn disable(&self, units: &[&str]) -> Result<()> {
-        self.manager
-            .disable_unit_files(units, false)
-            .await
-            .with_context(|| format!("disabling {}", units.join(" ")))?;
-        Ok(())
-    }
-
-    /// Starts a unit and waits for the job's result; fails unless it is `done`.
-    pub async fn start(&self, unit: &str) -> Result<()> {
-        self.run_job(unit, "start").await
-    }
-
-    /// Stops a unit and waits for the job's result.
-    pub async fn stop(&self, unit: &str) -> Result<()> {
-        self.run_job(unit, "stop").await
-    }
-
-    async fn run_job(&self, unit: &str, verb: &str) -> Result<()> {
-        // Listen before asking, or a fast job's signal could be missed.
-        let mut removed = self.manager.receive_job_removed().await.context("listening for systemd job results")?;
-        let job = match verb {
-            "start" => self.manager.start_unit(unit, "replace").await,
-            _ => self.manager.stop_unit(unit, "replace").await,
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitState::Active => "active",
+            UnitState::Reloading => "reloading",
+            UnitState::Inactive => "inactive",
+            UnitState::Failed => "failed",
+            UnitState::Activating => "activating",
+            UnitState::Deactivating => "deactivating",
+            UnitState::Other => "other",
         }
-        .with_context(|| format!("asking systemd to {verb} {unit}"))?;
-        let wait = async {
-            while let Some(signal) = removed.next().await {
-                let args = signal.args().context("reading a JobRemoved signal")?;
-                if args.job == job {
-                    return Ok(args.result);
-                }
-            }
-            bail!("the D-Bus connection closed while waiting for the {verb} job of {unit}")
-        };
-        let result = tokio::time::timeout(JOB_TIMEOUT, wait)
-            .await
-            .with_context(|| format!("timed out waiting for systemd to {verb} {unit}"))??;
-        if result != "done" {
-            bail!("systemd could not {verb} {unit} (job result: {result}); see `journalctl -u {unit}`");
+    }
+}
+
+/// What to do with a tmpfiles.d file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tmpfiles {
+    Create,
+    Remove,
+}
+
+/// Where a manager records a change before it makes it (the transaction journal).
+pub trait ChangeLog: Send {
+    /// A file or symlink at `path` is about to be written or removed.
+    fn saving(&mut self, path: &Path) -> Result<()>;
+    /// The directory `path` is about to be created.
+    fn creating_dir(&mut self, path: &Path) -> Result<()>;
+    /// `unit` is about to be enabled through the bus (undone by disabling it).
+    fn enabling(&mut self, unit: &str) -> Result<()>;
+    /// `unit` is about to be disabled through the bus (undone by enabling it).
+    fn disabling(&mut self, unit: &str) -> Result<()>;
+}
+
+/// What `deploy` needs from systemd.
+pub trait ServiceManager: Sync {
+    /// Whether units run where this manager works: false for an offline root, where starting
+    /// and stopping are refused.
+    fn runs_units(&self) -> bool;
+    fn reload(&self) -> impl Future<Output = Result<()>> + Send;
+    /// Enables `unit` (its unit file is in place), recording each change in `changes` first.
+    fn enable(&self, unit: &str, changes: &mut dyn ChangeLog) -> impl Future<Output = Result<()>> + Send;
+    /// Disables `unit`; `changes` is `None` where nothing will be undone (an uninstall).
+    fn disable(&self, unit: &str, changes: Option<&mut dyn ChangeLog>) -> impl Future<Output = Result<()>> + Send;
+    /// Starts `unit` and waits for the job's result.
+    fn start(&self, unit: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Stops `unit` and waits for the job's result.
+    fn stop(&self, unit: &str) -> impl Future<Output = Result<()>> + Send;
+    /// After a start: fails unless `unit` is still active a moment later.
+    fn ensure_stays_active(&self, unit: &str) -> impl Future<Output = Result<()>> + Send;
+    /// The unit's state; `Inactive` for a unit systemd has not loaded.
+    fn state(&self, unit: &str) -> impl Future<Output = Result<UnitState>> + Send;
+    /// The units that require `unit`: stopping it stops them.
+    fn required_by(&self, unit: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Whether the unit file `unit` is enabled.
+    fn is_enabled(&self, unit: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// Applies or removes a tmpfiles.d file where units run; nothing elsewhere.
+    fn tmpfiles(&self, action: Tmpfiles, file: &Path) -> Result<()>;
+}
+
+/// The manager of the host sysctr works on, chosen once by the CLI.
+#[derive(Debug)]
+pub enum HostManager {
+    Bus(Bus),
+    Offline(Offline),
+}
+
+/// Calls the same method on whichever manager it is.
+macro_rules! delegate {
+    ($self:ident, $m:ident ( $($arg:expr),* )) => {
+        match $self {
+            HostManager::Bus(bus) => bus.$m($($arg),*),
+            HostManager::Offline(offline) => offline.$m($($arg),*),
         }
-        Ok(())
-    }
+    };
+}
 
-    /// After a successful start job, checks that the unit is still active a moment later: a
-    /// simple service's start job succeeds as soon as its process is forked.
-    pub async fn ensure_stays_active(&self, unit: &str) -> Result<()> {
-        tokio::time::sleep(SETTLE_TIME).await;
-        let state = self.active_state(unit).await?;
-        if state != "active" {
-            bail!("{unit} did not stay up after starting (state: {state}); see `journalctl -u {unit}`");
+impl ServiceManager for HostManager {
+    fn runs_units(&self) -> bool {
+        delegate!(self, runs_units())
+    }
+    async fn reload(&self) -> Result<()> {
+        match self {
+            HostManager::Bus(bus) => bus.reload().await,
+            HostManager::Offline(offline) => offline.reload().await,
         }
-        Ok(())
     }
-
-    /// The units that require this one (systemd's RequiredBy, from `Requires=` and
-    /// `[Install] RequiredBy=`): stopping this unit stops them.
-    pub async fn required_by(&self, unit: &str) -> Result<Vec<String>> {
-        let Some(proxy) = self.unit(unit).await? else { return Ok(Vec::new()) };
-        proxy.required_by().await.with_context(|| format!("reading what requires {unit}"))
+    async fn enable(&self, unit: &str, changes: &mut dyn ChangeLog) -> Result<()> {
+        match self {
+            HostManager::Bus(bus) => bus.enable(unit, changes).await,
+            HostManager::Offline(offline) => offline.enable(unit, changes).await,
+        }
     }
-
-    async fn unit(&self, unit: &str) -> Result<Option<UnitProxy<'_>>> {
-        let path = match self.manager.get_unit(unit).await {
-            Ok(path) => path,
-            Err(zbus::Error::MethodError(name, _, _)) if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" => {
-                return Ok(None);
-            }
-            Err(e) => return Err(e).with_context(|| format!("looking up {unit}")),
-        };
-        let proxy = UnitProxy::builder(&self.connection)
-            .destination(DESTINATION)
-            .path(path)
-            .build()
-            .await
-            .with_context(|| format!("reaching {unit} over D-Bus"))?;
-        Ok(Some(proxy))
+    async fn disable(&self, unit: &str, changes: Option<&mut dyn ChangeLog>) -> Result<()> {
+        match self {
+            HostManager::Bus(bus) => bus.disable(unit, changes).await,
+            HostManager::Offline(offline) => offline.disable(unit, changes).await,
+        }
     }
-
-    /// The unit's ActiveState (`active`, `failed`, `inactive`, ...); `inactive` if not loaded.
-    pub async fn active_state(&self, unit: &str) -> Result<String> {
-        let Some(proxy) = self.unit(unit).await? else { return Ok("inactive".to_string()) };
-        proxy.active_state().await.with_context(|| format!("reading the state of {unit}"))
+    async fn start(&self, unit: &str) -> Result<()> {
+        match self {
+            HostManager::Bus(bus) => bus.start(unit).await,
+            HostManager::Offline(offline) => offline.start(unit).await,
+        }
+    }
+    async fn stop(&self, unit: &str) -> Result<()> {
+        match self {
+            HostManager::Bus(bus) => bus.stop(unit).await,
+            HostManager::Offline(offline) => offline.stop(unit).await,
+        }
+    }
+    async fn ensure_stays_active(&self, unit: &str) -> Result<()> {
+        match self {
+            HostManager::Bus(bus) => bus.ensure_stays_active(unit).await,
+            HostManager::Offline(offline) => offline.ensure_stays_active(unit).await,
+        }
+    }
+    async fn state(&self, unit: &str) -> Result<UnitState> {
+        match self {
+            HostManager::Bus(bus) => bus.state(unit).await,
+            HostManager::Offline(offline) => offline.state(unit).await,
+        }
+    }
+    async fn required_by(&self, unit: &str) -> Result<Vec<String>> {
+        match self {
+            HostManager::Bus(bus) => bus.required_by(unit).await,
+            HostManager::Offline(offline) => offline.required_by(unit).await,
+        }
+    }
+    async fn is_enabled(&self, unit: &str) -> Result<bool> {
+        match self {
+            HostManager::Bus(bus) => bus.is_enabled(unit).await,
+            HostManager::Offline(offline) => offline.is_enabled(unit).await,
+        }
+    }
+    fn tmpfiles(&self, action: Tmpfiles, file: &Path) -> Result<()> {
+        delegate!(self, tmpfiles(action, file))
     }
 }

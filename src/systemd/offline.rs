@@ -1,7 +1,128 @@
 //! Enabling a unit in a root directory that is not running (an OS image being composed), the
-//! way `systemctl --root DIR enable` does: symlinks from the unit's `[Install]` section.
+//! way `systemctl --root DIR enable` does: symlinks from the unit's `[Install]` section, made
+//! beneath the root's handle. Nothing runs there: starting and stopping are refused.
 
-use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::{ChangeLog, ServiceManager, Tmpfiles, UnitState};
+use crate::rooted::{EntryKind, Resolve, RootedDir};
+
+const UNIT_DIR: &str = "etc/systemd/system";
+/// The largest unit file read back.
+const MAX_UNIT_FILE: u64 = 1024 * 1024;
+
+/// The units of an OS image tree that is not running.
+#[derive(Debug)]
+pub struct Offline {
+    root: PathBuf,
+}
+
+impl Offline {
+    pub fn new(root: &Path) -> Offline {
+        Offline { root: root.to_path_buf() }
+    }
+
+    fn host(&self) -> Result<RootedDir> {
+        RootedDir::open(&self.root, Resolve::InRoot)
+    }
+
+    /// Every symlink that enables `unit`: in `*.wants/` and `*.requires/` directories, and
+    /// aliases pointing at it, as `systemctl disable` finds them.
+    fn links_to(&self, host: &RootedDir, unit: &str) -> Result<Vec<PathBuf>> {
+        let unit_dir = Path::new(UNIT_DIR);
+        let target = format!("/{UNIT_DIR}/{unit}");
+        let mut links = Vec::new();
+        for name in host.list_dir(unit_dir)? {
+            let entry = unit_dir.join(&name);
+            let text = name.to_string_lossy();
+            if text.ends_with(".wants") || text.ends_with(".requires") {
+                let link = entry.join(unit);
+                if host.kind(&link)? == Some(EntryKind::Symlink) {
+                    links.push(link);
+                }
+            } else if host.kind(&entry)? == Some(EntryKind::Symlink) && host.read_link(&entry)? == Path::new(&target) {
+                links.push(entry);
+            }
+        }
+        Ok(links)
+    }
+
+    fn refuse<T>(&self, what: &str, unit: &str) -> Result<T> {
+        bail!("cannot {what} {unit} in an offline root ({}): nothing runs there", self.root.display())
+    }
+}
+
+impl ServiceManager for Offline {
+    fn runs_units(&self) -> bool {
+        false
+    }
+
+    async fn reload(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn enable(&self, unit: &str, changes: &mut dyn ChangeLog) -> Result<()> {
+        let host = self.host()?;
+        let unit_file = Path::new(UNIT_DIR).join(unit);
+        let text = host.read_file(&unit_file, MAX_UNIT_FILE).with_context(|| format!("enabling {unit}"))?;
+        let text = String::from_utf8(text).with_context(|| format!("{} is not UTF-8", unit_file.display()))?;
+        for (link, target) in install_links(&text, unit)? {
+            let link = Path::new(&link);
+            for dir in host.missing_dirs(link.parent().unwrap_or(Path::new("")))? {
+                changes.creating_dir(&self.root.join(&dir))?;
+                host.create_dir(&dir, 0o755)?;
+            }
+            changes.saving(&self.root.join(link))?;
+            if host.kind(link)?.is_some() {
+                host.remove_file(link)?;
+            }
+            host.symlink(link, Path::new(&target)).with_context(|| format!("enabling {unit}"))?;
+        }
+        Ok(())
+    }
+
+    async fn disable(&self, unit: &str, mut changes: Option<&mut dyn ChangeLog>) -> Result<()> {
+        let host = self.host()?;
+        for link in self.links_to(&host, unit)? {
+            if let Some(changes) = changes.as_deref_mut() {
+                changes.saving(&self.root.join(&link))?;
+            }
+            host.remove_file(&link).with_context(|| format!("disabling {unit}"))?;
+        }
+        Ok(())
+    }
+
+    async fn start(&self, unit: &str) -> Result<()> {
+        self.refuse("start", unit)
+    }
+
+    async fn stop(&self, unit: &str) -> Result<()> {
+        self.refuse("stop", unit)
+    }
+
+    async fn ensure_stays_active(&self, unit: &str) -> Result<()> {
+        self.refuse("start", unit)
+    }
+
+    async fn state(&self, _unit: &str) -> Result<UnitState> {
+        Ok(UnitState::Inactive)
+    }
+
+    async fn required_by(&self, _unit: &str) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    async fn is_enabled(&self, unit: &str) -> Result<bool> {
+        Ok(!self.links_to(&self.host()?, unit)?.is_empty())
+    }
+
+    fn tmpfiles(&self, _action: Tmpfiles, _file: &Path) -> Result<()> {
+        // systemd-tmpfiles-setup.service applies them at the first boot.
+        Ok(())
+    }
+}
 
 /// Unit types an `[Install]` value may name.
 const UNIT_SUFFIXES: [&str; 11] =
