@@ -379,11 +379,15 @@ fn run_crashing(host: &TestHost, args: &[&str], step: usize) -> Output {
         .unwrap()
 }
 
-/// Runs `sysctr list`, which recovers from an interrupted command first; returns its stderr.
+/// Runs `sysctr recover`, which undoes or finishes an interrupted command; returns its output.
+/// (`list` only reports it, as read-only commands do.)
 fn recover(host: &TestHost) -> String {
-    let out = host.run_sysctr(&["list"]).unwrap();
+    let listed = host.run_sysctr(&["list"]).unwrap();
+    let pending = String::from_utf8_lossy(&listed.stderr).into_owned();
+    assert!(pending.is_empty() || pending.contains("is pending; run `sysctr recover`"), "{pending}");
+    let out = host.run_sysctr(&["recover"]).unwrap();
     assert!(out.status.success(), "{}", describe_output(&out));
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn no_leftovers(host: &TestHost) {
@@ -645,7 +649,10 @@ fn etcd_is_ready_when_its_start_job_ends_through_runcs_notify_proxy() -> Result<
     let err = sysctr_err(&host, &["install", &image]);
     assert!(err.contains("/etc/systemd/system/etcd.service already exists"), "{err}");
     host.exec_ok(&["systemctl", "unmask", "etcd.service"])?;
-    sysctr_ok(&host, &["install", "--now", &image]);
+    // Debian's etcd-server ships etcd.service: shadowing it is said on purpose.
+    let err = sysctr_err(&host, &["install", "--now", &image]);
+    assert!(err.contains("--replace-vendor-unit"), "{err}");
+    sysctr_ok(&host, &["install", "--now", "--replace-vendor-unit", &image]);
 
     // Type=notify: the start job ended only once etcd said READY, so it serves at once.
     assert_eq!(unit_property(&host, "etcd.service", "Type"), "notify");

@@ -6,6 +6,7 @@
 //! image = "registry.lan/k8s/etcd:3.4"
 //! start = true            # start it now if it gets installed (default: true)
 //! set = { ETCD_NAME = "node1" }
+//! replace_vendor_unit = true  # shadow a unit of the same name from the system's packages
 //! ```
 //!
 //! Containers are handled in file order. A missing one is installed; one whose image or `set`
@@ -44,6 +45,9 @@ struct Entry {
     start: bool,
     #[serde(default)]
     set: BTreeMap<String, String>,
+    /// Shadow a unit of the system's packages with the same name (`install --replace-vendor-unit`).
+    #[serde(default)]
+    replace_vendor_unit: bool,
 }
 
 fn yes() -> bool {
@@ -145,7 +149,7 @@ pub async fn apply(
                 runtime: None,
                 start_now: entry.start && systemd.runs_units(),
                 registry: registry.clone(),
-                replace_vendor_unit: false,
+                replace_vendor_unit: entry.replace_vendor_unit,
             };
             let InstallOutcome::Installed(report) =
                 install(layout, &request, systemd).await.with_context(|| format!("installing {}", entry.name))?

@@ -278,6 +278,10 @@ impl ChangeLog for Unrecorded {
 }
 
 fn restore(path: &Path, previous: &Previous) -> Result<()> {
+    // An undo run again after a partial one: the tree this path was in is gone already.
+    if path.parent().is_some_and(|parent| !parent.exists()) {
+        return Ok(());
+    }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path)?,
         Ok(_) => std::fs::remove_file(path)?,

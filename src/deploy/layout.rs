@@ -163,14 +163,18 @@ impl Layout {
     pub fn read_info(&self, name: &str) -> Result<Deployment> {
         let path = self.link(name).join(INFO_FILE);
         let text = std::fs::read_to_string(&path).with_context(|| format!("'{name}' is not installed"))?;
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+        let record: Deployment = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        record.check(name, None, &path)?;
+        Ok(record)
     }
 
     /// The record of a given slot, active or not.
     pub fn read_slot_info(&self, name: &str, slot: u8) -> Result<Deployment> {
         let path = self.slot(name, slot).join(INFO_FILE);
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+        let record: Deployment = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        record.check(name, Some(slot), &path)?;
+        Ok(record)
     }
 }
 
@@ -212,6 +216,23 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// A record read back from disk must describe the container and slot it was found for:
+    /// anything else (a slot 7, another name) is refused, never used to compute a path.
+    fn check(&self, name: &str, slot: Option<u8>, path: &Path) -> Result<()> {
+        if self.slot > 1 {
+            anyhow::bail!("{}: slot {} is not 0 or 1; the record is damaged", path.display(), self.slot);
+        }
+        if slot.is_some_and(|s| s != self.slot) || self.name != name {
+            anyhow::bail!("{}: the record is of {} slot {}, not of {name}; it is damaged", path.display(), self.name, self.slot);
+        }
+        for file in &self.installed_files {
+            if !file.path.starts_with('/') || file.path.split('/').any(|c| c == "..") {
+                anyhow::bail!("{}: recorded host file '{}' is not a normal absolute path", path.display(), file.path);
+            }
+        }
+        Ok(())
+    }
+
     pub fn write(&self, slot_dir: &Path) -> Result<()> {
         let path = slot_dir.join(INFO_FILE);
         let text = serde_json::to_string_pretty(self).context("serializing the deployment record")?;

@@ -45,3 +45,5 @@ pub use recovery::{pending, recover, PendingTransaction};
 pub use run::{run_once, RunRequest};
 pub use uninstall::{uninstall, UninstallReport};
 pub use update::{rollback, update, SwitchReport, UpdateRequest};
+#[cfg(test)]
+mod tests;

@@ -35,8 +35,8 @@ impl Fake {
         fake
     }
 
-    /// Starting `unit` fails, as for a service that exits at once.
-    pub fn fail_start_of(&self, unit: &str) {
+    /// The next start of `unit` fails, as for a service that exits at once.
+    pub fn fail_next_start_of(&self, unit: &str) {
         self.lock().failing_start.insert(unit.to_string());
     }
 
@@ -95,7 +95,7 @@ impl ServiceManager for Fake {
 
     async fn start(&self, unit: &str) -> Result<()> {
         let mut state = self.call(format!("start {unit}"))?;
-        if state.failing_start.contains(unit) {
+        if state.failing_start.remove(unit) {
             bail!("systemd could not start {unit} (job result: failed) (fake)");
         }
         state.active.insert(unit.to_string());

@@ -1,0 +1,263 @@
+//! install, update, rollback, uninstall and recovery against the in-memory systemd, on a
+//! temporary root with a real OSTree store.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::journal::Journal;
+use super::*;
+use crate::digest::Digest;
+use crate::reference::ImageRef;
+use crate::registry::RegistryOptions;
+use crate::store::{import_layer, Compression, ImageToPublish, LayerToImport, Store};
+use crate::systemd::fake::Fake;
+use crate::systemd::ServiceManager as _;
+
+const IMAGE: &str = "127.0.0.1:5000/test/svc:latest";
+
+struct Host {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    layout: Layout,
+}
+
+/// A root with a runtime to name in units, and an image in its store: a file, a tmpfiles
+/// template and a host file.
+fn host() -> Host {
+    let dir = tempfile::Builder::new().prefix("sysctr-deploy.").tempdir_in("/var/tmp").unwrap();
+    let root = dir.path().join("root");
+    for sub in ["usr/sbin", "etc/systemd/system", "etc/tmpfiles.d", "usr/local"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    std::fs::write(root.join("usr/sbin/runc"), "#!/bin/sh\n").unwrap();
+    let layout = Layout::new(&root, &root.join("var/lib/sysctr"));
+    drop(layout.lock().unwrap());
+    publish(&layout, IMAGE, "v1");
+    Host { _dir: dir, root, layout }
+}
+
+fn publish(layout: &Layout, reference: &str, version: &str) {
+    let mut builder = tar::Builder::new(Vec::new());
+    let files = [
+        ("bin/sh", version.to_string()),
+        ("exports/tmpfiles.template", "d /run/$NAME 0755 - - -\n".to_string()),
+        ("exports/hostfs/usr/local/svc.conf", format!("{version}\n")),
+    ];
+    for (path, content) in &files {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o755);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_size(content.len() as u64);
+        builder.append_data(&mut header, path, content.as_bytes()).unwrap();
+    }
+    let tar = builder.into_inner().unwrap();
+    let digest = Digest::of_bytes(&tar);
+    let store = Store::open_or_create(&layout.repo()).unwrap();
+    let layer = LayerToImport { digest: digest.clone(), diff_id: digest.clone(), compression: Compression::None };
+    let imported = import_layer(store.path(), &tar[..], &layer).unwrap();
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [digest.to_string()]},
+        "config": {"Cmd": ["/bin/sh"], "Labels": {"version": version}}
+    })
+    .to_string();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": Digest::of_bytes(config.as_bytes()).to_string(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest.to_string(), "size": tar.len()}]
+    })
+    .to_string();
+    let reference = ImageRef::parse(reference).unwrap().canonical();
+    let image = ImageToPublish {
+        reference: &reference,
+        manifest_digest: &Digest::of_bytes(manifest.as_bytes()).to_string(),
+        manifest_raw: manifest.as_bytes(),
+        config_raw: config.as_bytes(),
+    };
+    store.publish(&image, &[(digest, imported.commit)]).unwrap();
+}
+
+fn install_request(name: &str, start_now: bool) -> InstallRequest {
+    InstallRequest {
+        image: ImageRef::parse(IMAGE).unwrap(),
+        name: Some(name.to_string()),
+        values: BTreeMap::new(),
+        runtime: None,
+        start_now,
+        registry: RegistryOptions::default(),
+        replace_vendor_unit: false,
+    }
+}
+
+fn update_request(name: &str, value: &str, rollback_on_failure: bool) -> UpdateRequest {
+    UpdateRequest {
+        name: name.to_string(),
+        values: BTreeMap::from([("X".to_string(), value.to_string())]),
+        replace_values: false,
+        rebase: None,
+        pull: false,
+        rollback_on_failure,
+        registry: RegistryOptions::default(),
+    }
+}
+
+/// Every path under the root outside the storage, with file contents: what a failed command
+/// must leave as it was.
+fn host_files(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+    let mut found = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let relative = path.strip_prefix(root).unwrap().to_path_buf();
+            if relative.starts_with("var/lib/sysctr") {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                stack.push(path);
+                found.insert(relative, None);
+            } else {
+                found.insert(relative, Some(std::fs::read(&path).unwrap_or_default()));
+            }
+        }
+    }
+    found
+}
+
+fn active_slot(host: &Host, name: &str) -> PathBuf {
+    std::fs::read_link(host.layout.link(name)).unwrap()
+}
+
+#[tokio::test]
+async fn install_enables_starts_and_uninstall_takes_all_of_it_back() {
+    let host = host();
+    let before = host_files(&host.root);
+    let systemd = Fake::new();
+    let outcome = install(&host.layout, &install_request("svc", true), &systemd).await.unwrap();
+    assert!(matches!(outcome, InstallOutcome::Installed(_)));
+    assert!(systemd.is_enabled_now("svc.service") && systemd.is_active("svc.service"));
+    assert!(host.root.join("etc/systemd/system/svc.service").is_file());
+    assert_eq!(std::fs::read_to_string(host.root.join("usr/local/svc.conf")).unwrap(), "v1\n");
+    let calls = systemd.calls();
+    assert!(calls.iter().any(|c| c.starts_with("tmpfiles Create")), "{calls:?}");
+
+    let report = uninstall(&host.layout, "svc", &systemd).await.unwrap();
+    assert!(report.notes.is_empty(), "{:?}", report.notes);
+    assert!(!systemd.is_enabled_now("svc.service") && !systemd.is_active("svc.service"));
+    assert_eq!(host_files(&host.root), before);
+    assert!(std::fs::symlink_metadata(host.layout.link("svc")).is_err());
+}
+
+#[tokio::test]
+async fn a_service_that_does_not_start_leaves_the_host_as_it_was() {
+    let host = host();
+    let before = host_files(&host.root);
+    let systemd = Fake::new();
+    systemd.fail_next_start_of("svc.service");
+    let err = install(&host.layout, &install_request("svc", true), &systemd).await.unwrap_err();
+    assert!(format!("{err:#}").contains("could not start svc.service"), "{err:#}");
+    assert_eq!(host_files(&host.root), before);
+    assert!(!systemd.is_enabled_now("svc.service"), "the enable was not undone");
+    assert!(std::fs::symlink_metadata(host.layout.link("svc")).is_err());
+    assert!(!host.layout.transaction_dir().exists());
+}
+
+#[tokio::test]
+async fn update_rolls_back_unless_told_not_to_and_rollback_switches_slots() {
+    let host = host();
+    let systemd = Fake::new();
+    install(&host.layout, &install_request("svc", true), &systemd).await.unwrap();
+    publish(&host.layout, IMAGE, "v2");
+
+    // The new service fails: back on slot 0, running again.
+    systemd.fail_next_start_of("svc.service");
+    let err = update(&host.layout, &update_request("svc", "1", true), &systemd).await.unwrap_err();
+    assert!(format!("{err:#}").contains("rolled back"), "{err:#}");
+    assert_eq!(active_slot(&host, "svc"), Path::new("svc.0"));
+    assert_eq!(std::fs::read_to_string(host.root.join("usr/local/svc.conf")).unwrap(), "v1\n");
+
+    // --no-rollback keeps the new deployment, because only its start failed.
+    systemd.fail_next_start_of("svc.service");
+    let err = update(&host.layout, &update_request("svc", "2", false), &systemd).await.unwrap_err();
+    assert!(format!("{err:#}").contains("left on the new deployment"), "{err:#}");
+    assert_eq!(active_slot(&host, "svc"), Path::new("svc.1"));
+    assert_eq!(std::fs::read_to_string(host.root.join("usr/local/svc.conf")).unwrap(), "v2\n");
+
+    // And rollback goes back to slot 0 with its own files.
+    let systemd = Fake::new();
+    let report = rollback(&host.layout, "svc", &systemd).await.unwrap();
+    assert!(matches!(report, SwitchReport::Switched { .. }));
+    assert_eq!(active_slot(&host, "svc"), Path::new("svc.0"));
+    assert_eq!(std::fs::read_to_string(host.root.join("usr/local/svc.conf")).unwrap(), "v1\n");
+    assert!(systemd.is_enabled_now("svc.service"));
+}
+
+/// Leaves an interrupted update of `name` behind, as a crash would: the unit was stopped.
+fn interrupted_update(layout: &Layout, name: &str) {
+    let mut journal = Journal::begin(&layout.transaction_dir(), &format!("update {name}")).unwrap();
+    journal.stopped(&format!("{name}.service")).unwrap();
+    drop(journal);
+}
+
+#[tokio::test]
+async fn recovery_without_systemd_is_an_error_that_sets_the_transaction_aside() {
+    let host = host();
+    let systemd = Fake::new();
+    install(&host.layout, &install_request("svc", true), &systemd).await.unwrap();
+    systemd.stop("svc.service").await.unwrap();
+    interrupted_update(&host.layout, "svc");
+
+    // No bus: the undo cannot restart the service, and says so instead of dropping the journal.
+    let offline_bus = Fake::unreachable();
+    let err = install(&host.layout, &install_request("other", false), &offline_bus).await.unwrap_err();
+    let message = format!("{err:#}");
+    assert!(message.contains("`sysctr update svc`") && message.contains("sysctr recover"), "{message}");
+    assert!(host.layout.storage.join(".pending/svc").exists());
+
+    // Other containers stay manageable; the one concerned waits for `recover`.
+    install(&host.layout, &install_request("other", false), &systemd).await.unwrap();
+    let err = update(&host.layout, &update_request("svc", "1", true), &systemd).await.unwrap_err();
+    assert!(format!("{err:#}").contains("run `sysctr recover` first"), "{err:#}");
+    assert_eq!(pending(&host.layout).unwrap().len(), 1);
+
+    let done = recover(&host.layout, &systemd, false).await.unwrap();
+    assert_eq!(done, ["undid the interrupted `sysctr update svc`"]);
+    assert!(systemd.is_active("svc.service"), "the stopped service was not started again");
+    assert!(pending(&host.layout).unwrap().is_empty());
+    update(&host.layout, &update_request("svc", "1", true), &systemd).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_corrupt_journal_is_named_and_can_be_abandoned() {
+    let host = host();
+    let systemd = Fake::new();
+    std::fs::create_dir(host.layout.transaction_dir()).unwrap();
+    std::fs::write(host.layout.transaction_dir().join("journal.json"), b"{\"command\": \"upd").unwrap();
+    let err = install(&host.layout, &install_request("svc", false), &systemd).await.unwrap_err();
+    let message = format!("{err:#}");
+    assert!(message.contains("cannot be read") && message.contains("sysctr recover --abandon"), "{message}");
+    // Nothing knows which container it was about: others go on, with a note.
+    let InstallOutcome::Installed(report) = install(&host.layout, &install_request("svc", false), &systemd).await.unwrap() else {
+        panic!("not installed");
+    };
+    assert!(report.notes.iter().any(|n| n.contains("cannot be read")), "{:?}", report.notes);
+    assert!(recover(&host.layout, &systemd, false).await.is_err());
+    let done = recover(&host.layout, &systemd, true).await.unwrap();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(pending(&host.layout).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn records_read_back_are_checked() {
+    let host = host();
+    let systemd = Fake::new();
+    install(&host.layout, &install_request("svc", false), &systemd).await.unwrap();
+    let info = host.layout.slot("svc", 0).join("info");
+    let text = std::fs::read_to_string(&info).unwrap().replace("\"slot\": 0", "\"slot\": 7");
+    std::fs::write(&info, text).unwrap();
+    let err = rollback(&host.layout, "svc", &systemd).await.unwrap_err();
+    assert!(format!("{err:#}").contains("slot 7 is not 0 or 1"), "{err:#}");
+}
