@@ -170,7 +170,10 @@ impl RootedDir {
         let fd = rustix::fs::openat(&parent, name, flags, Mode::from_raw_mode(mode & 0o777))
             .with_context(|| format!("creating {}", self.shown(relative)))?;
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).with_context(|| format!("setting the mode of {}", self.shown(relative)))?;
-        std::fs::File::from(fd).write_all(content).with_context(|| format!("writing {}", self.shown(relative)))
+        let mut file = std::fs::File::from(fd);
+        file.write_all(content).with_context(|| format!("writing {}", self.shown(relative)))?;
+        file.sync_all().with_context(|| format!("syncing {}", self.shown(relative)))?;
+        rustix::fs::fsync(&parent).with_context(|| format!("syncing the directory of {}", self.shown(relative)))
     }
 
     /// Replaces (or creates) the regular file `relative` so that a crash leaves either the old
@@ -201,10 +204,27 @@ impl RootedDir {
         rustix::fs::fsync(&parent).with_context(|| format!("syncing the directory of {}", self.shown(relative)))
     }
 
-    /// Creates the symlink `relative` pointing at `target` (kept as it is, never resolved here).
+    /// Creates the symlink `relative` pointing at `target` (kept as it is, never resolved here),
+    /// durably: the directory is synced after.
     pub fn symlink(&self, relative: &Path, target: &Path) -> Result<()> {
         let (parent, name) = self.parent_of(relative)?;
-        rustix::fs::symlinkat(target, &parent, name).with_context(|| format!("creating symlink {}", self.shown(relative)))
+        rustix::fs::symlinkat(target, &parent, name).with_context(|| format!("creating symlink {}", self.shown(relative)))?;
+        rustix::fs::fsync(&parent).with_context(|| format!("syncing the directory of {}", self.shown(relative)))
+    }
+
+    /// Points the symlink `relative` at `target` in one step: a new symlink beside it is renamed
+    /// over it, so there is never a moment without one; then the directory is synced.
+    pub fn replace_symlink(&self, relative: &Path, target: &Path) -> Result<()> {
+        let (parent, name) = self.parent_of(relative)?;
+        let mut temp_name = b".".to_vec();
+        temp_name.extend_from_slice(name.as_bytes());
+        temp_name.extend_from_slice(b".new");
+        let temp_name = OsStr::from_bytes(&temp_name);
+        let _ = rustix::fs::unlinkat(&parent, temp_name, AtFlags::empty());
+        rustix::fs::symlinkat(target, &parent, temp_name).with_context(|| format!("creating a symlink beside {}", self.shown(relative)))?;
+        rustix::fs::renameat(&parent, temp_name, &parent, name)
+            .with_context(|| format!("switching {} to {}", self.shown(relative), target.display()))?;
+        rustix::fs::fsync(&parent).with_context(|| format!("syncing the directory of {}", self.shown(relative)))
     }
 
     /// Creates the FIFO `relative` with exactly `mode`, owned by `uid`:`gid`.

@@ -9,6 +9,8 @@ mod compat;
 mod hostile;
 #[path = "system/names.rs"]
 mod names;
+#[path = "system/durable.rs"]
+mod durable;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -12,6 +12,7 @@ use super::journal::Journal;
 use super::layout::{Deployment, Layout};
 use super::slot::{self, DROPIN_FILE, TMPFILES_FILE, UNIT_FILE};
 use super::uninstall::owns_tmpfiles;
+use crate::rooted::{Resolve, RootedDir};
 use crate::systemd::{ServiceManager, Tmpfiles};
 
 /// Activates `to` (already built in its slot), replacing `from` if there is one. Updates `to`'s
@@ -71,7 +72,8 @@ pub(super) async fn activate(
 
     let link = layout.link(&name);
     journal.save(&link)?;
-    replace_symlink(&link, &format!("{name}.{}", to.slot))?;
+    RootedDir::open(&layout.deployments(), Resolve::NoSymlinks)?
+        .replace_symlink(Path::new(&name), Path::new(&format!("{name}.{}", to.slot)))?;
 
     systemd.reload().await?;
     if to.has_service {
@@ -100,12 +102,3 @@ fn place(layout: &Layout, journal: &mut Journal, source: &Path, target: &Path) -
     Ok(())
 }
 
-/// Points `link` at `target` atomically: a new symlink is renamed over the old one, so there is
-/// never a moment without it.
-fn replace_symlink(link: &Path, target: &str) -> Result<()> {
-    let file_name = link.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let temp = link.with_file_name(format!(".{file_name}.new"));
-    let _ = std::fs::remove_file(&temp);
-    std::os::unix::fs::symlink(target, &temp).with_context(|| format!("creating {}", temp.display()))?;
-    std::fs::rename(&temp, link).with_context(|| format!("switching {} to {target}", link.display()))
-}

@@ -19,8 +19,10 @@ use serde::{Deserialize, Serialize};
 use crate::systemd::{ChangeLog, ServiceManager};
 
 const JOURNAL_FILE: &str = "journal.json";
-/// Test-only: abort the process right after recording this many steps, to simulate a crash.
-pub const CRASH_AFTER_STEPS_ENV: &str = "SYSCTR_TEST_CRASH_AFTER_STEPS";
+/// Test builds only (cargo feature `crash-hooks`): abort the process right after recording this
+/// many steps, to simulate a crash. Release builds never read it.
+#[cfg(feature = "crash-hooks")]
+const CRASH_AFTER_STEPS_ENV: &str = "SYSCTR_TEST_CRASH_AFTER_STEPS";
 
 /// What was at a path before a command changed it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -59,6 +61,7 @@ struct Record {
 pub struct Journal {
     dir: PathBuf,
     record: Record,
+    #[cfg_attr(not(feature = "crash-hooks"), allow(dead_code))]
     crash_after: Option<usize>,
 }
 
@@ -75,7 +78,10 @@ impl Journal {
     /// Opens a transaction in `dir`, which must not exist (a leftover is recovered first).
     pub fn begin(dir: &Path, command: &str) -> Result<Journal> {
         std::fs::create_dir(dir).with_context(|| format!("starting a transaction in {}", dir.display()))?;
+        #[cfg(feature = "crash-hooks")]
         let crash_after = std::env::var(CRASH_AFTER_STEPS_ENV).ok().and_then(|v| v.parse().ok());
+        #[cfg(not(feature = "crash-hooks"))]
+        let crash_after = None;
         let journal = Journal { dir: dir.to_path_buf(), record: Record { command: command.to_string(), steps: Vec::new() }, crash_after };
         journal.persist()?;
         Ok(journal)
@@ -169,6 +175,7 @@ impl Journal {
     fn record(&mut self, step: Step) -> Result<()> {
         self.record.steps.push(step);
         self.persist()?;
+        #[cfg(feature = "crash-hooks")]
         if self.crash_after == Some(self.record.steps.len()) {
             eprintln!("{CRASH_AFTER_STEPS_ENV}: aborting after step {}", self.record.steps.len());
             std::process::abort();
@@ -188,7 +195,12 @@ impl Journal {
 
     /// The commit point: the command's changes stay.
     pub fn commit(self) -> Result<()> {
-        std::fs::remove_dir_all(&self.dir).with_context(|| format!("closing the transaction {}", self.dir.display()))
+        std::fs::remove_dir_all(&self.dir).with_context(|| format!("closing the transaction {}", self.dir.display()))?;
+        // The removal is the commit point: it must reach the disk before success is reported.
+        match self.dir.parent() {
+            Some(parent) => sync_file(parent),
+            None => Ok(()),
+        }
     }
 
     /// Undoes every recorded step, newest first, then closes the transaction. Carries on past

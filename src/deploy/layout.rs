@@ -233,9 +233,9 @@ impl Deployment {
         Ok(())
     }
 
+    /// Writes the record into its slot durably (temporary file, fsync, rename, directory fsync).
     pub fn write(&self, slot_dir: &Path) -> Result<()> {
-        let path = slot_dir.join(INFO_FILE);
         let text = serde_json::to_string_pretty(self).context("serializing the deployment record")?;
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+        RootedDir::open(slot_dir, Resolve::NoSymlinks)?.replace_file(Path::new(INFO_FILE), text.as_bytes(), 0o644)
     }
 }
