@@ -50,6 +50,9 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &InstallOpts) -> 
     for note in &report.notes {
         eprintln!("note: {note}");
     }
+    for missing in &report.missing_units {
+        eprintln!("note: {missing}");
+    }
     let state = if opts.now { "installed and started" } else { "installed" };
     println!("{state} {} from {} ({})", report.name, report.deployment.image, short_id(&report.deployment.image_id));
     Ok(0)

@@ -44,9 +44,12 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &UpdateOpts) -> R
 pub(super) fn print_switch(name: &str, report: &SwitchReport, verb: &str) {
     match report {
         SwitchReport::UpToDate => println!("{name} is already up to date"),
-        SwitchReport::Switched { from, to, notes } => {
+        SwitchReport::Switched { from, to, notes, missing_units } => {
             for note in notes {
                 eprintln!("note: {note}");
+            }
+            for missing in missing_units {
+                eprintln!("note: {missing}");
             }
             println!(
                 "{verb} {name}: {} ({}, slot {}) -> {} ({}, slot {})",

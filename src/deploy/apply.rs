@@ -27,7 +27,7 @@ use super::update::{update, SwitchReport, UpdateRequest};
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
 use crate::store::Store;
-use crate::systemd::{check_dependencies_of_set, ServiceManager};
+use crate::systemd::{check_dependencies_of_set, MissingUnit, ServiceManager};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -136,8 +136,11 @@ pub async fn apply(
     let entries = read_manifest(path)?;
     // The whole set's ordering first: nothing is installed if it would close a cycle.
     let planned = planned_units(layout, &entries, registry).await?;
-    let mut notes = check_dependencies_of_set(&layout.root, &planned)
-        .with_context(|| format!("checking the units of {}", path.display()))?;
+    let mut notes: Vec<String> = check_dependencies_of_set(&layout.root, &planned)
+        .with_context(|| format!("checking the units of {}", path.display()))?
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     let mut actions = Vec::new();
     for (entry, image) in entries {
         let installed = layout.link(&entry.name).exists();
@@ -156,7 +159,8 @@ pub async fn apply(
             else {
                 bail!("container '{}': its image ran once instead of being installed", entry.name);
             };
-            notes.extend(report.notes.into_iter().filter(|n| !about_a_planned_unit(n, &planned)));
+            notes.extend(report.notes);
+            notes.extend(missing_outside_the_set(report.missing_units, &planned));
             actions.push(Action::Installed(entry.name));
             continue;
         }
@@ -177,8 +181,9 @@ pub async fn apply(
         };
         match update(layout, &request, systemd).await.with_context(|| format!("updating {}", entry.name))? {
             SwitchReport::UpToDate => actions.push(Action::Unchanged(entry.name)),
-            SwitchReport::Switched { notes: more, .. } => {
-                notes.extend(more.into_iter().filter(|n| !about_a_planned_unit(n, &planned)));
+            SwitchReport::Switched { notes: more, missing_units, .. } => {
+                notes.extend(more);
+                notes.extend(missing_outside_the_set(missing_units, &planned));
                 actions.push(Action::Updated(entry.name));
             }
         }
@@ -186,9 +191,9 @@ pub async fn apply(
     Ok((actions, notes))
 }
 
-/// A unit installed early in the set warns that a later one is missing: it is not, for the set.
-fn about_a_planned_unit(note: &str, planned: &[(String, String)]) -> bool {
-    planned.iter().any(|(name, _)| note.ends_with(&format!("there is no unit {name} on this host")))
+/// A unit installed early in the set finds a later one missing: it is not, for the set.
+fn missing_outside_the_set(missing: Vec<MissingUnit>, planned: &[(String, String)]) -> impl Iterator<Item = String> + '_ {
+    missing.into_iter().filter(|m| !planned.iter().any(|(name, _)| *name == m.missing)).map(|m| m.to_string())
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use super::slot::{build_slot, runs_once, SlotRequest};
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
 use crate::store::Store;
-use crate::systemd::ServiceManager;
+use crate::systemd::{MissingUnit, ServiceManager};
 
 const RUNTIME_CANDIDATES: [&str; 3] = ["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc"];
 /// Where the system's packages put their units.
@@ -54,6 +54,8 @@ pub struct InstallReport {
     pub name: String,
     pub deployment: Deployment,
     pub notes: Vec<String>,
+    /// Dependencies of the new unit on units this host does not have.
+    pub missing_units: Vec<MissingUnit>,
 }
 
 pub async fn install(layout: &Layout, request: &InstallRequest, systemd: &impl ServiceManager) -> Result<InstallOutcome> {
@@ -97,24 +99,24 @@ pub async fn install(layout: &Layout, request: &InstallRequest, systemd: &impl S
     let slot_request = SlotRequest { name: &name, slot: 0, image: &image, runtime: &runtime, user_values: &request.values, uuid: &uuid };
     let mut journal = Journal::begin(&layout.transaction_dir(), &format!("install {name}"))?;
     let outcome = async {
-        let (mut deployment, warnings) = build_slot(layout, &store, &slot_request, &mut journal)?;
+        let (mut deployment, slot_notes) = build_slot(layout, &store, &slot_request, &mut journal)?;
         let unit = Layout::unit_name(&name);
         if deployment.has_service && vendor_unit(layout, &name).is_some() {
             deployment.shadowed_vendor_unit_enabled = Some(systemd.is_enabled(&unit).await?);
         }
-        let more = [warnings, activate(layout, None, &mut deployment, systemd, &mut journal).await?].concat();
+        let more = [slot_notes.notes, activate(layout, None, &mut deployment, systemd, &mut journal).await?].concat();
         if deployment.has_service && request.start_now {
             journal.started(&unit)?;
             systemd.start(&unit).await?;
         }
-        Ok::<_, anyhow::Error>((deployment, more))
+        Ok::<_, anyhow::Error>((deployment, more, slot_notes.missing_units))
     }
     .await;
     match outcome {
-        Ok((deployment, mut more)) => {
+        Ok((deployment, mut more, missing_units)) => {
             journal.commit()?;
             notes.append(&mut more);
-            Ok(InstallOutcome::Installed(Box::new(InstallReport { name, deployment, notes })))
+            Ok(InstallOutcome::Installed(Box::new(InstallReport { name, deployment, notes, missing_units })))
         }
         Err(err) => {
             let problems = journal.undo(systemd).await;

@@ -17,6 +17,7 @@ use super::journal::Journal;
 use super::layout::{Deployment, Layout};
 use crate::rooted::{Resolve, RootedDir};
 use crate::spec::{self, CheckedConfig, RootUse};
+use crate::systemd::MissingUnit;
 use crate::store::{checkout_image, Store, StoredImage};
 use crate::template::{self, FileKind, Forced, HostDefaults, Inputs};
 
@@ -25,6 +26,14 @@ pub(super) const UNIT_FILE: &str = "unit.service";
 pub(super) const DROPIN_FILE: &str = "sysctr.conf";
 pub(super) const TMPFILES_FILE: &str = "tmpfiles.conf";
 pub(super) const HOSTFS_DIR: &str = "hostfs";
+
+/// What building a slot has to tell the user.
+#[derive(Debug, Default)]
+pub(super) struct SlotNotes {
+    pub notes: Vec<String>,
+    /// Dependencies of the unit on units this host does not have.
+    pub missing_units: Vec<MissingUnit>,
+}
 
 /// Everything a slot is built from.
 #[derive(Debug)]
@@ -46,7 +55,7 @@ pub(super) fn build_slot(
     store: &Store,
     request: &SlotRequest,
     journal: &mut Journal,
-) -> Result<(Deployment, Vec<String>)> {
+) -> Result<(Deployment, SlotNotes)> {
     let name = request.name;
     let staging = layout.deployments().join(format!(".{name}.{}.staging", request.slot));
     if staging.exists() {
@@ -66,7 +75,7 @@ pub(super) fn build_slot(
     Ok((deployment, warnings))
 }
 
-fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) -> Result<(Deployment, Vec<String>)> {
+fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) -> Result<(Deployment, SlotNotes)> {
     let image = request.image;
     let name = request.name;
     let config: ImageConfiguration = serde_json::from_slice(&image.config_raw).context("reading the stored image config")?;
@@ -82,16 +91,16 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
     let (forced, values) = resolve_values(layout, request, &layout.slot(name, request.slot), &exports.manifest)?;
 
     let has_service = !exports.manifest.no_container_service;
-    let mut warnings = Vec::new();
+    let mut warnings = SlotNotes::default();
     let mut config_rewrites = Vec::new();
     if has_service {
         let config_json = render_config(&exports, &config, &values, request.user_values, name, &rootfs, RootUse::ReadOnly)?;
         write(&dir.join("config.json"), &config_json.text)?;
-        warnings.extend(config_json.rewrites.iter().map(|rewrite| format!("config.json rewritten for this runc: {rewrite}")));
+        warnings.notes.extend(config_json.rewrites.iter().map(|rewrite| format!("config.json rewritten for this runc: {rewrite}")));
         config_rewrites = config_json.rewrites;
         let unit = render_unit(exports.service_template.as_deref(), &forced, &values)?;
         crate::systemd::install_links(&unit, &Layout::unit_name(name))?;
-        warnings.extend(crate::systemd::check_dependencies(&layout.root, &Layout::unit_name(name), &unit)?);
+        warnings.missing_units = crate::systemd::check_dependencies(&layout.root, &Layout::unit_name(name), &unit)?;
         write(&dir.join(UNIT_FILE), &unit)?;
         write(&dir.join(DROPIN_FILE), &dropin(&runtime, name))?;
         if let Some(text) = &exports.tmpfiles_template {

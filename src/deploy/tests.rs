@@ -261,3 +261,39 @@ async fn records_read_back_are_checked() {
     let err = rollback(&host.layout, "svc", &systemd).await.unwrap_err();
     assert!(format!("{err:#}").contains("slot 7 is not 0 or 1"), "{err:#}");
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_undo_killed_half_way_is_run_again_to_the_same_end() {
+    let host = host();
+    let systemd = Fake::new();
+    install(&host.layout, &install_request("svc", true), &systemd).await.unwrap();
+    let unit = host.layout.unit_file("svc");
+    let original = std::fs::read(&unit).unwrap();
+
+    // An update that stopped the service and rewrote the unit, then died.
+    let mut journal = Journal::begin(&host.layout.transaction_dir(), "update svc").unwrap();
+    journal.stopped("svc.service").unwrap();
+    systemd.stop("svc.service").await.unwrap();
+    journal.save(&unit).unwrap();
+    std::fs::write(&unit, "[Service]\nExecStart=/bin/false\n").unwrap();
+    drop(journal);
+    let saved = host.root.join("saved-transaction");
+    copy_dir(&host.layout.transaction_dir(), &saved);
+
+    // The undo runs through, but "dies" before its journal is gone: it is found again.
+    assert_eq!(recover(&host.layout, &systemd, false).await.unwrap().len(), 1);
+    copy_dir(&saved, &host.layout.transaction_dir());
+    let done = recover(&host.layout, &systemd, false).await.unwrap();
+    assert_eq!(done, ["undid the interrupted `sysctr update svc`"]);
+    assert_eq!(std::fs::read(&unit).unwrap(), original);
+    assert!(systemd.is_active("svc.service"));
+    assert!(pending(&host.layout).unwrap().is_empty());
+}

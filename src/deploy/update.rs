@@ -17,7 +17,7 @@ use super::slot::{build_slot, SlotRequest};
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
 use crate::store::Store;
-use crate::systemd::{ServiceManager, UnitState};
+use crate::systemd::{MissingUnit, ServiceManager, UnitState};
 
 /// A checked update request.
 #[derive(Debug, Clone)]
@@ -41,7 +41,7 @@ pub struct UpdateRequest {
 #[allow(clippy::large_enum_variant)] // returned once per command
 pub enum SwitchReport {
     UpToDate,
-    Switched { from: Deployment, to: Deployment, notes: Vec<String> },
+    Switched { from: Deployment, to: Deployment, notes: Vec<String>, missing_units: Vec<MissingUnit> },
 }
 
 pub async fn update(layout: &Layout, request: &UpdateRequest, systemd: &impl ServiceManager) -> Result<SwitchReport> {
@@ -83,16 +83,16 @@ pub async fn update(layout: &Layout, request: &UpdateRequest, systemd: &impl Ser
     let mut journal = Journal::begin(&layout.transaction_dir(), &format!("update {}", request.name))?;
     let mut started = false;
     let outcome = async {
-        let (mut next, warnings) = build_slot(layout, &store, &slot_request, &mut journal)?;
+        let (mut next, slot_notes) = build_slot(layout, &store, &slot_request, &mut journal)?;
         next.shadowed_vendor_unit_enabled = current.shadowed_vendor_unit_enabled;
         let (to, notes) = switch(layout, &current, next, systemd, &mut journal, &mut started).await?;
-        Ok::<_, anyhow::Error>((to, [warnings, notes].concat()))
+        Ok::<_, anyhow::Error>((to, [slot_notes.notes, notes].concat(), slot_notes.missing_units))
     }
     .await;
     match outcome {
-        Ok((to, notes)) => {
+        Ok((to, notes, missing_units)) => {
             journal.commit()?;
-            Ok(SwitchReport::Switched { from: current, to, notes: [recovered, notes].concat() })
+            Ok(SwitchReport::Switched { from: current, to, notes: [recovered, notes].concat(), missing_units })
         }
         // Only a service that failed to come up keeps the new deployment: a failure inside the
         // switch itself is always undone.
@@ -122,7 +122,7 @@ pub async fn rollback(layout: &Layout, name: &str, systemd: &impl ServiceManager
     match switch(layout, &current, previous, systemd, &mut journal, &mut false).await {
         Ok((to, notes)) => {
             journal.commit()?;
-            Ok(SwitchReport::Switched { from: current, to, notes: [recovered, notes].concat() })
+            Ok(SwitchReport::Switched { from: current, to, notes: [recovered, notes].concat(), missing_units: Vec::new() })
         }
         Err(err) => {
             let problems = journal.undo(systemd).await;

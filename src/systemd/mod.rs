@@ -23,7 +23,7 @@ use anyhow::Result;
 
 pub use bus::Bus;
 pub use offline::{check_unit_name, install_links, Offline};
-pub use ordering::{check_dependencies, check_dependencies_of_set};
+pub use ordering::{check_dependencies, check_dependencies_of_set, MissingUnit};
 
 /// A unit's ActiveState, as systemd reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -31,22 +31,39 @@ fn exists(root: &Path, name: &str) -> bool {
     UNIT_DIRS.iter().any(|dir| std::fs::symlink_metadata(root.join(dir).join(name)).is_ok())
 }
 
+/// A dependency (`After=`, `Requires=`, ...) on a unit that does not exist on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingUnit {
+    /// The unit that has the dependency.
+    pub unit: String,
+    /// The directive, e.g. `After`.
+    pub key: String,
+    /// The unit it names, which does not exist.
+    pub missing: String,
+}
+
+impl std::fmt::Display for MissingUnit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} has {}={}, but there is no unit {} on this host", self.unit, self.key, self.missing, self.missing)
+    }
+}
+
 /// Checks `unit_text`, about to be installed as `unit_name` under `root`. Fails on an ordering
-/// cycle, naming it; returns a warning for each dependency on a unit that does not exist.
-pub fn check_dependencies(root: &Path, unit_name: &str, unit_text: &str) -> Result<Vec<String>> {
+/// cycle, naming it; returns each dependency on a unit that does not exist.
+pub fn check_dependencies(root: &Path, unit_name: &str, unit_text: &str) -> Result<Vec<MissingUnit>> {
     check_dependencies_of_set(root, &[(unit_name.to_string(), unit_text.to_string())])
 }
 
 /// Like [`check_dependencies`] for several units about to be installed together: each may
 /// depend on the others, and their texts replace any unit file of the same name under `root`.
-pub fn check_dependencies_of_set(root: &Path, units: &[(String, String)]) -> Result<Vec<String>> {
+pub fn check_dependencies_of_set(root: &Path, units: &[(String, String)]) -> Result<Vec<MissingUnit>> {
     let planned: BTreeMap<&str, &str> = units.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
     let mut warnings = Vec::new();
     for (unit_name, unit_text) in units {
         for (key, names) in dependencies(unit_text) {
             for name in names {
                 if !exists(root, &name) && !planned.contains_key(name.as_str()) {
-                    warnings.push(format!("{unit_name} has {key}={name}, but there is no unit {name} on this host"));
+                    warnings.push(MissingUnit { unit: unit_name.clone(), key: key.to_string(), missing: name.clone() });
                 }
             }
         }
@@ -126,6 +143,7 @@ mod tests {
             "[Unit]\nAfter=etcd.service\nRequires=etcd.service\nBefore=containerd.service\n[Install]\nWantedBy=multi-user.target\n",
         )
         .unwrap();
+        let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
         assert_eq!(warnings, ["flannel.service has Before=containerd.service, but there is no unit containerd.service on this host"]);
     }
 
@@ -137,7 +155,7 @@ mod tests {
             ("flannel.service".to_string(), "[Unit]\nAfter=etcd.service\nBefore=containerd.service\n".to_string()),
             ("containerd.service".to_string(), "[Unit]\nAfter=flannel.service\n".to_string()),
         ];
-        let warnings = check_dependencies_of_set(root.path(), &chain).unwrap();
+        let warnings: Vec<String> = check_dependencies_of_set(root.path(), &chain).unwrap().iter().map(ToString::to_string).collect();
         assert_eq!(warnings, ["etcd.service has After=network.target, but there is no unit network.target on this host"]);
         let mut looped = chain.clone();
         looped[0].1 = "[Unit]\nAfter=containerd.service\n".to_string();
