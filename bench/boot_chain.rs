@@ -3,6 +3,9 @@
 //! the medians of boot-to-ready against the bare boot-to-multi-user.target.
 //! Run: cargo bench --bench boot_chain   (BOOTS=N to change the count)
 
+// Tests stop at the first thing that is not as expected.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

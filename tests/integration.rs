@@ -1,6 +1,9 @@
 //! Pull and check-out tests against a real registry (Debian's docker-registry on a loopback port)
 //! and a real libostree, with `umoci unpack` as the reference unpacker. No systemd needed.
 
+// Tests stop at the first thing that is not as expected.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 #[path = "integration/archives.rs"]
 mod archives;

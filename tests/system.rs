@@ -2,6 +2,9 @@
 //! this machine's root), runs this build's sysctr inside it, and checks the result through
 //! systemd itself and through what the container did.
 
+// Tests stop at the first thing that is not as expected.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 #[path = "system/compat.rs"]
 mod compat;
