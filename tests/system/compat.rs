@@ -64,6 +64,9 @@ fn template_text(config: &Value, raw: &[(&str, &str)]) -> String {
 }
 
 const TMPFILES_RUN_DIR: &str = "D    ${RUN_DIRECTORY}/${NAME}   0700 - - - -\n";
+/// The unit of atomic's update and hostfs test images: the EXEC_* commands, from DESTDIR.
+const SIMPLE_SERVICE: &str = "[Unit]\nDescription=Hello World System Container\n\n[Service]\nExecStart=$EXEC_START\n\
+    ExecStop=$EXEC_STOP\nRestart=on-failure\nWorkingDirectory=$DESTDIR\n\n[Install]\nWantedBy=multi-user.target\n";
 const MANIFEST_DEFAULTS: &str = r#"{"version": "1.0", "defaultValues": {"PORT": "8081", "RECEIVER": "World"}}"#;
 
 /// atomic's `Dockerfile.system`: OCI 0.3.0, `linux.capabilities` holding only a bounding set
@@ -122,11 +125,9 @@ fn atomic_system_update() -> Image {
             "devices": null, "apparmorProfile": "", "selinuxProcessLabel": ""
         }
     });
-    let service = "[Unit]\nDescription=Hello World System Container\n\n[Service]\nExecStart=$EXEC_START\n\
-        ExecStop=$EXEC_STOP\nRestart=on-failure\nWorkingDirectory=$DESTDIR\n\n[Install]\nWantedBy=multi-user.target\n";
     shape_image(&[
         ("config.json.template", &template_text(&config, &[])),
-        ("service.template", service),
+        ("service.template", SIMPLE_SERVICE),
         ("tmpfiles.template", TMPFILES_RUN_DIR),
         ("manifest.json", r#"{"version": "1.0", "defaultValues": {"PORT": "8081"}}"#),
     ])
@@ -161,11 +162,9 @@ fn atomic_system_hostfs() -> Image {
     "installedFilesTemplate" : ["/usr/local/lib/secret-message-template"],
     "useLinks" : false
 }"#;
-    let service = "[Unit]\nDescription=Hello World System Container\n\n[Service]\nExecStart=$EXEC_START\n\
-        ExecStop=$EXEC_STOP\nRestart=on-failure\nWorkingDirectory=$DESTDIR\n\n[Install]\nWantedBy=multi-user.target\n";
     shape_image(&[
         ("config.json.template", &template_text(&config, &[])),
-        ("service.template", service),
+        ("service.template", SIMPLE_SERVICE),
         ("tmpfiles.template", TMPFILES_RUN_DIR),
         ("manifest.json", manifest),
         ("hostfs/usr/local/lib/secret-message", "hello $RECEIVER\n"),
