@@ -4,6 +4,8 @@
 mod common;
 #[path = "integration/archives.rs"]
 mod archives;
+#[path = "integration/hostile_registry.rs"]
+mod hostile_registry;
 
 use std::path::{Path, PathBuf};
 

@@ -10,6 +10,7 @@ packages=(
   busybox-static etcd-server etcd-client   # tests: the payload of the service images...
   containerd containernetworking-plugins    # ...and of the CRI runtime's image
   iproute2 procps util-linux python3        # tests and scripts: nsenter, pgrep, mount
+  time openssl                              # tests: peak memory of a pull, a TLS certificate
 )
 missing=()
 for p in "${packages[@]}"; do

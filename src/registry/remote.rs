@@ -1,41 +1,24 @@
-//! A registry, through `oci-client`.
+//! A registry, over its HTTP API (see [`super::http`]).
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{anyhow, Context, Result};
-use futures_util::TryStreamExt;
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use anyhow::{Context, Result};
+use oci_spec::distribution::Reference;
 use tokio_util::io::StreamReader;
 
+use super::http::RegistryHttp;
 use super::{
-    is_index, select_from_index, BlobStream, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, MAX_METADATA_SIZE, OCI_INDEX, OCI_MANIFEST,
+    is_index, select_from_index, BlobStream, RegistryOptions, DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST, MAX_METADATA_SIZE, OCI_INDEX, OCI_MANIFEST,
 };
 use crate::digest::Digest;
 
-const DEFAULT_REGISTRIES_CONF: &str = "/etc/containers/registries.conf";
-
-/// How to reach registries.
-#[derive(Debug, Clone)]
-pub struct RegistryOptions {
-    /// `Some(false)`: plain HTTP for the image's registry (`--tls-verify=false`).
-    pub tls_verify: Option<bool>,
-    /// containers-registries.conf(5); registries marked `insecure = true` there use plain HTTP.
-    pub registries_conf: PathBuf,
-}
-
-impl Default for RegistryOptions {
-    fn default() -> Self {
-        RegistryOptions { tls_verify: None, registries_conf: PathBuf::from(DEFAULT_REGISTRIES_CONF) }
-    }
-}
+pub(super) const DEFAULT_REGISTRIES_CONF: &str = "/etc/containers/registries.conf";
 
 pub struct RegistrySource {
-    client: Client,
+    http: RegistryHttp,
     reference: Reference,
-    plain_http: bool,
 }
 
 impl RegistrySource {
@@ -45,11 +28,16 @@ impl RegistrySource {
             Some(verify) => !verify,
             None => is_loopback(&registry) || marked_insecure(&options.registries_conf, &registry)?,
         };
-        let protocol = if plain_http { ClientProtocol::HttpsExcept(vec![registry]) } else { ClientProtocol::Https };
-        // `Client::new` would silently fall back to defaults on a bad config.
-        let client = Client::try_from(ClientConfig { protocol, ..Default::default() })
-            .context("configuring the registry client")?;
-        Ok(RegistrySource { client, reference: reference.clone(), plain_http })
+        let http = RegistryHttp::new(
+            &registry,
+            reference.repository(),
+            plain_http,
+            options.timeout,
+        )?;
+        Ok(RegistrySource {
+            http,
+            reference: reference.clone(),
+        })
     }
 
     /// Returns the digest and raw bytes of the platform manifest.
@@ -71,79 +59,63 @@ impl RegistrySource {
     }
 
     async fn fetch_manifest(&self, reference: &Reference) -> Result<(Digest, Vec<u8>)> {
-        let accepted = [OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_MANIFEST_LIST];
-        let (raw, _) = self
-            .client
-            .pull_manifest_raw(reference, &RegistryAuth::Anonymous, &accepted)
+        let accepted = [
+            OCI_MANIFEST,
+            DOCKER_MANIFEST,
+            OCI_INDEX,
+            DOCKER_MANIFEST_LIST,
+        ];
+        let what = format!("the manifest of {}", reference.whole());
+        let tag_or_digest = match reference.digest() {
+            Some(digest) => digest,
+            None => reference.tag().unwrap_or("latest"),
+        };
+        let raw = self
+            .http
+            .manifest(tag_or_digest, &accepted, MAX_METADATA_SIZE, &what)
             .await
-            .map_err(|e| self.explain(e))
-            .with_context(|| format!("fetching the manifest of {}", reference.whole()))?;
-        if raw.len() as u64 > MAX_METADATA_SIZE {
-            anyhow::bail!("the manifest of {} is larger than {MAX_METADATA_SIZE} bytes", reference.whole());
-        }
+            .with_context(|| format!("fetching {what}"))?;
         // The registry's digest header is not trusted: hash the bytes, and compare with the
         // digest the user asked for, if any.
         let digest = Digest::of_bytes(&raw);
         if let Some(wanted) = reference.digest() {
             let wanted = Digest::parse(wanted)?;
-            wanted.verify_bytes(&raw, &format!("the manifest of {}", reference.whole()))?;
+            wanted.verify_bytes(&raw, &what)?;
         }
-        Ok((digest, raw.to_vec()))
+        Ok((digest, raw))
     }
 
+    /// The image config, read up to the size its descriptor gives and no further.
     pub async fn fetch_blob_bytes(&self, digest: &Digest, size: u64) -> Result<Vec<u8>> {
         if size > MAX_METADATA_SIZE {
             anyhow::bail!("the image config {digest} has an unreasonable size ({size} bytes)");
         }
-        let mut out = Vec::with_capacity(size as usize);
-        self.client
-            .pull_blob(&self.reference, digest.as_str(), &mut out)
+        let what = format!("the image config {digest}");
+        self.http
+            .blob_bytes(digest.as_str(), size, &what)
             .await
-            .map_err(|e| self.explain(e))
-            .with_context(|| format!("fetching blob {digest}"))?;
-        Ok(out)
+            .with_context(|| format!("fetching {what}"))
     }
 
-    pub async fn blob_stream(&self, digest: &Digest, _size: u64) -> Result<BlobStream> {
+    /// A layer's bytes as they come; the caller bounds them to `size` (see [`super::SizedReader`]).
+    pub async fn blob_stream(&self, digest: &Digest, size: u64) -> Result<BlobStream> {
+        let what = format!("layer {digest}");
         let stream = self
-            .client
-            .pull_blob_stream(&self.reference, digest.as_str())
+            .http
+            .blob_stream(digest.as_str(), size, &what)
             .await
-            .map_err(|e| self.explain(e))
-            .with_context(|| format!("fetching blob {digest}"))?;
-        let bytes = stream.stream.map_err(std::io::Error::other);
-        Ok(Box::pin(StreamReader::new(bytes)))
-    }
-
-    /// Adds the likely cause to connection-level failures.
-    fn explain(&self, err: oci_client::errors::OciDistributionError) -> anyhow::Error {
-        let registry = self.reference.resolve_registry();
-        let text = format!("{err}");
-        let mut chain = String::new();
-        let mut source: Option<&dyn std::error::Error> = Some(&err);
-        while let Some(e) = source {
-            chain.push_str(&e.to_string());
-            chain.push(' ');
-            source = e.source();
-        }
-        if chain.contains("Connection refused") || chain.contains("error trying to connect") || chain.contains("dns error") {
-            let hint = if self.plain_http {
-                String::new()
-            } else {
-                format!("; if it serves plain HTTP, pass --tls-verify=false or mark it insecure in {DEFAULT_REGISTRIES_CONF}")
-            };
-            return anyhow!("cannot reach registry {registry}: {}{hint}", chain.trim());
-        }
-        if chain.contains("InvalidContentType") || chain.contains("wrong version number") {
-            return anyhow!("registry {registry} does not speak HTTPS ({text}); pass --tls-verify=false to use plain HTTP");
-        }
-        anyhow!("{text}")
+            .with_context(|| format!("fetching {what}"))?;
+        Ok(Box::pin(StreamReader::new(stream)))
     }
 }
 
 fn is_loopback(registry: &str) -> bool {
     let host = registry.rsplit_once(':').map_or(registry, |(host, port)| {
-        if port.bytes().all(|b| b.is_ascii_digit()) { host } else { registry }
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            host
+        } else {
+            registry
+        }
     });
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
@@ -168,9 +140,14 @@ fn marked_insecure(conf: &Path, registry: &str) -> Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e).with_context(|| format!("reading {}", conf.display())),
     };
-    let parsed: Conf = toml::from_str(&text).with_context(|| format!("parsing {}", conf.display()))?;
+    let parsed: Conf =
+        toml::from_str(&text).with_context(|| format!("parsing {}", conf.display()))?;
     Ok(parsed.registry.iter().any(|entry| {
-        let location = entry.prefix.as_deref().or(entry.location.as_deref()).unwrap_or_default();
+        let location = entry
+            .prefix
+            .as_deref()
+            .or(entry.location.as_deref())
+            .unwrap_or_default();
         entry.insecure && (location == registry || location.split('/').next() == Some(registry))
     }))
 }
@@ -184,7 +161,12 @@ mod tests {
         for yes in ["127.0.0.1:5000", "127.3.4.5", "localhost:80", "[::1]:5000"] {
             assert!(is_loopback(yes), "{yes}");
         }
-        for no in ["10.0.0.1:5000", "registry.example:443", "localhost.example", "docker.io"] {
+        for no in [
+            "10.0.0.1:5000",
+            "registry.example:443",
+            "localhost.example",
+            "docker.io",
+        ] {
             assert!(!is_loopback(no), "{no}");
         }
     }
