@@ -2,8 +2,11 @@
 """A registry that misbehaves, for tests/integration/hostile_registry.rs. Standard library only.
 
 Prints its port on the first line of stdout, then serves on 127.0.0.1 until killed. Each
-repository is one way of misbehaving (see REPOS below); every answer closes its connection, so
-open connections are requests in flight. GET /stats gives the peak number of open connections.
+repository is one way of misbehaving (see REPOS below); every answer closes its connection. GET
+/stats gives the peak number of requests in flight: a request counts from its connection's accept
+until the body of its answer starts being written (or the connection ends), not until the server
+thread gets round to closing the connection, by when the client may already have the whole answer
+and be on its next request.
 
   hostile_registry.py                       plain HTTP, the repositories below
   hostile_registry.py --tls CERT KEY --redirect-to http://HOST:PORT
@@ -140,17 +143,24 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self):
         super().setup()
+        self.in_flight = True
         with Stats.lock:
             Stats.open += 1
             Stats.requests += 1
             Stats.peak = max(Stats.peak, Stats.open)
 
+    def answered(self):
+        """No longer in flight: the client may have all of the answer from here on."""
+        with Stats.lock:
+            if self.in_flight:
+                self.in_flight = False
+                Stats.open -= 1
+
     def finish(self):
         try:
             super().finish()
         finally:
-            with Stats.lock:
-                Stats.open -= 1
+            self.answered()
 
     def log_message(self, *args):
         pass
@@ -160,6 +170,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        self.answered()
         self.wfile.write(body)
 
     def send_endless_or_long(self, content_type, chunks, forever=None):

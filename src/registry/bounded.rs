@@ -1,10 +1,40 @@
-//! A blob stream held to the size its descriptor gives.
+//! Bounds on what a source sends: a blob stream held to the size its descriptor gives, and a
+//! stream of chunks given up after a silence.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
+use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf, Take};
+
+/// Passes a stream's chunks through, each awaited at most `timeout`: after a longer silence the
+/// stream fails with `silence` (kind `TimedOut`) and ends. `failed` words the stream's own errors;
+/// the first one ends it too.
+pub fn until_silent<S, E>(
+    stream: S,
+    timeout: Duration,
+    silence: String,
+    failed: impl Fn(E) -> io::Error + Send + 'static,
+) -> impl Stream<Item = io::Result<bytes::Bytes>> + Send + 'static
+where
+    S: Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
+{
+    let state = (Box::pin(stream), failed);
+    futures_util::stream::unfold(Some(state), move |state| {
+        let silence = silence.clone();
+        async move {
+            let (mut stream, failed) = state?;
+            match tokio::time::timeout(timeout, stream.next()).await {
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some((stream, failed)))),
+                Ok(Some(Err(err))) => Some((Err(failed(err)), None)),
+                Ok(None) => None,
+                Err(_) => Some((Err(io::Error::new(io::ErrorKind::TimedOut, silence)), None)),
+            }
+        }
+    })
+}
 
 /// Passes a blob's bytes through and fails as soon as they pass `size` (having read at most one
 /// byte more), or end short of it. Errors stay: once failed, every later read fails the same way,
@@ -117,6 +147,26 @@ mod tests {
         let again = reader.read(&mut [0u8; 10]).await.unwrap_err();
         assert_eq!(again.to_string(), err.to_string());
         assert_eq!(counted.load(std::sync::atomic::Ordering::SeqCst), 100_001);
+    }
+
+    #[tokio::test]
+    async fn silent_stream_is_given_up() {
+        let chunks =
+            futures_util::stream::iter([Ok::<_, io::Error>(bytes::Bytes::from_static(b"a"))])
+                .chain(futures_util::stream::pending());
+        let mut stream = Box::pin(until_silent(
+            chunks,
+            Duration::from_millis(50),
+            "silent for 0.05 s".to_string(),
+            |e| e,
+        ));
+        assert_eq!(&stream.next().await.unwrap().unwrap()[..], b"a");
+        let err = stream.next().await.unwrap().unwrap_err();
+        assert_eq!(
+            (err.kind(), err.to_string()),
+            (io::ErrorKind::TimedOut, "silent for 0.05 s".to_string())
+        );
+        assert!(stream.next().await.is_none());
     }
 
     #[tokio::test]

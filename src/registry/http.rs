@@ -1,35 +1,43 @@
-//! The registry's HTTP API (distribution spec, pull side), with every answer bounded: manifests and
-//! configs are read up to a size given in advance, blobs come as streams that give up after a
-//! silence, redirects from HTTPS to plain HTTP are refused, and connecting is timed out too.
+//! The one registry request that does not go through `oci-client`: the manifest (or index) GET.
 //!
-//! Our own `reqwest` client rather than `oci-client`'s: that one reads whole answers into memory
-//! before the caller sees them (manifests, tokens, error bodies), follows any redirect, and does
-//! not let its redirect policy be set.
+//! `oci-client` configures the connection, gets the anonymous token and streams config and layer
+//! blobs (see [`super::remote`]). Its manifest calls (`pull_manifest_raw` and the ones built on
+//! it) read the whole answer into memory before returning it, so a registry could make a pull hold
+//! any amount of memory before the 4 MiB limit is even checked; and its HTTP client follows
+//! redirects with reqwest's default policy, which cannot be changed from outside. So this request
+//! is sent by a client of ours, with the bearer token `oci-client` obtained: the answer is refused
+//! while reading, one chunk past the limit; a silence longer than the timeout is given up; and a
+//! redirect from HTTPS to plain HTTP is refused.
+//!
+//! The wording of transport errors ([`Describer`]) is shared with the `oci-client` requests.
 
+use std::error::Error as StdError;
 use std::io;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use futures_util::{Stream, StreamExt};
-use reqwest::header::{HeaderMap, ACCEPT, WWW_AUTHENTICATE};
-use reqwest::{Response, StatusCode, Url};
+use futures_util::StreamExt;
+use oci_client::errors::OciDistributionError;
+use reqwest::header::ACCEPT;
+use reqwest::{Response, Url};
+
+use super::bounded::until_silent;
 
 /// Redirects followed for one request, as reqwest's default policy.
 const MAX_REDIRECTS: usize = 10;
-/// Largest error body or token answer read.
-const MAX_SMALL_ANSWER: u64 = 64 * 1024;
+/// Largest error body read.
+const MAX_ERROR_ANSWER: u64 = 64 * 1024;
 
-/// One repository of one registry.
-pub(super) struct RegistryHttp {
+/// Sent with every registry request, ours and `oci-client`'s.
+pub(super) const USER_AGENT: &str = concat!("sysctr/", env!("CARGO_PKG_VERSION"));
+
+/// Manifests of one repository of one registry.
+pub(super) struct ManifestHttp {
     client: reqwest::Client,
-    /// `HOST[:PORT]`, for URLs and messages.
-    registry: String,
     repository: String,
     base: Url,
-    plain_http: bool,
     timeout: Duration,
-    /// Anonymous bearer token, once the registry asked for one.
-    token: std::sync::Mutex<Option<String>>,
+    describer: Describer,
 }
 
 /// A redirect that the policy refused; found again in the error chain to word the message.
@@ -42,15 +50,15 @@ impl std::fmt::Display for RedirectRefused {
     }
 }
 
-impl std::error::Error for RedirectRefused {}
+impl StdError for RedirectRefused {}
 
-impl RegistryHttp {
+impl ManifestHttp {
     pub fn new(
         registry: &str,
         repository: &str,
         plain_http: bool,
         timeout: Duration,
-    ) -> Result<RegistryHttp> {
+    ) -> Result<ManifestHttp> {
         let scheme = if plain_http { "http" } else { "https" };
         let base = Url::parse(&format!("{scheme}://{registry}/"))
             .with_context(|| format!("'{registry}' is not a registry address"))?;
@@ -73,36 +81,33 @@ impl RegistryHttp {
         let client = reqwest::Client::builder()
             .redirect(policy)
             .connect_timeout(timeout)
-            .user_agent(concat!("sysctr/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .build()
-            .context("configuring the HTTP client")?;
-        Ok(RegistryHttp {
+            .context("configuring the HTTP client for manifests")?;
+        Ok(ManifestHttp {
             client,
-            registry: registry.to_string(),
             repository: repository.to_string(),
             base,
-            plain_http,
             timeout,
-            token: std::sync::Mutex::new(None),
+            describer: Describer::new(registry, plain_http, timeout),
         })
     }
 
-    fn url(&self, kind: &str, reference: &str) -> Result<Url> {
-        self.base
-            .join(&format!("v2/{}/{kind}/{reference}", self.repository))
-            .with_context(|| format!("building the URL of {kind}/{reference}"))
-    }
-
-    /// A manifest (by tag or digest), at most `max` bytes: more is refused while reading.
+    /// A manifest (by tag or digest), at most `max` bytes: more is refused while reading. `token`
+    /// is the bearer token `oci-client` got for the repository, if the registry asked for one.
     pub async fn manifest(
         &self,
         reference: &str,
         accept: &[&str],
         max: u64,
         what: &str,
+        token: Option<&str>,
     ) -> Result<Vec<u8>> {
-        let url = self.url("manifests", reference)?;
-        let response = self.get(&url, &accept.join(", ")).await?;
+        let url = self
+            .base
+            .join(&format!("v2/{}/manifests/{reference}", self.repository))
+            .with_context(|| format!("building the URL of manifest {reference}"))?;
+        let response = self.get(&url, &accept.join(", "), token).await?;
         self.read_bounded(
             response,
             max,
@@ -110,69 +115,6 @@ impl RegistryHttp {
             &format!("{what} is larger than {max} bytes"),
         )
         .await
-    }
-
-    /// A blob read whole, which must be exactly `size` bytes: more is refused while reading.
-    pub async fn blob_bytes(&self, digest: &str, size: u64, what: &str) -> Result<Vec<u8>> {
-        let url = self.url("blobs", digest)?;
-        let response = self.get(&url, "*/*").await?;
-        let too_large = format!("{what} is larger than the {size} bytes its descriptor gives");
-        let bytes = self.read_bounded(response, size, what, &too_large).await?;
-        if (bytes.len() as u64) < size {
-            bail!(
-                "{what} ended after {} bytes; its descriptor gives {size}",
-                bytes.len()
-            );
-        }
-        Ok(bytes)
-    }
-
-    /// A blob as a stream. The stream fails after a silence longer than the timeout; its size is
-    /// for the caller to bound. An announced length larger than `size` is refused at once.
-    pub async fn blob_stream(
-        &self,
-        digest: &str,
-        size: u64,
-        what: &str,
-    ) -> Result<impl Stream<Item = io::Result<bytes::Bytes>> + Send + 'static> {
-        let url = self.url("blobs", digest)?;
-        let response = self.get(&url, "*/*").await?;
-        if let Some(length) = response.content_length().filter(|&l| l > size) {
-            bail!("{what} is larger than the {size} bytes its descriptor gives (the registry announces {length})");
-        }
-        Ok(self.body(response, what))
-    }
-
-    /// The body as a stream of chunks, each awaited at most the timeout.
-    fn body(
-        &self,
-        response: Response,
-        what: &str,
-    ) -> impl Stream<Item = io::Result<bytes::Bytes>> + Send + 'static {
-        let timeout = self.timeout;
-        let silence = self.silence(what);
-        let failed = self.describer();
-        futures_util::stream::unfold(Some(Box::pin(response.bytes_stream())), move |state| {
-            let silence = silence.clone();
-            let failed = failed.clone();
-            async move {
-                let mut stream = state?;
-                match tokio::time::timeout(timeout, stream.next()).await {
-                    Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(stream))),
-                    Ok(Some(Err(err))) => Some((Err(io::Error::other(failed.describe(err))), None)),
-                    Ok(None) => None,
-                    Err(_) => Some((Err(io::Error::new(io::ErrorKind::TimedOut, silence)), None)),
-                }
-            }
-        })
-    }
-
-    fn silence(&self, what: &str) -> String {
-        format!(
-            "registry {} sent nothing for {} while sending {what}; gave up (--registry-timeout)",
-            self.registry,
-            seconds(self.timeout)
-        )
     }
 
     /// Reads a whole body, refusing it once it passes `max` bytes (or announces more).
@@ -186,7 +128,13 @@ impl RegistryHttp {
         if response.content_length().is_some_and(|l| l > max) {
             bail!("{too_large}");
         }
-        let mut body = Box::pin(self.body(response, what));
+        let describer = self.describer.clone();
+        let mut body = Box::pin(until_silent(
+            response.bytes_stream(),
+            self.timeout,
+            self.describer.silence(what),
+            move |err: reqwest::Error| io::Error::other(describer.describe(&err)),
+        ));
         let mut bytes = Vec::new();
         while let Some(chunk) = body.next().await {
             let chunk = chunk?;
@@ -198,139 +146,88 @@ impl RegistryHttp {
         Ok(bytes)
     }
 
-    /// GET with the anonymous token, fetched when the registry asks for one; a status other than
-    /// success is an error that carries the registry's own words.
-    async fn get(&self, url: &Url, accept: &str) -> Result<Response> {
-        let mut response = self.send(url, accept).await?;
-        if response.status() == StatusCode::UNAUTHORIZED {
-            if let Some(challenge) = bearer_challenge(response.headers()) {
-                let token = self.fetch_token(&challenge).await?;
-                *self
-                    .token
-                    .lock()
-                    .map_err(|_| anyhow!("token lock poisoned"))? = Some(token);
-                response = self.send(url, accept).await?;
-            }
+    /// GET, answered within the timeout; a status other than success is an error that carries
+    /// the registry's own words.
+    async fn get(&self, url: &Url, accept: &str, token: Option<&str>) -> Result<Response> {
+        let mut request = self.client.get(url.clone()).header(ACCEPT, accept);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
         }
+        let response = match tokio::time::timeout(self.timeout, request.send()).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(err)) => return Err(self.describer.describe(&err)),
+            Err(_) => bail!(
+                "registry {} did not answer GET {url} within {} (--registry-timeout)",
+                self.describer.registry,
+                seconds(self.timeout)
+            ),
+        };
         let status = response.status();
         if status.is_success() {
             return Ok(response);
         }
         let body = self
-            .read_bounded(response, MAX_SMALL_ANSWER, "an error answer", "")
+            .read_bounded(response, MAX_ERROR_ANSWER, "an error answer", "")
             .await
             .unwrap_or_default();
         bail!("GET {url}: HTTP {status}{}", registry_errors(&body))
     }
-
-    async fn send(&self, url: &Url, accept: &str) -> Result<Response> {
-        let token = self
-            .token
-            .lock()
-            .map_err(|_| anyhow!("token lock poisoned"))?
-            .clone();
-        let mut request = self.client.get(url.clone()).header(ACCEPT, accept);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        match tokio::time::timeout(self.timeout, request.send()).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(err)) => Err(self.describer().describe(err)),
-            Err(_) => bail!(
-                "registry {} did not answer GET {url} within {} (--registry-timeout)",
-                self.registry,
-                seconds(self.timeout)
-            ),
-        }
-    }
-
-    /// The anonymous pull token from the registry's token service.
-    async fn fetch_token(&self, challenge: &Challenge) -> Result<String> {
-        let mut url = Url::parse(&challenge.realm).with_context(|| {
-            format!(
-                "registry {} names a bad token service '{}'",
-                self.registry, challenge.realm
-            )
-        })?;
-        if !self.plain_http && url.scheme() != "https" {
-            bail!(
-                "registry {} points to a plain-HTTP token service ({url}); refused",
-                self.registry
-            );
-        }
-        {
-            let mut query = url.query_pairs_mut();
-            if let Some(service) = &challenge.service {
-                query.append_pair("service", service);
-            }
-            query.append_pair("scope", &format!("repository:{}:pull", self.repository));
-        }
-        let response = self.send(&url, "application/json").await?;
-        let status = response.status();
-        let body = self
-            .read_bounded(
-                response,
-                MAX_SMALL_ANSWER,
-                "a token",
-                &format!("the token from {url} is larger than {MAX_SMALL_ANSWER} bytes"),
-            )
-            .await?;
-        if !status.is_success() {
-            bail!(
-                "getting a pull token from {url}: HTTP {status}{}",
-                registry_errors(&body)
-            );
-        }
-        #[derive(serde::Deserialize)]
-        struct Token {
-            token: Option<String>,
-            access_token: Option<String>,
-        }
-        let token: Token = serde_json::from_slice(&body)
-            .with_context(|| format!("parsing the token from {url}"))?;
-        token
-            .token
-            .or(token.access_token)
-            .with_context(|| format!("no token in the answer of {url}"))
-    }
-
-    fn describer(&self) -> Describer {
-        Describer {
-            registry: self.registry.clone(),
-            plain_http: self.plain_http,
-            timeout: self.timeout,
-        }
-    }
 }
 
-/// Words a transport error for the user, with its likely cause.
+/// Words a transport error, ours or `oci-client`'s, for the user, with its likely cause.
 #[derive(Clone)]
-struct Describer {
+pub(super) struct Describer {
     registry: String,
     plain_http: bool,
     timeout: Duration,
 }
 
 impl Describer {
-    fn describe(&self, err: reqwest::Error) -> anyhow::Error {
+    pub fn new(registry: &str, plain_http: bool, timeout: Duration) -> Describer {
+        Describer {
+            registry: registry.to_string(),
+            plain_http,
+            timeout,
+        }
+    }
+
+    /// What a stream that went silent fails with.
+    pub fn silence(&self, what: &str) -> String {
+        format!(
+            "registry {} sent nothing for {} while sending {what}; gave up (--registry-timeout)",
+            self.registry,
+            seconds(self.timeout)
+        )
+    }
+
+    /// Whether the error is the HTTP client's own timeout (`read_timeout` or `connect_timeout`).
+    pub fn is_timeout(err: &(dyn StdError + 'static)) -> bool {
+        request_error(err).is_some_and(reqwest::Error::is_timeout)
+    }
+
+    pub fn describe(&self, err: &(dyn StdError + 'static)) -> anyhow::Error {
         let registry = &self.registry;
         let mut chain = Vec::new();
-        let mut source: Option<&dyn std::error::Error> = Some(&err);
+        let mut request = None;
+        let mut source = Some(err);
         while let Some(e) = source {
             if let Some(refused) = e.downcast_ref::<RedirectRefused>() {
                 return anyhow!("registry {registry} {refused}");
             }
+            request = request.or_else(|| request_error(e));
             chain.push(e.to_string());
             source = e.source();
         }
         let chain = chain.join(": ");
-        if err.is_connect() && err.is_timeout() {
+        let (connect, timeout) =
+            request.map_or((false, false), |r| (r.is_connect(), r.is_timeout()));
+        if connect && timeout {
             return anyhow!(
                 "cannot reach registry {registry}: no connection within {} (--registry-timeout)",
                 seconds(self.timeout)
             );
         }
-        if err.is_timeout() {
+        if timeout {
             return anyhow!(
                 "registry {registry} sent nothing for {} (--registry-timeout): {chain}",
                 seconds(self.timeout)
@@ -339,7 +236,7 @@ impl Describer {
         if chain.contains("wrong version number") {
             return anyhow!("registry {registry} does not speak HTTPS ({chain}); pass --tls-verify=false to use plain HTTP");
         }
-        if err.is_connect() || chain.contains("dns error") || chain.contains("Connection refused") {
+        if connect || chain.contains("dns error") || chain.contains("Connection refused") {
             let hint = if self.plain_http {
                 String::new()
             } else {
@@ -354,54 +251,25 @@ impl Describer {
     }
 }
 
+/// The reqwest error this error is, or wraps without a source link: `oci-client` passes them on
+/// transparently, and its blob streams in an `io::Error`.
+fn request_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a reqwest::Error> {
+    if let Some(request) = err.downcast_ref::<reqwest::Error>() {
+        return Some(request);
+    }
+    if let Some(io) = err.downcast_ref::<io::Error>() {
+        return io.get_ref().and_then(|inner| request_error(inner));
+    }
+    match err.downcast_ref::<OciDistributionError>() {
+        Some(OciDistributionError::RequestError(request)) => Some(request),
+        Some(OciDistributionError::IoError(io)) => request_error(io),
+        _ => None,
+    }
+}
+
 /// "3 s", "1.5 s".
 fn seconds(duration: Duration) -> String {
     format!("{} s", duration.as_secs_f64())
-}
-
-/// `WWW-Authenticate: Bearer realm="…",service="…"`.
-#[derive(Debug, PartialEq, Eq)]
-struct Challenge {
-    realm: String,
-    service: Option<String>,
-}
-
-fn bearer_challenge(headers: &HeaderMap) -> Option<Challenge> {
-    headers
-        .get_all(WWW_AUTHENTICATE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(parse_bearer_challenge)
-}
-
-fn parse_bearer_challenge(header: &str) -> Option<Challenge> {
-    let (scheme, params) = header.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let (mut realm, mut service) = (None, None);
-    let mut rest = params.trim();
-    while !rest.is_empty() {
-        let (key, after) = rest.split_once('=')?;
-        let key = key.trim().to_ascii_lowercase();
-        let (value, after) = match after.strip_prefix('"') {
-            Some(quoted) => {
-                let end = quoted.find('"')?;
-                (&quoted[..end], &quoted[end + 1..])
-            }
-            None => after.split_once(',').map_or((after, ""), |(v, a)| (v, a)),
-        };
-        match key.as_str() {
-            "realm" => realm = Some(value.to_string()),
-            "service" => service = Some(value.to_string()),
-            _ => {}
-        }
-        rest = after.trim_start().trim_start_matches(',').trim_start();
-    }
-    Some(Challenge {
-        realm: realm?,
-        service,
-    })
 }
 
 /// `: CODE: message; …` from a distribution-spec error body, or a bounded excerpt of the body.
@@ -451,34 +319,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bearer_challenges() {
-        assert_eq!(
-            parse_bearer_challenge(
-                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/x:pull""#
-            ),
-            Some(Challenge {
-                realm: "https://auth.docker.io/token".into(),
-                service: Some("registry.docker.io".into())
-            })
-        );
-        assert_eq!(
-            parse_bearer_challenge("bearer service=reg, realm=https://r.example/t"),
-            Some(Challenge {
-                realm: "https://r.example/t".into(),
-                service: Some("reg".into())
-            })
-        );
-        for refused in [
-            "Basic realm=\"x\"",
-            "Bearer service=\"no-realm\"",
-            "Bearer",
-            "Bearer realm=\"unterminated",
-        ] {
-            assert_eq!(parse_bearer_challenge(refused), None, "{refused}");
-        }
-    }
-
-    #[test]
     fn registry_error_bodies() {
         let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"},{"code":"DENIED"}]}"#;
         assert_eq!(
@@ -497,5 +337,42 @@ mod tests {
     fn durations_read_as_seconds() {
         assert_eq!(seconds(Duration::from_secs(3)), "3 s");
         assert_eq!(seconds(Duration::from_millis(1500)), "1.5 s");
+    }
+
+    /// A reqwest timeout is found however `oci-client` wraps it: as its own error, or inside the
+    /// `io::Error` of a blob stream.
+    #[tokio::test]
+    async fn timeouts_wrapped_by_oci_client_are_found() {
+        // Connections are accepted by the kernel and never answered.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = reqwest::Client::builder()
+            .read_timeout(Duration::from_millis(100))
+            .build()
+            .unwrap();
+        let timeout = || async {
+            client
+                .get(format!("http://{addr}/v2/"))
+                .send()
+                .await
+                .unwrap_err()
+        };
+        let describer = Describer::new(&addr.to_string(), true, Duration::from_secs(3));
+        let wrapped = OciDistributionError::RequestError(timeout().await);
+        assert!(Describer::is_timeout(&wrapped));
+        let words = describer.describe(&wrapped).to_string();
+        assert!(
+            words.starts_with(&format!(
+                "registry {addr} sent nothing for 3 s (--registry-timeout)"
+            )),
+            "{words}"
+        );
+        let in_stream = io::Error::other(timeout().await);
+        assert!(Describer::is_timeout(&in_stream));
+
+        let other = OciDistributionError::IoError(io::Error::other("boom"));
+        assert!(!Describer::is_timeout(&other));
+        assert_eq!(describer.describe(&other).to_string(), "boom");
+        drop(listener);
     }
 }

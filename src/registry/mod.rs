@@ -1,6 +1,7 @@
 //! Fetching images: manifests and configs as raw, digest-checked bytes, and layer blobs as
-//! streams. Sources: a registry (its HTTP API, `http.rs`), an OCI image layout on disk or in a tar
-//! (`oci-archive:`), and a `docker save` tar (`docker-archive:`); archives are read in place.
+//! streams. Sources: a registry (through `oci-client`, `remote.rs`; manifests over a bounded
+//! request of our own, `http.rs`), an OCI image layout on disk or in a tar (`oci-archive:`), and a
+//! `docker save` tar (`docker-archive:`); archives are read in place.
 //! Nothing here knows about OSTree; layer streams are verified by whoever reads them to the end.
 //!
 //! What a source may send is bounded: manifests and configs are read up to a size fixed in
@@ -84,7 +85,8 @@ pub struct Source {
 }
 
 enum Origin {
-    Registry(remote::RegistrySource),
+    /// Boxed: the `oci-client` client is large.
+    Registry(Box<remote::RegistrySource>),
     /// `oci:DIR` and `oci-archive:PATH`.
     Layout(layout::LayoutSource),
     DockerArchive(docker_archive::DockerArchiveSource),
@@ -93,7 +95,7 @@ enum Origin {
 impl Source {
     pub fn new(image: &ImageRef, options: &RegistryOptions) -> Result<Source> {
         let from = match image {
-            ImageRef::Registry(reference) => Origin::Registry(remote::RegistrySource::new(reference, options)?),
+            ImageRef::Registry(reference) => Origin::Registry(Box::new(remote::RegistrySource::new(reference, options)?)),
             ImageRef::Layout { dir, tag } => Origin::Layout(layout::LayoutSource::new(dir, tag.as_deref())),
             ImageRef::OciArchive { path, tag } => Origin::Layout(layout::LayoutSource::archive(path, tag.as_deref())),
             ImageRef::DockerArchive { path, pick } => {

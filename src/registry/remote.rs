@@ -1,13 +1,21 @@
-//! A registry, over its HTTP API (see [`super::http`]).
+//! A registry, through `oci-client`: the client's configuration (plain HTTP or HTTPS, timeouts),
+//! the anonymous pull token, and config and layer blobs, each stream held to its descriptor's
+//! size and given up after a silence. Manifests are the exception: they are fetched by
+//! [`super::http`], with the token `oci-client` obtained (its module documentation says why).
 
 use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use oci_spec::distribution::Reference;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference, RegistryOperation};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::OnceCell;
 use tokio_util::io::StreamReader;
 
-use super::http::RegistryHttp;
+use super::bounded::{until_silent, SizedReader};
+use super::http::{Describer, ManifestHttp, USER_AGENT};
 use super::{
     is_index, select_from_index, BlobStream, RegistryOptions, DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST, MAX_METADATA_SIZE, OCI_INDEX, OCI_MANIFEST,
@@ -17,8 +25,23 @@ use crate::digest::Digest;
 pub(super) const DEFAULT_REGISTRIES_CONF: &str = "/etc/containers/registries.conf";
 
 pub struct RegistrySource {
-    http: RegistryHttp,
+    client: Client,
+    manifests: ManifestHttp,
     reference: Reference,
+    plain_http: bool,
+    timeout: std::time::Duration,
+    describer: Describer,
+    /// Set once `oci-client` has authenticated, anonymously, for pulls.
+    session: OnceCell<Session>,
+}
+
+struct Session {
+    /// The bearer token `oci-client` got, or `None` when the registry asks for none.
+    token: Option<String>,
+    /// The client blobs are pulled with. With a token, the one that authenticated, which sends
+    /// it (and gets a new one when it expires). Without, one that never authenticated: after an
+    /// authentication that got no token, `oci-client` probes `/v2/` again before every request.
+    blobs: Client,
 }
 
 impl RegistrySource {
@@ -28,16 +51,48 @@ impl RegistrySource {
             Some(verify) => !verify,
             None => is_loopback(&registry) || marked_insecure(&options.registries_conf, &registry)?,
         };
-        let http = RegistryHttp::new(
+        let client = client(&registry, plain_http, options.timeout)?;
+        let manifests = ManifestHttp::new(
             &registry,
             reference.repository(),
             plain_http,
             options.timeout,
         )?;
         Ok(RegistrySource {
-            http,
+            client,
+            manifests,
             reference: reference.clone(),
+            plain_http,
+            timeout: options.timeout,
+            describer: Describer::new(&registry, plain_http, options.timeout),
+            session: OnceCell::new(),
         })
+    }
+
+    /// Authenticates once, anonymously, for pulls from the repository.
+    async fn session(&self) -> Result<&Session> {
+        self.session
+            .get_or_try_init(|| async {
+                let token = self
+                    .client
+                    .auth(
+                        &self.reference,
+                        &RegistryAuth::Anonymous,
+                        RegistryOperation::Pull,
+                    )
+                    .await
+                    .map_err(|err| self.describer.describe(&err))?;
+                let blobs = match token {
+                    Some(_) => self.client.clone(),
+                    None => client(
+                        self.reference.resolve_registry(),
+                        self.plain_http,
+                        self.timeout,
+                    )?,
+                };
+                Ok(Session { token, blobs })
+            })
+            .await
     }
 
     /// Returns the digest and raw bytes of the platform manifest.
@@ -70,11 +125,14 @@ impl RegistrySource {
             Some(digest) => digest,
             None => reference.tag().unwrap_or("latest"),
         };
-        let raw = self
-            .http
-            .manifest(tag_or_digest, &accepted, MAX_METADATA_SIZE, &what)
-            .await
-            .with_context(|| format!("fetching {what}"))?;
+        let raw = async {
+            let token = self.session().await?.token.as_deref();
+            self.manifests
+                .manifest(tag_or_digest, &accepted, MAX_METADATA_SIZE, &what, token)
+                .await
+        }
+        .await
+        .with_context(|| format!("fetching {what}"))?;
         // The registry's digest header is not trusted: hash the bytes, and compare with the
         // digest the user asked for, if any.
         let digest = Digest::of_bytes(&raw);
@@ -91,22 +149,84 @@ impl RegistrySource {
             anyhow::bail!("the image config {digest} has an unreasonable size ({size} bytes)");
         }
         let what = format!("the image config {digest}");
-        self.http
-            .blob_bytes(digest.as_str(), size, &what)
-            .await
-            .with_context(|| format!("fetching {what}"))
+        async {
+            let blob = self.open_blob(digest, size, &what).await?;
+            let mut bytes = Vec::with_capacity(size as usize);
+            SizedReader::new(blob, size, what.clone())
+                .read_to_end(&mut bytes)
+                .await?;
+            Ok::<_, anyhow::Error>(bytes)
+        }
+        .await
+        .with_context(|| format!("fetching {what}"))
     }
 
     /// A layer's bytes as they come; the caller bounds them to `size` (see [`super::SizedReader`]).
     pub async fn blob_stream(&self, digest: &Digest, size: u64) -> Result<BlobStream> {
         let what = format!("layer {digest}");
-        let stream = self
-            .http
-            .blob_stream(digest.as_str(), size, &what)
+        let blob = self
+            .open_blob(digest, size, &what)
             .await
             .with_context(|| format!("fetching {what}"))?;
-        Ok(Box::pin(StreamReader::new(stream)))
+        Ok(Box::pin(blob))
     }
+
+    /// A blob from `oci-client`, failing after a silence longer than the timeout; its size is for
+    /// the caller to bound. An announced length larger than `size` is refused at once.
+    async fn open_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        what: &str,
+    ) -> Result<impl AsyncRead + Send + Unpin + 'static> {
+        let blob = self
+            .session()
+            .await?
+            .blobs
+            .pull_blob_stream(&self.reference, digest.as_str())
+            .await
+            .map_err(|err| self.describer.describe(&err))?;
+        if let Some(length) = blob.content_length.filter(|&l| l > size) {
+            anyhow::bail!("{what} is larger than the {size} bytes its descriptor gives (the registry announces {length})");
+        }
+        // The client's own read timeout may fire first: it is worded as ours.
+        let silence = self.describer.silence(what);
+        let describer = self.describer.clone();
+        let silent = silence.clone();
+        let stream = until_silent(blob, self.timeout, silence, move |err: std::io::Error| {
+            if Describer::is_timeout(&err) {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, silent.clone())
+            } else if err
+                .get_ref()
+                .is_some_and(|inner| inner.is::<reqwest::Error>())
+            {
+                std::io::Error::other(describer.describe(&err))
+            } else {
+                err
+            }
+        });
+        Ok(StreamReader::new(Box::pin(stream)))
+    }
+}
+
+/// An `oci-client` client for the registry. Its reqwest client gives up on connecting after
+/// `timeout`, and on an answer that stays silent as long (before its headers, or between two
+/// chunks of its body).
+fn client(registry: &str, plain_http: bool, timeout: std::time::Duration) -> Result<Client> {
+    let protocol = if plain_http {
+        ClientProtocol::HttpsExcept(vec![registry.to_string()])
+    } else {
+        ClientProtocol::Https
+    };
+    let config = ClientConfig {
+        protocol,
+        read_timeout: Some(timeout),
+        connect_timeout: Some(timeout),
+        user_agent: USER_AGENT,
+        ..Default::default()
+    };
+    // `Client::new` would silently fall back to defaults on a bad config.
+    Client::try_from(config).context("configuring the registry client")
 }
 
 fn is_loopback(registry: &str) -> bool {
