@@ -9,6 +9,8 @@ mod common;
 mod archives;
 #[path = "integration/layers.rs"]
 mod layers;
+#[path = "integration/hostile_registry.rs"]
+mod hostile_registry;
 
 use std::path::{Path, PathBuf};
 

@@ -11,6 +11,7 @@ packages=(
   containerd containernetworking-plugins    # ...and of the CRI runtime's image
   iproute2 procps util-linux python3        # tests and scripts: nsenter, pgrep, mount
   strace                                    # tests: the syscall trace that checks durable writes
+  time openssl                              # tests: peak memory of a pull, a TLS certificate
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -82,11 +82,38 @@ pub struct RegistryArgs {
     /// Require HTTPS and verify certificates (`false`: plain HTTP for this registry).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub tls_verify: Option<bool>,
+
+    /// Give up on a registry that sends nothing for this many seconds: while connecting, before
+    /// answering, or in the middle of a blob.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "SYSCTR_REGISTRY_TIMEOUT",
+        default_value_t = crate::registry::DEFAULT_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    pub registry_timeout: u64,
+
+    /// Refuse an image whose manifest lists more layers than this.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "SYSCTR_MAX_LAYERS",
+        default_value_t = crate::registry::DEFAULT_MAX_LAYERS as u64,
+        value_parser = clap::value_parser!(u64).range(1..=100_000)
+    )]
+    pub max_layers: u64,
 }
 
 impl RegistryArgs {
     fn options(&self) -> RegistryOptions {
-        RegistryOptions { tls_verify: self.tls_verify, ..Default::default() }
+        RegistryOptions {
+            tls_verify: self.tls_verify,
+            timeout: std::time::Duration::from_secs(self.registry_timeout),
+            // At most 100,000 by the parser.
+            max_layers: usize::try_from(self.max_layers).unwrap_or(usize::MAX),
+            ..Default::default()
+        }
     }
 }
 
@@ -176,6 +203,21 @@ mod tests {
         assert_eq!(i.set, ["A=1", "B=x=y"]);
         assert!(i.now);
         assert_eq!(i.registry.tls_verify, Some(false));
+        let options = i.registry.options();
+        assert_eq!(options.timeout, crate::registry::DEFAULT_TIMEOUT);
+        assert_eq!(options.max_layers, crate::registry::DEFAULT_MAX_LAYERS);
+    }
+
+    #[test]
+    fn parses_registry_bounds() {
+        let opts = Opts::try_parse_from(["sysctr", "pull", "--registry-timeout", "3", "--max-layers", "1000", "x"]).unwrap();
+        let Command::Pull(p) = opts.command else { panic!("not pull") };
+        let options = p.registry.options();
+        assert_eq!(options.timeout, std::time::Duration::from_secs(3));
+        assert_eq!(options.max_layers, 1000);
+        for bad in [["--registry-timeout", "0"], ["--registry-timeout", "soon"], ["--max-layers", "0"]] {
+            assert!(Opts::try_parse_from(["sysctr", "pull", bad[0], bad[1], "x"]).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

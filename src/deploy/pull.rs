@@ -1,16 +1,25 @@
 //! registry → store: fetch the manifest and config, stream every missing layer into the store in
-//! parallel, then publish all refs at once.
+//! parallel (a few at a time), then publish all refs at once.
 
+use std::future::Future;
+use std::io;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
 
 use anyhow::{anyhow, Context, Result};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::task::JoinSet;
 use tokio_util::io::SyncIoBridge;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::digest::Digest;
 use crate::reference::ImageRef;
-use crate::registry::{RegistryOptions, Source};
+use crate::registry::{BlobStream, RegistryOptions, Source};
 use crate::store::{self, Compression, ImageToPublish, LayerToImport, Store};
+
+/// Layers downloaded and imported at once, as skopeo does.
+pub const PARALLEL_LAYERS: usize = 6;
 
 /// What a pull did.
 #[derive(Debug)]
@@ -55,25 +64,48 @@ pub async fn pull(store: &Store, image: &ImageRef, options: &RegistryOptions) ->
     let layers_present = commits.len() - to_import.len();
     let layers_fetched = to_import.len();
 
+    // At most PARALLEL_LAYERS layers at once. On the first failure the others are stopped, and
+    // waited for, so that their transactions are aborted before this returns.
     let mut skipped = Vec::new();
     let mut tasks = JoinSet::new();
+    let mut pending = to_import.into_iter();
+    let mut failure: Option<anyhow::Error> = None;
+    let stop = CancellationToken::new();
     let source = std::sync::Arc::new(source);
-    for (position, layer, size) in to_import {
-        let source = source.clone();
-        let repo_path: PathBuf = store.path().to_path_buf();
-        tasks.spawn(async move {
-            let stream = source.blob_stream(&layer.digest, size).await?;
-            let bridge = SyncIoBridge::new(stream);
-            let imported = tokio::task::spawn_blocking(move || store::import_layer(&repo_path, bridge, &layer))
-                .await
-                .map_err(|e| anyhow!("layer import task failed: {e}"))??;
-            Ok::<_, anyhow::Error>((position, imported))
-        });
+    loop {
+        while failure.is_none() && tasks.len() < PARALLEL_LAYERS {
+            let Some((position, layer, size)) = pending.next() else { break };
+            let source = source.clone();
+            let repo_path: PathBuf = store.path().to_path_buf();
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                let stream = tokio::select! {
+                    stream = source.blob_stream(&layer.digest, size) => stream?,
+                    () = stop.cancelled() => anyhow::bail!("stopped: another layer failed"),
+                };
+                let bridge = SyncIoBridge::new(StopOnCancel::new(stream, stop));
+                let imported = tokio::task::spawn_blocking(move || store::import_layer(&repo_path, bridge, &layer))
+                    .await
+                    .map_err(|e| anyhow!("layer import task failed: {e}"))??;
+                Ok::<_, anyhow::Error>((position, imported))
+            });
+        }
+        let Some(joined) = tasks.join_next().await else { break };
+        match joined.map_err(|e| anyhow!("layer task failed: {e}")).and_then(|result| result) {
+            Ok((position, imported)) => {
+                skipped.extend(imported.skipped);
+                commits[position] = Some(imported.commit);
+            }
+            Err(err) => {
+                if failure.is_none() {
+                    stop.cancel();
+                    failure = Some(err);
+                }
+            }
+        }
     }
-    while let Some(joined) = tasks.join_next().await {
-        let (position, imported) = joined.map_err(|e| anyhow!("layer task failed: {e}"))?.with_context(|| format!("pulling {image}"))?;
-        skipped.extend(imported.skipped);
-        commits[position] = Some(imported.commit);
+    if let Some(err) = failure {
+        return Err(err).with_context(|| format!("pulling {image}"));
     }
 
     let mut layer_refs = Vec::new();
@@ -98,4 +130,28 @@ pub async fn pull(store: &Store, image: &ImageRef, options: &RegistryOptions) ->
         .image(&reference)?
         .ok_or_else(|| anyhow!("image commit {commit} for {reference} vanished right after it was written"))?;
     Ok(Pulled { image, layers_fetched, layers_present, skipped })
+}
+
+/// A layer stream that fails as soon as the pull is stopped, even while it waits for the network.
+struct StopOnCancel {
+    inner: BlobStream,
+    stopped: Pin<Box<WaitForCancellationFutureOwned>>,
+    done: bool,
+}
+
+impl StopOnCancel {
+    fn new(inner: BlobStream, stop: CancellationToken) -> Self {
+        StopOnCancel { inner, stopped: Box::pin(stop.cancelled_owned()), done: false }
+    }
+}
+
+impl AsyncRead for StopOnCancel {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.done || this.stopped.as_mut().poll(cx).is_ready() {
+            this.done = true;
+            return Poll::Ready(Err(io::Error::other("stopped: another layer failed")));
+        }
+        this.inner.as_mut().poll_read(cx, buf)
+    }
 }

@@ -1,14 +1,23 @@
 //! Fetching images: manifests and configs as raw, digest-checked bytes, and layer blobs as
-//! streams. Sources: a registry (through `oci-client`), an OCI image layout on disk or in a tar
-//! (`oci-archive:`), and a `docker save` tar (`docker-archive:`); archives are read in place.
+//! streams. Sources: a registry (through `oci-client`, `remote.rs`; manifests over a bounded
+//! request of our own, `http.rs`), an OCI image layout on disk or in a tar (`oci-archive:`), and a
+//! `docker save` tar (`docker-archive:`); archives are read in place.
 //! Nothing here knows about OSTree; layer streams are verified by whoever reads them to the end.
+//!
+//! What a source may send is bounded: manifests and configs are read up to a size fixed in
+//! advance, layer streams up to their descriptor's size, and a manifest may list only so many
+//! layers. A registry that goes silent is given up after a timeout.
 
 mod archive;
+mod bounded;
 mod docker_archive;
+mod http;
 mod layout;
 mod remote;
 
+use std::path::PathBuf;
 use std::pin::Pin;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
@@ -17,7 +26,7 @@ use tokio::io::AsyncRead;
 use crate::digest::Digest;
 use crate::reference::ImageRef;
 
-pub use remote::RegistryOptions;
+pub use bounded::SizedReader;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -27,8 +36,37 @@ pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.mani
 /// Manifests, indexes and configs larger than this are refused rather than held in memory.
 pub(crate) const MAX_METADATA_SIZE: u64 = 4 * 1024 * 1024;
 
+/// How long a registry may stay silent by default (connecting, before answering, within a blob).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most layers accepted in a manifest by default.
+pub const DEFAULT_MAX_LAYERS: usize = 500;
+
 /// A stream of a blob's raw (still compressed) bytes.
 pub type BlobStream = Pin<Box<dyn AsyncRead + Send>>;
+
+/// How to reach registries, and what to accept from any source.
+#[derive(Debug, Clone)]
+pub struct RegistryOptions {
+    /// `Some(false)`: plain HTTP for the image's registry (`--tls-verify=false`).
+    pub tls_verify: Option<bool>,
+    /// containers-registries.conf(5); registries marked `insecure = true` there use plain HTTP.
+    pub registries_conf: PathBuf,
+    /// A registry that sends nothing for this long is given up (`--registry-timeout`).
+    pub timeout: Duration,
+    /// Manifests listing more layers are refused (`--max-layers`).
+    pub max_layers: usize,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            tls_verify: None,
+            registries_conf: PathBuf::from(remote::DEFAULT_REGISTRIES_CONF),
+            timeout: DEFAULT_TIMEOUT,
+            max_layers: DEFAULT_MAX_LAYERS,
+        }
+    }
+}
 
 /// An image's manifest and config, resolved to this host's platform.
 #[derive(Debug, Clone)]
@@ -41,8 +79,14 @@ pub struct FetchedImage {
 }
 
 /// Where images are fetched from.
-pub enum Source {
-    Registry(remote::RegistrySource),
+pub struct Source {
+    from: Origin,
+    max_layers: usize,
+}
+
+enum Origin {
+    /// Boxed: the `oci-client` client is large.
+    Registry(Box<remote::RegistrySource>),
     /// `oci:DIR` and `oci-archive:PATH`.
     Layout(layout::LayoutSource),
     DockerArchive(docker_archive::DockerArchiveSource),
@@ -50,30 +94,35 @@ pub enum Source {
 
 impl Source {
     pub fn new(image: &ImageRef, options: &RegistryOptions) -> Result<Source> {
-        Ok(match image {
-            ImageRef::Registry(reference) => Source::Registry(remote::RegistrySource::new(reference, options)?),
-            ImageRef::Layout { dir, tag } => Source::Layout(layout::LayoutSource::new(dir, tag.as_deref())),
-            ImageRef::OciArchive { path, tag } => Source::Layout(layout::LayoutSource::archive(path, tag.as_deref())),
+        let from = match image {
+            ImageRef::Registry(reference) => Origin::Registry(Box::new(remote::RegistrySource::new(reference, options)?)),
+            ImageRef::Layout { dir, tag } => Origin::Layout(layout::LayoutSource::new(dir, tag.as_deref())),
+            ImageRef::OciArchive { path, tag } => Origin::Layout(layout::LayoutSource::archive(path, tag.as_deref())),
             ImageRef::DockerArchive { path, pick } => {
-                Source::DockerArchive(docker_archive::DockerArchiveSource::new(path, pick.as_ref()))
+                Origin::DockerArchive(docker_archive::DockerArchiveSource::new(path, pick.as_ref()))
             }
-        })
+        };
+        Ok(Source { from, max_layers: options.max_layers })
     }
 
     /// Fetches the manifest (resolving an index to this host's platform) and the config.
     pub async fn fetch_image(&self) -> Result<FetchedImage> {
-        let (manifest_digest, manifest_raw) = match self {
-            Source::Registry(s) => s.resolve_manifest().await?,
-            Source::Layout(s) => s.resolve_manifest().await?,
-            Source::DockerArchive(s) => s.resolve_manifest().await?,
+        let (manifest_digest, manifest_raw) = match &self.from {
+            Origin::Registry(s) => s.resolve_manifest().await?,
+            Origin::Layout(s) => s.resolve_manifest().await?,
+            Origin::DockerArchive(s) => s.resolve_manifest().await?,
         };
         let manifest: ImageManifest =
             serde_json::from_slice(&manifest_raw).context("parsing the image manifest")?;
+        let layers = manifest.layers().len();
+        if layers > self.max_layers {
+            bail!("the image has {layers} layers, more than the {} accepted (--max-layers)", self.max_layers);
+        }
         let config_digest = Digest::parse(manifest.config().digest().as_ref()).context("reading the config digest")?;
-        let config_raw = match self {
-            Source::Registry(s) => s.fetch_blob_bytes(&config_digest, manifest.config().size()).await?,
-            Source::Layout(s) => s.fetch_blob_bytes(&config_digest).await?,
-            Source::DockerArchive(s) => s.fetch_blob_bytes(&config_digest).await?,
+        let config_raw = match &self.from {
+            Origin::Registry(s) => s.fetch_blob_bytes(&config_digest, manifest.config().size()).await?,
+            Origin::Layout(s) => s.fetch_blob_bytes(&config_digest).await?,
+            Origin::DockerArchive(s) => s.fetch_blob_bytes(&config_digest).await?,
         };
         config_digest.verify_bytes(&config_raw, "the image config")?;
         let config: ImageConfiguration =
@@ -82,13 +131,15 @@ impl Source {
         Ok(FetchedImage { manifest_digest, manifest_raw, manifest, config_raw, config })
     }
 
-    /// Opens a layer blob as a stream of its raw bytes.
+    /// Opens a layer blob as a stream of its raw bytes, which fails once they pass `size`, the
+    /// size its descriptor gives (or end short of it).
     pub async fn blob_stream(&self, digest: &Digest, size: u64) -> Result<BlobStream> {
-        match self {
-            Source::Registry(s) => s.blob_stream(digest, size).await,
-            Source::Layout(s) => s.blob_stream(digest).await,
-            Source::DockerArchive(s) => s.blob_stream(digest).await,
-        }
+        let stream = match &self.from {
+            Origin::Registry(s) => s.blob_stream(digest, size).await?,
+            Origin::Layout(s) => s.blob_stream(digest).await?,
+            Origin::DockerArchive(s) => s.blob_stream(digest).await?,
+        };
+        Ok(Box::pin(SizedReader::new(stream, size, format!("layer {digest}"))))
     }
 }
 

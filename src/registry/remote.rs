@@ -1,41 +1,47 @@
-//! A registry, through `oci-client`.
+//! A registry, through `oci-client`: the client's configuration (plain HTTP or HTTPS, timeouts),
+//! the anonymous pull token, and config and layer blobs, each stream held to its descriptor's
+//! size and given up after a silence. Manifests are the exception: they are fetched by
+//! [`super::http`], with the token `oci-client` obtained (its module documentation says why).
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{anyhow, Context, Result};
-use futures_util::TryStreamExt;
+use anyhow::{Context, Result};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::{Client, Reference, RegistryOperation};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::OnceCell;
 use tokio_util::io::StreamReader;
 
+use super::bounded::{until_silent, SizedReader};
+use super::http::{Describer, ManifestHttp, USER_AGENT};
 use super::{
-    is_index, select_from_index, BlobStream, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, MAX_METADATA_SIZE, OCI_INDEX, OCI_MANIFEST,
+    is_index, select_from_index, BlobStream, RegistryOptions, DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST, MAX_METADATA_SIZE, OCI_INDEX, OCI_MANIFEST,
 };
 use crate::digest::Digest;
 
-const DEFAULT_REGISTRIES_CONF: &str = "/etc/containers/registries.conf";
-
-/// How to reach registries.
-#[derive(Debug, Clone)]
-pub struct RegistryOptions {
-    /// `Some(false)`: plain HTTP for the image's registry (`--tls-verify=false`).
-    pub tls_verify: Option<bool>,
-    /// containers-registries.conf(5); registries marked `insecure = true` there use plain HTTP.
-    pub registries_conf: PathBuf,
-}
-
-impl Default for RegistryOptions {
-    fn default() -> Self {
-        RegistryOptions { tls_verify: None, registries_conf: PathBuf::from(DEFAULT_REGISTRIES_CONF) }
-    }
-}
+pub(super) const DEFAULT_REGISTRIES_CONF: &str = "/etc/containers/registries.conf";
 
 pub struct RegistrySource {
     client: Client,
+    manifests: ManifestHttp,
     reference: Reference,
     plain_http: bool,
+    timeout: std::time::Duration,
+    describer: Describer,
+    /// Set once `oci-client` has authenticated, anonymously, for pulls.
+    session: OnceCell<Session>,
+}
+
+struct Session {
+    /// The bearer token `oci-client` got, or `None` when the registry asks for none.
+    token: Option<String>,
+    /// The client blobs are pulled with. With a token, the one that authenticated, which sends
+    /// it (and gets a new one when it expires). Without, one that never authenticated: after an
+    /// authentication that got no token, `oci-client` probes `/v2/` again before every request.
+    blobs: Client,
 }
 
 impl RegistrySource {
@@ -45,11 +51,48 @@ impl RegistrySource {
             Some(verify) => !verify,
             None => is_loopback(&registry) || marked_insecure(&options.registries_conf, &registry)?,
         };
-        let protocol = if plain_http { ClientProtocol::HttpsExcept(vec![registry]) } else { ClientProtocol::Https };
-        // `Client::new` would silently fall back to defaults on a bad config.
-        let client = Client::try_from(ClientConfig { protocol, ..Default::default() })
-            .context("configuring the registry client")?;
-        Ok(RegistrySource { client, reference: reference.clone(), plain_http })
+        let client = client(&registry, plain_http, options.timeout)?;
+        let manifests = ManifestHttp::new(
+            &registry,
+            reference.repository(),
+            plain_http,
+            options.timeout,
+        )?;
+        Ok(RegistrySource {
+            client,
+            manifests,
+            reference: reference.clone(),
+            plain_http,
+            timeout: options.timeout,
+            describer: Describer::new(&registry, plain_http, options.timeout),
+            session: OnceCell::new(),
+        })
+    }
+
+    /// Authenticates once, anonymously, for pulls from the repository.
+    async fn session(&self) -> Result<&Session> {
+        self.session
+            .get_or_try_init(|| async {
+                let token = self
+                    .client
+                    .auth(
+                        &self.reference,
+                        &RegistryAuth::Anonymous,
+                        RegistryOperation::Pull,
+                    )
+                    .await
+                    .map_err(|err| self.describer.describe(&err))?;
+                let blobs = match token {
+                    Some(_) => self.client.clone(),
+                    None => client(
+                        self.reference.resolve_registry(),
+                        self.plain_http,
+                        self.timeout,
+                    )?,
+                };
+                Ok(Session { token, blobs })
+            })
+            .await
     }
 
     /// Returns the digest and raw bytes of the platform manifest.
@@ -71,79 +114,128 @@ impl RegistrySource {
     }
 
     async fn fetch_manifest(&self, reference: &Reference) -> Result<(Digest, Vec<u8>)> {
-        let accepted = [OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_MANIFEST_LIST];
-        let (raw, _) = self
-            .client
-            .pull_manifest_raw(reference, &RegistryAuth::Anonymous, &accepted)
-            .await
-            .map_err(|e| self.explain(e))
-            .with_context(|| format!("fetching the manifest of {}", reference.whole()))?;
-        if raw.len() as u64 > MAX_METADATA_SIZE {
-            anyhow::bail!("the manifest of {} is larger than {MAX_METADATA_SIZE} bytes", reference.whole());
+        let accepted = [
+            OCI_MANIFEST,
+            DOCKER_MANIFEST,
+            OCI_INDEX,
+            DOCKER_MANIFEST_LIST,
+        ];
+        let what = format!("the manifest of {}", reference.whole());
+        let tag_or_digest = match reference.digest() {
+            Some(digest) => digest,
+            None => reference.tag().unwrap_or("latest"),
+        };
+        let raw = async {
+            let token = self.session().await?.token.as_deref();
+            self.manifests
+                .manifest(tag_or_digest, &accepted, MAX_METADATA_SIZE, &what, token)
+                .await
         }
+        .await
+        .with_context(|| format!("fetching {what}"))?;
         // The registry's digest header is not trusted: hash the bytes, and compare with the
         // digest the user asked for, if any.
         let digest = Digest::of_bytes(&raw);
         if let Some(wanted) = reference.digest() {
             let wanted = Digest::parse(wanted)?;
-            wanted.verify_bytes(&raw, &format!("the manifest of {}", reference.whole()))?;
+            wanted.verify_bytes(&raw, &what)?;
         }
-        Ok((digest, raw.to_vec()))
+        Ok((digest, raw))
     }
 
+    /// The image config, read up to the size its descriptor gives and no further.
     pub async fn fetch_blob_bytes(&self, digest: &Digest, size: u64) -> Result<Vec<u8>> {
         if size > MAX_METADATA_SIZE {
             anyhow::bail!("the image config {digest} has an unreasonable size ({size} bytes)");
         }
-        let mut out = Vec::with_capacity(size as usize);
-        self.client
-            .pull_blob(&self.reference, digest.as_str(), &mut out)
-            .await
-            .map_err(|e| self.explain(e))
-            .with_context(|| format!("fetching blob {digest}"))?;
-        Ok(out)
+        let what = format!("the image config {digest}");
+        async {
+            let blob = self.open_blob(digest, size, &what).await?;
+            let mut bytes = Vec::with_capacity(size as usize);
+            SizedReader::new(blob, size, what.clone())
+                .read_to_end(&mut bytes)
+                .await?;
+            Ok::<_, anyhow::Error>(bytes)
+        }
+        .await
+        .with_context(|| format!("fetching {what}"))
     }
 
-    pub async fn blob_stream(&self, digest: &Digest, _size: u64) -> Result<BlobStream> {
-        let stream = self
-            .client
+    /// A layer's bytes as they come; the caller bounds them to `size` (see [`super::SizedReader`]).
+    pub async fn blob_stream(&self, digest: &Digest, size: u64) -> Result<BlobStream> {
+        let what = format!("layer {digest}");
+        let blob = self
+            .open_blob(digest, size, &what)
+            .await
+            .with_context(|| format!("fetching {what}"))?;
+        Ok(Box::pin(blob))
+    }
+
+    /// A blob from `oci-client`, failing after a silence longer than the timeout; its size is for
+    /// the caller to bound. An announced length larger than `size` is refused at once.
+    async fn open_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        what: &str,
+    ) -> Result<impl AsyncRead + Send + Unpin + 'static> {
+        let blob = self
+            .session()
+            .await?
+            .blobs
             .pull_blob_stream(&self.reference, digest.as_str())
             .await
-            .map_err(|e| self.explain(e))
-            .with_context(|| format!("fetching blob {digest}"))?;
-        let bytes = stream.stream.map_err(std::io::Error::other);
-        Ok(Box::pin(StreamReader::new(bytes)))
-    }
-
-    /// Adds the likely cause to connection-level failures.
-    fn explain(&self, err: oci_client::errors::OciDistributionError) -> anyhow::Error {
-        let registry = self.reference.resolve_registry();
-        let text = format!("{err}");
-        let mut chain = String::new();
-        let mut source: Option<&dyn std::error::Error> = Some(&err);
-        while let Some(e) = source {
-            chain.push_str(&e.to_string());
-            chain.push(' ');
-            source = e.source();
+            .map_err(|err| self.describer.describe(&err))?;
+        if let Some(length) = blob.content_length.filter(|&l| l > size) {
+            anyhow::bail!("{what} is larger than the {size} bytes its descriptor gives (the registry announces {length})");
         }
-        if chain.contains("Connection refused") || chain.contains("error trying to connect") || chain.contains("dns error") {
-            let hint = if self.plain_http {
-                String::new()
+        // The client's own read timeout may fire first: it is worded as ours.
+        let silence = self.describer.silence(what);
+        let describer = self.describer.clone();
+        let silent = silence.clone();
+        let stream = until_silent(blob, self.timeout, silence, move |err: std::io::Error| {
+            if Describer::is_timeout(&err) {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, silent.clone())
+            } else if err
+                .get_ref()
+                .is_some_and(|inner| inner.is::<reqwest::Error>())
+            {
+                std::io::Error::other(describer.describe(&err))
             } else {
-                format!("; if it serves plain HTTP, pass --tls-verify=false or mark it insecure in {DEFAULT_REGISTRIES_CONF}")
-            };
-            return anyhow!("cannot reach registry {registry}: {}{hint}", chain.trim());
-        }
-        if chain.contains("InvalidContentType") || chain.contains("wrong version number") {
-            return anyhow!("registry {registry} does not speak HTTPS ({text}); pass --tls-verify=false to use plain HTTP");
-        }
-        anyhow!("{text}")
+                err
+            }
+        });
+        Ok(StreamReader::new(Box::pin(stream)))
     }
+}
+
+/// An `oci-client` client for the registry. Its reqwest client gives up on connecting after
+/// `timeout`, and on an answer that stays silent as long (before its headers, or between two
+/// chunks of its body).
+fn client(registry: &str, plain_http: bool, timeout: std::time::Duration) -> Result<Client> {
+    let protocol = if plain_http {
+        ClientProtocol::HttpsExcept(vec![registry.to_string()])
+    } else {
+        ClientProtocol::Https
+    };
+    let config = ClientConfig {
+        protocol,
+        read_timeout: Some(timeout),
+        connect_timeout: Some(timeout),
+        user_agent: USER_AGENT,
+        ..Default::default()
+    };
+    // `Client::new` would silently fall back to defaults on a bad config.
+    Client::try_from(config).context("configuring the registry client")
 }
 
 fn is_loopback(registry: &str) -> bool {
     let host = registry.rsplit_once(':').map_or(registry, |(host, port)| {
-        if port.bytes().all(|b| b.is_ascii_digit()) { host } else { registry }
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            host
+        } else {
+            registry
+        }
     });
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
@@ -168,9 +260,14 @@ fn marked_insecure(conf: &Path, registry: &str) -> Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e).with_context(|| format!("reading {}", conf.display())),
     };
-    let parsed: Conf = toml::from_str(&text).with_context(|| format!("parsing {}", conf.display()))?;
+    let parsed: Conf =
+        toml::from_str(&text).with_context(|| format!("parsing {}", conf.display()))?;
     Ok(parsed.registry.iter().any(|entry| {
-        let location = entry.prefix.as_deref().or(entry.location.as_deref()).unwrap_or_default();
+        let location = entry
+            .prefix
+            .as_deref()
+            .or(entry.location.as_deref())
+            .unwrap_or_default();
         entry.insecure && (location == registry || location.split('/').next() == Some(registry))
     }))
 }
@@ -184,7 +281,12 @@ mod tests {
         for yes in ["127.0.0.1:5000", "127.3.4.5", "localhost:80", "[::1]:5000"] {
             assert!(is_loopback(yes), "{yes}");
         }
-        for no in ["10.0.0.1:5000", "registry.example:443", "localhost.example", "docker.io"] {
+        for no in [
+            "10.0.0.1:5000",
+            "registry.example:443",
+            "localhost.example",
+            "docker.io",
+        ] {
             assert!(!is_loopback(no), "{no}");
         }
     }

@@ -82,8 +82,12 @@ pub struct ImportedLayer {
 pub fn import_layer(repo_path: &Path, blob: impl Read, layer: &LayerToImport) -> Result<ImportedLayer> {
     let repo = super::open_repo(repo_path, false)?;
     repo.set_disable_fsync(true);
-    repo.prepare_transaction(gio::Cancellable::NONE).context("starting an OSTree transaction")?;
+    {
+        let _edge = transaction_edge();
+        repo.prepare_transaction(gio::Cancellable::NONE).context("starting an OSTree transaction")?;
+    }
     let result = import_in_transaction(&repo, blob, layer);
+    let _edge = transaction_edge();
     match result {
         Ok(imported) => {
             repo.commit_transaction(gio::Cancellable::NONE)
@@ -95,6 +99,15 @@ pub fn import_layer(repo_path: &Path, blob: impl Read, layer: &LayerToImport) ->
             Err(err)
         }
     }
+}
+
+/// Held while a transaction starts or ends. libostree (2022.7) lets a transaction that starts in
+/// one `Repo` pick the staging directory that one ending in another `Repo` of the same process
+/// is removing ("opendir(staging-…): No such file or directory"); seen with six layers imported
+/// at once. The imports themselves still run in parallel.
+fn transaction_edge() -> std::sync::MutexGuard<'static, ()> {
+    static EDGE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    EDGE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn import_in_transaction(repo: &ostree::Repo, blob: impl Read, layer: &LayerToImport) -> Result<ImportedLayer> {

@@ -1,0 +1,378 @@
+//! The one registry request that does not go through `oci-client`: the manifest (or index) GET.
+//!
+//! `oci-client` configures the connection, gets the anonymous token and streams config and layer
+//! blobs (see [`super::remote`]). Its manifest calls (`pull_manifest_raw` and the ones built on
+//! it) read the whole answer into memory before returning it, so a registry could make a pull hold
+//! any amount of memory before the 4 MiB limit is even checked; and its HTTP client follows
+//! redirects with reqwest's default policy, which cannot be changed from outside. So this request
+//! is sent by a client of ours, with the bearer token `oci-client` obtained: the answer is refused
+//! while reading, one chunk past the limit; a silence longer than the timeout is given up; and a
+//! redirect from HTTPS to plain HTTP is refused.
+//!
+//! The wording of transport errors ([`Describer`]) is shared with the `oci-client` requests.
+
+use std::error::Error as StdError;
+use std::io;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::StreamExt;
+use oci_client::errors::OciDistributionError;
+use reqwest::header::ACCEPT;
+use reqwest::{Response, Url};
+
+use super::bounded::until_silent;
+
+/// Redirects followed for one request, as reqwest's default policy.
+const MAX_REDIRECTS: usize = 10;
+/// Largest error body read.
+const MAX_ERROR_ANSWER: u64 = 64 * 1024;
+
+/// Sent with every registry request, ours and `oci-client`'s.
+pub(super) const USER_AGENT: &str = concat!("sysctr/", env!("CARGO_PKG_VERSION"));
+
+/// Manifests of one repository of one registry.
+pub(super) struct ManifestHttp {
+    client: reqwest::Client,
+    repository: String,
+    base: Url,
+    timeout: Duration,
+    describer: Describer,
+}
+
+/// A redirect that the policy refused; found again in the error chain to word the message.
+#[derive(Debug)]
+struct RedirectRefused(String);
+
+impl std::fmt::Display for RedirectRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StdError for RedirectRefused {}
+
+impl ManifestHttp {
+    pub fn new(
+        registry: &str,
+        repository: &str,
+        plain_http: bool,
+        timeout: Duration,
+    ) -> Result<ManifestHttp> {
+        let scheme = if plain_http { "http" } else { "https" };
+        let base = Url::parse(&format!("{scheme}://{registry}/"))
+            .with_context(|| format!("'{registry}' is not a registry address"))?;
+        let policy = reqwest::redirect::Policy::custom(|attempt| {
+            let downgrade = attempt.url().scheme() != "https"
+                && attempt.previous().iter().any(|u| u.scheme() == "https");
+            if downgrade {
+                let to = attempt.url().to_string();
+                attempt.error(RedirectRefused(format!(
+                    "redirected from HTTPS to plain HTTP ({to}); refused"
+                )))
+            } else if attempt.previous().len() >= MAX_REDIRECTS {
+                attempt.error(RedirectRefused(format!(
+                    "redirected {MAX_REDIRECTS} times in a row; refused"
+                )))
+            } else {
+                attempt.follow()
+            }
+        });
+        let client = reqwest::Client::builder()
+            .redirect(policy)
+            .connect_timeout(timeout)
+            .user_agent(USER_AGENT)
+            .build()
+            .context("configuring the HTTP client for manifests")?;
+        Ok(ManifestHttp {
+            client,
+            repository: repository.to_string(),
+            base,
+            timeout,
+            describer: Describer::new(registry, plain_http, timeout),
+        })
+    }
+
+    /// A manifest (by tag or digest), at most `max` bytes: more is refused while reading. `token`
+    /// is the bearer token `oci-client` got for the repository, if the registry asked for one.
+    pub async fn manifest(
+        &self,
+        reference: &str,
+        accept: &[&str],
+        max: u64,
+        what: &str,
+        token: Option<&str>,
+    ) -> Result<Vec<u8>> {
+        let url = self
+            .base
+            .join(&format!("v2/{}/manifests/{reference}", self.repository))
+            .with_context(|| format!("building the URL of manifest {reference}"))?;
+        let response = self.get(&url, &accept.join(", "), token).await?;
+        self.read_bounded(
+            response,
+            max,
+            what,
+            &format!("{what} is larger than {max} bytes"),
+        )
+        .await
+    }
+
+    /// Reads a whole body, refusing it once it passes `max` bytes (or announces more).
+    async fn read_bounded(
+        &self,
+        response: Response,
+        max: u64,
+        what: &str,
+        too_large: &str,
+    ) -> Result<Vec<u8>> {
+        if response.content_length().is_some_and(|l| l > max) {
+            bail!("{too_large}");
+        }
+        let describer = self.describer.clone();
+        let mut body = Box::pin(until_silent(
+            response.bytes_stream(),
+            self.timeout,
+            self.describer.silence(what),
+            move |err: reqwest::Error| io::Error::other(describer.describe(&err)),
+        ));
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            if (bytes.len() + chunk.len()) as u64 > max {
+                bail!("{too_large}");
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    }
+
+    /// GET, answered within the timeout; a status other than success is an error that carries
+    /// the registry's own words.
+    async fn get(&self, url: &Url, accept: &str, token: Option<&str>) -> Result<Response> {
+        let mut request = self.client.get(url.clone()).header(ACCEPT, accept);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = match tokio::time::timeout(self.timeout, request.send()).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(err)) => return Err(self.describer.describe(&err)),
+            Err(_) => bail!(
+                "registry {} did not answer GET {url} within {} (--registry-timeout)",
+                self.describer.registry,
+                seconds(self.timeout)
+            ),
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = self
+            .read_bounded(response, MAX_ERROR_ANSWER, "an error answer", "")
+            .await
+            .unwrap_or_default();
+        bail!("GET {url}: HTTP {status}{}", registry_errors(&body))
+    }
+}
+
+/// Words a transport error, ours or `oci-client`'s, for the user, with its likely cause.
+#[derive(Clone)]
+pub(super) struct Describer {
+    registry: String,
+    plain_http: bool,
+    timeout: Duration,
+}
+
+impl Describer {
+    pub fn new(registry: &str, plain_http: bool, timeout: Duration) -> Describer {
+        Describer {
+            registry: registry.to_string(),
+            plain_http,
+            timeout,
+        }
+    }
+
+    /// What a stream that went silent fails with.
+    pub fn silence(&self, what: &str) -> String {
+        format!(
+            "registry {} sent nothing for {} while sending {what}; gave up (--registry-timeout)",
+            self.registry,
+            seconds(self.timeout)
+        )
+    }
+
+    /// Whether the error is the HTTP client's own timeout (`read_timeout` or `connect_timeout`).
+    pub fn is_timeout(err: &(dyn StdError + 'static)) -> bool {
+        request_error(err).is_some_and(reqwest::Error::is_timeout)
+    }
+
+    pub fn describe(&self, err: &(dyn StdError + 'static)) -> anyhow::Error {
+        let registry = &self.registry;
+        let mut chain = Vec::new();
+        let mut request = None;
+        let mut source = Some(err);
+        while let Some(e) = source {
+            if let Some(refused) = e.downcast_ref::<RedirectRefused>() {
+                return anyhow!("registry {registry} {refused}");
+            }
+            request = request.or_else(|| request_error(e));
+            chain.push(e.to_string());
+            source = e.source();
+        }
+        let chain = chain.join(": ");
+        let (connect, timeout) =
+            request.map_or((false, false), |r| (r.is_connect(), r.is_timeout()));
+        if connect && timeout {
+            return anyhow!(
+                "cannot reach registry {registry}: no connection within {} (--registry-timeout)",
+                seconds(self.timeout)
+            );
+        }
+        if timeout {
+            return anyhow!(
+                "registry {registry} sent nothing for {} (--registry-timeout): {chain}",
+                seconds(self.timeout)
+            );
+        }
+        if chain.contains("wrong version number") {
+            return anyhow!("registry {registry} does not speak HTTPS ({chain}); pass --tls-verify=false to use plain HTTP");
+        }
+        if connect || chain.contains("dns error") || chain.contains("Connection refused") {
+            let hint = if self.plain_http {
+                String::new()
+            } else {
+                format!(
+                    "; if it serves plain HTTP, pass --tls-verify=false or mark it insecure in {}",
+                    super::remote::DEFAULT_REGISTRIES_CONF
+                )
+            };
+            return anyhow!("cannot reach registry {registry}: {chain}{hint}");
+        }
+        anyhow!("{chain}")
+    }
+}
+
+/// The reqwest error this error is, or wraps without a source link: `oci-client` passes them on
+/// transparently, and its blob streams in an `io::Error`.
+fn request_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a reqwest::Error> {
+    if let Some(request) = err.downcast_ref::<reqwest::Error>() {
+        return Some(request);
+    }
+    if let Some(io) = err.downcast_ref::<io::Error>() {
+        return io.get_ref().and_then(|inner| request_error(inner));
+    }
+    match err.downcast_ref::<OciDistributionError>() {
+        Some(OciDistributionError::RequestError(request)) => Some(request),
+        Some(OciDistributionError::IoError(io)) => request_error(io),
+        _ => None,
+    }
+}
+
+/// "3 s", "1.5 s".
+fn seconds(duration: Duration) -> String {
+    format!("{} s", duration.as_secs_f64())
+}
+
+/// `: CODE: message; …` from a distribution-spec error body, or a bounded excerpt of the body.
+fn registry_errors(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    if let Ok(parsed) = serde_json::from_slice::<Errors>(body) {
+        let words: Vec<String> = parsed
+            .errors
+            .iter()
+            .map(|e| {
+                [e.code.as_deref(), e.message.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(": ")
+            })
+            .filter(|w| !w.is_empty())
+            .collect();
+        if !words.is_empty() {
+            return format!(" ({})", words.join("; "));
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    let text: String = text
+        .trim()
+        .chars()
+        .take(200)
+        .filter(|c| !c.is_control())
+        .collect();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(" ({text})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_error_bodies() {
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"},{"code":"DENIED"}]}"#;
+        assert_eq!(
+            registry_errors(body),
+            " (MANIFEST_UNKNOWN: manifest unknown; DENIED)"
+        );
+        assert_eq!(registry_errors(b"  \n"), "");
+        // At most 200 characters of a body that is not a registry error, control characters dropped.
+        assert_eq!(
+            registry_errors("x\n".repeat(500).as_bytes()),
+            format!(" ({})", "x".repeat(100))
+        );
+    }
+
+    #[test]
+    fn durations_read_as_seconds() {
+        assert_eq!(seconds(Duration::from_secs(3)), "3 s");
+        assert_eq!(seconds(Duration::from_millis(1500)), "1.5 s");
+    }
+
+    /// A reqwest timeout is found however `oci-client` wraps it: as its own error, or inside the
+    /// `io::Error` of a blob stream.
+    #[tokio::test]
+    async fn timeouts_wrapped_by_oci_client_are_found() {
+        // Connections are accepted by the kernel and never answered.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = reqwest::Client::builder()
+            .read_timeout(Duration::from_millis(100))
+            .build()
+            .unwrap();
+        let timeout = || async {
+            client
+                .get(format!("http://{addr}/v2/"))
+                .send()
+                .await
+                .unwrap_err()
+        };
+        let describer = Describer::new(&addr.to_string(), true, Duration::from_secs(3));
+        let wrapped = OciDistributionError::RequestError(timeout().await);
+        assert!(Describer::is_timeout(&wrapped));
+        let words = describer.describe(&wrapped).to_string();
+        assert!(
+            words.starts_with(&format!(
+                "registry {addr} sent nothing for 3 s (--registry-timeout)"
+            )),
+            "{words}"
+        );
+        let in_stream = io::Error::other(timeout().await);
+        assert!(Describer::is_timeout(&in_stream));
+
+        let other = OciDistributionError::IoError(io::Error::other("boom"));
+        assert!(!Describer::is_timeout(&other));
+        assert_eq!(describer.describe(&other).to_string(), "boom");
+        drop(listener);
+    }
+}
