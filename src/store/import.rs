@@ -296,6 +296,10 @@ impl<'r> TreeWriter<'r> {
                     .context("reading a symlink target")?
                     .ok_or_else(|| anyhow!("symlink {path_text} has no target"))?;
                 let target = target.to_str().ok_or_else(|| anyhow!("symlink {path_text}: target is not UTF-8"))?;
+                // A PAX `linkpath` may hold one; libostree takes C strings.
+                if target.contains('\0') {
+                    bail!("symlink {path_text}: target contains a NUL byte");
+                }
                 let xattrs = xattrs_variant(xattrs);
                 self.repo
                     .write_symlink(None, uid, gid, xattrs.as_ref(), target, gio::Cancellable::NONE)
@@ -495,16 +499,19 @@ fn is_below(path: &str, dir: &str) -> bool {
 }
 
 /// Splits a tar path into components, dropping `.` and leading `/`, and refusing `..`: a layer
-/// must not reach outside its own tree. An empty result is the root directory.
+/// must not reach outside its own tree. An empty result is the root directory. A NUL byte, which
+/// a PAX `path` or a GNU long name may carry, is refused too: names go to libostree as C strings.
 fn normalize_path(path: &Path) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for component in path.components() {
         match component {
-            Component::Normal(part) => out.push(
-                part.to_str()
-                    .ok_or_else(|| anyhow!("path {} is not UTF-8", path.display()))?
-                    .to_string(),
-            ),
+            Component::Normal(part) => {
+                let part = part.to_str().ok_or_else(|| anyhow!("path {} is not UTF-8", path.display()))?;
+                if part.contains('\0') {
+                    bail!("path {path:?} contains a NUL byte");
+                }
+                out.push(part.to_string());
+            }
             Component::CurDir | Component::RootDir => {}
             Component::ParentDir => bail!("path {} leaves the layer root", path.display()),
             Component::Prefix(_) => bail!("path {} is not a Unix path", path.display()),
@@ -563,6 +570,56 @@ mod tests {
             assert_eq!(written, expected.as_str());
         }
         repo.commit_transaction(gio::Cancellable::NONE).unwrap();
+    }
+
+    /// A PAX extended header with one record.
+    fn append_pax_record(builder: &mut tar::Builder<Vec<u8>>, key: &str, value: &[u8]) {
+        let mut record = format!(" {key}=").into_bytes();
+        record.extend_from_slice(value);
+        record.push(b'\n');
+        // The length at the start of a record counts its own digits.
+        let mut len = record.len() + 1;
+        while len.to_string().len() + record.len() != len {
+            len += 1;
+        }
+        let mut data = len.to_string().into_bytes();
+        data.extend(record);
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(tar::EntryType::XHeader);
+        header.set_path("PaxHeader").unwrap();
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        builder.append(&header, &data[..]).unwrap();
+    }
+
+    #[test]
+    fn nul_bytes_in_names_and_link_targets_are_refused() {
+        let dir = tempfile::Builder::new().prefix("sysctr-nul.").tempdir_in("/var/tmp").unwrap();
+        let repo = dir.path().join("repo");
+        super::super::Store::open_or_create(&repo).unwrap();
+        for (key, kind) in [("path", tar::EntryType::Regular), ("linkpath", tar::EntryType::Symlink)] {
+            let mut builder = tar::Builder::new(Vec::new());
+            append_pax_record(&mut builder, key, b"etc/a\0b");
+            let mut header = tar::Header::new_ustar();
+            header.set_entry_type(kind);
+            header.set_path("etc/x").unwrap();
+            if kind == tar::EntryType::Symlink {
+                header.set_link_name("y").unwrap();
+            }
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            header.set_size(0);
+            header.set_cksum();
+            builder.append(&header, std::io::empty()).unwrap();
+            let bytes = builder.into_inner().unwrap();
+            let digest = Digest::of_bytes(&bytes);
+            let layer = LayerToImport { digest: digest.clone(), diff_id: digest, compression: Compression::None };
+            let err = import_layer(&repo, &bytes[..], &layer).expect_err(key);
+            assert!(format!("{err:#}").contains("contains a NUL byte"), "{key}: {err:#}");
+        }
+        assert!(normalize_path(Path::new("a/b\0c")).is_err());
     }
 
     #[test]
