@@ -9,29 +9,43 @@ use anyhow::{bail, Result};
 use super::substitute::{Piece, Pieces};
 
 /// The variables whose placeholders sit inside a JSON string literal of `text`.
+///
+/// Values inside strings are checked to hold no quote or backslash, so they change nothing of
+/// the scan but one thing: a value right after a backslash is escaped by it, and takes the
+/// escape away from the text that follows. An empty value leaves the escape there. Both are
+/// followed, and a placeholder inside a string in either counts.
 pub fn variables_in_json_strings(text: &str) -> Result<BTreeSet<String>> {
-    let mut inside = false;
-    let mut escaped = false;
+    // The states the scan may be in: (inside a string, right after a backslash).
+    let mut states = BTreeSet::from([(false, false)]);
     let mut names = BTreeSet::new();
     for piece in Pieces::new(text) {
         match piece? {
             Piece::Text(literal) => {
                 for c in literal.chars() {
-                    match (inside, escaped, c) {
-                        (true, true, _) => escaped = false,
-                        (true, false, '\\') => escaped = true,
-                        (_, _, '"') => inside = !inside,
-                        _ => {}
-                    }
+                    states = states.into_iter().map(|state| scan(state, c)).collect();
                 }
             }
-            Piece::Variable(name) if inside => {
-                names.insert(name.to_string());
+            Piece::Variable(name) => {
+                if states.iter().any(|&(inside, _)| inside) {
+                    names.insert(name.to_string());
+                }
+                if states.contains(&(true, true)) {
+                    states.insert((true, false));
+                }
             }
-            Piece::Variable(_) => {}
         }
     }
     Ok(names)
+}
+
+/// The scan state after `c`.
+fn scan((inside, escaped): (bool, bool), c: char) -> (bool, bool) {
+    match (inside, escaped, c) {
+        (true, true, _) => (true, false),
+        (true, false, '\\') => (true, true),
+        (_, _, '"') => (!inside, false),
+        _ => (inside, escaped),
+    }
 }
 
 /// Refuses user values that would end or corrupt the JSON string they are substituted into.
@@ -71,5 +85,18 @@ mod tests {
             assert!(err.to_string().contains("--set RECEIVER"), "{err}");
         }
         assert!(check_json_string_values("t", TEMPLATE, &set("QUOTED", "\"")).is_err());
+    }
+
+    #[test]
+    fn a_placeholder_after_a_backslash_takes_the_escape() {
+        // With A="n", the quote after ${A} ends the first string, and $B is inside the second.
+        let template = r#"{"a": "\${A}", "b": "$B"}"#;
+        let names: Vec<_> = variables_in_json_strings(template).unwrap().into_iter().collect();
+        assert_eq!(names, ["A", "B"]);
+        let set = BTreeMap::from([("A".to_string(), "n".to_string()), ("B".to_string(), r#"", "evil": "1"#.to_string())]);
+        assert!(check_json_string_values("t", template, &set).is_err());
+        // With A empty, the backslash escapes that quote instead, and $B is still inside a string.
+        let template = r#"{"a": "\${A}", "b": $B}"#;
+        assert_eq!(variables_in_json_strings(template).unwrap().into_iter().collect::<Vec<_>>(), ["A", "B"]);
     }
 }
