@@ -54,7 +54,9 @@ fn main() -> Result<()> {
     let mut successes = 0;
     for _ in 0..boots {
         host.reboot()?;
-        let ready = wait_for("a serving CRI", Duration::from_secs(60), Duration::from_millis(100), || Ok(cri_serving(&host).then_some(())));
+        let ready = wait_for("a serving CRI", Duration::from_secs(60), Duration::from_millis(100), || {
+            Ok(cri_serving(&host).then_some(()))
+        });
         if ready.is_ok() {
             successes += 1;
             ready_ms.push(since_boot(&host, "containerd.service")?);

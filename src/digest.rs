@@ -102,7 +102,9 @@ mod tests {
     fn parses_only_sha256() {
         let good = format!("sha256:{}", "a".repeat(64));
         assert_eq!(Digest::parse(&good).unwrap().hex(), "a".repeat(64));
-        for bad in ["", "sha256:", "sha512:abcd", &format!("sha256:{}", "A".repeat(64)), &format!("sha256:{}", "a".repeat(63))] {
+        for bad in
+            ["", "sha256:", "sha512:abcd", &format!("sha256:{}", "A".repeat(64)), &format!("sha256:{}", "a".repeat(63))]
+        {
             assert!(Digest::parse(bad).is_err(), "{bad}");
         }
     }

@@ -292,10 +292,7 @@ mod tests {
             ImageRef::parse("oci:/srv/images/etcd:3.4").unwrap(),
             ImageRef::Layout { dir: "/srv/images/etcd".into(), tag: Some("3.4".into()) }
         );
-        assert_eq!(
-            ImageRef::parse("oci:./etcd").unwrap(),
-            ImageRef::Layout { dir: "./etcd".into(), tag: None }
-        );
+        assert_eq!(ImageRef::parse("oci:./etcd").unwrap(), ImageRef::Layout { dir: "./etcd".into(), tag: None });
     }
 
     #[test]

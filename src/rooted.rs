@@ -118,7 +118,8 @@ impl RootedDir {
         let dir = self
             .open_beneath(relative, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW)
             .with_context(|| format!("opening {}", self.shown(relative)))?;
-        rustix::fs::fchmod(&dir, Mode::from_raw_mode(mode)).with_context(|| format!("setting the mode of {}", self.shown(relative)))
+        rustix::fs::fchmod(&dir, Mode::from_raw_mode(mode))
+            .with_context(|| format!("setting the mode of {}", self.shown(relative)))
     }
 
     /// Sets the mode of the directory `relative` (never through a symlink at its end).
@@ -126,7 +127,8 @@ impl RootedDir {
         let dir = self
             .open_beneath(relative, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW)
             .map_err(|e| resolve_error(e, &self.shown(relative)))?;
-        rustix::fs::fchmod(&dir, Mode::from_raw_mode(mode)).with_context(|| format!("setting the mode of {}", self.shown(relative)))
+        rustix::fs::fchmod(&dir, Mode::from_raw_mode(mode))
+            .with_context(|| format!("setting the mode of {}", self.shown(relative)))
     }
 
     /// The directories of `relative` (itself included) that do not exist yet, parents first;
@@ -169,7 +171,8 @@ impl RootedDir {
         let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(&parent, name, flags, Mode::from_raw_mode(mode & 0o777))
             .with_context(|| format!("creating {}", self.shown(relative)))?;
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).with_context(|| format!("setting the mode of {}", self.shown(relative)))?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
+            .with_context(|| format!("setting the mode of {}", self.shown(relative)))?;
         let mut file = std::fs::File::from(fd);
         file.write_all(content).with_context(|| format!("writing {}", self.shown(relative)))?;
         file.sync_all().with_context(|| format!("syncing {}", self.shown(relative)))?;
@@ -208,7 +211,8 @@ impl RootedDir {
     /// durably: the directory is synced after.
     pub fn symlink(&self, relative: &Path, target: &Path) -> Result<()> {
         let (parent, name) = self.parent_of(relative)?;
-        rustix::fs::symlinkat(target, &parent, name).with_context(|| format!("creating symlink {}", self.shown(relative)))?;
+        rustix::fs::symlinkat(target, &parent, name)
+            .with_context(|| format!("creating symlink {}", self.shown(relative)))?;
         rustix::fs::fsync(&parent).with_context(|| format!("syncing the directory of {}", self.shown(relative)))
     }
 
@@ -221,7 +225,8 @@ impl RootedDir {
         temp_name.extend_from_slice(b".new");
         let temp_name = OsStr::from_bytes(&temp_name);
         let _ = rustix::fs::unlinkat(&parent, temp_name, AtFlags::empty());
-        rustix::fs::symlinkat(target, &parent, temp_name).with_context(|| format!("creating a symlink beside {}", self.shown(relative)))?;
+        rustix::fs::symlinkat(target, &parent, temp_name)
+            .with_context(|| format!("creating a symlink beside {}", self.shown(relative)))?;
         rustix::fs::renameat(&parent, temp_name, &parent, name)
             .with_context(|| format!("switching {} to {}", self.shown(relative), target.display()))?;
         rustix::fs::fsync(&parent).with_context(|| format!("syncing the directory of {}", self.shown(relative)))
@@ -234,17 +239,25 @@ impl RootedDir {
             .with_context(|| format!("creating FIFO {}", self.shown(relative)))?;
         // Opened without following anything, and without blocking for a writer, to set owner
         // and mode on the FIFO itself.
-        let fd = rustix::fs::openat(&parent, name, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-            .with_context(|| format!("opening FIFO {}", self.shown(relative)))?;
+        let fd = rustix::fs::openat(
+            &parent,
+            name,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("opening FIFO {}", self.shown(relative)))?;
         let (uid, gid) = (rustix::fs::Uid::from_raw(uid), rustix::fs::Gid::from_raw(gid));
-        rustix::fs::fchown(&fd, Some(uid), Some(gid)).with_context(|| format!("setting the owner of {}", self.shown(relative)))?;
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).with_context(|| format!("setting the mode of {}", self.shown(relative)))
+        rustix::fs::fchown(&fd, Some(uid), Some(gid))
+            .with_context(|| format!("setting the owner of {}", self.shown(relative)))?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
+            .with_context(|| format!("setting the mode of {}", self.shown(relative)))
     }
 
     /// Reads the target of the symlink `relative`.
     pub fn read_link(&self, relative: &Path) -> Result<PathBuf> {
         let (parent, name) = self.parent_of(relative)?;
-        let target = rustix::fs::readlinkat(&parent, name, Vec::new()).with_context(|| format!("reading symlink {}", self.shown(relative)))?;
+        let target = rustix::fs::readlinkat(&parent, name, Vec::new())
+            .with_context(|| format!("reading symlink {}", self.shown(relative)))?;
         Ok(PathBuf::from(OsStr::from_bytes(target.as_bytes())))
     }
 
@@ -268,13 +281,15 @@ impl RootedDir {
     /// Removes the file or symlink `relative` (never what a symlink points at).
     pub fn remove_file(&self, relative: &Path) -> Result<()> {
         let (parent, name) = self.parent_of(relative)?;
-        rustix::fs::unlinkat(&parent, name, AtFlags::empty()).with_context(|| format!("removing {}", self.shown(relative)))
+        rustix::fs::unlinkat(&parent, name, AtFlags::empty())
+            .with_context(|| format!("removing {}", self.shown(relative)))
     }
 
     /// Removes the empty directory `relative`.
     pub fn remove_dir(&self, relative: &Path) -> Result<()> {
         let (parent, name) = self.parent_of(relative)?;
-        rustix::fs::unlinkat(&parent, name, AtFlags::REMOVEDIR).with_context(|| format!("removing directory {}", self.shown(relative)))
+        rustix::fs::unlinkat(&parent, name, AtFlags::REMOVEDIR)
+            .with_context(|| format!("removing directory {}", self.shown(relative)))
     }
 
     /// The names in the directory `relative`, sorted; empty when it does not exist.
@@ -340,7 +355,10 @@ fn split(path: &Path) -> Result<(&Path, &OsStr)> {
 }
 
 fn is_not_found(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| cause.downcast_ref::<Errno>() == Some(&Errno::NOENT) || cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound))
+    err.chain().any(|cause| {
+        cause.downcast_ref::<Errno>() == Some(&Errno::NOENT)
+            || cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+    })
 }
 
 fn resolve_error(errno: Errno, shown: &str) -> anyhow::Error {
@@ -402,7 +420,10 @@ mod tests {
         // A link naming this machine's path resolves inside the root, where it does not exist.
         assert!(target.create_file(Path::new("escape/new"), b"x", 0o644).is_err());
         assert!(!outside.join("new").exists());
-        assert_eq!(target.create_dir_all(Path::new("var/run/sub/dir")).unwrap(), [PathBuf::from("var/run/sub"), PathBuf::from("var/run/sub/dir")]);
+        assert_eq!(
+            target.create_dir_all(Path::new("var/run/sub/dir")).unwrap(),
+            [PathBuf::from("var/run/sub"), PathBuf::from("var/run/sub/dir")]
+        );
         assert!(root.join("run/sub/dir").is_dir());
     }
 

@@ -4,13 +4,13 @@
 // Tests stop at the first thing that is not as expected.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
 #[path = "integration/archives.rs"]
 mod archives;
-#[path = "integration/layers.rs"]
-mod layers;
+mod common;
 #[path = "integration/hostile_registry.rs"]
 mod hostile_registry;
+#[path = "integration/layers.rs"]
+mod layers;
 
 use std::path::{Path, PathBuf};
 
@@ -245,8 +245,17 @@ fn docker_schema2_manifests_are_pulled_too() {
     amd64.write_oci_layout(&work.path().join("oci"), "latest").unwrap();
     let reference = registry.image_ref("test/docker:latest");
     let source = format!("oci:{}:latest", work.path().join("oci").display());
-    cmd_ok(&["skopeo", "copy", "-q", "--dest-tls-verify=false", "--format", "v2s2", &source, &format!("docker://{reference}")])
-        .unwrap();
+    cmd_ok(&[
+        "skopeo",
+        "copy",
+        "-q",
+        "--dest-tls-verify=false",
+        "--format",
+        "v2s2",
+        &source,
+        &format!("docker://{reference}"),
+    ])
+    .unwrap();
     let served = String::from_utf8(common::image::inspect_raw(&reference).unwrap()).unwrap();
     assert!(served.contains("application/vnd.docker.distribution.manifest.v2+json"), "{served}");
 
@@ -271,7 +280,11 @@ fn info_lists_labels_defaults_and_required_variables() {
     let reference = format!("oci:{}:v1", work.path().join("layout").display());
     let out = run_sysctr(&storage, &["info", &reference]);
     assert_eq!(out.status.code(), Some(1), "info before pull: {}", describe_output(&out));
-    assert!(stderr(&out).contains("not in the store") || stderr(&out).contains("nothing has been pulled"), "{}", describe_output(&out));
+    assert!(
+        stderr(&out).contains("not in the store") || stderr(&out).contains("nothing has been pulled"),
+        "{}",
+        describe_output(&out)
+    );
 
     assert!(run_sysctr(&storage, &["pull", &reference]).status.success());
     let out = run_sysctr(&storage, &["info", "--json", &reference]);

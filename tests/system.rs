@@ -8,12 +8,12 @@
 mod common;
 #[path = "system/compat.rs"]
 mod compat;
+#[path = "system/durable.rs"]
+mod durable;
 #[path = "system/hostile.rs"]
 mod hostile;
 #[path = "system/names.rs"]
 mod names;
-#[path = "system/durable.rs"]
-mod durable;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,7 +36,8 @@ const WATCHED: [&str; 4] = ["etc/systemd/system", "etc/tmpfiles.d", "usr/local/b
 
 /// An image whose unit needs a variable nothing sets: `SERVICE_USER`.
 fn missing_variable_image() -> Image {
-    busybox_service_image(&[("service.template", "[Service]\nExecStart=$EXEC_START\nUser=$SERVICE_USER\n")]).cmd(&["/bin/true"])
+    busybox_service_image(&[("service.template", "[Service]\nExecStart=$EXEC_START\nUser=$SERVICE_USER\n")])
+        .cmd(&["/bin/true"])
 }
 
 struct Setup {
@@ -102,7 +103,11 @@ fn snapshot(host: &TestHost) -> BTreeMap<&'static str, BTreeMap<PathBuf, Entry>>
         .collect()
 }
 
-fn assert_same(before: &BTreeMap<&str, BTreeMap<PathBuf, Entry>>, after: &BTreeMap<&str, BTreeMap<PathBuf, Entry>>, when: &str) {
+fn assert_same(
+    before: &BTreeMap<&str, BTreeMap<PathBuf, Entry>>,
+    after: &BTreeMap<&str, BTreeMap<PathBuf, Entry>>,
+    when: &str,
+) {
     for dir in WATCHED {
         let differences = diff_listings(&before[dir], &after[dir]);
         assert!(differences.is_empty(), "{when}: /{dir} changed:\n{}", differences.join("\n"));
@@ -219,8 +224,11 @@ fn failed_installs_leave_the_host_as_it_was() -> Result<()> {
         "demo/failing-start",
     );
     let cycle = setup.push(
-        &busybox_service_image(&[("service.template", "[Unit]\nAfter=$NAME.service\n[Service]\nExecStart=$EXEC_START\n")])
-            .cmd(&["/bin/true"]),
+        &busybox_service_image(&[(
+            "service.template",
+            "[Unit]\nAfter=$NAME.service\n[Service]\nExecStart=$EXEC_START\n",
+        )])
+        .cmd(&["/bin/true"]),
         "demo/cycle",
     );
     let host = TestHost::boot()?;
@@ -254,8 +262,11 @@ fn failed_installs_leave_the_host_as_it_was() -> Result<()> {
 
     // A dependency on a unit that does not exist is installed, with a warning.
     let wants_missing = setup.push(
-        &busybox_service_image(&[("service.template", "[Unit]\nWants=nothing-here.service\n[Service]\nExecStart=$EXEC_START\n")])
-            .cmd(&["/bin/true"]),
+        &busybox_service_image(&[(
+            "service.template",
+            "[Unit]\nWants=nothing-here.service\n[Service]\nExecStart=$EXEC_START\n",
+        )])
+        .cmd(&["/bin/true"]),
         "demo/wants-missing",
     );
     let out = host.run_sysctr(&["install", &wants_missing])?;
@@ -274,7 +285,10 @@ fn failed_installs_leave_the_host_as_it_was() -> Result<()> {
 }
 
 fn active_slot(host: &TestHost, name: &str) -> String {
-    std::fs::read_link(host.root().join("var/lib/sysctr/deployments").join(name)).unwrap().to_string_lossy().into_owned()
+    std::fs::read_link(host.root().join("var/lib/sysctr/deployments").join(name))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn greeting(host: &TestHost, receiver: &str) -> String {
@@ -420,7 +434,11 @@ fn commands_interrupted_at_any_step_leave_the_old_or_the_new_state() -> Result<(
         if out.status.success() {
             break;
         }
-        assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("aborting after step {step}")), "{}", describe_output(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&format!("aborting after step {step}")),
+            "{}",
+            describe_output(&out)
+        );
         install_points += 1;
         let notes = recover(&host);
         assert!(notes.contains("undid the interrupted `sysctr install hello`"), "step {step}: {notes}");
@@ -484,7 +502,10 @@ fn commands_interrupted_at_any_step_leave_the_old_or_the_new_state() -> Result<(
         }
         assert_same(&before, &snapshot(&host), &format!("install killed after {delay_ms} ms"));
     }
-    eprintln!("crash points: install {install_points}, update {update_points}, uninstall 1; SIGKILL: {}", outcomes.join(", "));
+    eprintln!(
+        "crash points: install {install_points}, update {update_points}, uninstall 1; SIGKILL: {}",
+        outcomes.join(", ")
+    );
     Ok(())
 }
 
@@ -505,7 +526,8 @@ fn run_once_and_mount_leave_nothing_behind() -> Result<()> {
     assert!(!host.root().join("var/lib/sysctr/run").exists(), "run bundles left behind");
 
     // An image that runs once is run by install, not installed as a service.
-    let once = setup.push(&busybox_service_image(&[]).label("atomic.run", "once").cmd(&["/bin/echo", "ran once"]), "demo/once");
+    let once = setup
+        .push(&busybox_service_image(&[]).label("atomic.run", "once").cmd(&["/bin/echo", "ran once"]), "demo/once");
     let out = host.run_sysctr(&["install", &once])?;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ran once", "{}", describe_output(&out));
     assert!(!host.root().join("etc/systemd/system/once.service").exists());
@@ -714,7 +736,8 @@ fn etcd_flannel_containerd_come_up_in_order_at_every_boot() -> Result<()> {
         let subnet = host.exec_ok(&["cat", "/run/flannel/subnet.env"])?;
         assert!(subnet.contains("FLANNEL_SUBNET=10.1."), "boot {boot}: {subnet}");
         assert!(cri_serving(&host), "boot {boot}: {}", host.journal("containerd.service"));
-        let userspace: u64 = host.exec_ok(&["systemctl", "show", "-P", "UserspaceTimestampMonotonic"])?.trim().parse()?;
+        let userspace: u64 =
+            host.exec_ok(&["systemctl", "show", "-P", "UserspaceTimestampMonotonic"])?.trim().parse()?;
         eprintln!(
             "boot {boot}: etcd ready {} ms, flannel ready {} ms, containerd started {} ms after systemd started",
             (etcd_ready - userspace) / 1000,
@@ -774,6 +797,8 @@ fn a_node_composed_offline_brings_its_chain_up_at_first_boot() -> Result<()> {
     }
     let flannel_ready = monotonic(&host, "flannel.service", "ActiveEnterTimestampMonotonic");
     assert!(flannel_ready <= monotonic(&host, "containerd.service", "ExecMainStartTimestampMonotonic"));
-    wait_for("a serving CRI", Duration::from_secs(60), Duration::from_millis(200), || Ok(cri_serving(&host).then_some(())))?;
+    wait_for("a serving CRI", Duration::from_secs(60), Duration::from_millis(200), || {
+        Ok(cri_serving(&host).then_some(()))
+    })?;
     Ok(())
 }

@@ -122,7 +122,11 @@ pub async fn run() -> Result<i32> {
     let opts = Opts::parse();
     let layout = layout(&opts)?;
     // The one place that decides how systemd is reached.
-    let systemd = if layout.is_offline() { HostManager::Offline(Offline::new(&layout.root)) } else { HostManager::Bus(Bus::new()) };
+    let systemd = if layout.is_offline() {
+        HostManager::Offline(Offline::new(&layout.root))
+    } else {
+        HostManager::Bus(Bus::new())
+    };
     let systemd = &systemd;
     match &opts.command {
         Command::Pull(o) => pull::run(&layout, o).await,
@@ -193,8 +197,19 @@ mod tests {
     #[test]
     fn parses_install() {
         let opts = Opts::try_parse_from([
-            "sysctr", "--storage", "/s", "install", "--name", "hello", "--set", "A=1", "--set", "B=x=y", "--now",
-            "--tls-verify=false", "127.0.0.1:5000/demo/hello",
+            "sysctr",
+            "--storage",
+            "/s",
+            "install",
+            "--name",
+            "hello",
+            "--set",
+            "A=1",
+            "--set",
+            "B=x=y",
+            "--now",
+            "--tls-verify=false",
+            "127.0.0.1:5000/demo/hello",
         ])
         .unwrap();
         assert_eq!(opts.storage, Some(PathBuf::from("/s")));
@@ -210,7 +225,8 @@ mod tests {
 
     #[test]
     fn parses_registry_bounds() {
-        let opts = Opts::try_parse_from(["sysctr", "pull", "--registry-timeout", "3", "--max-layers", "1000", "x"]).unwrap();
+        let opts =
+            Opts::try_parse_from(["sysctr", "pull", "--registry-timeout", "3", "--max-layers", "1000", "x"]).unwrap();
         let Command::Pull(p) = opts.command else { panic!("not pull") };
         let options = p.registry.options();
         assert_eq!(options.timeout, std::time::Duration::from_secs(3));

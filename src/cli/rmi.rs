@@ -1,8 +1,8 @@
 use anyhow::Result;
 
 use crate::deploy::{self, Layout};
-use crate::systemd::HostManager;
 use crate::reference::ImageRef;
+use crate::systemd::HostManager;
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
 pub struct RmiOpts {

@@ -4,8 +4,8 @@ use anyhow::Result;
 
 use super::{parse_sets, RegistryArgs};
 use crate::deploy::{self, Layout, RunRequest};
-use crate::systemd::HostManager;
 use crate::reference::ImageRef;
+use crate::systemd::HostManager;
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
 pub struct RunOpts {

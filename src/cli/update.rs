@@ -3,8 +3,8 @@ use anyhow::Result;
 use super::install::short_id;
 use super::{parse_sets, RegistryArgs};
 use crate::deploy::{self, Layout, SwitchReport, UpdateRequest};
-use crate::systemd::HostManager;
 use crate::reference::ImageRef;
+use crate::systemd::HostManager;
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
 pub struct UpdateOpts {

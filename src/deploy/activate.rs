@@ -46,7 +46,8 @@ pub(super) async fn activate(
     to.write(&to_dir)?;
 
     let tmpfiles = layout.tmpfiles_file(&name);
-    let someone_elses = std::fs::symlink_metadata(&tmpfiles).is_ok() && !from.is_some_and(|f| owns_tmpfiles(layout, &name, Some(f)));
+    let someone_elses =
+        std::fs::symlink_metadata(&tmpfiles).is_ok() && !from.is_some_and(|f| owns_tmpfiles(layout, &name, Some(f)));
     if someone_elses && to_dir.join(TMPFILES_FILE).exists() {
         bail!("{} exists and was not written by sysctr; move it away, or pick another --name", tmpfiles.display());
     } else if someone_elses {
@@ -101,4 +102,3 @@ fn place(layout: &Layout, journal: &mut Journal, source: &Path, target: &Path) -
     }
     Ok(())
 }
-

@@ -48,7 +48,8 @@ pub fn mount_readonly(layout: &Layout, source: &MountSource, dir: &Path) -> Resu
         .with_context(|| format!("bind-mounting {} on {}", rootfs.display(), dir.display()));
     let readonly = bind.and_then(|()| {
         // An image's setuid files and device nodes mean nothing to the user looking at them.
-        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        let flags =
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
         mount(None::<&str>, dir, None::<&str>, flags, None::<&str>)
             .with_context(|| format!("making {} read-only", dir.display()))
     });

@@ -20,9 +20,9 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use super::install::{find_runtime, install, InstallOutcome, InstallRequest};
+use super::layout::Layout;
 use super::pull::pull;
 use super::slot::{preview_unit, runs_once, SlotRequest};
-use super::layout::Layout;
 use super::update::{update, SwitchReport, UpdateRequest};
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
@@ -74,9 +74,11 @@ fn read_manifest(path: &Path) -> Result<Vec<(Entry, ImageRef)>> {
             bail!("{}: container '{}' is listed twice", path.display(), entry.name);
         }
         for key in entry.set.keys() {
-            crate::template::parse_set(&format!("{key}=")).with_context(|| format!("{}: container '{}'", path.display(), entry.name))?;
+            crate::template::parse_set(&format!("{key}="))
+                .with_context(|| format!("{}: container '{}'", path.display(), entry.name))?;
         }
-        let image = ImageRef::parse(&entry.image).with_context(|| format!("{}: container '{}'", path.display(), entry.name))?;
+        let image =
+            ImageRef::parse(&entry.image).with_context(|| format!("{}: container '{}'", path.display(), entry.name))?;
         entries.push((entry, image));
     }
     Ok(entries)
@@ -84,7 +86,11 @@ fn read_manifest(path: &Path) -> Result<Vec<(Entry, ImageRef)>> {
 
 /// The units the containers to install or update would get, from the store (pulling what is
 /// missing), without touching anything else.
-async fn planned_units(layout: &Layout, entries: &[(Entry, ImageRef)], registry: &RegistryOptions) -> Result<Vec<(String, String)>> {
+async fn planned_units(
+    layout: &Layout,
+    entries: &[(Entry, ImageRef)],
+    registry: &RegistryOptions,
+) -> Result<Vec<(String, String)>> {
     let _lock = layout.lock()?;
     let store = Store::open_or_create(&layout.repo())?;
     let mut units = Vec::new();
@@ -119,7 +125,9 @@ async fn planned_units(layout: &Layout, entries: &[(Entry, ImageRef)], registry:
             user_values: &entry.set,
             uuid: current.as_ref().map_or("", |c| c.uuid.as_str()),
         };
-        if let Some(unit) = preview_unit(layout, &store, &request).with_context(|| format!("rendering the unit of {}", entry.name))? {
+        if let Some(unit) =
+            preview_unit(layout, &store, &request).with_context(|| format!("rendering the unit of {}", entry.name))?
+        {
             units.push((Layout::unit_name(&entry.name), unit));
         }
     }
@@ -192,7 +200,10 @@ pub async fn apply(
 }
 
 /// A unit installed early in the set finds a later one missing: it is not, for the set.
-fn missing_outside_the_set(missing: Vec<MissingUnit>, planned: &[(String, String)]) -> impl Iterator<Item = String> + '_ {
+fn missing_outside_the_set(
+    missing: Vec<MissingUnit>,
+    planned: &[(String, String)],
+) -> impl Iterator<Item = String> + '_ {
     missing.into_iter().filter(|m| !planned.iter().any(|(name, _)| *name == m.missing)).map(|m| m.to_string())
 }
 
@@ -223,7 +234,10 @@ mod tests {
     #[test]
     fn refuses_bad_files_before_doing_anything() {
         let cases = [
-            ("[[container]]\nname = \"a\"\nimage = \"r/a\"\n[[container]]\nname = \"a\"\nimage = \"r/b\"\n", "listed twice"),
+            (
+                "[[container]]\nname = \"a\"\nimage = \"r/a\"\n[[container]]\nname = \"a\"\nimage = \"r/b\"\n",
+                "listed twice",
+            ),
             ("[[container]]\nname = \"../x\"\nimage = \"r/a\"\n", "invalid container name"),
             ("[[container]]\nname = \"a\"\nimage = \"Not Valid\"\n", "invalid image reference"),
             ("[[container]]\nname = \"a\"\nimage = \"r/a\"\nstrat = true\n", "strat"),

@@ -89,7 +89,8 @@ fn read_optional(tree: &RootedDir, relative: &Path) -> Result<Option<String>> {
         None => Ok(None),
         Some(EntryKind::File) => {
             let bytes = tree.read_file(relative, MAX_EXPORTED_FILE)?;
-            let text = String::from_utf8(bytes).with_context(|| format!("the image's /{} is not UTF-8", relative.display()))?;
+            let text = String::from_utf8(bytes)
+                .with_context(|| format!("the image's /{} is not UTF-8", relative.display()))?;
             Ok(Some(text))
         }
         Some(_) => bail!("the image's /{} is not a regular file", relative.display()),

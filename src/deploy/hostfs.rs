@@ -30,10 +30,17 @@ pub struct PlannedFile {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlannedContent {
-    File { bytes: Vec<u8>, mode: u32 },
-    Symlink { target: String },
+    File {
+        bytes: Vec<u8>,
+        mode: u32,
+    },
+    Symlink {
+        target: String,
+    },
     /// A directory, created when missing (empty ones included) and removed once empty again.
-    Dir { mode: u32 },
+    Dir {
+        mode: u32,
+    },
 }
 
 impl PlannedContent {
@@ -65,7 +72,10 @@ pub fn plan(hostfs: &Path, manifest: &ExportsManifest, values: &BTreeMap<String,
             PlannedContent::Symlink { target: target.to_string_lossy().into_owned() }
         } else {
             if meta.len() > MAX_HOST_FILE {
-                bail!("hostfs file {relative} is {} bytes, more than the {MAX_HOST_FILE} a host file may have", meta.len());
+                bail!(
+                    "hostfs file {relative} is {} bytes, more than the {MAX_HOST_FILE} a host file may have",
+                    meta.len()
+                );
             }
             let bytes = std::fs::read(source_path).with_context(|| format!("reading {}", source_path.display()))?;
             let is_template = manifest.installed_files_template.iter().any(|t| t == &relative || t == &host_path);
@@ -82,7 +92,9 @@ pub fn plan(hostfs: &Path, manifest: &ExportsManifest, values: &BTreeMap<String,
     })?;
     planned.sort_by(|a, b| a.path.cmp(&b.path));
     // Two directories may well land on the same path (a renamed one onto an existing one).
-    planned.dedup_by(|b, a| a.path == b.path && matches!((&a.content, &b.content), (PlannedContent::Dir { .. }, PlannedContent::Dir { .. })));
+    planned.dedup_by(|b, a| {
+        a.path == b.path && matches!((&a.content, &b.content), (PlannedContent::Dir { .. }, PlannedContent::Dir { .. }))
+    });
     for pair in planned.windows(2) {
         if pair[0].path == pair[1].path {
             bail!("two hostfs files would both be installed as {}", pair[0].path);
@@ -129,10 +141,15 @@ fn rename(path: &str, renames: &[(String, String)]) -> String {
 /// A host file placed below one of the image's own symlinks would be written wherever that
 /// symlink points: refuse it, by name.
 fn refuse_paths_through_symlinks(planned: &[PlannedFile]) -> Result<()> {
-    let symlinks: Vec<&str> =
-        planned.iter().filter(|p| matches!(p.content, PlannedContent::Symlink { .. })).map(|p| p.path.as_str()).collect();
+    let symlinks: Vec<&str> = planned
+        .iter()
+        .filter(|p| matches!(p.content, PlannedContent::Symlink { .. }))
+        .map(|p| p.path.as_str())
+        .collect();
     for file in planned {
-        if let Some(link) = symlinks.iter().find(|link| file.path.strip_prefix(**link).is_some_and(|rest| rest.starts_with('/'))) {
+        if let Some(link) =
+            symlinks.iter().find(|link| file.path.strip_prefix(**link).is_some_and(|rest| rest.starts_with('/')))
+        {
             bail!("hostfs entry {} would be installed through the image's symlink {link}", file.path);
         }
     }
@@ -218,7 +235,9 @@ pub fn remove(
         let relative = Path::new(file.path.trim_start_matches('/'));
         let current = match host.kind(relative)? {
             None => continue,
-            Some(EntryKind::Symlink) => hex::encode(Sha256::digest(host.read_link(relative)?.as_os_str().as_encoded_bytes())),
+            Some(EntryKind::Symlink) => {
+                hex::encode(Sha256::digest(host.read_link(relative)?.as_os_str().as_encoded_bytes()))
+            }
             Some(EntryKind::File) => match host.read_file(relative, MAX_CHECKED_FILE) {
                 Ok(bytes) => hex::encode(Sha256::digest(bytes)),
                 Err(_) => String::new(),
@@ -253,7 +272,10 @@ mod tests {
 
     #[test]
     fn renames_apply_to_whole_components() {
-        let renames = vec![("/usr/local/bin/etcdctl".to_string(), "/usr/local/bin/etcd1ctl".to_string()), ("/etc/etcd".to_string(), "/etc/etcd1".to_string())];
+        let renames = vec![
+            ("/usr/local/bin/etcdctl".to_string(), "/usr/local/bin/etcd1ctl".to_string()),
+            ("/etc/etcd".to_string(), "/etc/etcd1".to_string()),
+        ];
         assert_eq!(rename("/usr/local/bin/etcdctl", &renames), "/usr/local/bin/etcd1ctl");
         assert_eq!(rename("/etc/etcd/etcd.conf", &renames), "/etc/etcd1/etcd.conf");
         assert_eq!(rename("/etc/etcdfoo", &renames), "/etc/etcdfoo");
@@ -292,7 +314,19 @@ mod tests {
         let paths: Vec<_> = planned.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(
             paths,
-            ["/etc", "/etc/demo", "/etc/demo/demo.conf", "/usr", "/usr/local", "/usr/local/bin", "/usr/local/bin/d1ctl", "/var", "/var/lib", "/var/lib/demo", "/var/lib/demo/empty"]
+            [
+                "/etc",
+                "/etc/demo",
+                "/etc/demo/demo.conf",
+                "/usr",
+                "/usr/local",
+                "/usr/local/bin",
+                "/usr/local/bin/d1ctl",
+                "/var",
+                "/var/lib",
+                "/var/lib/demo",
+                "/var/lib/demo/empty"
+            ]
         );
 
         let layout = Layout::new(host.path(), &host.path().join("var/lib/sysctr"));

@@ -9,9 +9,9 @@ use serde::Serialize;
 use super::exports::ExportsManifest;
 use super::layout::{Deployment, Layout};
 use super::recovery::lock_and_recover;
-use crate::systemd::ServiceManager;
 use crate::reference::ImageRef;
 use crate::store::{Store, StoredImage};
+use crate::systemd::ServiceManager;
 use crate::template::{placeholders, FORCED_VARIABLES, HOST_VARIABLES};
 
 const TEMPLATES: [&str; 3] = ["config.json.template", "service.template", "tmpfiles.template"];
@@ -33,7 +33,8 @@ pub struct ImageInfo {
 pub fn info(layout: &Layout, image: &ImageRef) -> Result<ImageInfo> {
     let store = Store::open(&layout.repo())?;
     let stored = stored_image(&store, image)?;
-    let config: ImageConfiguration = serde_json::from_slice(&stored.config_raw).context("reading the stored image config")?;
+    let config: ImageConfiguration =
+        serde_json::from_slice(&stored.config_raw).context("reading the stored image config")?;
     let read = |path: &str| -> Result<Option<String>> {
         store
             .read_image_file(&stored.commit, path)?
@@ -64,13 +65,22 @@ pub fn info(layout: &Layout, image: &ImageRef) -> Result<ImageInfo> {
     }
 
     let set_by_sysctr: BTreeSet<&str> = FORCED_VARIABLES.iter().copied().chain(["UUID"]).collect();
-    let defaults: BTreeMap<String, String> =
-        manifest.default_values.iter().filter(|(k, _)| used.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect();
-    let host_provided =
-        HOST_VARIABLES.iter().filter(|v| used.contains(**v) && !defaults.contains_key(**v)).map(|v| v.to_string()).collect();
+    let defaults: BTreeMap<String, String> = manifest
+        .default_values
+        .iter()
+        .filter(|(k, _)| used.contains(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let host_provided = HOST_VARIABLES
+        .iter()
+        .filter(|v| used.contains(**v) && !defaults.contains_key(**v))
+        .map(|v| v.to_string())
+        .collect();
     let required = used
         .iter()
-        .filter(|v| !defaults.contains_key(*v) && !HOST_VARIABLES.contains(&v.as_str()) && !set_by_sysctr.contains(v.as_str()))
+        .filter(|v| {
+            !defaults.contains_key(*v) && !HOST_VARIABLES.contains(&v.as_str()) && !set_by_sysctr.contains(v.as_str())
+        })
         .cloned()
         .collect();
     Ok(ImageInfo {
@@ -127,11 +137,8 @@ pub async fn prune(layout: &Layout, systemd: &impl ServiceManager) -> Result<Pru
             slots.push(file_name);
         }
     }
-    let (layers, objects, bytes) = if layout.repo().join("config").exists() {
-        Store::open(&layout.repo())?.prune()?
-    } else {
-        (0, 0, 0)
-    };
+    let (layers, objects, bytes) =
+        if layout.repo().join("config").exists() { Store::open(&layout.repo())?.prune()? } else { (0, 0, 0) };
     Ok(PruneReport { layers, objects, bytes, slots })
 }
 

@@ -58,7 +58,11 @@ pub struct InstallReport {
     pub missing_units: Vec<MissingUnit>,
 }
 
-pub async fn install(layout: &Layout, request: &InstallRequest, systemd: &impl ServiceManager) -> Result<InstallOutcome> {
+pub async fn install(
+    layout: &Layout,
+    request: &InstallRequest,
+    systemd: &impl ServiceManager,
+) -> Result<InstallOutcome> {
     let name = request.name.clone().unwrap_or_else(|| request.image.default_container_name());
     validate_container_name(&name)?;
     let (lock, mut notes) = lock_and_recover(layout, systemd, Some(&name)).await?;
@@ -96,7 +100,14 @@ pub async fn install(layout: &Layout, request: &InstallRequest, systemd: &impl S
     }
 
     let uuid = uuid::Uuid::new_v4().to_string();
-    let slot_request = SlotRequest { name: &name, slot: 0, image: &image, runtime: &runtime, user_values: &request.values, uuid: &uuid };
+    let slot_request = SlotRequest {
+        name: &name,
+        slot: 0,
+        image: &image,
+        runtime: &runtime,
+        user_values: &request.values,
+        uuid: &uuid,
+    };
     let mut journal = Journal::begin(&layout.transaction_dir(), &format!("install {name}"))?;
     let outcome = async {
         let (mut deployment, slot_notes) = build_slot(layout, &store, &slot_request, &mut journal)?;
@@ -165,7 +176,8 @@ fn refuse_existing(layout: &Layout, name: &str, replace_vendor_unit: bool) -> Re
 /// Containers `a` and `a.1` would share `deployments/a.1` (one's slot, the other's link):
 /// refused in either order of install.
 fn refuse_colliding_names(layout: &Layout, name: &str) -> Result<()> {
-    let installed = |other: &str| std::fs::symlink_metadata(layout.link(other)).is_ok_and(|m| m.file_type().is_symlink());
+    let installed =
+        |other: &str| std::fs::symlink_metadata(layout.link(other)).is_ok_and(|m| m.file_type().is_symlink());
     if let Some((base, slot)) = name.rsplit_once('.').filter(|(_, slot)| *slot == "0" || *slot == "1") {
         if installed(base) {
             bail!("'{name}' would use deployments/{name}, which is slot {slot} of the installed container '{base}'; pick another --name");
@@ -204,6 +216,10 @@ pub(super) fn find_runtime(layout: &Layout, requested: Option<&Path>) -> Result<
         .iter()
         .map(PathBuf::from)
         .find(|p| layout.host_path(&p.to_string_lossy()).is_file())
-        .with_context(|| format!("no OCI runtime found (looked for {}); install runc or pass --runtime", RUNTIME_CANDIDATES.join(", ")))
+        .with_context(|| {
+            format!(
+                "no OCI runtime found (looked for {}); install runc or pass --runtime",
+                RUNTIME_CANDIDATES.join(", ")
+            )
+        })
 }
-

@@ -29,14 +29,22 @@ const CRASH_AFTER_STEPS_ENV: &str = "SYSCTR_TEST_CRASH_AFTER_STEPS";
 enum Previous {
     Absent,
     /// The content was copied to `backup`, inside the transaction directory.
-    File { backup: PathBuf, mode: u32 },
-    Symlink { target: PathBuf },
+    File {
+        backup: PathBuf,
+        mode: u32,
+    },
+    Symlink {
+        target: PathBuf,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Step {
     /// A file or symlink about to be written, replaced or removed.
-    Path { path: PathBuf, previous: Previous },
+    Path {
+        path: PathBuf,
+        previous: Previous,
+    },
     CreatedDir(PathBuf),
     RemovedDir(PathBuf),
     CreatedTree(PathBuf),
@@ -82,7 +90,11 @@ impl Journal {
         let crash_after = std::env::var(CRASH_AFTER_STEPS_ENV).ok().and_then(|v| v.parse().ok());
         #[cfg(not(feature = "crash-hooks"))]
         let crash_after = None;
-        let journal = Journal { dir: dir.to_path_buf(), record: Record { command: command.to_string(), steps: Vec::new() }, crash_after };
+        let journal = Journal {
+            dir: dir.to_path_buf(),
+            record: Record { command: command.to_string(), steps: Vec::new() },
+            crash_after,
+        };
         journal.persist()?;
         Ok(journal)
     }
@@ -125,9 +137,9 @@ impl Journal {
         let previous = match std::fs::symlink_metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Previous::Absent,
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-            Ok(meta) if meta.file_type().is_symlink() => {
-                Previous::Symlink { target: std::fs::read_link(path).with_context(|| format!("reading {}", path.display()))? }
-            }
+            Ok(meta) if meta.file_type().is_symlink() => Previous::Symlink {
+                target: std::fs::read_link(path).with_context(|| format!("reading {}", path.display()))?,
+            },
             Ok(meta) if meta.is_file() => {
                 let backup = self.dir.join(format!("backup.{}", self.record.steps.len()));
                 std::fs::copy(path, &backup).with_context(|| format!("saving a copy of {}", path.display()))?;
@@ -195,7 +207,8 @@ impl Journal {
 
     /// The commit point: the command's changes stay.
     pub fn commit(self) -> Result<()> {
-        std::fs::remove_dir_all(&self.dir).with_context(|| format!("closing the transaction {}", self.dir.display()))?;
+        std::fs::remove_dir_all(&self.dir)
+            .with_context(|| format!("closing the transaction {}", self.dir.display()))?;
         // The removal is the commit point: it must reach the disk before success is reported.
         match self.dir.parent() {
             Some(parent) => sync_file(parent),
@@ -311,9 +324,7 @@ fn restore(path: &Path, previous: &Previous) -> Result<()> {
 }
 
 fn sync_file(path: &Path) -> Result<()> {
-    std::fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("syncing {}", path.display()))
+    std::fs::File::open(path).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", path.display()))
 }
 
 fn describe(step: &Step) -> String {

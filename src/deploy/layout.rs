@@ -80,7 +80,8 @@ impl Layout {
 
     /// A path under `root` as the host names it, relative to the root (for [`Self::host_dir`]).
     pub fn host_relative<'p>(&self, path: &'p Path) -> Result<&'p Path> {
-        path.strip_prefix(&self.root).with_context(|| format!("{} is not under the root {}", path.display(), self.root.display()))
+        path.strip_prefix(&self.root)
+            .with_context(|| format!("{} is not under the root {}", path.display(), self.root.display()))
     }
 
     /// A path of the host as seen from here (under `root`).
@@ -101,7 +102,8 @@ impl Layout {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e).with_context(|| format!("creating the storage {}", self.storage.display())),
         }
-        let meta = std::fs::metadata(&self.storage).with_context(|| format!("inspecting {}", self.storage.display()))?;
+        let meta =
+            std::fs::metadata(&self.storage).with_context(|| format!("inspecting {}", self.storage.display()))?;
         if !meta.is_dir() {
             anyhow::bail!("the storage {} is not a directory", self.storage.display());
         }
@@ -223,7 +225,12 @@ impl Deployment {
             anyhow::bail!("{}: slot {} is not 0 or 1; the record is damaged", path.display(), self.slot);
         }
         if slot.is_some_and(|s| s != self.slot) || self.name != name {
-            anyhow::bail!("{}: the record is of {} slot {}, not of {name}; it is damaged", path.display(), self.name, self.slot);
+            anyhow::bail!(
+                "{}: the record is of {} slot {}, not of {name}; it is damaged",
+                path.display(),
+                self.name,
+                self.slot
+            );
         }
         for file in &self.installed_files {
             if !file.path.starts_with('/') || file.path.split('/').any(|c| c == "..") {

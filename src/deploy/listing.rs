@@ -80,11 +80,7 @@ pub fn images(layout: &Layout) -> Result<Vec<ImageRow>> {
         return Ok(Vec::new());
     }
     let store = Store::open(&layout.repo())?;
-    let deployments: Vec<_> = layout
-        .installed_names()?
-        .iter()
-        .map(|n| layout.read_info(n))
-        .collect::<Result<_>>()?;
+    let deployments: Vec<_> = layout.installed_names()?.iter().map(|n| layout.read_info(n)).collect::<Result<_>>()?;
     let mut rows = Vec::new();
     for image in store.images()? {
         let manifest: ImageManifest = serde_json::from_slice(&image.manifest_raw)
@@ -94,12 +90,14 @@ pub fn images(layout: &Layout) -> Result<Vec<ImageRow>> {
         for layer in manifest.layers() {
             size += store.layer_unpacked_size(&Digest::parse(layer.digest().as_ref())?)?.unwrap_or(0);
         }
-        let used_by = deployments
-            .iter()
-            .filter(|d| d.image == image.reference)
-            .map(|d| d.name.clone())
-            .collect();
-        rows.push(ImageRow { reference: image.reference, image_id, manifest_digest: image.manifest_digest, size, used_by });
+        let used_by = deployments.iter().filter(|d| d.image == image.reference).map(|d| d.name.clone()).collect();
+        rows.push(ImageRow {
+            reference: image.reference,
+            image_id,
+            manifest_digest: image.manifest_digest,
+            size,
+            used_by,
+        });
     }
     Ok(rows)
 }

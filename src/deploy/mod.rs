@@ -18,8 +18,8 @@
 //! once, also what `install` does with an image labelled `atomic.run=once`).
 
 mod activate;
-mod apply;
 mod adhoc;
+mod apply;
 mod exports;
 mod hostfs;
 mod images;

@@ -103,7 +103,8 @@ pub async fn recover(layout: &Layout, systemd: &impl ServiceManager, abandon: bo
     let mut failures = Vec::new();
     for transaction in pending(layout)? {
         if abandon {
-            std::fs::remove_dir_all(&transaction.dir).with_context(|| format!("removing {}", transaction.dir.display()))?;
+            std::fs::remove_dir_all(&transaction.dir)
+                .with_context(|| format!("removing {}", transaction.dir.display()))?;
             done.push(format!("abandoned {}", transaction.describe()));
             continue;
         }

@@ -163,7 +163,8 @@ impl Bundle {
         mount(Some("tmpfs"), &scratch, Some("tmpfs"), MsFlags::empty(), Some("mode=0755"))
             .context("mounting the scratch space of the throw-away root")?;
         for dir in ["upper", "work"] {
-            std::fs::create_dir(scratch.join(dir)).with_context(|| format!("creating {}", scratch.join(dir).display()))?;
+            std::fs::create_dir(scratch.join(dir))
+                .with_context(|| format!("creating {}", scratch.join(dir).display()))?;
         }
         let options = format!(
             "lowerdir={},upperdir={},workdir={}",

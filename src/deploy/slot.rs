@@ -17,8 +17,8 @@ use super::journal::Journal;
 use super::layout::{Deployment, Layout};
 use crate::rooted::{Resolve, RootedDir};
 use crate::spec::{self, CheckedConfig, RootUse};
-use crate::systemd::MissingUnit;
 use crate::store::{checkout_image, Store, StoredImage};
+use crate::systemd::MissingUnit;
 use crate::template::{self, FileKind, Forced, HostDefaults, Inputs};
 
 const RUN_ONCE_LABEL: &str = "atomic.run";
@@ -71,16 +71,21 @@ pub(super) fn build_slot(
             .with_context(|| format!("removing the older deployment in {}", slot_dir.display()))?;
     }
     journal.created_tree(&slot_dir)?;
-    std::fs::rename(&staging, &slot_dir).with_context(|| format!("moving the new deployment to {}", slot_dir.display()))?;
+    std::fs::rename(&staging, &slot_dir)
+        .with_context(|| format!("moving the new deployment to {}", slot_dir.display()))?;
     Ok((deployment, warnings))
 }
 
 fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) -> Result<(Deployment, SlotNotes)> {
     let image = request.image;
     let name = request.name;
-    let config: ImageConfiguration = serde_json::from_slice(&image.config_raw).context("reading the stored image config")?;
+    let config: ImageConfiguration =
+        serde_json::from_slice(&image.config_raw).context("reading the stored image config")?;
     if runs_once(&config) {
-        bail!("{0} is labelled {RUN_ONCE_LABEL}=once: it is run once, not kept as a service (`sysctr run {0}`)", image.reference);
+        bail!(
+            "{0} is labelled {RUN_ONCE_LABEL}=once: it is run once, not kept as a service (`sysctr run {0}`)",
+            image.reference
+        );
     }
 
     let rootfs = dir.join(spec::ROOTFS);
@@ -94,9 +99,12 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
     let mut warnings = SlotNotes::default();
     let mut config_rewrites = Vec::new();
     if has_service {
-        let config_json = render_config(&exports, &config, &values, request.user_values, name, &rootfs, RootUse::ReadOnly)?;
+        let config_json =
+            render_config(&exports, &config, &values, request.user_values, name, &rootfs, RootUse::ReadOnly)?;
         write(&dir.join("config.json"), &config_json.text)?;
-        warnings.notes.extend(config_json.rewrites.iter().map(|rewrite| format!("config.json rewritten for this runc: {rewrite}")));
+        warnings.notes.extend(
+            config_json.rewrites.iter().map(|rewrite| format!("config.json rewritten for this runc: {rewrite}")),
+        );
         config_rewrites = config_json.rewrites;
         let unit = render_unit(exports.service_template.as_deref(), &forced, &values)?;
         crate::systemd::install_links(&unit, &Layout::unit_name(name))?;

@@ -240,7 +240,9 @@ async fn a_corrupt_journal_is_named_and_can_be_abandoned() {
     let message = format!("{err:#}");
     assert!(message.contains("cannot be read") && message.contains("sysctr recover --abandon"), "{message}");
     // Nothing knows which container it was about: others go on, with a note.
-    let InstallOutcome::Installed(report) = install(&host.layout, &install_request("svc", false), &systemd).await.unwrap() else {
+    let InstallOutcome::Installed(report) =
+        install(&host.layout, &install_request("svc", false), &systemd).await.unwrap()
+    else {
         panic!("not installed");
     };
     assert!(report.notes.iter().any(|n| n.contains("cannot be read")), "{:?}", report.notes);

@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use super::hostfs;
 use super::journal::{Journal, Unrecorded};
 use super::layout::{Deployment, Layout};
-use super::slot::{slot_dir, DROPIN_FILE, TMPFILES_FILE};
 use super::recovery::lock_and_recover;
+use super::slot::{slot_dir, DROPIN_FILE, TMPFILES_FILE};
 use crate::reference::validate_container_name;
 use crate::systemd::{ServiceManager, Tmpfiles, UnitState};
 
@@ -30,9 +30,14 @@ pub async fn uninstall(layout: &Layout, name: &str, systemd: &impl ServiceManage
 }
 
 /// Removes everything of an installed container but its image, whatever is left of it.
-pub(super) async fn remove_container(layout: &Layout, name: &str, systemd: &impl ServiceManager) -> Result<Vec<String>> {
+pub(super) async fn remove_container(
+    layout: &Layout,
+    name: &str,
+    systemd: &impl ServiceManager,
+) -> Result<Vec<String>> {
     let mut notes = Vec::new();
-    let record = layout.read_info(name).or_else(|_| layout.read_slot_info(name, 0)).or_else(|_| layout.read_slot_info(name, 1));
+    let record =
+        layout.read_info(name).or_else(|_| layout.read_slot_info(name, 0)).or_else(|_| layout.read_slot_info(name, 1));
     let unit = Layout::unit_name(name);
     let unit_file = layout.unit_file(name);
     if unit_file.exists() {
@@ -107,7 +112,9 @@ pub(super) fn owns_tmpfiles(layout: &Layout, name: &str, record: Option<&Deploym
 
 fn remove_if_present(path: &std::path::Path) -> Result<()> {
     match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("removing {}", path.display())),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
         _ => Ok(()),
     }
 }

@@ -98,7 +98,8 @@ pub async fn update(layout: &Layout, request: &UpdateRequest, systemd: &impl Ser
         // switch itself is always undone.
         Err(err) if started && !request.rollback_on_failure => {
             journal.commit()?;
-            Err(err.context(format!("the update of {} failed; left on the new deployment (--no-rollback)", request.name)))
+            Err(err
+                .context(format!("the update of {} failed; left on the new deployment (--no-rollback)", request.name)))
         }
         Err(err) => {
             let problems = journal.undo(systemd).await;
@@ -122,7 +123,12 @@ pub async fn rollback(layout: &Layout, name: &str, systemd: &impl ServiceManager
     match switch(layout, &current, previous, systemd, &mut journal, &mut false).await {
         Ok((to, notes)) => {
             journal.commit()?;
-            Ok(SwitchReport::Switched { from: current, to, notes: [recovered, notes].concat(), missing_units: Vec::new() })
+            Ok(SwitchReport::Switched {
+                from: current,
+                to,
+                notes: [recovered, notes].concat(),
+                missing_units: Vec::new(),
+            })
         }
         Err(err) => {
             let problems = journal.undo(systemd).await;

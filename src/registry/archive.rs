@@ -56,10 +56,7 @@ impl ArchiveIndex {
         let what = || format!("reading the archive {}", path.display());
         let mut file = File::open(path).with_context(what)?;
         if file.metadata().with_context(what)?.is_dir() {
-            bail!(
-                "{} is a directory, not an archive (an OCI layout directory is oci:DIR)",
-                path.display()
-            );
+            bail!("{} is a directory, not an archive (an OCI layout directory is oci:DIR)", path.display());
         }
         let mut first = [0u8; 512];
         let n = read_up_to(&mut file, &mut first).with_context(what)?;
@@ -80,20 +77,11 @@ impl ArchiveIndex {
             // tar-rs may quote raw header bytes, line breaks included: keep the first line.
             let entry = entry.map_err(|e| {
                 let text = e.to_string();
-                let line: String = text
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .chars()
-                    .take(200)
-                    .collect();
+                let line: String = text.lines().next().unwrap_or_default().chars().take(200).collect();
                 anyhow!("{} is not a readable tar archive: {line}", path.display())
             })?;
             if members.len() >= MAX_MEMBERS {
-                bail!(
-                    "{} has more than {MAX_MEMBERS} members: not an image archive",
-                    path.display()
-                );
+                bail!("{} has more than {MAX_MEMBERS} members: not an image archive", path.display());
             }
             let raw_name = entry.path_bytes();
             let name = String::from_utf8_lossy(&raw_name);
@@ -102,14 +90,11 @@ impl ArchiveIndex {
             };
             let kind = entry.header().entry_type();
             let node = match kind {
-                tar::EntryType::Regular | tar::EntryType::Continuous => Node::File(Member {
-                    offset: entry.raw_file_position(),
-                    size: entry.size(),
-                }),
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    Node::File(Member { offset: entry.raw_file_position(), size: entry.size() })
+                }
                 tar::EntryType::Symlink | tar::EntryType::Link => {
-                    let target = entry
-                        .link_name_bytes()
-                        .map(|t| String::from_utf8_lossy(&t).into_owned());
+                    let target = entry.link_name_bytes().map(|t| String::from_utf8_lossy(&t).into_owned());
                     let Some(target) = target else { continue };
                     let joined = if kind == tar::EntryType::Symlink && !target.starts_with('/') {
                         // A symlink is relative to the directory holding it.
@@ -130,10 +115,7 @@ impl ArchiveIndex {
             };
             members.insert(name, node);
         }
-        Ok(ArchiveIndex {
-            path: path.to_path_buf(),
-            members,
-        })
+        Ok(ArchiveIndex { path: path.to_path_buf(), members })
     }
 
     pub fn path(&self) -> &Path {
@@ -196,10 +178,7 @@ impl ArchiveIndex {
 
     fn check_whole(&self, name: &str, member: Member, bytes: &[u8]) -> Result<()> {
         if bytes.len() as u64 != member.size {
-            bail!(
-                "{} is truncated: member '{name}' ends early",
-                self.path.display()
-            );
+            bail!("{} is truncated: member '{name}' ends early", self.path.display());
         }
         Ok(())
     }
@@ -209,9 +188,7 @@ impl ArchiveIndex {
         let member = self.member(name)?;
         let what = || format!("opening member '{name}' of {}", self.path.display());
         let mut file = tokio::fs::File::open(&self.path).await.with_context(what)?;
-        file.seek(SeekFrom::Start(member.offset))
-            .await
-            .with_context(what)?;
+        file.seek(SeekFrom::Start(member.offset)).await.with_context(what)?;
         Ok(Box::pin(file.take(member.size)))
     }
 
@@ -220,8 +197,7 @@ impl ArchiveIndex {
         let member = self.member(name)?;
         let what = || format!("opening member '{name}' of {}", self.path.display());
         let mut file = File::open(&self.path).with_context(what)?;
-        file.seek(SeekFrom::Start(member.offset))
-            .with_context(what)?;
+        file.seek(SeekFrom::Start(member.offset)).with_context(what)?;
         Ok(file.take(member.size))
     }
 }
@@ -347,58 +323,24 @@ mod tests {
         let long = format!("blobs/sha256/{}", "a".repeat(120));
         let file = build(&[
             ("./dir/", tar::EntryType::Directory, b"", None),
-            (
-                "./dir/one.json",
-                tar::EntryType::Regular,
-                b"{\"one\":1}",
-                None,
-            ),
+            ("./dir/one.json", tar::EntryType::Regular, b"{\"one\":1}", None),
             (&long, tar::EntryType::Regular, b"long name", None),
-            (
-                "other/layer.tar",
-                tar::EntryType::Symlink,
-                b"",
-                Some("../dir/one.json"),
-            ),
+            ("other/layer.tar", tar::EntryType::Symlink, b"", Some("../dir/one.json")),
             ("hard", tar::EntryType::Link, b"", Some("dir/one.json")),
             ("loop", tar::EntryType::Symlink, b"", Some("loop")),
         ]);
         let index = ArchiveIndex::load(file.path()).await.unwrap();
-        assert_eq!(
-            index.read_member("dir/one.json", 100).await.unwrap(),
-            b"{\"one\":1}"
-        );
-        assert_eq!(
-            index.read_member("/dir/./one.json", 100).await.unwrap(),
-            b"{\"one\":1}"
-        );
+        assert_eq!(index.read_member("dir/one.json", 100).await.unwrap(), b"{\"one\":1}");
+        assert_eq!(index.read_member("/dir/./one.json", 100).await.unwrap(), b"{\"one\":1}");
         assert_eq!(index.read_member(&long, 100).await.unwrap(), b"long name");
-        assert_eq!(
-            index.read_member("other/layer.tar", 100).await.unwrap(),
-            b"{\"one\":1}"
-        );
-        assert_eq!(
-            index.read_member("hard", 100).await.unwrap(),
-            b"{\"one\":1}"
-        );
+        assert_eq!(index.read_member("other/layer.tar", 100).await.unwrap(), b"{\"one\":1}");
+        assert_eq!(index.read_member("hard", 100).await.unwrap(), b"{\"one\":1}");
         assert!(!index.contains("dir"), "directories are not members");
-        let err = index
-            .read_member("missing", 100)
-            .await
-            .unwrap_err()
-            .to_string();
+        let err = index.read_member("missing", 100).await.unwrap_err().to_string();
         assert!(err.contains("no member 'missing'"), "{err}");
-        let err = index
-            .read_member("loop", 100)
-            .await
-            .unwrap_err()
-            .to_string();
+        let err = index.read_member("loop", 100).await.unwrap_err().to_string();
         assert!(err.contains("link loop"), "{err}");
-        let err = index
-            .read_member("dir/one.json", 4)
-            .await
-            .unwrap_err()
-            .to_string();
+        let err = index.read_member("dir/one.json", 4).await.unwrap_err().to_string();
         assert!(err.contains("more than the 4 accepted"), "{err}");
     }
 
@@ -408,10 +350,7 @@ mod tests {
         let gz = dir.path().join("x.tar.gz");
         std::fs::write(&gz, [0x1f, 0x8b, 8, 0, 0, 0]).unwrap();
         let err = ArchiveIndex::read(&gz).unwrap_err().to_string();
-        assert!(
-            err.contains("gzip-compressed") && err.contains("decompress"),
-            "{err}"
-        );
+        assert!(err.contains("gzip-compressed") && err.contains("decompress"), "{err}");
         let junk = dir.path().join("junk.tar");
         std::fs::write(&junk, vec![b'x'; 1024]).unwrap();
         let err = format!("{:#}", ArchiveIndex::read(&junk).unwrap_err());
@@ -435,10 +374,7 @@ mod tests {
         let broken = dir.path().join("broken.tar");
         std::fs::write(&broken, &bytes).unwrap();
         let err = format!("{:#}", ArchiveIndex::read(&broken).unwrap_err());
-        assert!(
-            err.contains("not a readable tar archive") && !err.contains('\n'),
-            "{err}"
-        );
+        assert!(err.contains("not a readable tar archive") && !err.contains('\n'), "{err}");
         let err = ArchiveIndex::read(dir.path()).unwrap_err().to_string();
         assert!(err.contains("is a directory"), "{err}");
     }

@@ -50,13 +50,7 @@ pub struct SizedReader<R> {
 impl<R: AsyncRead + Unpin> SizedReader<R> {
     /// `what` names the blob in errors ("layer sha256:…").
     pub fn new(inner: R, size: u64, what: impl Into<String>) -> Self {
-        SizedReader {
-            inner: inner.take(size.saturating_add(1)),
-            size,
-            read: 0,
-            what: what.into(),
-            failed: None,
-        }
+        SizedReader { inner: inner.take(size.saturating_add(1)), size, read: 0, what: what.into(), failed: None }
     }
 
     fn fail(&mut self, kind: io::ErrorKind, message: String) -> io::Error {
@@ -66,11 +60,7 @@ impl<R: AsyncRead + Unpin> SizedReader<R> {
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for SizedReader<R> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if let Some((kind, message)) = &this.failed {
             return Poll::Ready(Err(io::Error::new(*kind, message.clone())));
@@ -85,17 +75,11 @@ impl<R: AsyncRead + Unpin> AsyncRead for SizedReader<R> {
         if this.read > this.size {
             // A read that fails hands out nothing.
             buf.set_filled(before);
-            let message = format!(
-                "{} is larger than the {} bytes its descriptor gives",
-                this.what, this.size
-            );
+            let message = format!("{} is larger than the {} bytes its descriptor gives", this.what, this.size);
             return Poll::Ready(Err(this.fail(io::ErrorKind::InvalidData, message)));
         }
         if n == 0 && asked > 0 && this.read < this.size {
-            let message = format!(
-                "{} ended after {} bytes; its descriptor gives {}",
-                this.what, this.read, this.size
-            );
+            let message = format!("{} ended after {} bytes; its descriptor gives {}", this.what, this.read, this.size);
             return Poll::Ready(Err(this.fail(io::ErrorKind::UnexpectedEof, message)));
         }
         Poll::Ready(Ok(()))
@@ -110,15 +94,10 @@ mod tests {
     struct Endless(std::sync::Arc<std::sync::atomic::AtomicU64>);
 
     impl AsyncRead for Endless {
-        fn poll_read(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
+        fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
             let n = buf.remaining();
             buf.put_slice(&vec![7u8; n]);
-            self.0
-                .fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+            self.0.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
             Poll::Ready(Ok(()))
         }
     }
@@ -126,10 +105,7 @@ mod tests {
     #[tokio::test]
     async fn exact_size_passes() {
         let mut out = Vec::new();
-        SizedReader::new(&b"twelve bytes"[..], 12, "layer x")
-            .read_to_end(&mut out)
-            .await
-            .unwrap();
+        SizedReader::new(&b"twelve bytes"[..], 12, "layer x").read_to_end(&mut out).await.unwrap();
         assert_eq!(out, b"twelve bytes");
     }
 
@@ -138,10 +114,7 @@ mod tests {
         let counted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut reader = SizedReader::new(Endless(counted.clone()), 100_000, "layer sha256:ab");
         let err = reader.read_to_end(&mut Vec::new()).await.unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "layer sha256:ab is larger than the 100000 bytes its descriptor gives"
-        );
+        assert_eq!(err.to_string(), "layer sha256:ab is larger than the 100000 bytes its descriptor gives");
         assert_eq!(counted.load(std::sync::atomic::Ordering::SeqCst), 100_001);
         // The failure stays: draining the rest fails again, reading nothing more.
         let again = reader.read(&mut [0u8; 10]).await.unwrap_err();
@@ -151,33 +124,19 @@ mod tests {
 
     #[tokio::test]
     async fn silent_stream_is_given_up() {
-        let chunks =
-            futures_util::stream::iter([Ok::<_, io::Error>(bytes::Bytes::from_static(b"a"))])
-                .chain(futures_util::stream::pending());
-        let mut stream = Box::pin(until_silent(
-            chunks,
-            Duration::from_millis(50),
-            "silent for 0.05 s".to_string(),
-            |e| e,
-        ));
+        let chunks = futures_util::stream::iter([Ok::<_, io::Error>(bytes::Bytes::from_static(b"a"))])
+            .chain(futures_util::stream::pending());
+        let mut stream =
+            Box::pin(until_silent(chunks, Duration::from_millis(50), "silent for 0.05 s".to_string(), |e| e));
         assert_eq!(&stream.next().await.unwrap().unwrap()[..], b"a");
         let err = stream.next().await.unwrap().unwrap_err();
-        assert_eq!(
-            (err.kind(), err.to_string()),
-            (io::ErrorKind::TimedOut, "silent for 0.05 s".to_string())
-        );
+        assert_eq!((err.kind(), err.to_string()), (io::ErrorKind::TimedOut, "silent for 0.05 s".to_string()));
         assert!(stream.next().await.is_none());
     }
 
     #[tokio::test]
     async fn short_blob_is_refused() {
-        let err = SizedReader::new(&b"short"[..], 6, "layer y")
-            .read_to_end(&mut Vec::new())
-            .await
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "layer y ended after 5 bytes; its descriptor gives 6"
-        );
+        let err = SizedReader::new(&b"short"[..], 6, "layer y").read_to_end(&mut Vec::new()).await.unwrap_err();
+        assert_eq!(err.to_string(), "layer y ended after 5 bytes; its descriptor gives 6");
     }
 }

@@ -51,11 +51,7 @@ struct Entry {
 
 impl DockerArchiveSource {
     pub fn new(path: &Path, pick: Option<&ArchivePick>) -> DockerArchiveSource {
-        DockerArchiveSource {
-            path: path.to_path_buf(),
-            pick: pick.cloned(),
-            state: OnceCell::new(),
-        }
+        DockerArchiveSource { path: path.to_path_buf(), pick: pick.cloned(), state: OnceCell::new() }
     }
 
     pub async fn resolve_manifest(&self) -> Result<(Digest, Vec<u8>)> {
@@ -67,10 +63,7 @@ impl DockerArchiveSource {
         let state = self.state().await?;
         let member = state.member(digest)?;
         let bytes = state.index.read_member(member, MAX_METADATA_SIZE).await?;
-        digest.verify_bytes(
-            &bytes,
-            &format!("member '{member}' of {}", self.path.display()),
-        )?;
+        digest.verify_bytes(&bytes, &format!("member '{member}' of {}", self.path.display()))?;
         Ok(bytes)
     }
 
@@ -112,8 +105,7 @@ fn synthesize(index: Arc<ArchiveIndex>, pick: Option<&ArchivePick>) -> Result<St
         .with_context(|| format!("parsing manifest.json in {archive}"))?;
     let entry = pick_entry(&entries, pick, &archive)?;
 
-    let config_raw =
-        read(&entry.config).with_context(|| format!("reading the image config of {archive}"))?;
+    let config_raw = read(&entry.config).with_context(|| format!("reading the image config of {archive}"))?;
     let config_digest = Digest::of_bytes(&config_raw);
     #[derive(serde::Deserialize)]
     struct Config {
@@ -136,10 +128,10 @@ fn synthesize(index: Arc<ArchiveIndex>, pick: Option<&ArchivePick>) -> Result<St
     let mut blobs = HashMap::from([(config_digest.clone(), entry.config.clone())]);
     let mut layers = Vec::new();
     for (name, diff_id) in entry.layers.iter().zip(&config.rootfs.diff_ids) {
-        let diff_id = Digest::parse(diff_id)
-            .with_context(|| format!("reading a diff_id of the config in {archive}"))?;
-        let (digest, size, compression) = hash_member(&index, name)
-            .with_context(|| format!("reading layer '{name}' of {archive}"))?;
+        let diff_id =
+            Digest::parse(diff_id).with_context(|| format!("reading a diff_id of the config in {archive}"))?;
+        let (digest, size, compression) =
+            hash_member(&index, name).with_context(|| format!("reading layer '{name}' of {archive}"))?;
         let media_type = match compression {
             None => {
                 if digest != diff_id {
@@ -155,9 +147,7 @@ fn synthesize(index: Arc<ArchiveIndex>, pick: Option<&ArchivePick>) -> Result<St
                 bail!("layer '{name}' of {archive} is {other}-compressed, which is not supported")
             }
         };
-        layers.push(
-            serde_json::json!({"mediaType": media_type, "digest": digest.as_str(), "size": size}),
-        );
+        layers.push(serde_json::json!({"mediaType": media_type, "digest": digest.as_str(), "size": size}));
         blobs.insert(digest, name.clone());
     }
     let manifest = serde_json::json!({
@@ -167,25 +157,13 @@ fn synthesize(index: Arc<ArchiveIndex>, pick: Option<&ArchivePick>) -> Result<St
         "layers": layers,
     });
     let manifest_raw = serde_json::to_vec(&manifest).context("writing the synthesized manifest")?;
-    Ok(State {
-        manifest_digest: Digest::of_bytes(&manifest_raw),
-        manifest_raw,
-        blobs,
-        index,
-    })
+    Ok(State { manifest_digest: Digest::of_bytes(&manifest_raw), manifest_raw, blobs, index })
 }
 
 /// The entry named by the pick, or the only one.
-fn pick_entry<'a>(
-    entries: &'a [Entry],
-    pick: Option<&ArchivePick>,
-    archive: &str,
-) -> Result<&'a Entry> {
+fn pick_entry<'a>(entries: &'a [Entry], pick: Option<&ArchivePick>, archive: &str) -> Result<&'a Entry> {
     let tags = || {
-        let all: Vec<_> = entries
-            .iter()
-            .flat_map(|e| e.repo_tags.iter().flatten().cloned())
-            .collect();
+        let all: Vec<_> = entries.iter().flat_map(|e| e.repo_tags.iter().flatten().cloned()).collect();
         if all.is_empty() {
             "none".to_string()
         } else {
@@ -251,42 +229,17 @@ mod tests {
 
     #[test]
     fn entries_are_picked_by_tag_index_or_uniqueness() {
-        let entries = [
-            entry(&["busybox:latest"]),
-            entry(&["registry.lan:5000/k8s/etcd:3.4", "etcd:3.4"]),
-        ];
-        let by = |pick: Option<ArchivePick>| {
-            pick_entry(&entries, pick.as_ref(), "a.tar").map(|e| e.repo_tags.clone())
-        };
+        let entries = [entry(&["busybox:latest"]), entry(&["registry.lan:5000/k8s/etcd:3.4", "etcd:3.4"])];
+        let by = |pick: Option<ArchivePick>| pick_entry(&entries, pick.as_ref(), "a.tar").map(|e| e.repo_tags.clone());
         let second = Some(entries[1].repo_tags.clone().unwrap());
-        assert_eq!(
-            by(Some(ArchivePick::Ref("etcd:3.4".into()))).unwrap(),
-            second
-        );
-        assert_eq!(
-            by(Some(ArchivePick::Ref("docker.io/library/etcd:3.4".into()))).unwrap(),
-            second
-        );
-        assert_eq!(
-            by(Some(ArchivePick::Ref(
-                "registry.lan:5000/k8s/etcd:3.4".into()
-            )))
-            .unwrap(),
-            second
-        );
-        assert_eq!(
-            by(Some(ArchivePick::Ref("busybox".into()))).unwrap(),
-            Some(vec!["busybox:latest".to_string()])
-        );
+        assert_eq!(by(Some(ArchivePick::Ref("etcd:3.4".into()))).unwrap(), second);
+        assert_eq!(by(Some(ArchivePick::Ref("docker.io/library/etcd:3.4".into()))).unwrap(), second);
+        assert_eq!(by(Some(ArchivePick::Ref("registry.lan:5000/k8s/etcd:3.4".into()))).unwrap(), second);
+        assert_eq!(by(Some(ArchivePick::Ref("busybox".into()))).unwrap(), Some(vec!["busybox:latest".to_string()]));
         assert_eq!(by(Some(ArchivePick::Index(1))).unwrap(), second);
 
-        let err = by(Some(ArchivePick::Ref("etcd:3.5".into())))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("no image tagged 'etcd:3.5'") && err.contains("busybox:latest"),
-            "{err}"
-        );
+        let err = by(Some(ArchivePick::Ref("etcd:3.5".into()))).unwrap_err().to_string();
+        assert!(err.contains("no image tagged 'etcd:3.5'") && err.contains("busybox:latest"), "{err}");
         let err = by(Some(ArchivePick::Index(2))).unwrap_err().to_string();
         assert!(err.contains("no image @2"), "{err}");
         let err = by(None).unwrap_err().to_string();

@@ -53,27 +53,18 @@ impl std::fmt::Display for RedirectRefused {
 impl StdError for RedirectRefused {}
 
 impl ManifestHttp {
-    pub fn new(
-        registry: &str,
-        repository: &str,
-        plain_http: bool,
-        timeout: Duration,
-    ) -> Result<ManifestHttp> {
+    pub fn new(registry: &str, repository: &str, plain_http: bool, timeout: Duration) -> Result<ManifestHttp> {
         let scheme = if plain_http { "http" } else { "https" };
         let base = Url::parse(&format!("{scheme}://{registry}/"))
             .with_context(|| format!("'{registry}' is not a registry address"))?;
         let policy = reqwest::redirect::Policy::custom(|attempt| {
-            let downgrade = attempt.url().scheme() != "https"
-                && attempt.previous().iter().any(|u| u.scheme() == "https");
+            let downgrade =
+                attempt.url().scheme() != "https" && attempt.previous().iter().any(|u| u.scheme() == "https");
             if downgrade {
                 let to = attempt.url().to_string();
-                attempt.error(RedirectRefused(format!(
-                    "redirected from HTTPS to plain HTTP ({to}); refused"
-                )))
+                attempt.error(RedirectRefused(format!("redirected from HTTPS to plain HTTP ({to}); refused")))
             } else if attempt.previous().len() >= MAX_REDIRECTS {
-                attempt.error(RedirectRefused(format!(
-                    "redirected {MAX_REDIRECTS} times in a row; refused"
-                )))
+                attempt.error(RedirectRefused(format!("redirected {MAX_REDIRECTS} times in a row; refused")))
             } else {
                 attempt.follow()
             }
@@ -108,23 +99,11 @@ impl ManifestHttp {
             .join(&format!("v2/{}/manifests/{reference}", self.repository))
             .with_context(|| format!("building the URL of manifest {reference}"))?;
         let response = self.get(&url, &accept.join(", "), token).await?;
-        self.read_bounded(
-            response,
-            max,
-            what,
-            &format!("{what} is larger than {max} bytes"),
-        )
-        .await
+        self.read_bounded(response, max, what, &format!("{what} is larger than {max} bytes")).await
     }
 
     /// Reads a whole body, refusing it once it passes `max` bytes (or announces more).
-    async fn read_bounded(
-        &self,
-        response: Response,
-        max: u64,
-        what: &str,
-        too_large: &str,
-    ) -> Result<Vec<u8>> {
+    async fn read_bounded(&self, response: Response, max: u64, what: &str, too_large: &str) -> Result<Vec<u8>> {
         if response.content_length().is_some_and(|l| l > max) {
             bail!("{too_large}");
         }
@@ -166,10 +145,7 @@ impl ManifestHttp {
         if status.is_success() {
             return Ok(response);
         }
-        let body = self
-            .read_bounded(response, MAX_ERROR_ANSWER, "an error answer", "")
-            .await
-            .unwrap_or_default();
+        let body = self.read_bounded(response, MAX_ERROR_ANSWER, "an error answer", "").await.unwrap_or_default();
         bail!("GET {url}: HTTP {status}{}", registry_errors(&body))
     }
 }
@@ -184,11 +160,7 @@ pub(super) struct Describer {
 
 impl Describer {
     pub fn new(registry: &str, plain_http: bool, timeout: Duration) -> Describer {
-        Describer {
-            registry: registry.to_string(),
-            plain_http,
-            timeout,
-        }
+        Describer { registry: registry.to_string(), plain_http, timeout }
     }
 
     /// What a stream that went silent fails with.
@@ -219,8 +191,7 @@ impl Describer {
             source = e.source();
         }
         let chain = chain.join(": ");
-        let (connect, timeout) =
-            request.map_or((false, false), |r| (r.is_connect(), r.is_timeout()));
+        let (connect, timeout) = request.map_or((false, false), |r| (r.is_connect(), r.is_timeout()));
         if connect && timeout {
             return anyhow!(
                 "cannot reach registry {registry}: no connection within {} (--registry-timeout)",
@@ -234,7 +205,9 @@ impl Describer {
             );
         }
         if chain.contains("wrong version number") {
-            return anyhow!("registry {registry} does not speak HTTPS ({chain}); pass --tls-verify=false to use plain HTTP");
+            return anyhow!(
+                "registry {registry} does not speak HTTPS ({chain}); pass --tls-verify=false to use plain HTTP"
+            );
         }
         if connect || chain.contains("dns error") || chain.contains("Connection refused") {
             let hint = if self.plain_http {
@@ -287,13 +260,7 @@ fn registry_errors(body: &[u8]) -> String {
         let words: Vec<String> = parsed
             .errors
             .iter()
-            .map(|e| {
-                [e.code.as_deref(), e.message.as_deref()]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join(": ")
-            })
+            .map(|e| [e.code.as_deref(), e.message.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(": "))
             .filter(|w| !w.is_empty())
             .collect();
         if !words.is_empty() {
@@ -301,12 +268,7 @@ fn registry_errors(body: &[u8]) -> String {
         }
     }
     let text = String::from_utf8_lossy(body);
-    let text: String = text
-        .trim()
-        .chars()
-        .take(200)
-        .filter(|c| !c.is_control())
-        .collect();
+    let text: String = text.trim().chars().take(200).filter(|c| !c.is_control()).collect();
     if text.is_empty() {
         String::new()
     } else {
@@ -321,16 +283,10 @@ mod tests {
     #[test]
     fn registry_error_bodies() {
         let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"},{"code":"DENIED"}]}"#;
-        assert_eq!(
-            registry_errors(body),
-            " (MANIFEST_UNKNOWN: manifest unknown; DENIED)"
-        );
+        assert_eq!(registry_errors(body), " (MANIFEST_UNKNOWN: manifest unknown; DENIED)");
         assert_eq!(registry_errors(b"  \n"), "");
         // At most 200 characters of a body that is not a registry error, control characters dropped.
-        assert_eq!(
-            registry_errors("x\n".repeat(500).as_bytes()),
-            format!(" ({})", "x".repeat(100))
-        );
+        assert_eq!(registry_errors("x\n".repeat(500).as_bytes()), format!(" ({})", "x".repeat(100)));
     }
 
     #[test]
@@ -346,27 +302,13 @@ mod tests {
         // Connections are accepted by the kernel and never answered.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let client = reqwest::Client::builder()
-            .read_timeout(Duration::from_millis(100))
-            .build()
-            .unwrap();
-        let timeout = || async {
-            client
-                .get(format!("http://{addr}/v2/"))
-                .send()
-                .await
-                .unwrap_err()
-        };
+        let client = reqwest::Client::builder().read_timeout(Duration::from_millis(100)).build().unwrap();
+        let timeout = || async { client.get(format!("http://{addr}/v2/")).send().await.unwrap_err() };
         let describer = Describer::new(&addr.to_string(), true, Duration::from_secs(3));
         let wrapped = OciDistributionError::RequestError(timeout().await);
         assert!(Describer::is_timeout(&wrapped));
         let words = describer.describe(&wrapped).to_string();
-        assert!(
-            words.starts_with(&format!(
-                "registry {addr} sent nothing for 3 s (--registry-timeout)"
-            )),
-            "{words}"
-        );
+        assert!(words.starts_with(&format!("registry {addr} sent nothing for 3 s (--registry-timeout)")), "{words}");
         let in_stream = io::Error::other(timeout().await);
         assert!(Describer::is_timeout(&in_stream));
 

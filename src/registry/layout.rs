@@ -19,7 +19,10 @@ const REF_NAME: &str = "org.opencontainers.image.ref.name";
 enum Files {
     Dir(PathBuf),
     /// Indexed on first use.
-    Archive { path: PathBuf, index: OnceCell<Arc<ArchiveIndex>> },
+    Archive {
+        path: PathBuf,
+        index: OnceCell<Arc<ArchiveIndex>>,
+    },
 }
 
 impl Files {
@@ -62,10 +65,7 @@ impl Files {
         let path = self.path().join(name);
         let file = tokio::fs::File::open(&path).await.with_context(|| format!("reading {}", path.display()))?;
         let mut bytes = Vec::new();
-        file.take(max + 1)
-            .read_to_end(&mut bytes)
-            .await
-            .with_context(|| format!("reading {}", path.display()))?;
+        file.take(max + 1).read_to_end(&mut bytes).await.with_context(|| format!("reading {}", path.display()))?;
         if bytes.len() as u64 > max {
             bail!("{} is larger than the {max} bytes accepted for it", path.display());
         }
@@ -164,8 +164,8 @@ impl LayoutSource {
             #[serde(default)]
             annotations: std::collections::HashMap<String, String>,
         }
-        let index: Index = serde_json::from_slice(raw)
-            .with_context(|| format!("parsing {}", self.files.describe("index.json")))?;
+        let index: Index =
+            serde_json::from_slice(raw).with_context(|| format!("parsing {}", self.files.describe("index.json")))?;
         let names: Vec<_> = index.manifests.iter().filter_map(|m| m.annotations.get(REF_NAME).cloned()).collect();
         let place = self.files.path().display();
         let entry = match &self.tag {

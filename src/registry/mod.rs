@@ -95,7 +95,9 @@ enum Origin {
 impl Source {
     pub fn new(image: &ImageRef, options: &RegistryOptions) -> Result<Source> {
         let from = match image {
-            ImageRef::Registry(reference) => Origin::Registry(Box::new(remote::RegistrySource::new(reference, options)?)),
+            ImageRef::Registry(reference) => {
+                Origin::Registry(Box::new(remote::RegistrySource::new(reference, options)?))
+            }
             ImageRef::Layout { dir, tag } => Origin::Layout(layout::LayoutSource::new(dir, tag.as_deref())),
             ImageRef::OciArchive { path, tag } => Origin::Layout(layout::LayoutSource::archive(path, tag.as_deref())),
             ImageRef::DockerArchive { path, pick } => {
@@ -112,8 +114,7 @@ impl Source {
             Origin::Layout(s) => s.resolve_manifest().await?,
             Origin::DockerArchive(s) => s.resolve_manifest().await?,
         };
-        let manifest: ImageManifest =
-            serde_json::from_slice(&manifest_raw).context("parsing the image manifest")?;
+        let manifest: ImageManifest = serde_json::from_slice(&manifest_raw).context("parsing the image manifest")?;
         let layers = manifest.layers().len();
         if layers > self.max_layers {
             bail!("the image has {layers} layers, more than the {} accepted (--max-layers)", self.max_layers);
@@ -125,8 +126,7 @@ impl Source {
             Origin::DockerArchive(s) => s.fetch_blob_bytes(&config_digest).await?,
         };
         config_digest.verify_bytes(&config_raw, "the image config")?;
-        let config: ImageConfiguration =
-            serde_json::from_slice(&config_raw).context("parsing the image config")?;
+        let config: ImageConfiguration = serde_json::from_slice(&config_raw).context("parsing the image config")?;
         check_platform(config.os().to_string().as_str(), config.architecture().to_string().as_str())?;
         Ok(FetchedImage { manifest_digest, manifest_raw, manifest, config_raw, config })
     }
@@ -153,7 +153,10 @@ pub(crate) fn select_from_index(raw: &[u8]) -> Result<Digest> {
         let entry_os = platform.os().to_string();
         let entry_arch = platform.architecture().to_string();
         let entry_variant = platform.variant().clone().unwrap_or_default();
-        available.push(format!("{entry_os}/{entry_arch}{}", if entry_variant.is_empty() { String::new() } else { format!("/{entry_variant}") }));
+        available.push(format!(
+            "{entry_os}/{entry_arch}{}",
+            if entry_variant.is_empty() { String::new() } else { format!("/{entry_variant}") }
+        ));
         let variant_ok = entry_variant.is_empty() || variant.is_none_or(|v| v == entry_variant);
         if entry_os == os && entry_arch == arch && variant_ok {
             return Digest::parse(entry.digest().as_ref()).context("reading a manifest digest in the index");

@@ -17,8 +17,8 @@ use tokio_util::io::StreamReader;
 use super::bounded::{until_silent, SizedReader};
 use super::http::{Describer, ManifestHttp, USER_AGENT};
 use super::{
-    is_index, select_from_index, BlobStream, RegistryOptions, DOCKER_MANIFEST,
-    DOCKER_MANIFEST_LIST, MAX_METADATA_SIZE, OCI_INDEX, OCI_MANIFEST,
+    is_index, select_from_index, BlobStream, RegistryOptions, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, MAX_METADATA_SIZE,
+    OCI_INDEX, OCI_MANIFEST,
 };
 use crate::digest::Digest;
 
@@ -52,12 +52,7 @@ impl RegistrySource {
             None => is_loopback(&registry) || marked_insecure(&options.registries_conf, &registry)?,
         };
         let client = client(&registry, plain_http, options.timeout)?;
-        let manifests = ManifestHttp::new(
-            &registry,
-            reference.repository(),
-            plain_http,
-            options.timeout,
-        )?;
+        let manifests = ManifestHttp::new(&registry, reference.repository(), plain_http, options.timeout)?;
         Ok(RegistrySource {
             client,
             manifests,
@@ -75,20 +70,12 @@ impl RegistrySource {
             .get_or_try_init(|| async {
                 let token = self
                     .client
-                    .auth(
-                        &self.reference,
-                        &RegistryAuth::Anonymous,
-                        RegistryOperation::Pull,
-                    )
+                    .auth(&self.reference, &RegistryAuth::Anonymous, RegistryOperation::Pull)
                     .await
                     .map_err(|err| self.describer.describe(&err))?;
                 let blobs = match token {
                     Some(_) => self.client.clone(),
-                    None => client(
-                        self.reference.resolve_registry(),
-                        self.plain_http,
-                        self.timeout,
-                    )?,
+                    None => client(self.reference.resolve_registry(), self.plain_http, self.timeout)?,
                 };
                 Ok(Session { token, blobs })
             })
@@ -114,12 +101,7 @@ impl RegistrySource {
     }
 
     async fn fetch_manifest(&self, reference: &Reference) -> Result<(Digest, Vec<u8>)> {
-        let accepted = [
-            OCI_MANIFEST,
-            DOCKER_MANIFEST,
-            OCI_INDEX,
-            DOCKER_MANIFEST_LIST,
-        ];
+        let accepted = [OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_MANIFEST_LIST];
         let what = format!("the manifest of {}", reference.whole());
         let tag_or_digest = match reference.digest() {
             Some(digest) => digest,
@@ -127,9 +109,7 @@ impl RegistrySource {
         };
         let raw = async {
             let token = self.session().await?.token.as_deref();
-            self.manifests
-                .manifest(tag_or_digest, &accepted, MAX_METADATA_SIZE, &what, token)
-                .await
+            self.manifests.manifest(tag_or_digest, &accepted, MAX_METADATA_SIZE, &what, token).await
         }
         .await
         .with_context(|| format!("fetching {what}"))?;
@@ -152,9 +132,7 @@ impl RegistrySource {
         async {
             let blob = self.open_blob(digest, size, &what).await?;
             let mut bytes = Vec::with_capacity(size as usize);
-            SizedReader::new(blob, size, what.clone())
-                .read_to_end(&mut bytes)
-                .await?;
+            SizedReader::new(blob, size, what.clone()).read_to_end(&mut bytes).await?;
             Ok::<_, anyhow::Error>(bytes)
         }
         .await
@@ -164,10 +142,7 @@ impl RegistrySource {
     /// A layer's bytes as they come; the caller bounds them to `size` (see [`super::SizedReader`]).
     pub async fn blob_stream(&self, digest: &Digest, size: u64) -> Result<BlobStream> {
         let what = format!("layer {digest}");
-        let blob = self
-            .open_blob(digest, size, &what)
-            .await
-            .with_context(|| format!("fetching {what}"))?;
+        let blob = self.open_blob(digest, size, &what).await.with_context(|| format!("fetching {what}"))?;
         Ok(Box::pin(blob))
     }
 
@@ -187,7 +162,9 @@ impl RegistrySource {
             .await
             .map_err(|err| self.describer.describe(&err))?;
         if let Some(length) = blob.content_length.filter(|&l| l > size) {
-            anyhow::bail!("{what} is larger than the {size} bytes its descriptor gives (the registry announces {length})");
+            anyhow::bail!(
+                "{what} is larger than the {size} bytes its descriptor gives (the registry announces {length})"
+            );
         }
         // The client's own read timeout may fire first: it is worded as ours.
         let silence = self.describer.silence(what);
@@ -196,10 +173,7 @@ impl RegistrySource {
         let stream = until_silent(blob, self.timeout, silence, move |err: std::io::Error| {
             if Describer::is_timeout(&err) {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, silent.clone())
-            } else if err
-                .get_ref()
-                .is_some_and(|inner| inner.is::<reqwest::Error>())
-            {
+            } else if err.get_ref().is_some_and(|inner| inner.is::<reqwest::Error>()) {
                 std::io::Error::other(describer.describe(&err))
             } else {
                 err
@@ -213,11 +187,8 @@ impl RegistrySource {
 /// `timeout`, and on an answer that stays silent as long (before its headers, or between two
 /// chunks of its body).
 fn client(registry: &str, plain_http: bool, timeout: std::time::Duration) -> Result<Client> {
-    let protocol = if plain_http {
-        ClientProtocol::HttpsExcept(vec![registry.to_string()])
-    } else {
-        ClientProtocol::Https
-    };
+    let protocol =
+        if plain_http { ClientProtocol::HttpsExcept(vec![registry.to_string()]) } else { ClientProtocol::Https };
     let config = ClientConfig {
         protocol,
         read_timeout: Some(timeout),
@@ -260,14 +231,9 @@ fn marked_insecure(conf: &Path, registry: &str) -> Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e).with_context(|| format!("reading {}", conf.display())),
     };
-    let parsed: Conf =
-        toml::from_str(&text).with_context(|| format!("parsing {}", conf.display()))?;
+    let parsed: Conf = toml::from_str(&text).with_context(|| format!("parsing {}", conf.display()))?;
     Ok(parsed.registry.iter().any(|entry| {
-        let location = entry
-            .prefix
-            .as_deref()
-            .or(entry.location.as_deref())
-            .unwrap_or_default();
+        let location = entry.prefix.as_deref().or(entry.location.as_deref()).unwrap_or_default();
         entry.insecure && (location == registry || location.split('/').next() == Some(registry))
     }))
 }
@@ -281,12 +247,7 @@ mod tests {
         for yes in ["127.0.0.1:5000", "127.3.4.5", "localhost:80", "[::1]:5000"] {
             assert!(is_loopback(yes), "{yes}");
         }
-        for no in [
-            "10.0.0.1:5000",
-            "registry.example:443",
-            "localhost.example",
-            "docker.io",
-        ] {
+        for no in ["10.0.0.1:5000", "registry.example:443", "localhost.example", "docker.io"] {
             assert!(!is_loopback(no), "{no}");
         }
     }

@@ -180,9 +180,11 @@ fn resolve_user(user: &str, inputs: &GenerateInputs) -> Result<(u32, u32)> {
         None => primary_gid,
         Some(g) => match g.parse::<u32>() {
             Ok(gid) => gid,
-            Err(_) => lookup_by_name(inputs.group, g)
-                .with_context(|| format!("the image group '{g}' is not in the image's /etc/group"))?
-                .0,
+            Err(_) => {
+                lookup_by_name(inputs.group, g)
+                    .with_context(|| format!("the image group '{g}' is not in the image's /etc/group"))?
+                    .0
+            }
         },
     };
     Ok((uid, gid))
@@ -230,7 +232,8 @@ mod tests {
             "Entrypoint": ["/bin/etcd"], "Cmd": ["--name", "a b"], "Env": ["A=1"],
             "WorkingDir": "/var/lib/etcd", "User": "etcd"
         }));
-        let text = generate(&img, &GenerateInputs { hostname: "etcd", passwd: Some(PASSWD), group: Some(GROUP) }).unwrap();
+        let text =
+            generate(&img, &GenerateInputs { hostname: "etcd", passwd: Some(PASSWD), group: Some(GROUP) }).unwrap();
         check(&text, "config.json", RootUse::ReadOnly).unwrap();
         let spec: Spec = serde_json::from_str(&text).unwrap();
         let process = spec.process().as_ref().unwrap();
@@ -300,8 +303,9 @@ mod tests {
         v["process"]["args"] = serde_json::json!(["/bin/sh", 1]);
         let err = check(&v.to_string(), "config.json", RootUse::ReadOnly).unwrap_err().to_string();
         assert!(err.contains("list of strings"), "{err}");
-        let err = check("{\"ociVersion\": \"1.0.2\", \"root\": {\"path\": \"rootfs\"", "config.json", RootUse::ReadOnly)
-            .unwrap_err();
+        let err =
+            check("{\"ociVersion\": \"1.0.2\", \"root\": {\"path\": \"rootfs\"", "config.json", RootUse::ReadOnly)
+                .unwrap_err();
         assert!(format!("{err:#}").contains("config.json is not valid JSON"));
         let err = check("[1]", "config.json", RootUse::ReadOnly).unwrap_err();
         assert!(err.to_string().contains("not a JSON object"), "{err}");

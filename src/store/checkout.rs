@@ -34,7 +34,8 @@ pub fn checkout_image(store: &Store, image_commit: &str, dest: &Path) -> Result<
     // beneath the checkout's handle, through no symlink at all.
     let tree = RootedDir::open(dest, Resolve::NoSymlinks)?;
     for (path, mode, uid, gid) in fifos {
-        tree.create_fifo(Path::new(&path), mode, uid, gid).with_context(|| format!("creating the image's FIFO /{path}"))?;
+        tree.create_fifo(Path::new(&path), mode, uid, gid)
+            .with_context(|| format!("creating the image's FIFO /{path}"))?;
     }
     Ok(())
 }

@@ -20,9 +20,9 @@ use std::path::{Component, Path};
 
 use anyhow::{anyhow, bail, Context, Result};
 use ostree::gio;
-use ostree::glib::object::Cast;
 use ostree::gio::prelude::*;
 use ostree::glib;
+use ostree::glib::object::Cast;
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::{Digest, DigestReader};
@@ -51,10 +51,12 @@ impl Compression {
             "application/vnd.oci.image.layer.v1.tar" | "application/vnd.docker.image.rootfs.diff.tar" => {
                 Compression::None
             }
-            "application/vnd.oci.image.layer.v1.tar+gzip"
-            | "application/vnd.docker.image.rootfs.diff.tar.gzip" => Compression::Gzip,
-            "application/vnd.oci.image.layer.v1.tar+zstd"
-            | "application/vnd.docker.image.rootfs.diff.tar.zstd" => Compression::Zstd,
+            "application/vnd.oci.image.layer.v1.tar+gzip" | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+                Compression::Gzip
+            }
+            "application/vnd.oci.image.layer.v1.tar+zstd" | "application/vnd.docker.image.rootfs.diff.tar.zstd" => {
+                Compression::Zstd
+            }
             other => bail!("unsupported layer media type '{other}'"),
         })
     }
@@ -122,9 +124,8 @@ fn import_in_transaction(repo: &ostree::Repo, blob: impl Read, layer: &LayerToIm
         };
         let mut tar_stream = DigestReader::new(decompressed, layer.diff_id.clone(), format!("{what} (diff_id)"));
         let mut writer = TreeWriter::new(repo)?;
-        for entry in tar::Archive::new(&mut tar_stream)
-            .entries()
-            .with_context(|| format!("reading the tar stream of {what}"))?
+        for entry in
+            tar::Archive::new(&mut tar_stream).entries().with_context(|| format!("reading the tar stream of {what}"))?
         {
             let entry = entry.with_context(|| format!("reading the tar stream of {what}"))?;
             writer.add(entry).with_context(|| format!("importing {what}"))?;
@@ -144,11 +145,18 @@ fn import_in_transaction(repo: &ostree::Repo, blob: impl Read, layer: &LayerToIm
     meta.insert(super::FIFOS_KEY, stats.fifos.clone());
     meta.insert(super::IMPLIED_DIRS_KEY, stats.implied_dirs.clone());
     let root = repo.write_mtree(&tree, gio::Cancellable::NONE).context("writing the layer tree")?;
-    let root = root
-        .downcast::<ostree::RepoFile>()
-        .map_err(|_| anyhow!("OSTree returned a tree that is not a RepoFile"))?;
+    let root =
+        root.downcast::<ostree::RepoFile>().map_err(|_| anyhow!("OSTree returned a tree that is not a RepoFile"))?;
     let commit = repo
-        .write_commit_with_time(None, Some(layer.digest.as_str()), None, Some(&meta.end()), &root, 0, gio::Cancellable::NONE)
+        .write_commit_with_time(
+            None,
+            Some(layer.digest.as_str()),
+            None,
+            Some(&meta.end()),
+            &root,
+            0,
+            gio::Cancellable::NONE,
+        )
         .with_context(|| format!("writing the commit of {what}"))?;
     Ok(ImportedLayer { commit: commit.to_string(), skipped: stats.skipped })
 }
@@ -187,12 +195,7 @@ impl<'r> TreeWriter<'r> {
             dirmeta_cache: HashMap::new(),
             checksums: HashMap::new(),
             implied: BTreeSet::from([String::new()]),
-            stats: Stats {
-                unpacked_size: 0,
-                skipped: Vec::new(),
-                fifos: Vec::new(),
-                implied_dirs: Vec::new(),
-            },
+            stats: Stats { unpacked_size: 0, skipped: Vec::new(), fifos: Vec::new(), implied_dirs: Vec::new() },
         })
     }
 
@@ -206,9 +209,7 @@ impl<'r> TreeWriter<'r> {
         if matches!(parent.lookup(name), Ok((_, Some(_)))) {
             self.forget_implied(path);
         }
-        parent
-            .remove(name, true)
-            .with_context(|| format!("replacing {path}"))?;
+        parent.remove(name, true).with_context(|| format!("replacing {path}"))?;
         Ok(())
     }
 
@@ -216,11 +217,7 @@ impl<'r> TreeWriter<'r> {
     fn forget_implied(&mut self, path: &str) {
         self.implied.remove(path);
         // Paths under `path/` sort between `path/` and `path0` ('0' follows '/').
-        let under: Vec<String> = self
-            .implied
-            .range(format!("{path}/")..format!("{path}0"))
-            .cloned()
-            .collect();
+        let under: Vec<String> = self.implied.range(format!("{path}/")..format!("{path}0")).cloned().collect();
         for sub in under {
             self.implied.remove(&sub);
         }
@@ -464,10 +461,7 @@ struct PaxRecords {
 }
 
 fn read_pax<R: Read>(entry: &mut tar::Entry<R>) -> Result<PaxRecords> {
-    let mut records = PaxRecords {
-        xattrs: Vec::new(),
-        sparse: false,
-    };
+    let mut records = PaxRecords { xattrs: Vec::new(), sparse: false };
     if let Some(extensions) = entry.pax_extensions().context("reading PAX headers")? {
         for ext in extensions {
             let ext = ext.context("reading a PAX header")?;
@@ -632,8 +626,8 @@ mod tests {
             Compression::from_media_type("application/vnd.oci.image.layer.v1.tar+zstd").unwrap(),
             Compression::Zstd
         );
-        let err = Compression::from_media_type("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip")
-            .unwrap_err();
+        let err =
+            Compression::from_media_type("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip").unwrap_err();
         assert!(err.to_string().contains("unsupported layer media type"));
     }
 }

@@ -100,9 +100,7 @@ fn merge_dir(
             merged.remove(&name, false)?;
         }
         fifos.remove(&path);
-        let target = merged
-            .ensure_dir(&name)
-            .with_context(|| format!("merging directory /{path}"))?;
+        let target = merged.ensure_dir(&name).with_context(|| format!("merging directory /{path}"))?;
         pending.push((target, subdir, format!("{path}/"), lower_dir.is_some()));
     }
     Ok(pending)

@@ -35,8 +35,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 use ostree::gio;
 use ostree::gio::prelude::*;
-use ostree::glib::object::Cast;
 use ostree::glib;
+use ostree::glib::object::Cast;
 
 use crate::digest::Digest;
 
@@ -161,7 +161,9 @@ impl Store {
             .map_err(|_| anyhow!("OSTree returned a file that is not a RepoFile"))?;
         // Reading through GIO's load_contents would ask the object stream for file info it does
         // not have; the content object is read from the repository instead.
-        if file.query_file_type(gio::FileQueryInfoFlags::NOFOLLOW_SYMLINKS, gio::Cancellable::NONE) != gio::FileType::Regular {
+        if file.query_file_type(gio::FileQueryInfoFlags::NOFOLLOW_SYMLINKS, gio::Cancellable::NONE)
+            != gio::FileType::Regular
+        {
             return Ok(None);
         }
         file.ensure_resolved().with_context(|| format!("resolving {path} in commit {image_commit}"))?;
@@ -253,9 +255,7 @@ pub(crate) fn open_repo(path: &Path, create: bool) -> Result<ostree::Repo> {
 }
 
 fn resolve(repo: &ostree::Repo, ostree_ref: &str) -> Result<Option<String>> {
-    let rev = repo
-        .resolve_rev(ostree_ref, true)
-        .with_context(|| format!("resolving OSTree ref {ostree_ref}"))?;
+    let rev = repo.resolve_rev(ostree_ref, true).with_context(|| format!("resolving OSTree ref {ostree_ref}"))?;
     Ok(rev.map(|r| r.to_string()))
 }
 
@@ -315,25 +315,13 @@ fn write_image_commit(repo: &ostree::Repo, image: &ImageToPublish, layers: &[(Di
         let upper = ostree::MutableTree::from_commit(repo, layer_commit)
             .with_context(|| format!("reading the tree of layer {digest}"))?;
         let layer_meta = commit_metadata(repo, layer_commit)?;
-        let layer_fifos: Vec<(String, u32, u32, u32)> = layer_meta
-            .lookup(FIFOS_KEY)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let layer_fifos: Vec<(String, u32, u32, u32)> = layer_meta.lookup(FIFOS_KEY).ok().flatten().unwrap_or_default();
         // Absent from layers imported by older versions: none known, every directory then takes
         // the layer's metadata as before.
-        let implied_dirs: Vec<String> = layer_meta
-            .lookup(IMPLIED_DIRS_KEY)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let upper = merge::Upper {
-            tree: &upper,
-            fifos: &layer_fifos,
-            implied_dirs: &implied_dirs.into_iter().collect(),
-        };
-        merge::merge_layer(&tree, &upper, &mut fifos)
-            .with_context(|| format!("applying layer {digest}"))?;
+        let implied_dirs: Vec<String> = layer_meta.lookup(IMPLIED_DIRS_KEY).ok().flatten().unwrap_or_default();
+        let upper =
+            merge::Upper { tree: &upper, fifos: &layer_fifos, implied_dirs: &implied_dirs.into_iter().collect() };
+        merge::merge_layer(&tree, &upper, &mut fifos).with_context(|| format!("applying layer {digest}"))?;
     }
     let fifos: Vec<(String, u32, u32, u32)> = fifos.into_iter().map(|(p, (m, u, g))| (p, m, u, g)).collect();
 
@@ -344,9 +332,8 @@ fn write_image_commit(repo: &ostree::Repo, image: &ImageToPublish, layers: &[(Di
     meta.insert("sysctr.config", text(image.config_raw, "config")?);
     meta.insert(FIFOS_KEY, fifos);
     let root = repo.write_mtree(&tree, gio::Cancellable::NONE).context("writing the image tree")?;
-    let root = root
-        .downcast::<ostree::RepoFile>()
-        .map_err(|_| anyhow!("OSTree returned a tree that is not a RepoFile"))?;
+    let root =
+        root.downcast::<ostree::RepoFile>().map_err(|_| anyhow!("OSTree returned a tree that is not a RepoFile"))?;
     let commit = repo
         .write_commit_with_time(None, Some(image.reference), None, Some(&meta.end()), &root, 0, gio::Cancellable::NONE)
         .context("writing the image commit")?;
@@ -391,9 +378,7 @@ mod tests {
     }
 
     /// [`flatten`] for layer blobs as they are.
-    fn flatten_blobs(
-        layers: Vec<(Vec<u8>, LayerToImport)>,
-    ) -> (tempfile::TempDir, std::path::PathBuf) {
+    fn flatten_blobs(layers: Vec<(Vec<u8>, LayerToImport)>) -> (tempfile::TempDir, std::path::PathBuf) {
         let (dir, store, commit) = publish_blobs(layers);
         let rootfs = dir.path().join("rootfs");
         checkout_image(&store, &commit, &rootfs).unwrap();
@@ -409,7 +394,12 @@ mod tests {
             let imported = import_layer(store.path(), &bytes[..], &to_import).unwrap();
             commits.push((to_import.digest, imported.commit));
         }
-        let image = ImageToPublish { reference: "test:latest", manifest_digest: "sha256:00", manifest_raw: b"{}", config_raw: b"{}" };
+        let image = ImageToPublish {
+            reference: "test:latest",
+            manifest_digest: "sha256:00",
+            manifest_raw: b"{}",
+            config_raw: b"{}",
+        };
         let commit = store.publish(&image, &commits).unwrap();
         (dir, store, commit)
     }
@@ -448,7 +438,10 @@ mod tests {
 
     #[test]
     fn later_layer_changes_the_type_of_an_entry() {
-        let (_dir, root) = flatten(&[&[("t", Some("file")), ("u", None), ("u/in", Some("x"))], &[("t", None), ("t/in", Some("y")), ("u", Some("now a file"))]]);
+        let (_dir, root) = flatten(&[
+            &[("t", Some("file")), ("u", None), ("u/in", Some("x"))],
+            &[("t", None), ("t/in", Some("y")), ("u", Some("now a file"))],
+        ]);
         assert_eq!(std::fs::read_to_string(root.join("t/in")).unwrap(), "y");
         assert_eq!(std::fs::read_to_string(root.join("u")).unwrap(), "now a file");
     }
@@ -464,9 +457,7 @@ mod tests {
             header.set_gid(*uid);
             header.set_mtime(0);
             header.set_size(0);
-            builder
-                .append_data(&mut header, path, std::io::empty())
-                .unwrap();
+            builder.append_data(&mut header, path, std::io::empty()).unwrap();
         }
         for (path, content) in files {
             let mut header = tar::Header::new_gnu();
@@ -475,19 +466,13 @@ mod tests {
             header.set_gid(0);
             header.set_mtime(0);
             header.set_size(content.len() as u64);
-            builder
-                .append_data(&mut header, path, content.as_bytes())
-                .unwrap();
+            builder.append_data(&mut header, path, content.as_bytes()).unwrap();
         }
         builder.into_inner().unwrap()
     }
 
     fn blob(tar: Vec<u8>, blob: Vec<u8>, compression: Compression) -> (Vec<u8>, LayerToImport) {
-        let to_import = LayerToImport {
-            digest: Digest::of_bytes(&blob),
-            diff_id: Digest::of_bytes(&tar),
-            compression,
-        };
+        let to_import = LayerToImport { digest: Digest::of_bytes(&blob), diff_id: Digest::of_bytes(&tar), compression };
         (blob, to_import)
     }
 
@@ -525,10 +510,14 @@ mod tests {
         let next_layer = vec![tar_of(&planted), tar_of(&[("x", target.as_str())])];
         let same_layer = vec![tar_of(&[&planted[..], &[("x", target.as_str()), ("keep", "d")]].concat())];
         for layers in [next_layer, same_layer] {
-            let (_dir, root) = flatten_blobs(layers.into_iter().map(|t| blob(t.clone(), t, Compression::None)).collect());
+            let (_dir, root) =
+                flatten_blobs(layers.into_iter().map(|t| blob(t.clone(), t, Compression::None)).collect());
             assert!(root.join("x").is_symlink());
             assert!(root.join("y").is_dir(), "a FIFO that became a directory");
-            assert!(std::fs::symlink_metadata(root.join("keep/p")).unwrap().file_type().is_fifo(), "a directory entry hides nothing");
+            assert!(
+                std::fs::symlink_metadata(root.join("keep/p")).unwrap().file_type().is_fifo(),
+                "a directory entry hides nothing"
+            );
             assert_eq!(std::fs::read_dir(victim.path()).unwrap().count(), 0, "a FIFO went through the symlink");
         }
     }
@@ -541,14 +530,8 @@ mod tests {
 
     #[test]
     fn implied_directories_keep_the_metadata_of_the_layer_below() {
-        let lower = tar_with(
-            &[("t", 0o1777, 0), ("h", 0o700, 1000), ("s", 0o2775, 0)],
-            &[],
-        );
-        let upper = tar_with(
-            &[("s/x", 0o750, 0)],
-            &[("t/a", "a"), ("h/b", "b"), ("s/x/y/z", "z"), ("n/e/w", "w")],
-        );
+        let lower = tar_with(&[("t", 0o1777, 0), ("h", 0o700, 1000), ("s", 0o2775, 0)], &[]);
+        let upper = tar_with(&[("s/x", 0o750, 0)], &[("t/a", "a"), ("h/b", "b"), ("s/x/y/z", "z"), ("n/e/w", "w")]);
         let (_dir, root) = flatten_blobs(vec![
             blob(lower.clone(), lower, Compression::None),
             blob(upper.clone(), upper, Compression::None),
@@ -556,11 +539,7 @@ mod tests {
         assert_eq!(mode_and_owner(&root.join("t")), (0o1777, 0));
         assert_eq!(mode_and_owner(&root.join("h")), (0o700, 1000));
         assert_eq!(mode_and_owner(&root.join("s")), (0o2775, 0));
-        assert_eq!(
-            mode_and_owner(&root.join("s/x")),
-            (0o750, 0),
-            "an explicit entry wins"
-        );
+        assert_eq!(mode_and_owner(&root.join("s/x")), (0o750, 0), "an explicit entry wins");
         for new in ["s/x/y", "n", "n/e"] {
             assert_eq!(mode_and_owner(&root.join(new)), (0o755, 0), "{new}");
         }
@@ -587,16 +566,12 @@ mod tests {
             builder.finish().unwrap();
         }
         tar.truncate(tar.len() - 1024); // the end-of-archive blocks
-        tar.extend(tar_with(
-            &[("d", 0o755, 0)],
-            &[("d/one", "1"), ("d/two", "2"), ("d/three", "3")],
-        ));
+        tar.extend(tar_with(&[("d", 0o755, 0)], &[("d/one", "1"), ("d/two", "2"), ("d/three", "3")]));
         let third = tar.len() / 3;
         let mut gzip = Vec::new();
         let mut zstd = Vec::new();
         for part in [&tar[..third], &tar[third..]] {
-            let mut encoder =
-                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
             encoder.write_all(part).unwrap();
             gzip.extend(encoder.finish().unwrap());
             zstd.extend(::zstd::encode_all(part, 3).unwrap());
@@ -605,11 +580,7 @@ mod tests {
         }
         for (bytes, compression) in [(gzip, Compression::Gzip), (zstd, Compression::Zstd)] {
             let (_dir, root) = flatten_blobs(vec![blob(tar.clone(), bytes, compression)]);
-            assert_eq!(
-                std::fs::read_to_string(root.join("d/three")).unwrap(),
-                "3",
-                "{compression:?}"
-            );
+            assert_eq!(std::fs::read_to_string(root.join("d/three")).unwrap(), "3", "{compression:?}");
             assert!(!root.join("pax_global_header").exists());
         }
     }
@@ -628,14 +599,8 @@ mod tests {
                     blob(lower.clone(), lower, Compression::None),
                     blob(upper.clone(), upper, Compression::None),
                 ]);
-                assert_eq!(
-                    store.read_image_file(&commit, &deep).unwrap().unwrap(),
-                    b"deep"
-                );
-                assert_eq!(
-                    store.read_image_file(&commit, "d/lower").unwrap().unwrap(),
-                    b"lower"
-                );
+                assert_eq!(store.read_image_file(&commit, &deep).unwrap().unwrap(), b"deep");
+                assert_eq!(store.read_image_file(&commit, "d/lower").unwrap().unwrap(), b"lower");
             })
             .unwrap()
             .join()
@@ -645,10 +610,7 @@ mod tests {
     #[test]
     fn image_refs_escape_like_atomic() {
         assert_eq!(image_ref("docker.io/busybox:latest"), "ociimage/docker.io_2Fbusybox_3Alatest");
-        assert_eq!(
-            image_ref("127.0.0.1:5000/demo/hello:v1"),
-            "ociimage/127.0.0.1_3A5000_2Fdemo_2Fhello_3Av1"
-        );
+        assert_eq!(image_ref("127.0.0.1:5000/demo/hello:v1"), "ociimage/127.0.0.1_3A5000_2Fdemo_2Fhello_3Av1");
         assert!(!is_layer_ref_name("127.0.0.1_3A5000_2Fdemo_2Fhello_3Av1"));
         assert!(is_layer_ref_name(&"ab".repeat(32)));
     }

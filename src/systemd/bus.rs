@@ -156,7 +156,11 @@ impl ServiceManager for Bus {
 
     async fn enable(&self, unit: &str, changes: &mut dyn ChangeLog) -> Result<()> {
         changes.enabling(unit)?;
-        self.manager().await?.enable_unit_files(&[unit], false, false).await.with_context(|| format!("enabling {unit}"))?;
+        self.manager()
+            .await?
+            .enable_unit_files(&[unit], false, false)
+            .await
+            .with_context(|| format!("enabling {unit}"))?;
         Ok(())
     }
 
@@ -202,7 +206,9 @@ impl ServiceManager for Bus {
     async fn is_enabled(&self, unit: &str) -> Result<bool> {
         match self.manager().await?.get_unit_file_state(unit).await {
             Ok(state) => Ok(state == "enabled"),
-            Err(zbus::Error::MethodError(name, _, _)) if name.as_str() == "org.freedesktop.DBus.Error.FileNotFound" => Ok(false),
+            Err(zbus::Error::MethodError(name, _, _)) if name.as_str() == "org.freedesktop.DBus.Error.FileNotFound" => {
+                Ok(false)
+            }
             Err(e) => Err(e).with_context(|| format!("reading whether {unit} is enabled")),
         }
     }
@@ -218,7 +224,11 @@ impl ServiceManager for Bus {
             .output()
             .context("running systemd-tmpfiles")?;
         if !output.status.success() {
-            bail!("systemd-tmpfiles {flag} {} failed: {}", file.display(), String::from_utf8_lossy(&output.stderr).trim());
+            bail!(
+                "systemd-tmpfiles {flag} {} failed: {}",
+                file.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
         }
         Ok(())
     }

@@ -125,8 +125,19 @@ impl ServiceManager for Offline {
 }
 
 /// Unit types an `[Install]` value may name.
-const UNIT_SUFFIXES: [&str; 11] =
-    [".service", ".socket", ".target", ".device", ".mount", ".automount", ".swap", ".timer", ".path", ".slice", ".scope"];
+const UNIT_SUFFIXES: [&str; 11] = [
+    ".service",
+    ".socket",
+    ".target",
+    ".device",
+    ".mount",
+    ".automount",
+    ".swap",
+    ".timer",
+    ".path",
+    ".slice",
+    ".scope",
+];
 
 /// Checks that `name` is a unit name (systemd's grammar: `[A-Za-z0-9:_.@\\-]`, a known type
 /// suffix, at most 255 bytes), so that it can only ever be one file name in a unit directory.
@@ -192,7 +203,16 @@ mod tests {
 
     #[test]
     fn install_values_must_be_unit_names() {
-        for bad in ["../../../etc/passwd", "/etc/x.service", "a/b.service", "x", ".service", "x.conf", "sp ace.service", "x.service\0"] {
+        for bad in [
+            "../../../etc/passwd",
+            "/etc/x.service",
+            "a/b.service",
+            "x",
+            ".service",
+            "x.conf",
+            "sp ace.service",
+            "x.service\0",
+        ] {
             let unit = format!("[Install]\nAlias={bad}\n");
             let err = install_links(&unit, "x.service").unwrap_err();
             assert!(format!("{err:#}").contains("is not a unit name"), "{bad}: {err:#}");

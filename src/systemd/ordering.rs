@@ -8,7 +8,8 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 /// Where unit files are looked up, relative to the root, in systemd's order of precedence.
-const UNIT_DIRS: [&str; 4] = ["etc/systemd/system", "run/systemd/system", "usr/lib/systemd/system", "lib/systemd/system"];
+const UNIT_DIRS: [&str; 4] =
+    ["etc/systemd/system", "run/systemd/system", "usr/lib/systemd/system", "lib/systemd/system"];
 const DEPENDENCY_KEYS: [&str; 6] = ["After", "Before", "Requires", "Wants", "RequiredBy", "WantedBy"];
 
 /// The dependencies a unit file names, by key.
@@ -99,7 +100,12 @@ pub fn check_dependencies_of_set(root: &Path, units: &[(String, String)]) -> Res
 
 /// A path start -> ... -> start along the edges, if there is one.
 fn find_cycle(edges: &BTreeMap<String, BTreeSet<String>>, start: &str) -> Option<Vec<String>> {
-    fn walk(edges: &BTreeMap<String, BTreeSet<String>>, start: &str, path: &mut Vec<String>, done: &mut BTreeSet<String>) -> bool {
+    fn walk(
+        edges: &BTreeMap<String, BTreeSet<String>>,
+        start: &str,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> bool {
         let current = path.last().cloned().unwrap_or_default();
         for next in edges.get(&current).into_iter().flatten() {
             if next == start {
@@ -144,7 +150,10 @@ mod tests {
         )
         .unwrap();
         let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
-        assert_eq!(warnings, ["flannel.service has Before=containerd.service, but there is no unit containerd.service on this host"]);
+        assert_eq!(
+            warnings,
+            ["flannel.service has Before=containerd.service, but there is no unit containerd.service on this host"]
+        );
     }
 
     #[test]
@@ -155,8 +164,12 @@ mod tests {
             ("flannel.service".to_string(), "[Unit]\nAfter=etcd.service\nBefore=containerd.service\n".to_string()),
             ("containerd.service".to_string(), "[Unit]\nAfter=flannel.service\n".to_string()),
         ];
-        let warnings: Vec<String> = check_dependencies_of_set(root.path(), &chain).unwrap().iter().map(ToString::to_string).collect();
-        assert_eq!(warnings, ["etcd.service has After=network.target, but there is no unit network.target on this host"]);
+        let warnings: Vec<String> =
+            check_dependencies_of_set(root.path(), &chain).unwrap().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            warnings,
+            ["etcd.service has After=network.target, but there is no unit network.target on this host"]
+        );
         let mut looped = chain.clone();
         looped[0].1 = "[Unit]\nAfter=containerd.service\n".to_string();
         let err = check_dependencies_of_set(root.path(), &looped).unwrap_err().to_string();

@@ -56,8 +56,7 @@ const CAPABILITIES: [&str; 41] = [
 /// be granted: runc would refuse to start the container.
 #[must_use]
 pub fn all_process_capabilities(cap_last_cap: u32, bounding: u64) -> String {
-    let count =
-        usize::try_from(cap_last_cap).map_or(CAPABILITIES.len(), |last| last.saturating_add(1));
+    let count = usize::try_from(cap_last_cap).map_or(CAPABILITIES.len(), |last| last.saturating_add(1));
     CAPABILITIES
         .iter()
         .enumerate()
@@ -71,24 +70,20 @@ pub fn all_process_capabilities(cap_last_cap: u32, bounding: u64) -> String {
 /// The bounding capability set of this process (`CapBnd` in /proc/self/status).
 pub fn host_bounding_set() -> Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-    let hex = status
-        .lines()
-        .find_map(|line| line.strip_prefix("CapBnd:"))
-        .context("no CapBnd line in /proc/self/status")?;
+    let hex =
+        status.lines().find_map(|line| line.strip_prefix("CapBnd:")).context("no CapBnd line in /proc/self/status")?;
     u64::from_str_radix(hex.trim(), 16).with_context(|| format!("parsing CapBnd '{}'", hex.trim()))
 }
 
 /// The highest capability number of the running kernel.
 pub fn host_cap_last_cap() -> Result<u32> {
-    let text =
-        std::fs::read_to_string(CAP_LAST_CAP).with_context(|| format!("reading {CAP_LAST_CAP}"))?;
+    let text = std::fs::read_to_string(CAP_LAST_CAP).with_context(|| format!("reading {CAP_LAST_CAP}"))?;
     parse_cap_last_cap(&text).with_context(|| format!("parsing {CAP_LAST_CAP}"))
 }
 
 fn parse_cap_last_cap(text: &str) -> Result<u32> {
     let text = text.trim();
-    text.parse()
-        .with_context(|| format!("'{text}' is not a capability number"))
+    text.parse().with_context(|| format!("'{text}' is not a capability number"))
 }
 
 #[cfg(test)]
@@ -122,10 +117,7 @@ mod tests {
 
     #[test]
     fn stops_at_the_last_capability() {
-        let cases = [
-            (0, "\"CAP_CHOWN\""),
-            (1, "\"CAP_CHOWN\",\n\"CAP_DAC_OVERRIDE\""),
-        ];
+        let cases = [(0, "\"CAP_CHOWN\""), (1, "\"CAP_CHOWN\",\n\"CAP_DAC_OVERRIDE\"")];
         for (last, expected) in cases {
             assert_eq!(all_process_capabilities(last, u64::MAX), expected);
         }
@@ -133,10 +125,7 @@ mod tests {
         assert!(all_process_capabilities(37, u64::MAX).ends_with("\"CAP_AUDIT_READ\""));
         // Numbers past the table are skipped.
         assert_eq!(all_process_capabilities(63, u64::MAX), all_process_capabilities(40, u64::MAX));
-        assert_eq!(
-            all_process_capabilities(u32::MAX, u64::MAX),
-            all_process_capabilities(40, u64::MAX)
-        );
+        assert_eq!(all_process_capabilities(u32::MAX, u64::MAX), all_process_capabilities(40, u64::MAX));
     }
 
     #[test]
@@ -145,10 +134,7 @@ mod tests {
         assert_eq!(parse_cap_last_cap("  37 ").unwrap(), 37);
         for bad in ["", "-1", "forty", "40 41"] {
             let err = parse_cap_last_cap(bad).unwrap_err();
-            assert!(
-                format!("{err:#}").contains("is not a capability number"),
-                "{bad:?}"
-            );
+            assert!(format!("{err:#}").contains("is not a capability number"), "{bad:?}");
         }
     }
 

@@ -93,7 +93,8 @@ mod tests {
         let template = r#"{"a": "\${A}", "b": "$B"}"#;
         let names: Vec<_> = variables_in_json_strings(template).unwrap().into_iter().collect();
         assert_eq!(names, ["A", "B"]);
-        let set = BTreeMap::from([("A".to_string(), "n".to_string()), ("B".to_string(), r#"", "evil": "1"#.to_string())]);
+        let set =
+            BTreeMap::from([("A".to_string(), "n".to_string()), ("B".to_string(), r#"", "evil": "1"#.to_string())]);
         assert!(check_json_string_values("t", template, &set).is_err());
         // With A empty, the backslash escapes that quote instead, and $B is still inside a string.
         let template = r#"{"a": "\${A}", "b": $B}"#;

@@ -26,12 +26,7 @@ pub enum FileKind {
 }
 
 /// Substitutes `values` into `text`, the content of `file_name`, checking values as `kind` needs.
-pub fn render_file(
-    file_name: &str,
-    text: &str,
-    kind: FileKind,
-    values: &BTreeMap<String, String>,
-) -> Result<String> {
+pub fn render_file(file_name: &str, text: &str, kind: FileKind, values: &BTreeMap<String, String>) -> Result<String> {
     let line_oriented = kind == FileKind::LineOriented;
     let mut out = String::with_capacity(text.len());
     // The variable whose value ends `out` with a backslash, if any.
@@ -84,16 +79,13 @@ pub fn default_unit(forced: &Forced) -> Result<String> {
         }
         context.insert(key, value.as_str());
     }
-    Tera::one_off(DEFAULT_UNIT_TEMPLATE, &context, false)
-        .context("rendering the built-in default unit")
+    Tera::one_off(DEFAULT_UNIT_TEMPLATE, &context, false).context("rendering the built-in default unit")
 }
 
 /// Refuses a value that would add lines to a line-oriented file.
 fn check_line_value(variable: &str, value: &str, file_name: &str) -> Result<()> {
     if value.contains(['\n', '\r']) {
-        bail!(
-            "value of '{variable}' contains a line break, which would add lines to '{file_name}'"
-        );
+        bail!("value of '{variable}' contains a line break, which would add lines to '{file_name}'");
     }
     if value.contains('\0') {
         bail!("value of '{variable}' contains a NUL character, which would end a line in '{file_name}'");
@@ -111,12 +103,12 @@ fn continuation_error(variable: &str, file_name: &str) -> anyhow::Error {
 /// A substitution error, worded with the file name (the missing-value text is the old tool's).
 fn file_error(file_name: &str, err: TemplateError) -> anyhow::Error {
     match err {
-        TemplateError::Unreplaced { variable } => anyhow!(
-            "The template file '{file_name}' still contains an unreplaced value for: '{variable}'"
-        ),
-        TemplateError::InvalidPlaceholder { line, column } => anyhow!(
-            "invalid placeholder in template file '{file_name}' at line {line}, column {column}"
-        ),
+        TemplateError::Unreplaced { variable } => {
+            anyhow!("The template file '{file_name}' still contains an unreplaced value for: '{variable}'")
+        }
+        TemplateError::InvalidPlaceholder { line, column } => {
+            anyhow!("invalid placeholder in template file '{file_name}' at line {line}, column {column}")
+        }
     }
 }
 
@@ -124,7 +116,6 @@ fn file_error(file_name: &str, err: TemplateError) -> anyhow::Error {
 mod tests {
     use super::*;
     use crate::template::test_values as values;
-
 
     fn render(text: &str, kind: FileKind, pairs: &[(&str, &str)]) -> Result<String> {
         render_file("service.template", text, kind, &values(pairs))
@@ -168,12 +159,7 @@ mod tests {
 
     #[test]
     fn invalid_placeholder_names_file_and_position() {
-        let cases = [
-            ("$", 1, 1),
-            ("ok\nx=${X\n", 2, 3),
-            ("ok\n\n  $1", 3, 3),
-            ("a\n${X Y}", 2, 1),
-        ];
+        let cases = [("$", 1, 1), ("ok\nx=${X\n", 2, 3), ("ok\n\n  $1", 3, 3), ("a\n${X Y}", 2, 1)];
         for (text, line, column) in cases {
             let err = render(text, FileKind::Raw, &[("X", "x")]).unwrap_err();
             assert_eq!(
@@ -203,11 +189,7 @@ mod tests {
         assert!(format!("{err:#}").contains("value of 'FOO' contains a NUL character"));
         assert!(render(text, FileKind::Raw, &[("FOO", "a\0b")]).is_ok());
         // Only substituted values are checked.
-        let ok = render(
-            "A=$A\n",
-            FileKind::LineOriented,
-            &[("A", "a"), ("UNUSED", "\n")],
-        );
+        let ok = render("A=$A\n", FileKind::LineOriented, &[("A", "a"), ("UNUSED", "\n")]);
         assert_eq!(ok.unwrap(), "A=a\n");
     }
 
@@ -222,9 +204,8 @@ mod tests {
             let pairs = [("A", "a\\"), ("EMPTY", "")];
             let err = render(text, FileKind::LineOriented, &pairs).unwrap_err();
             assert!(
-                format!("{err:#}").starts_with(&format!(
-                    "value of '{variable}' ends with a backslash at the end of a line"
-                )),
+                format!("{err:#}")
+                    .starts_with(&format!("value of '{variable}' ends with a backslash at the end of a line")),
                 "{text:?}: {err:#}"
             );
             assert!(render(text, FileKind::Raw, &pairs).is_ok());
@@ -237,20 +218,15 @@ mod tests {
         ];
         for text in allowed {
             let pairs = [("A", "a\\"), ("B", "b")];
-            assert!(
-                render(text, FileKind::LineOriented, &pairs).is_ok(),
-                "{text:?}"
-            );
+            assert!(render(text, FileKind::LineOriented, &pairs).is_ok(), "{text:?}");
         }
     }
 
     #[test]
     fn default_unit_renders_without_html_escaping() {
-        let unit = default_unit(&Forced {
-            exec_start: "/usr/bin/runc run 'hello' && echo \"<ok>\"".to_owned(),
-            ..forced()
-        })
-        .unwrap();
+        let unit =
+            default_unit(&Forced { exec_start: "/usr/bin/runc run 'hello' && echo \"<ok>\"".to_owned(), ..forced() })
+                .unwrap();
         let expected = "\
 [Unit]
 Description=hello
@@ -276,11 +252,8 @@ WantedBy=multi-user.target
             ..forced()
         })
         .unwrap();
-        let service: Vec<&str> = unit
-            .lines()
-            .skip_while(|line| *line != "[Service]")
-            .take_while(|line| !line.is_empty())
-            .collect();
+        let service: Vec<&str> =
+            unit.lines().skip_while(|line| *line != "[Service]").take_while(|line| !line.is_empty()).collect();
         assert_eq!(
             service,
             [
@@ -299,33 +272,15 @@ WantedBy=multi-user.target
     fn default_unit_refuses_values_that_change_its_structure() {
         let cases = [
             (
-                Forced {
-                    name: "a\nExecStartPre=/bin/evil".to_owned(),
-                    ..forced()
-                },
+                Forced { name: "a\nExecStartPre=/bin/evil".to_owned(), ..forced() },
                 "value of 'NAME' contains a line break",
             ),
+            (Forced { destdir: "/x\r".to_owned(), ..forced() }, "value of 'DESTDIR' contains a line break"),
             (
-                Forced {
-                    destdir: "/x\r".to_owned(),
-                    ..forced()
-                },
-                "value of 'DESTDIR' contains a line break",
-            ),
-            (
-                Forced {
-                    exec_stoppost: "/bin/x \\".to_owned(),
-                    ..forced()
-                },
+                Forced { exec_stoppost: "/bin/x \\".to_owned(), ..forced() },
                 "value of 'EXEC_STOPPOST' ends with a backslash",
             ),
-            (
-                Forced {
-                    exec_start: String::new(),
-                    ..forced()
-                },
-                "EXEC_START is empty",
-            ),
+            (Forced { exec_start: String::new(), ..forced() }, "EXEC_START is empty"),
         ];
         for (input, expected) in cases {
             let err = default_unit(&input).unwrap_err();

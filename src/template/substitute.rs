@@ -18,10 +18,7 @@ impl fmt::Display for TemplateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Unreplaced { variable } => {
-                write!(
-                    f,
-                    "template still contains an unreplaced value for: '{variable}'"
-                )
+                write!(f, "template still contains an unreplaced value for: '{variable}'")
             }
             Self::InvalidPlaceholder { line, column } => {
                 write!(f, "invalid placeholder at line {line}, column {column}")
@@ -58,16 +55,8 @@ pub fn placeholders(text: &str) -> Result<BTreeSet<String>, TemplateError> {
 }
 
 /// The value of `name`, or the error for a missing variable.
-pub(super) fn lookup<'v>(
-    values: &'v BTreeMap<String, String>,
-    name: &str,
-) -> Result<&'v str, TemplateError> {
-    values
-        .get(name)
-        .map(String::as_str)
-        .ok_or_else(|| TemplateError::Unreplaced {
-            variable: name.to_owned(),
-        })
+pub(super) fn lookup<'v>(values: &'v BTreeMap<String, String>, name: &str) -> Result<&'v str, TemplateError> {
+    values.get(name).map(String::as_str).ok_or_else(|| TemplateError::Unreplaced { variable: name.to_owned() })
 }
 
 /// Whether `name` matches `[_a-zA-Z][_a-zA-Z0-9]*`.
@@ -131,11 +120,7 @@ impl<'t> Iterator for Pieces<'t> {
                 self.pos = end;
                 Piece::Variable(&text[after..end])
             }
-            Some(b'{')
-                if bytes
-                    .get(after + 1)
-                    .is_some_and(|&b| is_identifier_start(b)) =>
-            {
+            Some(b'{') if bytes.get(after + 1).is_some_and(|&b| is_identifier_start(b)) => {
                 let end = identifier_end(bytes, after + 1);
                 if bytes.get(end) != Some(&b'}') {
                     return Some(Err(self.invalid_at(dollar)));
@@ -181,18 +166,7 @@ fn python_position(before: &str) -> (usize, usize) {
 
 /// The line boundaries of Python's `str.splitlines`.
 fn is_python_line_boundary(c: char) -> bool {
-    matches!(
-        c,
-        '\n' | '\r'
-            | '\u{0b}'
-            | '\u{0c}'
-            | '\u{1c}'
-            | '\u{1d}'
-            | '\u{1e}'
-            | '\u{85}'
-            | '\u{2028}'
-            | '\u{2029}'
-    )
+    matches!(c, '\n' | '\r' | '\u{0b}' | '\u{0c}' | '\u{1c}' | '\u{1d}' | '\u{1e}' | '\u{85}' | '\u{2028}' | '\u{2029}')
 }
 
 fn is_identifier_start(b: u8) -> bool {
@@ -212,16 +186,9 @@ mod tests {
     use super::*;
     use crate::template::test_values as values;
 
-
     #[test]
     fn substitutes_like_python() {
-        let vals = values(&[
-            ("X", "x"),
-            ("Xsuffix", "long"),
-            ("_a1", "under"),
-            ("EMPTY", ""),
-            ("DOLLAR", "$Y ${Z} $"),
-        ]);
+        let vals = values(&[("X", "x"), ("Xsuffix", "long"), ("_a1", "under"), ("EMPTY", ""), ("DOLLAR", "$Y ${Z} $")]);
         let cases = [
             ("$X", "x"),
             ("${X}", "x"),
@@ -244,21 +211,14 @@ mod tests {
             ("line1\n$X\r\n${X}", "line1\nx\r\nx"),
         ];
         for (template, expected) in cases {
-            assert_eq!(
-                substitute(template, &vals).as_deref(),
-                Ok(expected),
-                "{template:?}"
-            );
+            assert_eq!(substitute(template, &vals).as_deref(), Ok(expected), "{template:?}");
         }
     }
 
     #[test]
     fn inserts_json_fragments_raw() {
         let template = r#"{"mounts": [{"a": 0}$ADDTL_MOUNTS]}"#;
-        let cases = [
-            ("", r#"{"mounts": [{"a": 0}]}"#),
-            (r#",{"a":1}"#, r#"{"mounts": [{"a": 0},{"a":1}]}"#),
-        ];
+        let cases = [("", r#"{"mounts": [{"a": 0}]}"#), (r#",{"a":1}"#, r#"{"mounts": [{"a": 0},{"a":1}]}"#)];
         for (mounts, expected) in cases {
             let vals = values(&[("ADDTL_MOUNTS", mounts)]);
             assert_eq!(substitute(template, &vals).as_deref(), Ok(expected));
@@ -268,19 +228,11 @@ mod tests {
     #[test]
     fn missing_variable_is_named() {
         let vals = values(&[("X", "x")]);
-        let cases = [
-            ("$Y", "Y"),
-            ("${Y}", "Y"),
-            ("$Xsuffix", "Xsuffix"),
-            ("$X $Y $Z", "Y"),
-            ("$$ ${x}", "x"),
-        ];
+        let cases = [("$Y", "Y"), ("${Y}", "Y"), ("$Xsuffix", "Xsuffix"), ("$X $Y $Z", "Y"), ("$$ ${x}", "x")];
         for (template, missing) in cases {
             assert_eq!(
                 substitute(template, &vals),
-                Err(TemplateError::Unreplaced {
-                    variable: missing.to_owned()
-                }),
+                Err(TemplateError::Unreplaced { variable: missing.to_owned() }),
                 "{template:?}"
             );
         }
@@ -324,32 +276,17 @@ mod tests {
                 Err(TemplateError::InvalidPlaceholder { line, column }),
                 "{template:?}"
             );
-            assert_eq!(
-                placeholders(template),
-                Err(TemplateError::InvalidPlaceholder { line, column }),
-                "{template:?}"
-            );
+            assert_eq!(placeholders(template), Err(TemplateError::InvalidPlaceholder { line, column }), "{template:?}");
         }
         // A missing variable before the invalid placeholder is reported first.
-        assert_eq!(
-            substitute("$Y $", &vals),
-            Err(TemplateError::Unreplaced {
-                variable: "Y".to_owned()
-            })
-        );
-        assert_eq!(
-            substitute("a\n$-", &vals).unwrap_err().to_string(),
-            "invalid placeholder at line 2, column 1"
-        );
+        assert_eq!(substitute("$Y $", &vals), Err(TemplateError::Unreplaced { variable: "Y".to_owned() }));
+        assert_eq!(substitute("a\n$-", &vals).unwrap_err().to_string(), "invalid placeholder at line 2, column 1");
     }
 
     #[test]
     fn placeholders_lists_each_name_once() {
         let found = placeholders("$A ${B} $$C $A ${B}x $B_1\n$_").unwrap();
-        let expected: BTreeSet<String> = ["A", "B", "B_1", "_"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
+        let expected: BTreeSet<String> = ["A", "B", "B_1", "_"].iter().map(|s| (*s).to_owned()).collect();
         assert_eq!(found, expected);
         assert!(placeholders("$$ plain $$").unwrap().is_empty());
     }

@@ -97,10 +97,7 @@ pub fn resolve(inputs: &Inputs<'_>) -> Result<BTreeMap<String, String>> {
         ("STATE_DIRECTORY", STATE_DIRECTORY),
         ("CONF_DIRECTORY", CONF_DIRECTORY),
         ("RUNTIME", host.runtime.as_str()),
-        (
-            "ALL_PROCESS_CAPABILITIES",
-            host.all_process_capabilities.as_str(),
-        ),
+        ("ALL_PROCESS_CAPABILITIES", host.all_process_capabilities.as_str()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -164,12 +161,8 @@ mod tests {
     use super::*;
     use crate::template::test_values as map;
 
-
     fn host() -> HostDefaults {
-        HostDefaults {
-            runtime: "/usr/bin/runc".to_owned(),
-            all_process_capabilities: "\"CAP_CHOWN\"".to_owned(),
-        }
+        HostDefaults { runtime: "/usr/bin/runc".to_owned(), all_process_capabilities: "\"CAP_CHOWN\"".to_owned() }
     }
 
     fn forced() -> Forced {
@@ -187,10 +180,7 @@ mod tests {
         }
     }
 
-    fn resolve_with(
-        manifest: &[(&str, &str)],
-        user: &[(&str, &str)],
-    ) -> Result<BTreeMap<String, String>> {
+    fn resolve_with(manifest: &[(&str, &str)], user: &[(&str, &str)]) -> Result<BTreeMap<String, String>> {
         let (host, forced) = (host(), forced());
         resolve(&Inputs {
             host: &host,
@@ -232,63 +222,23 @@ mod tests {
         type Pairs = &'static [(&'static str, &'static str)];
         let cases: &[(Pairs, Pairs, &str, &str)] = &[
             (&[], &[], "CONF_DIRECTORY", "/etc"),
-            (
-                &[("CONF_DIRECTORY", "/etc/etcd")],
-                &[],
-                "CONF_DIRECTORY",
-                "/etc/etcd",
-            ),
+            (&[("CONF_DIRECTORY", "/etc/etcd")], &[], "CONF_DIRECTORY", "/etc/etcd"),
             (&[], &[("CONF_DIRECTORY", "/opt")], "CONF_DIRECTORY", "/opt"),
-            (
-                &[("CONF_DIRECTORY", "/etc/etcd")],
-                &[("CONF_DIRECTORY", "/opt")],
-                "CONF_DIRECTORY",
-                "/opt",
-            ),
+            (&[("CONF_DIRECTORY", "/etc/etcd")], &[("CONF_DIRECTORY", "/opt")], "CONF_DIRECTORY", "/opt"),
             (&[("RUNTIME", "/bin/crun")], &[], "RUNTIME", "/bin/crun"),
             (&[("ETCD_PORT", "2379")], &[], "ETCD_PORT", "2379"),
-            (
-                &[("ETCD_PORT", "2379")],
-                &[("ETCD_PORT", "4001")],
-                "ETCD_PORT",
-                "4001",
-            ),
+            (&[("ETCD_PORT", "2379")], &[("ETCD_PORT", "4001")], "ETCD_PORT", "4001"),
             (&[], &[("EXTRA", "")], "EXTRA", ""),
             // PIDFILE follows the final RUN_DIRECTORY...
-            (
-                &[("RUN_DIRECTORY", "/var/run")],
-                &[],
-                "PIDFILE",
-                "/var/run/container-etcd.pid",
-            ),
-            (
-                &[("RUN_DIRECTORY", "/var/run")],
-                &[("RUN_DIRECTORY", "/tmp")],
-                "PIDFILE",
-                "/tmp/container-etcd.pid",
-            ),
+            (&[("RUN_DIRECTORY", "/var/run")], &[], "PIDFILE", "/var/run/container-etcd.pid"),
+            (&[("RUN_DIRECTORY", "/var/run")], &[("RUN_DIRECTORY", "/tmp")], "PIDFILE", "/tmp/container-etcd.pid"),
             // ...unless it is set itself.
-            (
-                &[("PIDFILE", "/p.pid")],
-                &[("RUN_DIRECTORY", "/tmp")],
-                "PIDFILE",
-                "/p.pid",
-            ),
-            (
-                &[("PIDFILE", "/p.pid")],
-                &[("PIDFILE", "/q.pid")],
-                "PIDFILE",
-                "/q.pid",
-            ),
+            (&[("PIDFILE", "/p.pid")], &[("RUN_DIRECTORY", "/tmp")], "PIDFILE", "/p.pid"),
+            (&[("PIDFILE", "/p.pid")], &[("PIDFILE", "/q.pid")], "PIDFILE", "/q.pid"),
             // UUID and forced values beat the image.
             (&[("UUID", "from-image")], &[], "UUID", "0b9f5a8e-uuid"),
             (&[("NAME", "other")], &[], "NAME", "etcd"),
-            (
-                &[("EXEC_START", "/bin/sh")],
-                &[],
-                "EXEC_START",
-                "/usr/bin/runc --systemd-cgroup run 'etcd'",
-            ),
+            (&[("EXEC_START", "/bin/sh")], &[], "EXEC_START", "/usr/bin/runc --systemd-cgroup run 'etcd'"),
             (&[("HOST_UID", "1000")], &[], "HOST_UID", "0"),
             (&[("IMAGE_ID", "x")], &[], "IMAGE_ID", "sha256:abcd"),
         ];
@@ -306,18 +256,10 @@ mod tests {
     fn set_of_reserved_variables_is_refused() {
         for name in FORCED_VARIABLES.iter().chain(&["UUID"]) {
             let message = resolve_with(&[], &[(name, "x")]).unwrap_err().to_string();
-            assert_eq!(
-                message,
-                format!("--set {name}=...: {name} is set by sysctr and cannot be overridden")
-            );
+            assert_eq!(message, format!("--set {name}=...: {name} is set by sysctr and cannot be overridden"));
         }
-        let message = resolve_with(&[], &[("NOT-A-NAME", "x")])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            message.contains("'NOT-A-NAME' is not a variable name"),
-            "{message}"
-        );
+        let message = resolve_with(&[], &[("NOT-A-NAME", "x")]).unwrap_err().to_string();
+        assert!(message.contains("'NOT-A-NAME' is not a variable name"), "{message}");
     }
 
     #[test]
@@ -326,20 +268,12 @@ mod tests {
             ("A=b", "A", "b"),
             ("A=", "A", ""),
             ("_x1=a=b==c", "_x1", "a=b==c"),
-            (
-                "ETCD_INITIAL_CLUSTER=a=http://1.2.3.4:2380",
-                "ETCD_INITIAL_CLUSTER",
-                "a=http://1.2.3.4:2380",
-            ),
+            ("ETCD_INITIAL_CLUSTER=a=http://1.2.3.4:2380", "ETCD_INITIAL_CLUSTER", "a=http://1.2.3.4:2380"),
             ("V= spaces and 'quotes' ", "V", " spaces and 'quotes' "),
             ("RUN_DIRECTORY=/var/run", "RUN_DIRECTORY", "/var/run"),
         ];
         for (arg, name, value) in cases {
-            assert_eq!(
-                parse_set(arg).unwrap(),
-                (name.to_owned(), value.to_owned()),
-                "{arg}"
-            );
+            assert_eq!(parse_set(arg).unwrap(), (name.to_owned(), value.to_owned()), "{arg}");
         }
     }
 
@@ -348,30 +282,15 @@ mod tests {
         let cases = [
             ("A", "invalid --set argument 'A': expected NAME=VALUE"),
             ("", "invalid --set argument '': expected NAME=VALUE"),
-            (
-                "=v",
-                "invalid --set argument '=v': '' is not a variable name",
-            ),
+            ("=v", "invalid --set argument '=v': '' is not a variable name"),
             ("1A=v", "'1A' is not a variable name"),
-            (
-                "A-B=v",
-                "invalid --set argument 'A-B=v': 'A-B' is not a variable name",
-            ),
+            ("A-B=v", "invalid --set argument 'A-B=v': 'A-B' is not a variable name"),
             (" A=v", "' A' is not a variable name"),
             ("Ä=v", "'Ä' is not a variable name"),
             ("${A}=v", "'${A}' is not a variable name"),
-            (
-                "NAME=x",
-                "--set NAME=...: NAME is set by sysctr and cannot be overridden",
-            ),
-            (
-                "UUID=x",
-                "--set UUID=...: UUID is set by sysctr and cannot be overridden",
-            ),
-            (
-                "EXEC_START=/bin/sh",
-                "EXEC_START is set by sysctr and cannot be overridden",
-            ),
+            ("NAME=x", "--set NAME=...: NAME is set by sysctr and cannot be overridden"),
+            ("UUID=x", "--set UUID=...: UUID is set by sysctr and cannot be overridden"),
+            ("EXEC_START=/bin/sh", "EXEC_START is set by sysctr and cannot be overridden"),
         ];
         for (arg, expected) in cases {
             let message = parse_set(arg).unwrap_err().to_string();

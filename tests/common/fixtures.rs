@@ -15,10 +15,10 @@ pub const HOST_BUSYBOX: &str = "/bin/busybox";
 
 /// Applets linked as `/bin/NAME -> busybox` in [`busybox_layer`].
 pub const BUSYBOX_APPLETS: &[&str] = &[
-    "sh", "ash", "httpd", "echo", "cat", "sleep", "ls", "mkdir", "touch", "id", "mount", "stat",
-    "true", "false", "env", "printf", "test", "[", "grep", "sed", "wc", "rm", "cp", "mv", "ln",
-    "chmod", "head", "tail", "kill", "ps", "date", "hostname", "nc", "wget", "uname", "pwd",
-    "readlink", "sync", "tee", "find", "cut", "tr", "sort", "basename", "dirname", "umount",
+    "sh", "ash", "httpd", "echo", "cat", "sleep", "ls", "mkdir", "touch", "id", "mount", "stat", "true", "false",
+    "env", "printf", "test", "[", "grep", "sed", "wc", "rm", "cp", "mv", "ln", "chmod", "head", "tail", "kill", "ps",
+    "date", "hostname", "nc", "wget", "uname", "pwd", "readlink", "sync", "tee", "find", "cut", "tr", "sort",
+    "basename", "dirname", "umount",
 ];
 
 /// A gzip layer with a small runnable system: /bin/busybox (from the host) and its applet
@@ -26,9 +26,7 @@ pub const BUSYBOX_APPLETS: &[&str] = &[
 /// nobody, and an empty /exports.
 pub fn busybox_layer() -> Layer {
     let mut l = Layer::gzip().created_by("busybox base");
-    for d in [
-        "bin", "dev", "etc", "proc", "sys", "run", "var", "var/lib", "root", "exports",
-    ] {
+    for d in ["bin", "dev", "etc", "proc", "sys", "run", "var", "var/lib", "root", "exports"] {
         l = l.dir(d, 0o755);
     }
     l = l.dir("tmp", 0o1777);
@@ -36,12 +34,11 @@ pub fn busybox_layer() -> Layer {
     for a in BUSYBOX_APPLETS {
         l = l.symlink(&format!("bin/{a}"), "busybox");
     }
-    l.file(
-        "etc/passwd",
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    l.file("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n", 0o644).file(
+        "etc/group",
+        "root:x:0:\nnogroup:x:65534:\n",
         0o644,
     )
-    .file("etc/group", "root:x:0:\nnogroup:x:65534:\n", 0o644)
 }
 
 /// A system-container image: [`busybox_layer`] plus, in a second gzip layer, the given files
@@ -66,16 +63,9 @@ pub fn busybox_service_image(exports: &[(&str, &str)]) -> Image {
         l = l.dir(d, 0o755);
     }
     for (path, content) in exports {
-        l = l.file(
-            &format!("exports/{}", path.trim_start_matches('/')),
-            content,
-            0o644,
-        );
+        l = l.file(&format!("exports/{}", path.trim_start_matches('/')), content, 0o644);
     }
-    Image::new()
-        .layer(busybox_layer())
-        .layer(l)
-        .label("atomic.type", "system")
+    Image::new().layer(busybox_layer()).layer(l).label("atomic.type", "system")
 }
 
 /// Three layers (gzip, zstd, uncompressed) covering modes, owners, links, FIFOs and every
@@ -153,11 +143,7 @@ pub fn three_layer_whiteout_image() -> Image {
         .whiteout("usr/bin/remove-link")
         .file("etc/added3", "three\n", 0o644)
         .file("opq/new3", "new3\n", 0o644);
-    Image::new()
-        .layer(l1)
-        .layer(l2)
-        .layer(l3)
-        .cmd(&["/usr/bin/tool"])
+    Image::new().layer(l1).layer(l2).layer(l3).cmd(&["/usr/bin/tool"])
 }
 
 /// Checks the expected union of [`three_layer_whiteout_image`] in `root` (any implementation's
@@ -165,8 +151,8 @@ pub fn three_layer_whiteout_image() -> Image {
 pub fn check_three_layer_rootfs(root: &Path) -> Result<()> {
     let mut errs: Vec<String> = Vec::new();
     let read = |p: &str| std::fs::read_to_string(root.join(p)).ok();
-    let file = |errs: &mut Vec<String>, p: &str, content: &str, mode: u32, owner: (u32, u32)| {
-        match entry_of(&root.join(p)) {
+    let file =
+        |errs: &mut Vec<String>, p: &str, content: &str, mode: u32, owner: (u32, u32)| match entry_of(&root.join(p)) {
             Ok(e) if e.kind == Kind::File => {
                 if read(p).as_deref() != Some(content) {
                     errs.push(format!("{p}: content {:?}, expected {content:?}", read(p)));
@@ -175,72 +161,31 @@ pub fn check_three_layer_rootfs(root: &Path) -> Result<()> {
                     errs.push(format!("{p}: mode {:04o}, expected {mode:04o}", e.mode));
                 }
                 if (e.uid, e.gid) != owner {
-                    errs.push(format!(
-                        "{p}: owner {}:{}, expected {owner:?}",
-                        e.uid, e.gid
-                    ));
+                    errs.push(format!("{p}: owner {}:{}, expected {owner:?}", e.uid, e.gid));
                 }
             }
             Ok(e) => errs.push(format!("{p}: {e}, expected a regular file")),
             Err(e) => errs.push(format!("{p}: missing ({e:#})")),
-        }
-    };
+        };
     file(&mut errs, "etc/hostname", "layer2\n", 0o644, (0, 0));
-    file(
-        &mut errs,
-        "etc/shadow",
-        "root:*:19000:0:99999:7:::\n",
-        0o600,
-        (0, 0),
-    );
+    file(&mut errs, "etc/shadow", "root:*:19000:0:99999:7:::\n", 0o600, (0, 0));
     file(&mut errs, "etc/added3", "three\n", 0o644, (0, 0));
-    file(
-        &mut errs,
-        "usr/bin/tool",
-        "#!/bin/sh\necho tool\n",
-        0o755,
-        (0, 0),
-    );
-    file(
-        &mut errs,
-        "usr/bin/tool-hard",
-        "#!/bin/sh\necho tool\n",
-        0o755,
-        (0, 0),
-    );
+    file(&mut errs, "usr/bin/tool", "#!/bin/sh\necho tool\n", 0o755, (0, 0));
+    file(&mut errs, "usr/bin/tool-hard", "#!/bin/sh\necho tool\n", 0o755, (0, 0));
     file(&mut errs, "usr/bin/suid-tool", "suid\n", 0o4755, (0, 0));
-    file(
-        &mut errs,
-        "home/user/notes.txt",
-        "mine\n",
-        0o640,
-        (1000, 1000),
-    );
+    file(&mut errs, "home/user/notes.txt", "mine\n", 0o640, (1000, 1000));
     file(&mut errs, "opq/new2", "new2\n", 0o644, (0, 0));
     file(&mut errs, "opq/new3", "new3\n", 0o644, (0, 0));
-    file(
-        &mut errs,
-        "typechange/file-to-dir/inside",
-        "inside\n",
-        0o644,
-        (0, 0),
-    );
+    file(&mut errs, "typechange/file-to-dir/inside", "inside\n", 0o644, (0, 0));
     file(&mut errs, "samelayer/a", "a2\n", 0o644, (0, 0));
     file(&mut errs, "samelayer/b", "b2\n", 0o644, (0, 0));
     file(&mut errs, "samelayer/c", "c2\n", 0o644, (0, 0));
 
-    let ino = |p: &str| {
-        std::fs::symlink_metadata(root.join(p))
-            .map(|m| m.ino())
-            .ok()
-    };
+    let ino = |p: &str| std::fs::symlink_metadata(root.join(p)).map(|m| m.ino()).ok();
     if ino("usr/bin/tool").is_none() || ino("usr/bin/tool") != ino("usr/bin/tool-hard") {
         errs.push("usr/bin/tool-hard is not a hard link of usr/bin/tool".into());
     }
-    for (p, target) in [
-        ("usr/bin/tool-link", "tool"),
-        ("typechange/dir-to-symlink", "../etc"),
-    ] {
+    for (p, target) in [("usr/bin/tool-link", "tool"), ("typechange/dir-to-symlink", "../etc")] {
         match entry_of(&root.join(p)) {
             Ok(e) if e.kind == Kind::Symlink => {
                 if e.link_target.as_deref() != Some(Path::new(target)) {
@@ -251,11 +196,9 @@ pub fn check_three_layer_rootfs(root: &Path) -> Result<()> {
             Err(e) => errs.push(format!("{p}: missing ({e:#})")),
         }
     }
-    for (p, mode, owner) in [
-        ("home/user", 0o700, (1000, 1000)),
-        ("typechange/file-to-dir", 0o755, (0, 0)),
-        ("opq", 0o755, (0, 0)),
-    ] {
+    for (p, mode, owner) in
+        [("home/user", 0o700, (1000, 1000)), ("typechange/file-to-dir", 0o755, (0, 0)), ("opq", 0o755, (0, 0))]
+    {
         match entry_of(&root.join(p)) {
             Ok(e) if e.kind == Kind::Dir && e.mode == mode && (e.uid, e.gid) == owner => {}
             Ok(e) => errs.push(format!("{p}: {e}, expected Dir {mode:04o} {owner:?}")),
@@ -267,23 +210,15 @@ pub fn check_three_layer_rootfs(root: &Path) -> Result<()> {
         Ok(e) => errs.push(format!("var/fifo: {e}, expected a FIFO")),
         Err(e) => errs.push(format!("var/fifo: missing ({e:#})")),
     }
-    for gone in [
-        "etc/remove-me",
-        "olddir",
-        "usr/bin/remove-link",
-        "opq/lower1",
-        "opq/lowersub",
-    ] {
+    for gone in ["etc/remove-me", "olddir", "usr/bin/remove-link", "opq/lower1", "opq/lowersub"] {
         if std::fs::symlink_metadata(root.join(gone)).is_ok() {
             errs.push(format!("{gone}: present, expected deleted"));
         }
     }
     match std::fs::read_dir(root.join("opq")) {
         Ok(rd) => {
-            let names: BTreeSet<String> = rd
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into())
-                .collect();
+            let names: BTreeSet<String> =
+                rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into()).collect();
             let want: BTreeSet<String> = ["new2", "new3"].iter().map(|s| s.to_string()).collect();
             if names != want {
                 errs.push(format!("opq holds {names:?}, expected {want:?}"));
@@ -293,22 +228,13 @@ pub fn check_three_layer_rootfs(root: &Path) -> Result<()> {
     }
     if let Ok(listing) = super::tree::tree_listing(root) {
         for p in listing.keys() {
-            if p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(".wh."))
-            {
-                errs.push(format!(
-                    "{}: whiteout marker left in the rootfs",
-                    p.display()
-                ));
+            if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".wh.")) {
+                errs.push(format!("{}: whiteout marker left in the rootfs", p.display()));
             }
         }
     }
     if !errs.is_empty() {
-        bail!(
-            "{} does not match the three-layer image:\n  {}",
-            root.display(),
-            errs.join("\n  ")
-        );
+        bail!("{} does not match the three-layer image:\n  {}", root.display(), errs.join("\n  "));
     }
     Ok(())
 }
@@ -317,13 +243,11 @@ pub fn check_three_layer_rootfs(root: &Path) -> Result<()> {
 /// /etc/arch holding its architecture, for [`super::image::write_oci_index_layout`].
 pub fn two_platform_images() -> (Image, Image) {
     let img = |arch: &str| {
-        Image::new()
-            .platform("linux", arch)
-            .layer(
-                Layer::gzip()
-                    .dir("etc", 0o755)
-                    .file("etc/arch", format!("{arch}\n"), 0o644),
-            )
+        Image::new().platform("linux", arch).layer(Layer::gzip().dir("etc", 0o755).file(
+            "etc/arch",
+            format!("{arch}\n"),
+            0o644,
+        ))
     };
     (img("amd64"), img("arm64").variant("v8"))
 }

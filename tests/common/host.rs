@@ -22,11 +22,7 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 const POWEROFF_TIMEOUT: Duration = Duration::from_secs(30);
 const SIGTERM_TIMEOUT: Duration = Duration::from_secs(20);
 /// Units that would clash with the outer machine or block the boot (shared/test-host.md).
-const MASKED: &[&str] = &[
-    "docker-registry.service",
-    "nftables.service",
-    "systemd-firstboot.service",
-];
+const MASKED: &[&str] = &["docker-registry.service", "nftables.service", "systemd-firstboot.service"];
 /// Besides, every service and timer the machine enables in these targets is masked: they are
 /// not needed by tests, daemons such as PostgreSQL would fight over fixed ports in the shared
 /// network namespace (with the machine and with other test hosts), and timers (fstrim, apt)
@@ -67,11 +63,8 @@ impl TestHost {
         for d in ["upper", "work", "root"] {
             std::fs::create_dir(host.dir.join(d))?;
         }
-        let opts = format!(
-            "lowerdir=/,upperdir={},workdir={}",
-            host.upper().display(),
-            host.dir.join("work").display()
-        );
+        let opts =
+            format!("lowerdir=/,upperdir={},workdir={}", host.upper().display(), host.dir.join("work").display());
         let root = host.root().to_string_lossy().into_owned();
         cmd_ok(&["mount", "-t", "overlay", "overlay", "-o", &opts, &root])?;
         host.mounted = true;
@@ -82,11 +75,7 @@ impl TestHost {
             }
         }
         cmd_ok(&["systemd-machine-id-setup", &format!("--root={root}")])?;
-        let mut mask = vec![
-            "systemctl".to_string(),
-            format!("--root={root}"),
-            "mask".into(),
-        ];
+        let mut mask = vec!["systemctl".to_string(), format!("--root={root}"), "mask".into()];
         mask.extend(units_to_mask(&host.root()));
         cmd_ok(&mask.iter().map(String::as_str).collect::<Vec<_>>())?;
         host.start()?;
@@ -134,10 +123,7 @@ impl TestHost {
     /// Boots, calling `during_boot` over and over until the boot is done: for a boot that waits
     /// on something only the test can provide.
     fn start_with(&mut self, mut during_boot: impl FnMut(&TestHost)) -> Result<()> {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.console_log())?;
+        let log = File::options().create(true).append(true).open(self.console_log())?;
         let child = Command::new("systemd-nspawn")
             .env("SYSTEMD_SECCOMP", "0")
             .env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1")
@@ -145,12 +131,7 @@ impl TestHost {
             .arg("-D")
             .arg(self.root())
             .args(["--boot", "-M", &self.name])
-            .args([
-                "--register=no",
-                "--keep-unit",
-                "--console=pipe",
-                "--link-journal=no",
-            ])
+            .args(["--register=no", "--keep-unit", "--console=pipe", "--link-journal=no"])
             .arg("--capability=all")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -201,10 +182,7 @@ impl TestHost {
                             .exec(&["systemctl", "--failed", "--no-legend", "--plain"])
                             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                             .unwrap_or_default();
-                        eprintln!(
-                            "test host {} booted degraded; failed units:\n{failed}",
-                            self.name
-                        );
+                        eprintln!("test host {} booted degraded; failed units:\n{failed}", self.name);
                         break;
                     }
                     _ => {}
@@ -232,11 +210,7 @@ impl TestHost {
         let child = self.nspawn.as_mut().context("host is not running")?;
         if let Some(status) = child.try_wait()? {
             self.nspawn = None;
-            bail!(
-                "host {}: systemd-nspawn exited {when} ({status}); console:\n{}",
-                self.name,
-                self.console_tail()
-            );
+            bail!("host {}: systemd-nspawn exited {when} ({status}); console:\n{}", self.name, self.console_tail());
         }
         Ok(())
     }
@@ -244,11 +218,7 @@ impl TestHost {
     /// A `nsenter -t LEADER -a ARGV...` command, to add env, stdin, etc. before running it.
     pub fn command(&self, argv: &[&str]) -> Command {
         let mut c = Command::new("nsenter");
-        c.arg("-t")
-            .arg(self.leader.to_string())
-            .arg("-a")
-            .arg("--")
-            .args(argv);
+        c.arg("-t").arg(self.leader.to_string()).arg("-a").arg("--").args(argv);
         c
     }
 
@@ -267,12 +237,7 @@ impl TestHost {
     pub fn exec_ok(&self, argv: &[&str]) -> Result<String> {
         let out = self.exec(argv)?;
         if !out.status.success() {
-            bail!(
-                "in host {}: `{}` failed: {}",
-                self.name,
-                argv.join(" "),
-                describe_output(&out)
-            );
+            bail!("in host {}: `{}` failed: {}", self.name, argv.join(" "), describe_output(&out));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -283,25 +248,13 @@ impl TestHost {
         let bin = super::sysctr_bin();
         let mut c = self.command(&[bin.to_str().context("non-UTF-8 binary path")?]);
         c.args(args).env("RUST_BACKTRACE", "0").stdin(Stdio::null());
-        c.output()
-            .with_context(|| format!("running sysctr {} in host {}", args.join(" "), self.name))
+        c.output().with_context(|| format!("running sysctr {} in host {}", args.join(" "), self.name))
     }
 
     /// `journalctl -u UNIT` inside the host (for failure messages); never fails.
     pub fn journal(&self, unit: &str) -> String {
-        match self.exec(&[
-            "journalctl",
-            "--no-pager",
-            "-o",
-            "short-monotonic",
-            "-u",
-            unit,
-        ]) {
-            Ok(out) => format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
+        match self.exec(&["journalctl", "--no-pager", "-o", "short-monotonic", "-u", unit]) {
+            Ok(out) => format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
             Err(e) => format!("<journalctl failed: {e:#}>"),
         }
     }
@@ -338,27 +291,23 @@ impl TestHost {
         let nsp = self.nspawn.as_ref().unwrap().id();
         let mut done = self.wait_nspawn(POWEROFF_TIMEOUT)?;
         if !done {
-            eprintln!("test host {}: no poweroff after {POWEROFF_TIMEOUT:?}, sending SIGTERM to nspawn {nsp}", self.name);
+            eprintln!(
+                "test host {}: no poweroff after {POWEROFF_TIMEOUT:?}, sending SIGTERM to nspawn {nsp}",
+                self.name
+            );
             let _ = kill(Pid::from_raw(nsp as i32), Signal::SIGTERM);
             done = self.wait_nspawn(SIGTERM_TIMEOUT)?;
         }
         if !done {
             // Only if the leader is still our nspawn's child (no PID reuse).
             if self.leader != 0 && children_of(nsp).contains(&self.leader) {
-                eprintln!(
-                    "test host {}: killing its PID 1 ({})",
-                    self.name, self.leader
-                );
+                eprintln!("test host {}: killing its PID 1 ({})", self.name, self.leader);
                 let _ = kill(Pid::from_raw(self.leader as i32), Signal::SIGKILL);
             }
             done = self.wait_nspawn(SIGTERM_TIMEOUT)?;
         }
         if !done {
-            bail!(
-                "host {}: systemd-nspawn {nsp} does not exit; console:\n{}",
-                self.name,
-                self.console_tail()
-            );
+            bail!("host {}: systemd-nspawn {nsp} does not exit; console:\n{}", self.name, self.console_tail());
         }
         self.leader = 0;
         Ok(())
@@ -405,19 +354,11 @@ impl TestHost {
             }
         }
         if is_mounted(&root) {
-            eprintln!(
-                "test host {}: {} still mounted; leaving it",
-                self.name,
-                root.display()
-            );
+            eprintln!("test host {}: {} still mounted; leaving it", self.name, root.display());
             return;
         }
         if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-            eprintln!(
-                "test host {}: removing {}: {e}",
-                self.name,
-                self.dir.display()
-            );
+            eprintln!("test host {}: removing {}: {e}", self.name, self.dir.display());
         }
     }
 }
@@ -428,11 +369,7 @@ impl Drop for TestHost {
             eprintln!("test host {}: {e:#}", self.name);
             if self.nspawn.is_some() {
                 // Still running: unmounting or removing under it would be wrong.
-                eprintln!(
-                    "test host {}: leaving {} in place",
-                    self.name,
-                    self.dir.display()
-                );
+                eprintln!("test host {}: leaving {} in place", self.name, self.dir.display());
                 return;
             }
         }
@@ -469,9 +406,7 @@ fn children_of(pid: u32) -> Vec<u32> {
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default(),
     };
-    text.split_whitespace()
-        .filter_map(|c| c.parse().ok())
-        .collect()
+    text.split_whitespace().filter_map(|c| c.parse().ok()).collect()
 }
 
 /// Whether `path` is a mount point listed in /proc/mounts.

@@ -83,10 +83,7 @@ impl Compression {
                 let mut out = Vec::new();
                 for (i, part) in thirds.windows(2).enumerate() {
                     out.extend(zstd::encode_all(&data[part[0]..part[1]], 3)?);
-                    out.extend(zstd_skippable_frame(
-                        i as u8,
-                        format!("chunk {i}").as_bytes(),
-                    ));
+                    out.extend(zstd_skippable_frame(i as u8, format!("chunk {i}").as_bytes()));
                 }
                 out.extend(zstd_skippable_frame(0xf, b"manifest and footer"));
                 out
@@ -98,9 +95,7 @@ impl Compression {
 
 /// A zstd skippable frame (magic 0x184D2A5n, little-endian length, payload): decoders skip it.
 fn zstd_skippable_frame(nibble: u8, payload: &[u8]) -> Vec<u8> {
-    let mut frame = (0x184D_2A50u32 | u32::from(nibble & 0xf))
-        .to_le_bytes()
-        .to_vec();
+    let mut frame = (0x184D_2A50u32 | u32::from(nibble & 0xf)).to_le_bytes().to_vec();
     frame.extend((payload.len() as u32).to_le_bytes());
     frame.extend(payload);
     frame
@@ -227,19 +222,11 @@ fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
 }
 
 /// A PAX extended header member: `x` (for the next member) or `g` (global).
-fn append_pax(
-    b: &mut tar::Builder<Vec<u8>>,
-    kind: u8,
-    records: &[(String, Vec<u8>)],
-) -> Result<()> {
+fn append_pax(b: &mut tar::Builder<Vec<u8>>, kind: u8, records: &[(String, Vec<u8>)]) -> Result<()> {
     let data: Vec<u8> = records.iter().flat_map(|(k, v)| pax_record(k, v)).collect();
     let mut h = tar::Header::new_ustar();
     h.set_entry_type(tar::EntryType::new(kind));
-    h.set_path(if kind == b'g' {
-        "pax_global_header"
-    } else {
-        "PaxHeaders/entry"
-    })?;
+    h.set_path(if kind == b'g' { "pax_global_header" } else { "PaxHeaders/entry" })?;
     h.set_mode(0o644);
     h.set_uid(0);
     h.set_gid(0);
@@ -252,16 +239,9 @@ fn append_pax(
 
 /// The member GNU `tar --sparse --format=gnu` writes for a file of `size` bytes with data only
 /// at `chunks`, owned 0:0 with `mode`, without the end-of-archive blocks.
-fn gnu_sparse_member(
-    path: &str,
-    size: u64,
-    chunks: &[(u64, Vec<u8>)],
-    mode: u32,
-) -> Result<Vec<u8>> {
+fn gnu_sparse_member(path: &str, size: u64, chunks: &[(u64, Vec<u8>)], mode: u32) -> Result<Vec<u8>> {
     use std::os::unix::fs::{FileExt, PermissionsExt};
-    let dir = tempfile::Builder::new()
-        .prefix("sysctr-sparse.")
-        .tempdir_in("/var/tmp")?;
+    let dir = tempfile::Builder::new().prefix("sysctr-sparse.").tempdir_in("/var/tmp")?;
     let file_path = dir.path().join(path);
     if let Some(parent) = file_path.parent() {
         std::fs::create_dir_all(parent)?;
@@ -295,10 +275,7 @@ fn gnu_sparse_member(
     }
     let mut member = out.stdout;
     // With a blocking factor of 1 the archive ends with exactly two zero blocks.
-    let end = member
-        .len()
-        .checked_sub(1024)
-        .context("tar output too short")?;
+    let end = member.len().checked_sub(1024).context("tar output too short")?;
     if member[end..].iter().any(|&b| b != 0) || end % 512 != 0 {
         bail!("unexpected end of GNU tar output");
     }
@@ -350,12 +327,7 @@ impl Layer {
     }
 
     pub fn dir_owned(mut self, path: &str, mode: u32, uid: u64, gid: u64) -> Self {
-        self.items.push(Item::Dir {
-            path: rel(path),
-            mode,
-            uid,
-            gid,
-        });
+        self.items.push(Item::Dir { path: rel(path), mode, uid, gid });
         self
     }
 
@@ -363,50 +335,27 @@ impl Layer {
         self.file_owned(path, contents, mode, 0, 0)
     }
 
-    pub fn file_owned(
-        mut self,
-        path: &str,
-        contents: impl AsRef<[u8]>,
-        mode: u32,
-        uid: u64,
-        gid: u64,
-    ) -> Self {
-        self.items.push(Item::File {
-            path: rel(path),
-            data: contents.as_ref().to_vec(),
-            mode,
-            uid,
-            gid,
-        });
+    pub fn file_owned(mut self, path: &str, contents: impl AsRef<[u8]>, mode: u32, uid: u64, gid: u64) -> Self {
+        self.items.push(Item::File { path: rel(path), data: contents.as_ref().to_vec(), mode, uid, gid });
         self
     }
 
     /// A regular file whose content is read from `host_path` on this machine when the layer is
     /// built (e.g. `/bin/busybox`). Owned by 0:0.
     pub fn host_file(mut self, path: &str, host_path: impl AsRef<Path>, mode: u32) -> Self {
-        self.items.push(Item::HostFile {
-            path: rel(path),
-            host: host_path.as_ref().to_path_buf(),
-            mode,
-        });
+        self.items.push(Item::HostFile { path: rel(path), host: host_path.as_ref().to_path_buf(), mode });
         self
     }
 
     /// A symlink; `target` is stored as given (relative or absolute).
     pub fn symlink(mut self, path: &str, target: &str) -> Self {
-        self.items.push(Item::Symlink {
-            path: rel(path),
-            target: target.to_string(),
-        });
+        self.items.push(Item::Symlink { path: rel(path), target: target.to_string() });
         self
     }
 
     /// A hard link to `target`, a path in the image (an earlier entry of this layer or a lower one).
     pub fn hardlink(mut self, path: &str, target: &str) -> Self {
-        self.items.push(Item::Hardlink {
-            path: rel(path),
-            target: rel(target),
-        });
+        self.items.push(Item::Hardlink { path: rel(path), target: rel(target) });
         self
     }
 
@@ -438,47 +387,26 @@ impl Layer {
 
     /// A FIFO, mode 0644.
     pub fn fifo(mut self, path: &str) -> Self {
-        self.items.push(Item::Fifo {
-            path: rel(path),
-            mode: 0o644,
-        });
+        self.items.push(Item::Fifo { path: rel(path), mode: 0o644 });
         self
     }
 
     /// A character device node.
     pub fn char_device(mut self, path: &str, major: u32, minor: u32, mode: u32) -> Self {
-        self.items.push(Item::CharDevice {
-            path: rel(path),
-            major,
-            minor,
-            mode,
-        });
+        self.items.push(Item::CharDevice { path: rel(path), major, minor, mode });
         self
     }
 
     /// An extended attribute on the entry added last (a PAX `SCHILY.xattr.NAME` record).
     pub fn xattr(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
-        let index = self
-            .items
-            .len()
-            .checked_sub(1)
-            .expect("xattr() follows an entry");
-        self.xattrs
-            .entry(index)
-            .or_default()
-            .push((name.to_string(), value.as_ref().to_vec()));
+        let index = self.items.len().checked_sub(1).expect("xattr() follows an entry");
+        self.xattrs.entry(index).or_default().push((name.to_string(), value.as_ref().to_vec()));
         self
     }
 
     /// A file of `size` bytes holding `chunks` (offset, bytes) and holes elsewhere, archived by
     /// GNU `tar --sparse`: a GNU sparse (`S`) member, with extension blocks past 4 chunks.
-    pub fn gnu_sparse_file(
-        mut self,
-        path: &str,
-        size: u64,
-        chunks: &[(u64, &[u8])],
-        mode: u32,
-    ) -> Self {
+    pub fn gnu_sparse_file(mut self, path: &str, size: u64, chunks: &[(u64, &[u8])], mode: u32) -> Self {
         self.items.push(Item::GnuSparse {
             path: rel(path),
             size,
@@ -491,10 +419,7 @@ impl Layer {
     /// A PAX global header (`g` member), as `git archive` writes one with `comment=COMMIT`.
     pub fn pax_global_header(mut self, records: &[(&str, &str)]) -> Self {
         self.items.push(Item::GlobalHeader {
-            records: records
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            records: records.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         });
         self
     }
@@ -520,25 +445,13 @@ impl Layer {
     /// The same layer with its GNU sparse files as regular files of the same content.
     pub fn with_sparse_files_expanded(mut self) -> Self {
         for item in &mut self.items {
-            if let Item::GnuSparse {
-                path,
-                size,
-                chunks,
-                mode,
-            } = item
-            {
+            if let Item::GnuSparse { path, size, chunks, mode } = item {
                 let mut data = vec![0u8; *size as usize];
                 for (offset, bytes) in chunks.iter() {
                     let start = *offset as usize;
                     data[start..start + bytes.len()].copy_from_slice(bytes);
                 }
-                *item = Item::File {
-                    path: path.clone(),
-                    data,
-                    mode: *mode,
-                    uid: 0,
-                    gid: 0,
-                };
+                *item = Item::File { path: path.clone(), data, mode: *mode, uid: 0, gid: 0 };
             }
         }
         self
@@ -628,30 +541,19 @@ impl Layer {
         };
         for (index, item) in self.items.iter().enumerate() {
             match item {
-                Item::Dir {
-                    path,
-                    mode,
-                    uid,
-                    gid,
-                } => {
+                Item::Dir { path, mode, uid, gid } => {
                     let h = header(EntryType::Directory, *mode, *uid, *gid);
                     let p = format!("{}/", path.trim_end_matches('/'));
                     self.append(&mut b, h, &p, None, &[], index)?;
                 }
-                Item::File {
-                    path,
-                    data,
-                    mode,
-                    uid,
-                    gid,
-                } => {
+                Item::File { path, data, mode, uid, gid } => {
                     let mut h = header(EntryType::Regular, *mode, *uid, *gid);
                     h.set_size(data.len() as u64);
                     self.append(&mut b, h, path, None, data, index)?;
                 }
                 Item::HostFile { path, host, mode } => {
-                    let data = std::fs::read(host)
-                        .with_context(|| format!("reading {} for the layer", host.display()))?;
+                    let data =
+                        std::fs::read(host).with_context(|| format!("reading {} for the layer", host.display()))?;
                     let mut h = header(EntryType::Regular, *mode, 0, 0);
                     h.set_size(data.len() as u64);
                     self.append(&mut b, h, path, None, &data, index)?;
@@ -668,31 +570,19 @@ impl Layer {
                     let h = header(EntryType::Fifo, *mode, 0, 0);
                     self.append(&mut b, h, path, None, &[], index)?;
                 }
-                Item::CharDevice {
-                    path,
-                    major,
-                    minor,
-                    mode,
-                } => {
+                Item::CharDevice { path, major, minor, mode } => {
                     let mut h = header(EntryType::Char, *mode, 0, 0);
                     h.set_device_major(*major)?;
                     h.set_device_minor(*minor)?;
                     self.append(&mut b, h, path, None, &[], index)?;
                 }
-                Item::GnuSparse {
-                    path,
-                    size,
-                    chunks,
-                    mode,
-                } => {
+                Item::GnuSparse { path, size, chunks, mode } => {
                     let member = gnu_sparse_member(path, *size, chunks, *mode)?;
                     b.get_mut().extend_from_slice(&member);
                 }
                 Item::GlobalHeader { records } => {
-                    let records: Vec<(String, Vec<u8>)> = records
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
-                        .collect();
+                    let records: Vec<(String, Vec<u8>)> =
+                        records.iter().map(|(k, v)| (k.clone(), v.as_bytes().to_vec())).collect();
                     append_pax(&mut b, b'g', &records)?;
                 }
             }
@@ -824,9 +714,7 @@ impl Image {
     }
 
     pub fn label(mut self, key: &str, value: &str) -> Self {
-        self.config
-            .labels
-            .insert(key.to_string(), value.to_string());
+        self.config.labels.insert(key.to_string(), value.to_string());
         self
     }
 
@@ -865,11 +753,8 @@ impl Image {
         if !c.labels.is_empty() {
             cfg.insert("Labels".into(), json!(c.labels));
         }
-        let history: Vec<Value> = self
-            .layers
-            .iter()
-            .map(|l| json!({"created": c.created, "created_by": l.created_by}))
-            .collect();
+        let history: Vec<Value> =
+            self.layers.iter().map(|l| json!({"created": c.created, "created_by": l.created_by})).collect();
         let mut v = json!({
             "created": c.created,
             "architecture": c.architecture,
@@ -978,16 +863,11 @@ pub fn write_oci_index_layout(dir: &Path, tag: &str, images: &[&Image]) -> Resul
             "annotations": {REF_NAME: tag},
         }),
     )?;
-    Ok(IndexInfo {
-        index_digest,
-        index,
-        manifests,
-    })
+    Ok(IndexInfo { index_digest, index, manifests })
 }
 
 fn init_layout(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir.join("blobs/sha256"))
-        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("blobs/sha256")).with_context(|| format!("creating {}", dir.display()))?;
     let layout = dir.join("oci-layout");
     if !layout.exists() {
         std::fs::write(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
@@ -1016,9 +896,7 @@ pub fn blob_path(dir: &Path, digest: &str) -> PathBuf {
 fn set_index_entry(dir: &Path, tag: &str, entry: Value) -> Result<()> {
     let path = dir.join("index.json");
     let mut index: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
-    let list = index["manifests"]
-        .as_array_mut()
-        .context("index.json without manifests")?;
+    let list = index["manifests"].as_array_mut().context("index.json without manifests")?;
     list.retain(|m| m["annotations"][REF_NAME].as_str() != Some(tag));
     list.push(entry);
     std::fs::write(&path, serde_json::to_vec(&index)?)?;
@@ -1037,12 +915,7 @@ fn skopeo_copy(extra: &[&str], layout_dir: &Path, tag: &str, dest: &str) -> Resu
     let src = format!("oci:{}:{}", layout_dir.display(), tag);
     let dst = docker_ref(dest);
     let out = Command::new("skopeo")
-        .args([
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
-            "--preserve-digests",
-        ])
+        .args(["copy", "--quiet", "--dest-tls-verify=false", "--preserve-digests"])
         .args(extra)
         .arg(&src)
         .arg(&dst)
@@ -1075,10 +948,7 @@ pub fn inspect_raw(dest: &str) -> Result<Vec<u8>> {
         .output()
         .context("running skopeo")?;
     if !out.status.success() {
-        bail!(
-            "skopeo inspect --raw {dest} failed: {}",
-            describe_output(&out)
-        );
+        bail!("skopeo inspect --raw {dest} failed: {}", describe_output(&out));
     }
     Ok(out.stdout)
 }

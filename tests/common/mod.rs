@@ -20,8 +20,8 @@ pub mod tree;
 
 pub use fixtures::*;
 pub use host::TestHost;
-pub use node_images::*;
 pub use image::{push, push_all, Compression, Image, ImageInfo, IndexInfo, Layer, TarFormat};
+pub use node_images::*;
 pub use registry::{HttpResponse, Registry};
 pub use tree::{diff_listings, rootfs_differences, tree_listing, umoci_unpack, Entry, Kind};
 
@@ -63,10 +63,7 @@ pub fn describe_output(out: &Output) -> String {
 /// Returns stdout.
 pub fn cmd_ok(argv: &[&str]) -> Result<String> {
     let (prog, args) = argv.split_first().context("empty command")?;
-    let out = Command::new(prog)
-        .args(args)
-        .output()
-        .with_context(|| format!("cannot run {prog}"))?;
+    let out = Command::new(prog).args(args).output().with_context(|| format!("cannot run {prog}"))?;
     if !out.status.success() {
         bail!("`{}` failed: {}", argv.join(" "), describe_output(&out));
     }

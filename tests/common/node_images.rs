@@ -25,7 +25,8 @@ pub fn layer_from_dir(root: &Path) -> Layer {
         let mut layer = layer;
         for path in entries {
             let relative = path.strip_prefix(root).unwrap().to_str().unwrap().to_string();
-            let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions()) & 0o7777;
+            let mode =
+                std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions()) & 0o7777;
             if path.is_dir() {
                 layer = add(layer.dir(&relative, mode), root, &path);
             } else {
@@ -39,7 +40,10 @@ pub fn layer_from_dir(root: &Path) -> Layer {
 
 /// The example image of `examples/hello`: busybox plus the hello service and its exports.
 pub fn hello_image() -> Image {
-    Image::new().layer(busybox_layer()).layer(layer_from_dir(&examples_dir().join("hello/rootfs"))).label("atomic.type", "system")
+    Image::new()
+        .layer(busybox_layer())
+        .layer(layer_from_dir(&examples_dir().join("hello/rootfs")))
+        .label("atomic.type", "system")
 }
 
 /// An etcd image from Debian's etcd-server and etcd-client: the binaries, the C library they
@@ -124,7 +128,6 @@ pub fn containerd_image() -> Image {
         .label("atomic.type", "system")
 }
 
-
 /// Pushes the etcd, flannel and containerd images as `k8s/NAME:latest` and writes
 /// `examples/k8s-node-bootstrap.toml`, pointed at `registry`, into `work`; returns its path.
 pub fn prepare_node(registry: &Registry, work: &Path) -> Result<PathBuf> {
@@ -152,7 +155,8 @@ pub fn apply_node(host: &TestHost, file: &Path) -> Result<Output> {
         .stderr(Stdio::piped())
         .spawn()?;
     wait_for("etcd to take the network config", Duration::from_secs(120), Duration::from_millis(300), || {
-        let put = host.exec(&["/usr/local/bin/etcdctl", "put", "/atomic.io/network/config", r#"{"Network":"10.1.0.0/16"}"#])?;
+        let put =
+            host.exec(&["/usr/local/bin/etcdctl", "put", "/atomic.io/network/config", r#"{"Network":"10.1.0.0/16"}"#])?;
         Ok(put.status.success().then_some(()))
     })?;
     Ok(apply.wait_with_output()?)
@@ -161,6 +165,8 @@ pub fn apply_node(host: &TestHost, file: &Path) -> Result<Output> {
 /// Whether containerd's CRI plugin is loaded and healthy, asked through the host's `ctr`.
 pub fn cri_serving(host: &TestHost) -> bool {
     host.exec(&["ctr", "plugins", "ls"])
-        .map(|out| String::from_utf8_lossy(&out.stdout).lines().any(|l| l.contains(" cri ") && l.trim_end().ends_with("ok")))
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout).lines().any(|l| l.contains(" cri ") && l.trim_end().ends_with("ok"))
+        })
         .unwrap_or(false)
 }

@@ -34,10 +34,7 @@ impl HttpResponse {
     /// First header with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -54,11 +51,7 @@ impl Registry {
             .tempdir_in("/var/tmp")
             .context("creating the registry temp dir")?;
         std::fs::create_dir_all(dir.path().join("storage"))?;
-        let mut reg = Registry {
-            child: None,
-            port: 0,
-            dir,
-        };
+        let mut reg = Registry { child: None, port: 0, dir };
         let mut last_err = None;
         for _ in 0..3 {
             reg.port = free_port()?;
@@ -93,10 +86,7 @@ impl Registry {
             self.port
         );
         std::fs::write(self.config_path(), config)?;
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.log_path())?;
+        let log = File::options().create(true).append(true).open(self.log_path())?;
         let child = Command::new(REGISTRY_BIN)
             .arg("serve")
             .arg(self.config_path())
@@ -110,10 +100,7 @@ impl Registry {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait()? {
-                bail!(
-                    "docker-registry exited at start ({status}); log tail:\n{}",
-                    file_tail(&self.log_path(), 4000)
-                );
+                bail!("docker-registry exited at start ({status}); log tail:\n{}", file_tail(&self.log_path(), 4000));
             }
             if let Ok(resp) = self.get("/v2/") {
                 if resp.status == 200 {
@@ -155,11 +142,7 @@ impl Registry {
     /// Where the registry keeps a blob (`sha256:HEX` or just `HEX`), e.g. to corrupt it.
     pub fn blob_path(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-        self.storage_dir()
-            .join("docker/registry/v2/blobs/sha256")
-            .join(&hex[..2])
-            .join(hex)
-            .join("data")
+        self.storage_dir().join("docker/registry/v2/blobs/sha256").join(&hex[..2]).join(hex).join("data")
     }
 
     /// Kills the registry and waits for it. Idempotent. The storage stays until drop.
@@ -176,13 +159,7 @@ impl Registry {
     }
 
     /// One HTTP/1.0 request to the registry.
-    pub fn request(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Result<HttpResponse> {
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<HttpResponse> {
         http_request(&self.addr(), method, path, headers, body)
     }
 
@@ -201,72 +178,34 @@ impl Registry {
     pub fn put_blob_as(&self, repo: &str, digest: &str, data: &[u8]) -> Result<()> {
         let resp = self.request("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], &[])?;
         if resp.status != 202 {
-            bail!(
-                "starting a blob upload to {repo}: HTTP {} {}",
-                resp.status,
-                resp.text()
-            );
+            bail!("starting a blob upload to {repo}: HTTP {} {}", resp.status, resp.text());
         }
-        let location = resp
-            .header("location")
-            .context("upload answer without Location")?;
+        let location = resp.header("location").context("upload answer without Location")?;
         let path = location_path(location);
         let sep = if path.contains('?') { '&' } else { '?' };
         let put_path = format!("{path}{sep}digest={digest}");
-        let resp = self.request(
-            "PUT",
-            &put_path,
-            &[("Content-Type", "application/octet-stream")],
-            data,
-        )?;
+        let resp = self.request("PUT", &put_path, &[("Content-Type", "application/octet-stream")], data)?;
         if resp.status != 201 {
-            bail!(
-                "uploading blob {digest} to {repo}: HTTP {} {}",
-                resp.status,
-                resp.text()
-            );
+            bail!("uploading blob {digest} to {repo}: HTTP {} {}", resp.status, resp.text());
         }
         Ok(())
     }
 
     /// PUTs a manifest (or index) under `reference` (tag or digest) and returns its digest.
-    pub fn put_manifest(
-        &self,
-        repo: &str,
-        reference: &str,
-        media_type: &str,
-        data: &[u8],
-    ) -> Result<String> {
-        let resp = self.request(
-            "PUT",
-            &format!("/v2/{repo}/manifests/{reference}"),
-            &[("Content-Type", media_type)],
-            data,
-        )?;
+    pub fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, data: &[u8]) -> Result<String> {
+        let resp =
+            self.request("PUT", &format!("/v2/{repo}/manifests/{reference}"), &[("Content-Type", media_type)], data)?;
         if resp.status != 201 {
-            bail!(
-                "putting manifest {repo}:{reference}: HTTP {} {}",
-                resp.status,
-                resp.text()
-            );
+            bail!("putting manifest {repo}:{reference}: HTTP {} {}", resp.status, resp.text());
         }
         Ok(sha256_digest(data))
     }
 
     /// Deletes a manifest by digest (storage.delete is enabled).
     pub fn delete_manifest(&self, repo: &str, digest: &str) -> Result<()> {
-        let resp = self.request(
-            "DELETE",
-            &format!("/v2/{repo}/manifests/{digest}"),
-            &[],
-            &[],
-        )?;
+        let resp = self.request("DELETE", &format!("/v2/{repo}/manifests/{digest}"), &[], &[])?;
         if resp.status != 202 {
-            bail!(
-                "deleting manifest {repo}@{digest}: HTTP {} {}",
-                resp.status,
-                resp.text()
-            );
+            bail!("deleting manifest {repo}@{digest}: HTTP {} {}", resp.status, resp.text());
         }
         Ok(())
     }
@@ -286,10 +225,7 @@ fn free_port() -> Result<u16> {
 
 /// `http://host:port/p?q` or `/p?q` → `/p?q`.
 fn location_path(location: &str) -> String {
-    if let Some(rest) = location
-        .strip_prefix("http://")
-        .or_else(|| location.strip_prefix("https://"))
-    {
+    if let Some(rest) = location.strip_prefix("http://").or_else(|| location.strip_prefix("https://")) {
         match rest.find('/') {
             Some(i) => rest[i..].to_string(),
             None => "/".to_string(),
@@ -307,11 +243,9 @@ pub fn http_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<HttpResponse> {
-    let sock: SocketAddr = addr
-        .parse()
-        .with_context(|| format!("bad address {addr}"))?;
-    let mut stream = TcpStream::connect_timeout(&sock, Duration::from_secs(2))
-        .with_context(|| format!("connecting to {addr}"))?;
+    let sock: SocketAddr = addr.parse().with_context(|| format!("bad address {addr}"))?;
+    let mut stream =
+        TcpStream::connect_timeout(&sock, Duration::from_secs(2)).with_context(|| format!("connecting to {addr}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     stream.set_write_timeout(Some(Duration::from_secs(30)))?;
     let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
@@ -326,9 +260,7 @@ pub fn http_request(
     stream.write_all(body)?;
     stream.flush()?;
     let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .with_context(|| format!("reading the answer to {method} {path}"))?;
+    stream.read_to_end(&mut raw).with_context(|| format!("reading the answer to {method} {path}"))?;
     parse_response(&raw).with_context(|| format!("answer to {method} {path}"))
 }
 
@@ -349,11 +281,7 @@ fn parse_response(raw: &[u8]) -> Result<HttpResponse> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    Ok(HttpResponse {
-        status,
-        headers,
-        body: raw[end + 4..].to_vec(),
-    })
+    Ok(HttpResponse { status, headers, body: raw[end + 4..].to_vec() })
 }
 
 /// Whether something accepts TCP connections at `addr` right now.

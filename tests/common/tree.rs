@@ -10,9 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use super::describe_output;
-use super::image::{
-    blob_path, write_blob, Compression, MT_LAYER_GZIP, MT_LAYER_ZSTD, MT_MANIFEST, REF_NAME,
-};
+use super::image::{blob_path, write_blob, Compression, MT_LAYER_GZIP, MT_LAYER_ZSTD, MT_MANIFEST, REF_NAME};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
@@ -52,28 +50,15 @@ fn listed_xattr(name: &str) -> bool {
 }
 
 fn format_xattrs(xattrs: &BTreeMap<String, Vec<u8>>) -> String {
-    xattrs
-        .iter()
-        .map(|(k, v)| format!("{k}={}", hex::encode(v)))
-        .collect::<Vec<_>>()
-        .join(",")
+    xattrs.iter().map(|(k, v)| format!("{k}={}", hex::encode(v))).collect::<Vec<_>>().join(",")
 }
 
 impl fmt::Display for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:?} {:04o} {}:{}",
-            self.kind, self.mode, self.uid, self.gid
-        )?;
+        write!(f, "{:?} {:04o} {}:{}", self.kind, self.mode, self.uid, self.gid)?;
         if self.kind == Kind::File {
             let sha = self.sha256.as_deref().unwrap_or("");
-            write!(
-                f,
-                " size={} sha256={}",
-                self.size,
-                &sha[..sha.len().min(12)]
-            )?;
+            write!(f, " size={} sha256={}", self.size, &sha[..sha.len().min(12)])?;
         }
         if let Some(t) = &self.link_target {
             write!(f, " -> {}", t.display())?;
@@ -97,8 +82,7 @@ fn minor(rdev: u64) -> u64 {
 
 /// Describes one path (without following a final symlink).
 pub fn entry_of(path: &Path) -> Result<Entry> {
-    let md =
-        std::fs::symlink_metadata(path).with_context(|| format!("lstat {}", path.display()))?;
+    let md = std::fs::symlink_metadata(path).with_context(|| format!("lstat {}", path.display()))?;
     let ft = md.file_type();
     let kind = if ft.is_file() {
         Kind::File
@@ -133,21 +117,9 @@ pub fn entry_of(path: &Path) -> Result<Entry> {
         uid: md.uid(),
         gid: md.gid(),
         size: if kind == Kind::File { md.len() } else { 0 },
-        sha256: if kind == Kind::File {
-            Some(super::sha256_file(path)?)
-        } else {
-            None
-        },
-        link_target: if kind == Kind::Symlink {
-            Some(std::fs::read_link(path)?)
-        } else {
-            None
-        },
-        rdev: if matches!(kind, Kind::Char | Kind::Block) {
-            Some((major(md.rdev()), minor(md.rdev())))
-        } else {
-            None
-        },
+        sha256: if kind == Kind::File { Some(super::sha256_file(path)?) } else { None },
+        link_target: if kind == Kind::Symlink { Some(std::fs::read_link(path)?) } else { None },
+        rdev: if matches!(kind, Kind::Char | Kind::Block) { Some((major(md.rdev()), minor(md.rdev()))) } else { None },
         xattrs,
     })
 }
@@ -191,10 +163,7 @@ pub fn diff_listings(a: &BTreeMap<PathBuf, Entry>, b: &BTreeMap<PathBuf, Entry>)
                     diffs.push(format!("mode {:04o} != {:04o}", ea.mode, eb.mode));
                 }
                 if (ea.uid, ea.gid) != (eb.uid, eb.gid) {
-                    diffs.push(format!(
-                        "owner {}:{} != {}:{}",
-                        ea.uid, ea.gid, eb.uid, eb.gid
-                    ));
+                    diffs.push(format!("owner {}:{} != {}:{}", ea.uid, ea.gid, eb.uid, eb.gid));
                 }
                 if ea.size != eb.size {
                     diffs.push(format!("size {} != {}", ea.size, eb.size));
@@ -203,10 +172,7 @@ pub fn diff_listings(a: &BTreeMap<PathBuf, Entry>, b: &BTreeMap<PathBuf, Entry>)
                     diffs.push(format!("sha256 {:?} != {:?}", ea.sha256, eb.sha256));
                 }
                 if ea.link_target != eb.link_target {
-                    diffs.push(format!(
-                        "target {:?} != {:?}",
-                        ea.link_target, eb.link_target
-                    ));
+                    diffs.push(format!("target {:?} != {:?}", ea.link_target, eb.link_target));
                 }
                 if ea.rdev != eb.rdev {
                     diffs.push(format!("rdev {:?} != {:?}", ea.rdev, eb.rdev));
@@ -255,14 +221,8 @@ pub fn hardlink_groups(root: &Path) -> Result<Vec<Vec<PathBuf>>> {
 pub fn split_link_groups(reference: &Path, ours: &Path) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for group in hardlink_groups(reference)? {
-        let inodes: BTreeSet<Option<(u64, u64)>> = group
-            .iter()
-            .map(|p| {
-                std::fs::symlink_metadata(ours.join(p))
-                    .ok()
-                    .map(|m| (m.dev(), m.ino()))
-            })
-            .collect();
+        let inodes: BTreeSet<Option<(u64, u64)>> =
+            group.iter().map(|p| std::fs::symlink_metadata(ours.join(p)).ok().map(|m| (m.dev(), m.ino()))).collect();
         if inodes.len() != 1 || inodes.contains(&None) {
             let names: Vec<String> = group.iter().map(|p| p.display().to_string()).collect();
             out.push(format!("hard links split: {}", names.join(" = ")));
@@ -281,9 +241,7 @@ pub fn rootfs_differences(reference: &Path, ours: &Path) -> Result<Vec<String>> 
 
 /// Listing as text, one line per path (for debugging output).
 pub fn format_listing(l: &BTreeMap<PathBuf, Entry>) -> String {
-    l.iter()
-        .map(|(p, e)| format!("{}: {e}\n", p.display()))
-        .collect()
+    l.iter().map(|(p, e)| format!("{}: {e}\n", p.display())).collect()
 }
 
 /// `umoci unpack --image layout_dir:tag dest` (dest missing or empty; `tag` an image manifest,
@@ -297,9 +255,7 @@ pub fn umoci_unpack(layout_dir: &Path, tag: &str, dest: &Path) -> Result<PathBuf
     let tmp;
     let mut image_dir = layout_dir.to_path_buf();
     if has_zstd_layers(layout_dir, tag)? {
-        tmp = tempfile::Builder::new()
-            .prefix("sysctr-umoci.")
-            .tempdir_in("/var/tmp")?;
+        tmp = tempfile::Builder::new().prefix("sysctr-umoci.").tempdir_in("/var/tmp")?;
         gzip_copy(layout_dir, tag, tmp.path())?;
         image_dir = tmp.path().to_path_buf();
     }
@@ -311,20 +267,14 @@ pub fn umoci_unpack(layout_dir: &Path, tag: &str, dest: &Path) -> Result<PathBuf
         .output()
         .context("running umoci")?;
     if !out.status.success() {
-        bail!(
-            "umoci unpack --image {image} {} failed: {}",
-            dest.display(),
-            describe_output(&out)
-        );
+        bail!("umoci unpack --image {image} {} failed: {}", dest.display(), describe_output(&out));
     }
     Ok(dest.join("rootfs"))
 }
 
 fn read_json(path: &Path) -> Result<Value> {
-    serde_json::from_slice(
-        &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-    )
-    .with_context(|| format!("parsing {}", path.display()))
+    serde_json::from_slice(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        .with_context(|| format!("parsing {}", path.display()))
 }
 
 /// The manifest (digest, JSON) that `tag` names in an OCI layout (an image manifest, not an index).
@@ -339,21 +289,14 @@ fn layout_manifest(layout_dir: &Path, tag: &str) -> Result<(String, Value)> {
     if entry["mediaType"].as_str() != Some(MT_MANIFEST) {
         bail!("tag {tag} is not an image manifest: {entry}");
     }
-    let digest = entry["digest"]
-        .as_str()
-        .context("entry without digest")?
-        .to_string();
+    let digest = entry["digest"].as_str().context("entry without digest")?.to_string();
     let manifest = read_json(&blob_path(layout_dir, &digest))?;
     Ok((digest, manifest))
 }
 
 fn has_zstd_layers(layout_dir: &Path, tag: &str) -> Result<bool> {
     let (_, manifest) = layout_manifest(layout_dir, tag)?;
-    Ok(manifest["layers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|l| l["mediaType"].as_str() == Some(MT_LAYER_ZSTD)))
+    Ok(manifest["layers"].as_array().into_iter().flatten().any(|l| l["mediaType"].as_str() == Some(MT_LAYER_ZSTD)))
 }
 
 /// Copies the image `tag` into a new layout `dest` with zstd layers re-compressed as gzip.
@@ -361,16 +304,10 @@ fn gzip_copy(layout_dir: &Path, tag: &str, dest: &Path) -> Result<()> {
     let (_, mut manifest) = layout_manifest(layout_dir, tag)?;
     std::fs::create_dir_all(dest.join("blobs/sha256"))?;
     std::fs::copy(layout_dir.join("oci-layout"), dest.join("oci-layout"))?;
-    let cfg = manifest["config"]["digest"]
-        .as_str()
-        .context("no config")?
-        .to_string();
+    let cfg = manifest["config"]["digest"].as_str().context("no config")?.to_string();
     std::fs::copy(blob_path(layout_dir, &cfg), blob_path(dest, &cfg))?;
     for l in manifest["layers"].as_array_mut().context("no layers")? {
-        let digest = l["digest"]
-            .as_str()
-            .context("layer without digest")?
-            .to_string();
+        let digest = l["digest"].as_str().context("layer without digest")?.to_string();
         let blob = std::fs::read(blob_path(layout_dir, &digest))?;
         if l["mediaType"].as_str() == Some(MT_LAYER_ZSTD) {
             let tar = zstd::decode_all(&blob[..])?;

@@ -15,11 +15,7 @@ use super::{checkout_pulled, ostree_refs, scratch, stderr, stdout};
 /// uncompressed, under a converted manifest.
 fn skopeo_copy_to(layout: &Path, tag: &str, dest: &str) {
     let source = format!("oci:{}:{tag}", layout.display());
-    let preserve = if dest.starts_with("oci-archive:") {
-        "--preserve-digests"
-    } else {
-        "--quiet"
-    };
+    let preserve = if dest.starts_with("oci-archive:") { "--preserve-digests" } else { "--quiet" };
     cmd_ok(&["skopeo", "copy", "--quiet", preserve, &source, dest]).unwrap();
 }
 
@@ -42,12 +38,7 @@ fn tar_members(archive: &Path) -> BTreeMap<String, (u64, u64)> {
     for entry in tar.entries_with_seek().unwrap() {
         let entry = entry.unwrap();
         if entry.header().entry_type().is_file() {
-            let path = entry
-                .path()
-                .unwrap()
-                .to_string_lossy()
-                .trim_start_matches("./")
-                .to_string();
+            let path = entry.path().unwrap().to_string_lossy().trim_start_matches("./").to_string();
             members.insert(path, (entry.raw_file_position(), entry.size()));
         }
     }
@@ -65,14 +56,8 @@ fn read_member(archive: &Path, name: &str) -> Vec<u8> {
 
 /// Flips one byte in the middle of member `name`'s data, in place.
 fn corrupt_member(archive: &Path, name: &str) {
-    let (offset, size) = *tar_members(archive)
-        .get(name)
-        .unwrap_or_else(|| panic!("no member {name}"));
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(archive)
-        .unwrap();
+    let (offset, size) = *tar_members(archive).get(name).unwrap_or_else(|| panic!("no member {name}"));
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).open(archive).unwrap();
     let at = offset + size / 2;
     let mut byte = [0u8; 1];
     file.seek(SeekFrom::Start(at)).unwrap();
@@ -97,14 +82,8 @@ fn pull_in_place(storage: &Path, reference: &str, tmp: &Path) -> Output {
         .env("TMPDIR", tmp)
         .output()
         .unwrap();
-    let left: Vec<_> = std::fs::read_dir(tmp)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert!(
-        left.is_empty(),
-        "{reference}: files left in TMPDIR: {left:?}"
-    );
+    let left: Vec<_> = std::fs::read_dir(tmp).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(left.is_empty(), "{reference}: files left in TMPDIR: {left:?}");
     out
 }
 
@@ -113,71 +92,35 @@ fn assert_same_as_umoci(storage: &Path, reference: &str, layout: &Path, tag: &st
     checkout_pulled(storage, reference, &ours).unwrap();
     check_three_layer_rootfs(&ours).unwrap();
     let theirs = umoci_unpack(layout, tag, &work.join("umoci")).unwrap();
-    let differences = diff_listings(
-        &tree_listing(&theirs).unwrap(),
-        &tree_listing(&ours).unwrap(),
-    );
-    assert!(
-        differences.is_empty(),
-        "{reference}: checkout differs from umoci unpack:\n{}",
-        differences.join("\n")
-    );
+    let differences = diff_listings(&tree_listing(&theirs).unwrap(), &tree_listing(&ours).unwrap());
+    assert!(differences.is_empty(), "{reference}: checkout differs from umoci unpack:\n{}", differences.join("\n"));
 }
 
 #[test]
 fn oci_archive_checks_out_like_umoci() {
     let work = scratch();
     let layout = work.path().join("layout");
-    let info = three_layer_whiteout_image()
-        .write_oci_layout(&layout, "v1")
-        .unwrap();
+    let info = three_layer_whiteout_image().write_oci_layout(&layout, "v1").unwrap();
     let archive = work.path().join("three.tar");
-    skopeo_copy_to(
-        &layout,
-        "v1",
-        &format!("oci-archive:{}:v1", archive.display()),
-    );
+    skopeo_copy_to(&layout, "v1", &format!("oci-archive:{}:v1", archive.display()));
     // The layers are in the archive as they were in the layout (gzip, zstd, plain).
     let members = tar_members(&archive);
     for digest in &info.layer_digests {
-        assert!(
-            members.contains_key(&format!(
-                "blobs/sha256/{}",
-                digest.trim_start_matches("sha256:")
-            )),
-            "{members:?}"
-        );
+        assert!(members.contains_key(&format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))), "{members:?}");
     }
 
     let storage = work.path().join("storage");
     let reference = format!("oci-archive:{}:v1", archive.display());
     let out = pull_in_place(&storage, &reference, &work.path().join("tmp"));
     assert!(out.status.success(), "{}", describe_output(&out));
-    assert!(
-        stdout(&out).contains("3 layers fetched"),
-        "{}",
-        describe_output(&out)
-    );
+    assert!(stdout(&out).contains("3 layers fetched"), "{}", describe_output(&out));
     assert_same_as_umoci(&storage, &reference, &layout, "v1", work.path());
 
     // Without a tag: the only image. With a wrong one: the tags it has.
-    let out = run_sysctr(
-        &storage,
-        &["pull", &format!("oci-archive:{}", archive.display())],
-    );
+    let out = run_sysctr(&storage, &["pull", &format!("oci-archive:{}", archive.display())]);
     assert!(out.status.success(), "{}", describe_output(&out));
-    assert!(
-        stdout(&out).contains("0 layers fetched, 3 already present"),
-        "{}",
-        describe_output(&out)
-    );
-    let out = run_sysctr(
-        &storage,
-        &[
-            "pull",
-            &format!("oci-archive:{}:nosuchtag", archive.display()),
-        ],
-    );
+    assert!(stdout(&out).contains("0 layers fetched, 3 already present"), "{}", describe_output(&out));
+    let out = run_sysctr(&storage, &["pull", &format!("oci-archive:{}:nosuchtag", archive.display())]);
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
     assert!(
         stderr(&out).contains("no image tagged 'nosuchtag'") && stderr(&out).contains("v1"),
@@ -190,25 +133,15 @@ fn oci_archive_checks_out_like_umoci() {
 fn docker_archive_checks_out_like_umoci() {
     let work = scratch();
     let layout = work.path().join("layout");
-    let info = three_layer_image_for_docker()
-        .write_oci_layout(&layout, "v1")
-        .unwrap();
+    let info = three_layer_image_for_docker().write_oci_layout(&layout, "v1").unwrap();
     let archive = work.path().join("three.tar");
-    skopeo_copy_to(
-        &layout,
-        "v1",
-        &format!("docker-archive:{}:test/three:v1", archive.display()),
-    );
+    skopeo_copy_to(&layout, "v1", &format!("docker-archive:{}:test/three:v1", archive.display()));
     // What skopeo wrote: a docker archive whose layers are plain tars.
     let manifest = docker_manifest(&archive);
     let layers = manifest[0]["Layers"].as_array().unwrap();
     assert_eq!(layers.len(), 3, "{manifest}");
     for (layer, diff_id) in layers.iter().zip(&info.diff_ids) {
-        assert_eq!(
-            &sha256_digest(&read_member(&archive, layer.as_str().unwrap())),
-            diff_id,
-            "{manifest}"
-        );
+        assert_eq!(&sha256_digest(&read_member(&archive, layer.as_str().unwrap())), diff_id, "{manifest}");
     }
 
     let storage = work.path().join("storage");
@@ -221,113 +154,53 @@ fn docker_archive_checks_out_like_umoci() {
     .enumerate()
     {
         let out = pull_in_place(&storage, reference, &work.path().join("tmp"));
-        assert!(
-            out.status.success(),
-            "{reference}: {}",
-            describe_output(&out)
-        );
-        let fetched = if i == 0 {
-            "3 layers fetched, 0 already present"
-        } else {
-            "0 layers fetched, 3 already present"
-        };
-        assert!(
-            stdout(&out).contains(fetched),
-            "{reference}: {}",
-            describe_output(&out)
-        );
+        assert!(out.status.success(), "{reference}: {}", describe_output(&out));
+        let fetched =
+            if i == 0 { "3 layers fetched, 0 already present" } else { "0 layers fetched, 3 already present" };
+        assert!(stdout(&out).contains(fetched), "{reference}: {}", describe_output(&out));
         let ours = work.path().join(format!("ours{i}"));
         checkout_pulled(&storage, reference, &ours).unwrap();
         check_three_layer_rootfs(&ours).unwrap();
     }
-    assert_same_as_umoci(
-        &storage,
-        &format!("docker-archive:{}", archive.display()),
-        &layout,
-        "v1",
-        work.path(),
-    );
+    assert_same_as_umoci(&storage, &format!("docker-archive:{}", archive.display()), &layout, "v1", work.path());
 
     // The image id is the digest of the archive's config member, as docker computes it.
     let config = read_member(&archive, manifest[0]["Config"].as_str().unwrap());
     let out = run_sysctr(&storage, &["images", "--json"]);
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let ids: Vec<&str> = rows
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["image_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        ids,
-        vec![sha256_digest(&config).trim_start_matches("sha256:"); 3],
-        "{rows}"
-    );
+    let ids: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r["image_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![sha256_digest(&config).trim_start_matches("sha256:"); 3], "{rows}");
 }
 
 #[test]
 fn corrupt_archive_member_is_refused_and_leaves_no_ref() {
     let work = scratch();
     let layout = work.path().join("layout");
-    let info = three_layer_whiteout_image()
-        .write_oci_layout(&layout, "v1")
-        .unwrap();
+    let info = three_layer_whiteout_image().write_oci_layout(&layout, "v1").unwrap();
     let docker_layout = work.path().join("docker-layout");
-    three_layer_image_for_docker()
-        .write_oci_layout(&docker_layout, "v1")
-        .unwrap();
+    three_layer_image_for_docker().write_oci_layout(&docker_layout, "v1").unwrap();
     let oci = work.path().join("oci.tar");
     let docker = work.path().join("docker.tar");
     skopeo_copy_to(&layout, "v1", &format!("oci-archive:{}:v1", oci.display()));
-    skopeo_copy_to(
-        &docker_layout,
-        "v1",
-        &format!("docker-archive:{}:test/three:v1", docker.display()),
-    );
+    skopeo_copy_to(&docker_layout, "v1", &format!("docker-archive:{}:test/three:v1", docker.display()));
 
     // The last layer, uncompressed in both: one byte flipped in its middle.
-    let victim = info
-        .layer_digests
-        .last()
-        .unwrap()
-        .trim_start_matches("sha256:")
-        .to_string();
+    let victim = info.layer_digests.last().unwrap().trim_start_matches("sha256:").to_string();
     corrupt_member(&oci, &format!("blobs/sha256/{victim}"));
-    let docker_layer = docker_manifest(&docker)[0]["Layers"][2]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let docker_layer = docker_manifest(&docker)[0]["Layers"][2].as_str().unwrap().to_string();
     corrupt_member(&docker, &docker_layer);
 
     for (reference, names) in [
         (format!("oci-archive:{}:v1", oci.display()), victim.clone()),
-        (
-            format!("docker-archive:{}", docker.display()),
-            docker_layer.clone(),
-        ),
+        (format!("docker-archive:{}", docker.display()), docker_layer.clone()),
     ] {
         let storage = work.path().join("storage");
         let out = run_sysctr(&storage, &["pull", &reference]);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{reference}: {}",
-            describe_output(&out)
-        );
+        assert_eq!(out.status.code(), Some(1), "{reference}: {}", describe_output(&out));
         let err = stderr(&out);
-        assert!(
-            err.contains("digest mismatch") && err.contains(&names),
-            "{reference}: {err}"
-        );
-        assert!(
-            !err.contains("panicked") && !err.contains("stack backtrace"),
-            "{err}"
-        );
-        assert!(
-            ostree_refs(&storage).is_empty(),
-            "{reference}: refs left: {:?}",
-            ostree_refs(&storage)
-        );
+        assert!(err.contains("digest mismatch") && err.contains(&names), "{reference}: {err}");
+        assert!(!err.contains("panicked") && !err.contains("stack backtrace"), "{err}");
+        assert!(ostree_refs(&storage).is_empty(), "{reference}: refs left: {:?}", ostree_refs(&storage));
         let out = run_sysctr(&storage, &["images", "--json"]);
         assert_eq!(stdout(&out).trim(), "[]", "{}", describe_output(&out));
     }
@@ -343,22 +216,15 @@ fn merge_docker_archives(parts: &[&Path], dest: &Path) {
         let mut tar = tar::Archive::new(std::fs::File::open(part).unwrap());
         for entry in tar.entries().unwrap() {
             let mut entry = entry.unwrap();
-            let path = entry
-                .path()
-                .unwrap()
-                .to_string_lossy()
-                .trim_start_matches("./")
-                .to_string();
+            let path = entry.path().unwrap().to_string_lossy().trim_start_matches("./").to_string();
             let mut data = Vec::new();
             entry.read_to_end(&mut data).unwrap();
             match path.as_str() {
                 "manifest.json" => {
-                    manifest
-                        .extend(serde_json::from_slice::<Vec<serde_json::Value>>(&data).unwrap());
+                    manifest.extend(serde_json::from_slice::<Vec<serde_json::Value>>(&data).unwrap());
                 }
                 "repositories" => {
-                    let parsed: serde_json::Map<String, serde_json::Value> =
-                        serde_json::from_slice(&data).unwrap();
+                    let parsed: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&data).unwrap();
                     repositories.extend(parsed);
                 }
                 _ => {
@@ -385,9 +251,7 @@ fn merge_docker_archives(parts: &[&Path], dest: &Path) {
 #[test]
 fn docker_archive_with_two_images_picks_by_ref() {
     let work = scratch();
-    let base = Layer::gzip()
-        .dir("etc", 0o755)
-        .file("etc/base", "base\n", 0o644);
+    let base = Layer::gzip().dir("etc", 0o755).file("etc/base", "base\n", 0o644);
     let image = |which: &str| {
         Image::new()
             .layer(base.clone())
@@ -395,18 +259,11 @@ fn docker_archive_with_two_images_picks_by_ref() {
             .cmd(&["/bin/sh"])
     };
     let mut parts = Vec::new();
-    for (which, reference) in [
-        ("one", "test/one:v1"),
-        ("two", "registry.lan:5000/test/two:v2"),
-    ] {
+    for (which, reference) in [("one", "test/one:v1"), ("two", "registry.lan:5000/test/two:v2")] {
         let layout = work.path().join(which);
         image(which).write_oci_layout(&layout, "latest").unwrap();
         let part = work.path().join(format!("{which}.tar"));
-        skopeo_copy_to(
-            &layout,
-            "latest",
-            &format!("docker-archive:{}:{reference}", part.display()),
-        );
+        skopeo_copy_to(&layout, "latest", &format!("docker-archive:{}:{reference}", part.display()));
         parts.push(part);
     }
     let both = work.path().join("both.tar");
@@ -423,48 +280,22 @@ fn docker_archive_with_two_images_picks_by_ref() {
     ] {
         let reference = format!("docker-archive:{}:{pick}", both.display());
         let out = run_sysctr(&storage, &["pull", &reference]);
-        assert!(
-            out.status.success(),
-            "{reference}: {}",
-            describe_output(&out)
-        );
-        let ours = work
-            .path()
-            .join(format!("ours-{}", pick.replace(['/', ':', '@'], "_")));
+        assert!(out.status.success(), "{reference}: {}", describe_output(&out));
+        let ours = work.path().join(format!("ours-{}", pick.replace(['/', ':', '@'], "_")));
         checkout_pulled(&storage, &reference, &ours).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(ours.join("etc/which")).unwrap(),
-            expected,
-            "{reference}"
-        );
-        assert_eq!(
-            std::fs::read_to_string(ours.join("etc/base")).unwrap(),
-            "base\n",
-            "{reference}"
-        );
+        assert_eq!(std::fs::read_to_string(ours.join("etc/which")).unwrap(), expected, "{reference}");
+        assert_eq!(std::fs::read_to_string(ours.join("etc/base")).unwrap(), "base\n", "{reference}");
     }
 
     for (suffix, expected) in [
         (String::new(), "holds 2 images"),
-        (
-            ":test/three:v1".to_string(),
-            "no image tagged 'test/three:v1'",
-        ),
+        (":test/three:v1".to_string(), "no image tagged 'test/three:v1'"),
         (":@2".to_string(), "no image @2"),
     ] {
         let reference = format!("docker-archive:{}{suffix}", both.display());
         let out = run_sysctr(&storage, &["pull", &reference]);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{reference}: {}",
-            describe_output(&out)
-        );
-        assert!(
-            stderr(&out).contains(expected),
-            "{reference}: {}",
-            describe_output(&out)
-        );
+        assert_eq!(out.status.code(), Some(1), "{reference}: {}", describe_output(&out));
+        assert!(stderr(&out).contains(expected), "{reference}: {}", describe_output(&out));
     }
 }
 
@@ -472,25 +303,14 @@ fn docker_archive_with_two_images_picks_by_ref() {
 fn archives_install_offline_under_their_file_name() {
     let work = scratch();
     let layout = work.path().join("layout");
-    busybox_service_image(&[])
-        .cmd(&["/bin/true"])
-        .write_oci_layout(&layout, "v1")
-        .unwrap();
+    busybox_service_image(&[]).cmd(&["/bin/true"]).write_oci_layout(&layout, "v1").unwrap();
     let archive = work.path().join("hello.tar");
-    skopeo_copy_to(
-        &layout,
-        "v1",
-        &format!("oci-archive:{}:v1", archive.display()),
-    );
+    skopeo_copy_to(&layout, "v1", &format!("oci-archive:{}:v1", archive.display()));
     // The image root provides the runtime that its units will run.
     let root = work.path().join("root");
     std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
     std::fs::write(root.join("usr/sbin/runc"), "#!/bin/sh\n").unwrap();
-    std::fs::set_permissions(
-        root.join("usr/sbin/runc"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    std::fs::set_permissions(root.join("usr/sbin/runc"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let reference = format!("oci-archive:{}:v1", archive.display());
     let out = Command::new(sysctr_bin())
         .arg("--root")
@@ -502,16 +322,9 @@ fn archives_install_offline_under_their_file_name() {
         .unwrap();
     assert!(out.status.success(), "{}", describe_output(&out));
     // `hello.tar` with tag v1: the container is hello-v1.
-    assert!(
-        root.join("etc/systemd/system/hello-v1.service").is_file(),
-        "{}",
-        describe_output(&out)
-    );
+    assert!(root.join("etc/systemd/system/hello-v1.service").is_file(), "{}", describe_output(&out));
     let deployment = PathBuf::from("var/lib/sysctr/deployments/hello-v1");
-    assert_eq!(
-        std::fs::read_link(root.join(&deployment)).unwrap(),
-        Path::new("hello-v1.0")
-    );
+    assert_eq!(std::fs::read_link(root.join(&deployment)).unwrap(), Path::new("hello-v1.0"));
 }
 
 /// `strace -f -e trace=connect` of `sysctr pull REF`: its output and the connect calls to an
@@ -527,11 +340,7 @@ fn pull_traced(storage: &Path, reference: &str, trace: &Path) -> (Output, Vec<St
         .output()
         .unwrap();
     let calls = std::fs::read_to_string(trace).unwrap();
-    let inet = calls
-        .lines()
-        .filter(|l| l.contains("AF_INET"))
-        .map(str::to_string)
-        .collect();
+    let inet = calls.lines().filter(|l| l.contains("AF_INET")).map(str::to_string).collect();
     (out, inet)
 }
 
@@ -544,11 +353,7 @@ fn unsupported_transports_are_refused_without_network() {
     // The check itself: a registry pull shows up as a connect to an internet address.
     let (out, inet) = pull_traced(&storage, "127.0.0.1:9/test/nothing:latest", &trace);
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
-    assert!(
-        !inet.is_empty(),
-        "strace saw no connect(): {}",
-        describe_output(&out)
-    );
+    assert!(!inet.is_empty(), "strace saw no connect(): {}", describe_output(&out));
 
     for reference in [
         "containers-storage:alpine",
@@ -559,34 +364,14 @@ fn unsupported_transports_are_refused_without_network() {
         "nosuch:/srv/images/alpine",
     ] {
         let (out, inet) = pull_traced(&storage, reference, &trace);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{reference}: {}",
-            describe_output(&out)
-        );
+        assert_eq!(out.status.code(), Some(1), "{reference}: {}", describe_output(&out));
         let err = stderr(&out);
-        assert!(
-            err.starts_with("error: ") && err.contains("is not supported"),
-            "{reference}: {err}"
-        );
-        for supported in [
-            "docker://",
-            "oci:DIR",
-            "oci-archive:PATH",
-            "docker-archive:PATH",
-        ] {
+        assert!(err.starts_with("error: ") && err.contains("is not supported"), "{reference}: {err}");
+        for supported in ["docker://", "oci:DIR", "oci-archive:PATH", "docker-archive:PATH"] {
             assert!(err.contains(supported), "{reference}: {err}");
         }
-        assert_eq!(
-            err.trim_end().lines().count(),
-            1,
-            "{reference}: more than one line: {err}"
-        );
-        assert!(
-            inet.is_empty(),
-            "{reference}: connected to the network: {inet:?}"
-        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{reference}: more than one line: {err}");
+        assert!(inet.is_empty(), "{reference}: connected to the network: {inet:?}");
     }
     assert!(ostree_refs(&storage).is_empty());
 }

@@ -35,13 +35,8 @@ impl Hostile {
             .spawn()
             .expect("starting tests/hostile_registry.py");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("hostile registry said {line:?}"));
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().parse().unwrap_or_else(|_| panic!("hostile registry said {line:?}"));
         Hostile { child, port }
     }
 
@@ -59,10 +54,7 @@ impl Hostile {
     fn stats(&self) -> (u64, u64) {
         let answer = registry::http_request(&self.addr(), "GET", "/stats", &[], &[]).unwrap();
         let stats: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
-        (
-            stats["peak_connections"].as_u64().unwrap(),
-            stats["requests"].as_u64().unwrap(),
-        )
+        (stats["peak_connections"].as_u64().unwrap(), stats["requests"].as_u64().unwrap())
     }
 }
 
@@ -86,11 +78,7 @@ impl Run {
         format!(
             "after {:?}{}, peak RSS {} KiB: {}",
             self.elapsed,
-            if self.killed {
-                " (killed at the deadline)"
-            } else {
-                ""
-            },
+            if self.killed { " (killed at the deadline)" } else { "" },
             self.peak_rss_kib,
             describe_output(&self.out)
         )
@@ -99,11 +87,7 @@ impl Run {
     /// Ended by itself, failed, printed one `error:` line containing `phrase`, and stayed under
     /// the memory bound.
     fn assert_refused(&self, phrase: &str) {
-        assert!(
-            !self.killed && !self.out.status.success(),
-            "{}",
-            self.describe()
-        );
+        assert!(!self.killed && !self.out.status.success(), "{}", self.describe());
         let stderr = String::from_utf8_lossy(&self.out.stderr);
         let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
         assert!(
@@ -111,11 +95,7 @@ impl Run {
             "expected one error line with {phrase:?}; {}",
             self.describe()
         );
-        assert!(
-            self.peak_rss_kib < MAX_RSS_KIB,
-            "memory not bounded: {}",
-            self.describe()
-        );
+        assert!(self.peak_rss_kib < MAX_RSS_KIB, "memory not bounded: {}", self.describe());
     }
 }
 
@@ -153,17 +133,8 @@ fn run_bounded(storage: &Path, args: &[&str], env: &[(&str, &str)], deadline: Du
         .ok()
         .and_then(|text| text.lines().last().and_then(|l| l.trim().parse().ok()))
         .unwrap_or(0);
-    let out = Output {
-        status,
-        stdout: std::fs::read(&out).unwrap(),
-        stderr: std::fs::read(&err).unwrap(),
-    };
-    Run {
-        out,
-        elapsed,
-        peak_rss_kib,
-        killed,
-    }
+    let out = Output { status, stdout: std::fs::read(&out).unwrap(), stderr: std::fs::read(&err).unwrap() };
+    Run { out, elapsed, peak_rss_kib, killed }
 }
 
 /// Bytes in the store's objects and temporary files (what a failed pull could leave behind).
@@ -201,10 +172,7 @@ fn assert_store_unchanged(storage: &Path, before: u64) {
     let out = run_sysctr(storage, &["prune"]);
     assert!(out.status.success(), "{}", describe_output(&out));
     let after = store_bytes(storage);
-    assert!(
-        after <= before,
-        "the store grew from {before} to {after} bytes"
-    );
+    assert!(after <= before, "the store grew from {before} to {after} bytes");
 }
 
 #[test]
@@ -212,12 +180,7 @@ fn oversized_manifest_is_refused_while_reading() {
     let hostile = Hostile::start(&[]);
     let work = scratch();
     let (storage, before) = fresh_store(work.path());
-    let run = run_bounded(
-        &storage,
-        &["pull", &hostile.image("big-manifest")],
-        &[],
-        Duration::from_secs(60),
-    );
+    let run = run_bounded(&storage, &["pull", &hostile.image("big-manifest")], &[], Duration::from_secs(60));
     run.assert_refused("is larger than 4194304 bytes");
     assert_store_unchanged(&storage, before);
 }
@@ -227,12 +190,7 @@ fn config_larger_than_its_descriptor_is_refused_while_reading() {
     let hostile = Hostile::start(&[]);
     let work = scratch();
     let (storage, before) = fresh_store(work.path());
-    let run = run_bounded(
-        &storage,
-        &["pull", &hostile.image("big-config")],
-        &[],
-        Duration::from_secs(60),
-    );
+    let run = run_bounded(&storage, &["pull", &hostile.image("big-config")], &[], Duration::from_secs(60));
     run.assert_refused("bytes its descriptor gives");
     assert_store_unchanged(&storage, before);
 }
@@ -242,12 +200,7 @@ fn endless_layer_stops_one_byte_past_its_descriptor_size() {
     let hostile = Hostile::start(&[]);
     let work = scratch();
     let (storage, before) = fresh_store(work.path());
-    let run = run_bounded(
-        &storage,
-        &["pull", &hostile.image("endless-layer")],
-        &[],
-        Duration::from_secs(60),
-    );
+    let run = run_bounded(&storage, &["pull", &hostile.image("endless-layer")], &[], Duration::from_secs(60));
     run.assert_refused(&format!(
         "layer sha256:{} is larger than the 1048576 bytes its descriptor gives",
         "e".repeat(64)
@@ -264,15 +217,8 @@ fn silent_registry_is_abandoned_after_the_timeout() {
         let args = ["pull", "--registry-timeout", "3", &hostile.image(repo)];
         let run = run_bounded(&storage, &args, &[], Duration::from_secs(60));
         run.assert_refused(&format!("registry {} sent nothing for 3 s", hostile.addr()));
-        assert!(
-            run.elapsed < Duration::from_secs(10),
-            "{repo}: {}",
-            run.describe()
-        );
-        eprintln!(
-            "{repo}: abandoned after {:?}, peak RSS {} KiB",
-            run.elapsed, run.peak_rss_kib
-        );
+        assert!(run.elapsed < Duration::from_secs(10), "{repo}: {}", run.describe());
+        eprintln!("{repo}: abandoned after {:?}, peak RSS {} KiB", run.elapsed, run.peak_rss_kib);
     }
     // The default comes from the environment too.
     let run = run_bounded(
@@ -323,23 +269,12 @@ fn redirect_from_https_to_plain_http_is_refused() {
     ])
     .unwrap();
     let target = format!("http://{}", registry.addr());
-    let front = Hostile::start(&[
-        "--tls",
-        cert.to_str().unwrap(),
-        key.to_str().unwrap(),
-        "--redirect-to",
-        &target,
-    ]);
+    let front = Hostile::start(&["--tls", cert.to_str().unwrap(), key.to_str().unwrap(), "--redirect-to", &target]);
 
     let (storage, before) = fresh_store(work.path());
     let image = format!("{}/test/hello:v1", front.addr());
     let env = [("SSL_CERT_FILE", cert.to_str().unwrap())];
-    let run = run_bounded(
-        &storage,
-        &["pull", "--tls-verify=true", &image],
-        &env,
-        Duration::from_secs(60),
-    );
+    let run = run_bounded(&storage, &["pull", "--tls-verify=true", &image], &env, Duration::from_secs(60));
     run.assert_refused("redirected from HTTPS to plain HTTP");
     let stderr = String::from_utf8_lossy(&run.out.stderr);
     assert!(
@@ -360,18 +295,9 @@ fn manifest_with_1000_layers_is_refused_then_pulled_six_at_a_time() {
     run.assert_refused("1000 layers, more than the 500 accepted");
     assert_store_unchanged(&storage, before);
 
-    let run = run_bounded(
-        &storage,
-        &["pull", "--max-layers", "1000", &image],
-        &[],
-        Duration::from_secs(300),
-    );
+    let run = run_bounded(&storage, &["pull", "--max-layers", "1000", &image], &[], Duration::from_secs(300));
     assert!(run.out.status.success(), "{}", run.describe());
-    assert!(
-        stdout(&run.out).contains("1000 layers fetched"),
-        "{}",
-        run.describe()
-    );
+    assert!(stdout(&run.out).contains("1000 layers fetched"), "{}", run.describe());
     let (peak, requests) = hostile.stats();
     eprintln!(
         "1000 layers: peak {peak} requests in flight, {requests} requests, peak RSS {} KiB, {:?}",

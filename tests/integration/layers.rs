@@ -10,18 +10,11 @@ use super::common::*;
 use super::{checkout_pulled, scratch};
 
 /// `setcap cap_net_raw+ep`: vfs_cap_data revision 2, effective, permitted = CAP_NET_RAW.
-const CAP_NET_RAW: [u8; 20] = [
-    1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-];
+const CAP_NET_RAW: [u8; 20] = [1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 
 /// Pushes `image` to `registry` as `test/NAME:v1`, pulls it with sysctr and checks it out.
 /// Returns the OCI layout the image was written to (tag `v1`) and our rootfs.
-fn pull_and_check_out(
-    registry: &Registry,
-    work: &Path,
-    name: &str,
-    image: &Image,
-) -> (PathBuf, PathBuf) {
+fn pull_and_check_out(registry: &Registry, work: &Path, name: &str, image: &Image) -> (PathBuf, PathBuf) {
     let layout = work.join(format!("{name}-layout"));
     image.write_oci_layout(&layout, "v1").unwrap();
     let reference = registry.image_ref(&format!("test/{name}:v1"));
@@ -47,24 +40,12 @@ fn assert_like_umoci(layout: &Path, work: &Path, ours: &Path) {
 }
 
 /// Fails unless `path` under `root` is of `kind` with this mode, owner and listed xattrs.
-fn assert_entry(
-    root: &Path,
-    path: &str,
-    kind: Kind,
-    mode: u32,
-    owner: (u32, u32),
-    xattrs: &[(&str, &[u8])],
-) {
+fn assert_entry(root: &Path, path: &str, kind: Kind, mode: u32, owner: (u32, u32), xattrs: &[(&str, &[u8])]) {
     let entry = entry_of(&root.join(path)).unwrap_or_else(|e| panic!("{path}: {e:#}"));
-    let want: std::collections::BTreeMap<String, Vec<u8>> = xattrs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_vec()))
-        .collect();
+    let want: std::collections::BTreeMap<String, Vec<u8>> =
+        xattrs.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect();
     assert!(
-        entry.kind == kind
-            && entry.mode == mode
-            && (entry.uid, entry.gid) == owner
-            && entry.xattrs == want,
+        entry.kind == kind && entry.mode == mode && (entry.uid, entry.gid) == owner && entry.xattrs == want,
         "{path}: {entry}, expected {kind:?} {mode:04o} {}:{} xattrs {want:?}",
         owner.0,
         owner.1
@@ -130,51 +111,16 @@ fn directory_metadata_comes_from_the_last_layer_with_an_entry_for_it() {
 
     assert_entry(&ours, "tmp", Kind::Dir, 0o1777, (0, 0), &[]);
     assert_entry(&ours, "home", Kind::Dir, 0o711, (0, 0), &[]);
-    assert_entry(
-        &ours,
-        "home/user",
-        Kind::Dir,
-        0o700,
-        (1000, 1000),
-        &[("user.home", b"lower")],
-    );
-    assert_entry(
-        &ours,
-        "srv",
-        Kind::Dir,
-        0o2775,
-        (0, 50),
-        &[("user.srv", b"shared")],
-    );
+    assert_entry(&ours, "home/user", Kind::Dir, 0o700, (1000, 1000), &[("user.home", b"lower")]);
+    assert_entry(&ours, "srv", Kind::Dir, 0o2775, (0, 50), &[("user.srv", b"shared")]);
     assert_entry(&ours, "srv/data", Kind::Dir, 0o770, (0, 50), &[]);
     for new in ["new", "new/deep", "new/deep/er"] {
         assert_entry(&ours, new, Kind::Dir, 0o755, (0, 0), &[]);
     }
-    assert_entry(
-        &ours,
-        "var/lib/app",
-        Kind::Dir,
-        0o700,
-        (200, 200),
-        &[("user.app", b"upper")],
-    );
-    assert_entry(
-        &ours,
-        "usr/bin/ping",
-        Kind::File,
-        0o4755,
-        (0, 0),
-        &[("security.capability", &CAP_NET_RAW)],
-    );
+    assert_entry(&ours, "var/lib/app", Kind::Dir, 0o700, (200, 200), &[("user.app", b"upper")]);
+    assert_entry(&ours, "usr/bin/ping", Kind::File, 0o4755, (0, 0), &[("security.capability", &CAP_NET_RAW)]);
     assert_entry(&ours, "usr/bin/sgid", Kind::File, 0o2755, (0, 42), &[]);
-    assert_entry(
-        &ours,
-        "usr/bin/commented",
-        Kind::File,
-        0o644,
-        (0, 0),
-        &[("user.comment", b"kept")],
-    );
+    assert_entry(&ours, "usr/bin/commented", Kind::File, 0o644, (0, 0), &[("user.comment", b"kept")]);
     assert_like_umoci(&layout, work.path(), &ours);
 }
 
@@ -185,35 +131,23 @@ fn multi_member_gzip_layers_are_read_to_the_end() {
         "after every member boundary\n",
         0o644,
     );
-    let image =
-        Image::new()
-            .layer(split)
-            .layer(Layer::gzip().file("spread/upper", "upper\n", 0o644));
+    let image = Image::new().layer(split).layer(Layer::gzip().file("spread/upper", "upper\n", 0o644));
     let registry = Registry::start().unwrap();
     let work = scratch();
     let (layout, ours) = pull_and_check_out(&registry, work.path(), "multigzip", &image);
-    assert_eq!(
-        std::fs::read_to_string(ours.join("spread/last")).unwrap(),
-        "after every member boundary\n"
-    );
+    assert_eq!(std::fs::read_to_string(ours.join("spread/last")).unwrap(), "after every member boundary\n");
     assert_like_umoci(&layout, work.path(), &ours);
 }
 
 #[test]
 fn zstd_layers_with_several_frames_and_skippable_frames_are_read_to_the_end() {
-    let chunked = filler(Layer::new(Compression::ZstdChunked), "chunked", 40).file(
-        "chunked/last",
-        "after every frame\n",
-        0o644,
-    );
+    let chunked =
+        filler(Layer::new(Compression::ZstdChunked), "chunked", 40).file("chunked/last", "after every frame\n", 0o644);
     let image = Image::new().layer(chunked);
     let registry = Registry::start().unwrap();
     let work = scratch();
     let (layout, ours) = pull_and_check_out(&registry, work.path(), "zstdchunked", &image);
-    assert_eq!(
-        std::fs::read_to_string(ours.join("chunked/last")).unwrap(),
-        "after every frame\n"
-    );
+    assert_eq!(std::fs::read_to_string(ours.join("chunked/last")).unwrap(), "after every frame\n");
     assert_like_umoci(&layout, work.path(), &ours);
 }
 
@@ -228,23 +162,12 @@ fn pax_global_headers_are_skipped() {
         .file("etc/motd", "hello\n", 0o644);
     let registry = Registry::start().unwrap();
     let work = scratch();
-    let (_, ours) = pull_and_check_out(
-        &registry,
-        work.path(),
-        "globalhdr",
-        &Image::new().layer(layer.clone()),
-    );
-    assert!(
-        !ours.join("pax_global_header").exists(),
-        "the global header became a file"
-    );
+    let (_, ours) = pull_and_check_out(&registry, work.path(), "globalhdr", &Image::new().layer(layer.clone()));
+    assert!(!ours.join("pax_global_header").exists(), "the global header became a file");
     // umoci 0.4.7 refuses global headers ("unknown typeflag '\x67'"): its reference is the same
     // layer without them, which GNU tar extracts identically.
     let twin = work.path().join("globalhdr-twin");
-    Image::new()
-        .layer(layer.without_global_headers())
-        .write_oci_layout(&twin, "v1")
-        .unwrap();
+    Image::new().layer(layer.without_global_headers()).write_oci_layout(&twin, "v1").unwrap();
     assert_like_umoci(&twin, work.path(), &ours);
 }
 
@@ -263,36 +186,18 @@ fn long_names_link_names_and_large_ids_in_gnu_and_pax_form() {
             .dir(&deep, 0o755)
             .file(&name, format!("{tag} long\n"), 0o640)
             .xattr("user.long", tag)
-            .file(
-                &format!("{deep}/{}", "g".repeat(200)),
-                format!("{tag} deep\n"),
-                0o600,
-            )
+            .file(&format!("{deep}/{}", "g".repeat(200)), format!("{tag} deep\n"), 0o600)
             .symlink(&format!("{tag}/abs-link"), &format!("/{name}"))
-            .symlink(
-                &format!("{deep}/rel-link"),
-                &format!("../../{}", "x".repeat(120)),
-            )
+            .symlink(&format!("{deep}/rel-link"), &format!("../../{}", "x".repeat(120)))
             .hardlink(&format!("{tag}/short-hard"), &name)
             .hardlink(&format!("{deep}/long-hard-{}", "h".repeat(100)), &name)
             // Ids past 2097151: base-256 in a GNU header, `uid`/`gid` records in PAX form.
-            .file_owned(
-                &format!("{tag}/large-ids"),
-                "ids\n",
-                0o644,
-                3_000_000,
-                4_000_000,
-            )
+            .file_owned(&format!("{tag}/large-ids"), "ids\n", 0o644, 3_000_000, 4_000_000)
     };
-    let image = Image::new()
-        .layer(layer(Layer::gzip(), "gnu"))
-        .layer(layer(Layer::zstd().pax(), "pax"));
+    let image = Image::new().layer(layer(Layer::gzip(), "gnu")).layer(layer(Layer::zstd().pax(), "pax"));
     // The two layers really spell long names and large ids differently.
     let has = |tar: &[u8], needle: &[u8]| tar.windows(needle.len()).any(|w| w == needle);
-    let (gnu, pax) = (
-        image.layers[0].tar().unwrap(),
-        image.layers[1].tar().unwrap(),
-    );
+    let (gnu, pax) = (image.layers[0].tar().unwrap(), image.layers[1].tar().unwrap());
     assert!(has(&gnu, b"././@LongLink") && !has(&gnu, b" path="));
     assert!(has(&pax, b" path=") && has(&pax, b" linkpath=") && has(&pax, b" uid=3000000"));
     assert!(!has(&pax, b"././@LongLink"));
@@ -302,19 +207,9 @@ fn long_names_link_names_and_large_ids_in_gnu_and_pax_form() {
     let (layout, ours) = pull_and_check_out(&registry, work.path(), "longnames", &image);
     for tag in ["gnu", "pax"] {
         let name = format!("{}/file-with-a-long-name-{}", long_dir(tag), "n".repeat(40));
-        assert_eq!(
-            std::fs::read_to_string(ours.join(&name)).unwrap(),
-            format!("{tag} long\n")
-        );
+        assert_eq!(std::fs::read_to_string(ours.join(&name)).unwrap(), format!("{tag} long\n"));
         assert_entry(&ours, &long_dir(tag), Kind::Dir, 0o700, (0, 0), &[]);
-        assert_entry(
-            &ours,
-            &format!("{tag}/large-ids"),
-            Kind::File,
-            0o644,
-            (3_000_000, 4_000_000),
-            &[],
-        );
+        assert_entry(&ours, &format!("{tag}/large-ids"), Kind::File, 0o644, (3_000_000, 4_000_000), &[]);
     }
     assert_like_umoci(&layout, work.path(), &ours);
 }
@@ -322,66 +217,32 @@ fn long_names_link_names_and_large_ids_in_gnu_and_pax_form() {
 #[test]
 fn gnu_sparse_files_are_expanded() {
     const MIB: u64 = 1024 * 1024;
-    let many: Vec<(u64, Vec<u8>)> = (0..6u64)
-        .map(|i| (i * 256 * 1024, vec![b'a' + i as u8; 100]))
-        .collect();
+    let many: Vec<(u64, Vec<u8>)> = (0..6u64).map(|i| (i * 256 * 1024, vec![b'a' + i as u8; 100])).collect();
     let many: Vec<(u64, &[u8])> = many.iter().map(|(o, d)| (*o, d.as_slice())).collect();
     let layer = Layer::gzip()
         .dir("sparse", 0o755)
         // A hole at the end.
-        .gnu_sparse_file(
-            "sparse/tail-hole",
-            MIB,
-            &[(0, &b"start"[..]), (512 * 1024, &b"middle"[..])],
-            0o644,
-        )
+        .gnu_sparse_file("sparse/tail-hole", MIB, &[(0, &b"start"[..]), (512 * 1024, &b"middle"[..])], 0o644)
         // A hole at the start.
-        .gnu_sparse_file(
-            "sparse/head-hole",
-            MIB,
-            &[(MIB - 4096, &[b'z'; 4096][..])],
-            0o600,
-        )
+        .gnu_sparse_file("sparse/head-hole", MIB, &[(MIB - 4096, &[b'z'; 4096][..])], 0o600)
         // More chunks than the GNU header holds: extension blocks.
         .gnu_sparse_file("sparse/many-chunks", 2 * MIB, &many, 0o644)
         // Larger than what sysctr buffers in memory: streamed to libostree.
-        .gnu_sparse_file(
-            "sparse/big",
-            20 * MIB,
-            &[(0, &b"big"[..]), (19 * MIB, &b"end"[..])],
-            0o755,
-        )
+        .gnu_sparse_file("sparse/big", 20 * MIB, &[(0, &b"big"[..]), (19 * MIB, &b"end"[..])], 0o755)
         .file("sparse/after", "the member after the sparse ones\n", 0o644);
     let registry = Registry::start().unwrap();
     let work = scratch();
-    let (_, ours) = pull_and_check_out(
-        &registry,
-        work.path(),
-        "sparse",
-        &Image::new().layer(layer.clone()),
-    );
+    let (_, ours) = pull_and_check_out(&registry, work.path(), "sparse", &Image::new().layer(layer.clone()));
 
     let mut expected = vec![0u8; MIB as usize];
     expected[..5].copy_from_slice(b"start");
     expected[512 * 1024..512 * 1024 + 6].copy_from_slice(b"middle");
-    assert!(
-        std::fs::read(ours.join("sparse/tail-hole")).unwrap() == expected,
-        "sparse/tail-hole content"
-    );
-    assert_eq!(
-        std::fs::metadata(ours.join("sparse/big")).unwrap().len(),
-        20 * MIB
-    );
-    assert_eq!(
-        std::fs::read_to_string(ours.join("sparse/after")).unwrap(),
-        "the member after the sparse ones\n"
-    );
+    assert!(std::fs::read(ours.join("sparse/tail-hole")).unwrap() == expected, "sparse/tail-hole content");
+    assert_eq!(std::fs::metadata(ours.join("sparse/big")).unwrap().len(), 20 * MIB);
+    assert_eq!(std::fs::read_to_string(ours.join("sparse/after")).unwrap(), "the member after the sparse ones\n");
     // umoci 0.4.7 refuses GNU sparse members ("unknown typeflag '\x53'"): its reference is the
     // same layer with regular files of the expanded content, which is what GNU tar extracts.
     let twin = work.path().join("sparse-twin");
-    Image::new()
-        .layer(layer.with_sparse_files_expanded())
-        .write_oci_layout(&twin, "v1")
-        .unwrap();
+    Image::new().layer(layer.with_sparse_files_expanded()).write_oci_layout(&twin, "v1").unwrap();
     assert_like_umoci(&twin, work.path(), &ours);
 }

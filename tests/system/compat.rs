@@ -48,8 +48,14 @@ fn greeting_mount() -> Value {
 }
 
 fn env() -> Value {
-    json!(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm",
-           "RECEIVER=$RECEIVER", "PORT=$PORT", "NAME=$NAME", "UUID=$UUID"])
+    json!([
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "TERM=xterm",
+        "RECEIVER=$RECEIVER",
+        "PORT=$PORT",
+        "NAME=$NAME",
+        "UUID=$UUID"
+    ])
 }
 
 /// Serializes a config and puts raw template text where the markers are: what makes these
@@ -246,7 +252,8 @@ fn asc_flat_process_capabilities() -> Image {
             "devices": [{"path": "/dev/test-zero", "type": "c", "major": 1, "minor": 5, "fileMode": 8630, "uid": 0, "gid": 0}]
         }
     });
-    let service = "[Unit]\nDescription=QEMU Guest Agent-like\n\n[Service]\nExecStart=$EXEC_START\nExecStop=$EXEC_STOP\n\
+    let service =
+        "[Unit]\nDescription=QEMU Guest Agent-like\n\n[Service]\nExecStart=$EXEC_START\nExecStop=$EXEC_STOP\n\
         Restart=on-failure\nWorkingDirectory=$DESTDIR\n\n[Install]\nWantedBy=multi-user.target\n";
     shape_image(&[
         ("config.json.template", &template_text(&config, &[])),
@@ -290,7 +297,10 @@ fn asc_flannel_like() -> Image {
     shape_image(&[
         ("config.json.template", &template_text(&config, &[])),
         ("service.template", service),
-        ("tmpfiles.template", "D    ${RUN_DIRECTORY}/${NAME}   0700 - - - -\nr    /etc/flanneld-stale-$NAME.conf - - - - -\n"),
+        (
+            "tmpfiles.template",
+            "D    ${RUN_DIRECTORY}/${NAME}   0700 - - - -\nr    /etc/flanneld-stale-$NAME.conf - - - - -\n",
+        ),
         ("manifest.json", manifest),
     ])
     .layer(Layer::gzip().dir("exports/hostfs/etc/flanneld", 0o755))
@@ -299,7 +309,8 @@ fn asc_flannel_like() -> Image {
 /// azure's shape: only `exports/service.template`, whose ExecStart runs a command itself from
 /// the rootfs directory; no config template and no manifest.
 fn asc_unit_only() -> Image {
-    let service = "[Unit]\nDescription=Agent-like service\nWants=network-online.target\nAfter=network-online.target\n\n\
+    let service =
+        "[Unit]\nDescription=Agent-like service\nWants=network-online.target\nAfter=network-online.target\n\n\
         [Service]\nType=simple\nWorkingDirectory=${DESTDIR}/rootfs\nRuntimeDirectory=${NAME}\n\
         ExecStart=/bin/sh -c 'pwd > /run/${NAME}/greeting; exec sleep 100000'\nRestart=always\nRestartSec=5\n\n\
         [Install]\nWantedBy=multi-user.target\n";
@@ -330,7 +341,11 @@ fn atomic_runonce() -> Image {
             Layer::gzip()
                 .dir("usr", 0o755)
                 .dir("usr/bin", 0o755)
-                .file("usr/bin/run.sh", "#!/bin/sh\necho \"HI $RECEIVER from $NAME on $(hostname)\"\ntouch /written\n", 0o755)
+                .file(
+                    "usr/bin/run.sh",
+                    "#!/bin/sh\necho \"HI $RECEIVER from $NAME on $(hostname)\"\ntouch /written\n",
+                    0o755,
+                )
                 .file("exports/config.json.template", template_text(&config, &[]), 0o644)
                 .file("exports/manifest.json", r#"{"version": "1.0", "defaultValues": {}}"#, 0o644),
         )
@@ -340,9 +355,11 @@ fn atomic_runonce() -> Image {
 
 /// A busybox image with `/usr/bin/run.sh` and the given `/exports` files.
 fn shape_image(exports: &[(&str, &str)]) -> Image {
-    busybox_service_image(exports).layer(
-        Layer::gzip().dir("usr", 0o755).dir("usr/bin", 0o755).file("usr/bin/run.sh", RUN_SH, 0o755),
-    )
+    busybox_service_image(exports).layer(Layer::gzip().dir("usr", 0o755).dir("usr/bin", 0o755).file(
+        "usr/bin/run.sh",
+        RUN_SH,
+        0o755,
+    ))
 }
 
 /// How one service shape is checked.
@@ -449,7 +466,10 @@ fn wait_greeting(host: &TestHost, shape: &Shape, expected: &str) {
 
 /// A file as the host sees it: `/run` is the host's own tmpfs, not in the overlay seen from here.
 fn read_in_host(host: &TestHost, path: &str) -> Option<String> {
-    host.exec(&["cat", path]).ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    host.exec(&["cat", path])
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 fn host_has(host: &TestHost, path: &str) -> bool {
@@ -512,11 +532,18 @@ fn what_atomic_images_need_rewritten_or_set_is_said() -> Result<()> {
     let out = host.run_sysctr(&["install", "--name", "legacy", &image])?;
     assert!(out.status.success(), "{}", describe_output(&out));
     let notes = String::from_utf8_lossy(&out.stderr);
-    assert!(notes.contains("note: config.json rewritten for this runc: linux.seccomp had no default action"), "{notes}");
+    assert!(
+        notes.contains("note: config.json rewritten for this runc: linux.seccomp had no default action"),
+        "{notes}"
+    );
     assert!(notes.contains("linux.capabilities (OCI 0.x) moved to process.capabilities"), "{notes}");
     let info: Value = serde_json::from_str(&host_file(&host, "/var/lib/sysctr/deployments/legacy/info").unwrap())?;
-    assert_eq!(info["config_rewrites"], json!(["capabilities-moved-to-process", "rlimits-moved-to-process", "empty-seccomp-removed"]));
-    let config: Value = serde_json::from_str(&host_file(&host, "/var/lib/sysctr/deployments/legacy/config.json").unwrap())?;
+    assert_eq!(
+        info["config_rewrites"],
+        json!(["capabilities-moved-to-process", "rlimits-moved-to-process", "empty-seccomp-removed"])
+    );
+    let config: Value =
+        serde_json::from_str(&host_file(&host, "/var/lib/sysctr/deployments/legacy/config.json").unwrap())?;
     let bounding = config["process"]["capabilities"]["bounding"].as_array().unwrap();
     assert!(bounding.contains(&json!("CAP_SYS_ADMIN")), "ALL_PROCESS_CAPABILITIES went into the moved set");
     sysctr_ok(&host, &["uninstall", "legacy"]);
@@ -527,7 +554,10 @@ fn what_atomic_images_need_rewritten_or_set_is_said() -> Result<()> {
     assert!(err.contains("unreplaced value for: 'VAR_WITH_NO_DEFAULT'"), "{err}");
 
     // The contract still holds: a writable root is refused for a service.
-    let writable = shape_image(&[("config.json.template", r#"{"root": {"path": "rootfs", "readonly": false}, "process": {"args": ["/bin/sh"]}}"#)]);
+    let writable = shape_image(&[(
+        "config.json.template",
+        r#"{"root": {"path": "rootfs", "readonly": false}, "process": {"args": ["/bin/sh"]}}"#,
+    )]);
     let image = setup.push(&writable, "compat/writable");
     let err = sysctr_err(&host, &["install", &image]);
     assert!(err.contains("root.readonly must be true"), "{err}");
@@ -537,7 +567,12 @@ fn what_atomic_images_need_rewritten_or_set_is_said() -> Result<()> {
 /// Lists what a run may leave behind: units, deployments, bundles, mounts.
 fn run_leftovers(host: &TestHost) -> Vec<String> {
     let mut found = Vec::new();
-    for dir in ["var/lib/sysctr/run", "var/lib/sysctr/deployments/Saturn", "var/lib/sysctr/deployments/Saturn.0", "etc/systemd/system/Saturn.service"] {
+    for dir in [
+        "var/lib/sysctr/run",
+        "var/lib/sysctr/deployments/Saturn",
+        "var/lib/sysctr/deployments/Saturn.0",
+        "etc/systemd/system/Saturn.service",
+    ] {
         if std::fs::symlink_metadata(host.root().join(dir)).is_ok() {
             found.push(dir.to_string());
         }

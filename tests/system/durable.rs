@@ -15,7 +15,13 @@ fn parse_trace(text: &str) -> Vec<Call> {
         .filter_map(|line| {
             // "PID name(args) = result", or, when another thread's call came in between,
             // "PID name(args <unfinished ...>" then "PID <... name resumed>) = result".
-            let line = line.split_once(' ').map_or(line, |(pid, rest)| if pid.chars().all(|c| c.is_ascii_digit()) { rest.trim_start() } else { line });
+            let line = line.split_once(' ').map_or(line, |(pid, rest)| {
+                if pid.chars().all(|c| c.is_ascii_digit()) {
+                    rest.trim_start()
+                } else {
+                    line
+                }
+            });
             if line.starts_with("<...") {
                 return None;
             }
@@ -65,8 +71,12 @@ fn assert_renamed(calls: &[Call], path: &str, what: &str, is_file: bool) {
     let temp_of = |call: &Call| -> Option<String> {
         let args: Vec<&str> = call.args.split(", ").collect();
         match call.name.as_str() {
-            "rename" if args.len() == 2 && args[1].trim_matches('"') == path => Some(args[0].trim_matches('"').to_string()),
-            "renameat" | "renameat2" if args.len() >= 4 && fd_path(args[2]) == Some(dir) && args[3].trim_matches('"') == name => {
+            "rename" if args.len() == 2 && args[1].trim_matches('"') == path => {
+                Some(args[0].trim_matches('"').to_string())
+            }
+            "renameat" | "renameat2"
+                if args.len() >= 4 && fd_path(args[2]) == Some(dir) && args[3].trim_matches('"') == name =>
+            {
                 Some(format!("{dir}/{}", args[1].trim_matches('"')))
             }
             _ => None,
@@ -78,7 +88,10 @@ fn assert_renamed(calls: &[Call], path: &str, what: &str, is_file: bool) {
     let synced_before = calls[..rename].iter().any(|c| is_sync(c) && fd_path(&c.args) == Some(temp.as_str()));
     assert!(synced_before || !is_file, "{what}: {temp} was not synced before it was renamed onto {path}");
     let dir_synced_after = calls[rename + 1..].iter().any(|c| is_sync(c) && fd_path(&c.args) == Some(dir));
-    let around: Vec<String> = calls[rename.saturating_sub(3)..(rename + 4).min(calls.len())].iter().map(|c| format!("{}({})", c.name, c.args)).collect();
+    let around: Vec<String> = calls[rename.saturating_sub(3)..(rename + 4).min(calls.len())]
+        .iter()
+        .map(|c| format!("{}({})", c.name, c.args))
+        .collect();
     assert!(dir_synced_after, "{what}: {dir} was not synced after {path} was renamed into it:\n{}", around.join("\n"));
 }
 
@@ -87,12 +100,24 @@ fn assert_durable_create(calls: &[Call], path: &str, what: &str) {
     let dir = path.rsplit_once('/').unwrap().0;
     let synced = calls.iter().rposition(|c| is_sync(c) && fd_path(&c.args) == Some(path));
     let Some(synced) = synced else { panic!("{what}: {path} was never synced") };
-    assert!(calls[synced + 1..].iter().any(|c| is_sync(c) && fd_path(&c.args) == Some(dir)), "{what}: {dir} not synced after {path}");
+    assert!(
+        calls[synced + 1..].iter().any(|c| is_sync(c) && fd_path(&c.args) == Some(dir)),
+        "{what}: {dir} not synced after {path}"
+    );
 }
 
 fn traced(host: &TestHost, args: &[&str]) -> Vec<Call> {
     let bin = sysctr_bin();
-    let mut argv = vec!["strace", "-f", "-y", "-qq", "-e", "trace=fsync,fdatasync,rename,renameat,renameat2,unlinkat,rmdir", "-o", "/var/tmp/trace"];
+    let mut argv = vec![
+        "strace",
+        "-f",
+        "-y",
+        "-qq",
+        "-e",
+        "trace=fsync,fdatasync,rename,renameat,renameat2,unlinkat,rmdir",
+        "-o",
+        "/var/tmp/trace",
+    ];
     argv.push(bin.to_str().unwrap());
     argv.extend(args);
     let out = host.exec(&argv).unwrap();
@@ -107,7 +132,10 @@ fn every_file_an_install_or_update_writes_is_synced_before_success() -> Result<(
     let host = TestHost::boot()?;
     sysctr_ok(&host, &["pull", &image]);
 
-    for (args, slot) in [(vec!["install", "--set", "RECEIVER=Pluto", image.as_str()], 0), (vec!["update", "--set", "RECEIVER=Charon", "hello"], 1)] {
+    for (args, slot) in [
+        (vec!["install", "--set", "RECEIVER=Pluto", image.as_str()], 0),
+        (vec!["update", "--set", "RECEIVER=Charon", "hello"], 1),
+    ] {
         let calls = traced(&host, &args);
         let what = args[0];
         assert_durable_rename(&calls, "/etc/systemd/system/hello.service", what);
@@ -117,7 +145,8 @@ fn every_file_an_install_or_update_writes_is_synced_before_success() -> Result<(
         assert_durable_symlink(&calls, "/var/lib/sysctr/deployments/hello", what);
         assert_durable_create(&calls, "/usr/local/bin/hello-greeting", what);
         // The commit point: the transaction directory's removal reached the disk.
-        let removed = calls.iter().rposition(|c| c.name == "unlinkat" && c.args.contains(".transaction\", AT_REMOVEDIR"));
+        let removed =
+            calls.iter().rposition(|c| c.name == "unlinkat" && c.args.contains(".transaction\", AT_REMOVEDIR"));
         let removed = removed.unwrap_or_else(|| panic!("{what}: the transaction was not removed"));
         assert!(
             calls[removed + 1..].iter().any(|c| is_sync(c) && fd_path(&c.args) == Some("/var/lib/sysctr")),

@@ -95,8 +95,11 @@ fn fifos_are_never_created_through_an_images_symlinks() -> Result<()> {
 /// A static program that prints its effective uid: what a setuid-root file gives whoever runs it.
 fn euid_program(dir: &Path) -> PathBuf {
     let source = dir.join("euid.c");
-    std::fs::write(&source, "#include <stdio.h>\n#include <unistd.h>\nint main(void) { printf(\"%d\\n\", (int)geteuid()); return 0; }\n")
-        .unwrap();
+    std::fs::write(
+        &source,
+        "#include <stdio.h>\n#include <unistd.h>\nint main(void) { printf(\"%d\\n\", (int)geteuid()); return 0; }\n",
+    )
+    .unwrap();
     let binary = dir.join("euid");
     cmd_ok(&["gcc", "-static", "-O1", "-o", binary.to_str().unwrap(), source.to_str().unwrap()]).unwrap();
     binary
@@ -127,7 +130,16 @@ fn no_other_user_runs_an_images_setuid_files() -> Result<()> {
     let object = object.lines().next().expect("the setuid file in the store").to_string();
     for path in [rootfs, object.as_str(), "/mnt/view/usr/bin/euid"] {
         // Through a shell: setpriv itself would exec with root's capabilities still in effect.
-        let out = host.exec(&["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/bin/sh", "-c", "exec \"$0\"", path])?;
+        let out = host.exec(&[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/bin/sh",
+            "-c",
+            "exec \"$0\"",
+            path,
+        ])?;
         let euid = String::from_utf8_lossy(&out.stdout).trim().to_string();
         assert_ne!(euid, "0", "user 65534 ran {path} as root: {}", describe_output(&out));
     }
@@ -191,7 +203,8 @@ fn offline_roots_keep_every_write_inside_them() -> Result<()> {
     let marker = format!("sysctr-offline-{}", std::process::id());
 
     // A host file below the target's own /var/run -> /run lands in the target's /run.
-    let image = busybox_service_image(&[(&format!("hostfs/var/run/{marker}/x.conf"), "x\n")]).cmd(&["/bin/sleep", "1000"]);
+    let image =
+        busybox_service_image(&[(&format!("hostfs/var/run/{marker}/x.conf"), "x\n")]).cmd(&["/bin/sleep", "1000"]);
     let reference = setup.push(&image, "hostile/var-run");
     let out = sysctr_offline(&root, &["install", "--name", "varrun", &reference]);
     assert!(out.status.success(), "{}", describe_output(&out));
