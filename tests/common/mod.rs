@@ -33,9 +33,23 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-/// The `sysctr` binary cargo built for this test run.
+/// The `sysctr` binary cargo built for this test run. Test hosts see this machine's files, but
+/// not its `/tmp` (systemd-nspawn mounts a tmpfs there): a build under `/tmp` is copied to
+/// `/var/tmp` once, so that the hosts can run it.
 pub fn sysctr_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_sysctr"))
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let built = PathBuf::from(env!("CARGO_BIN_EXE_sysctr"));
+        if !built.starts_with("/tmp") {
+            return built;
+        }
+        let dir = PathBuf::from(format!("/var/tmp/sysctr-test-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("creating a directory for the test binary");
+        let copy = dir.join("sysctr");
+        std::fs::copy(&built, &copy).expect("copying the test binary out of /tmp");
+        copy
+    })
+    .clone()
 }
 
 /// Runs `sysctr ARGS` on this machine with `SYSCTR_STORAGE=storage` and `RUST_BACKTRACE=0`.
