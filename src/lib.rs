@@ -14,10 +14,13 @@
 //! - [`systemd`]: the systemd Manager over D-Bus: reload, enable, start/stop and job results.
 //! - [`deploy`]: the only orchestrator: deployments, host files, transactions, on-disk state.
 //! - [`cli`]: command-line parsing and output.
+//! - `fuzzing` (cargo feature `fuzzing` only): entry points for the fuzz targets in `fuzz/`.
 
 pub mod cli;
 pub mod deploy;
 pub mod digest;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod reference;
 pub mod registry;
 pub mod rooted;

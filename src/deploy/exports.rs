@@ -55,6 +55,13 @@ fn scalar_map<'de, D: serde::Deserializer<'de>>(de: D) -> Result<BTreeMap<String
         .collect()
 }
 
+impl ExportsManifest {
+    /// Parses the text of `exports/manifest.json`.
+    pub fn parse(text: &str) -> Result<ExportsManifest> {
+        serde_json::from_str(text).context("parsing the image's /exports/manifest.json")
+    }
+}
+
 /// The largest template or manifest read from an image.
 const MAX_EXPORTED_FILE: u64 = 4 * 1024 * 1024;
 
@@ -65,7 +72,7 @@ impl Exports {
         let tree = RootedDir::open(rootfs, Resolve::NoSymlinks)?;
         let read = |name: &str| read_optional(&tree, &Path::new("exports").join(name));
         let manifest = match read("manifest.json")? {
-            Some(text) => serde_json::from_str(&text).context("parsing the image's /exports/manifest.json")?,
+            Some(text) => ExportsManifest::parse(&text)?,
             None => ExportsManifest::default(),
         };
         let hostfs = match tree.kind(Path::new("exports/hostfs"))? {

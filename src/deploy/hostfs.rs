@@ -58,7 +58,8 @@ pub fn plan(hostfs: &Path, manifest: &ExportsManifest, values: &BTreeMap<String,
     let mut renames = Vec::new();
     for (from, to) in &manifest.rename_files {
         let to = render_file(&format!("manifest.json renameFiles[{from}]"), to, FileKind::LineOriented, values)?;
-        renames.push((from.trim_end_matches('/').to_string(), to));
+        // A trailing slash on either side names the same directory.
+        renames.push((from.trim_end_matches('/').to_string(), to.trim_end_matches('/').to_string()));
     }
     let mut planned = Vec::new();
     walk(hostfs, hostfs, &mut |source_path, relative| {
@@ -157,13 +158,17 @@ fn refuse_paths_through_symlinks(planned: &[PlannedFile]) -> Result<()> {
 }
 
 /// A rendered host path must stay an absolute, normal path: a value must not walk it elsewhere.
+/// A NUL, which no path can hold, and line breaks are refused too; `renameFiles` can write them
+/// as JSON escapes.
 fn check_host_path(path: &str) -> Result<()> {
     let ok = path.starts_with('/')
         && path.len() > 1
         && !path.split('/').any(|c| c == ".." || c == ".")
-        && !path.contains("//");
+        && !path.contains("//")
+        && !path.ends_with('/')
+        && !path.contains(['\0', '\n', '\r']);
     if !ok {
-        bail!("host file path '{path}' is not a normal absolute path");
+        bail!("host file path {path:?} is not a normal absolute path");
     }
     Ok(())
 }
@@ -283,10 +288,42 @@ mod tests {
 
     #[test]
     fn host_paths_must_stay_normal() {
-        for bad in ["relative", "/", "/etc/../root", "/a//b", "/a/./b"] {
+        for bad in ["relative", "/", "/etc/../root", "/a//b", "/a/./b", "/etc/"] {
             assert!(check_host_path(bad).is_err(), "{bad}");
         }
         check_host_path("/usr/local/bin/x").unwrap();
+    }
+
+    #[test]
+    fn renamed_paths_with_a_nul_or_a_line_break_are_refused() {
+        let image = tempfile::tempdir().unwrap();
+        let hostfs = image.path().join("hostfs");
+        std::fs::create_dir_all(hostfs.join("usr/local/bin")).unwrap();
+        std::fs::write(hostfs.join("usr/local/bin/democtl"), b"#!/bin/sh\n").unwrap();
+        // The JSON escapes give the renamed path a NUL, a line feed, a carriage return.
+        for target in [r"/usr/local/bin\u0000x", r"/usr/local/bin/a\nb", r"/usr/local/bin/a\rb"] {
+            let manifest =
+                ExportsManifest::parse(&format!(r#"{{"renameFiles": {{"/usr/local/bin/democtl": "{target}"}}}}"#))
+                    .unwrap();
+            let err = plan(&hostfs, &manifest, &BTreeMap::new()).expect_err(target);
+            assert!(err.to_string().contains("is not a normal absolute path"), "{target}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn rename_targets_with_a_trailing_slash_name_the_same_path() {
+        let image = tempfile::tempdir().unwrap();
+        let hostfs = image.path().join("hostfs");
+        std::fs::create_dir_all(hostfs.join("etc/demo")).unwrap();
+        std::fs::write(hostfs.join("etc/demo/demo.conf"), b"x\n").unwrap();
+        let manifest = ExportsManifest::parse(r#"{"renameFiles": {"/etc/demo": "/etc/demo2/"}}"#).unwrap();
+        let planned = plan(&hostfs, &manifest, &BTreeMap::new()).unwrap();
+        let paths: Vec<_> = planned.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["/etc", "/etc/demo2", "/etc/demo2/demo.conf"]);
+        // A file renamed onto a directory of the tree is a clash, whatever the slash.
+        let manifest = ExportsManifest::parse(r#"{"renameFiles": {"/etc/demo/demo.conf": "/etc/"}}"#).unwrap();
+        let err = plan(&hostfs, &manifest, &BTreeMap::new()).unwrap_err();
+        assert!(err.to_string().contains("would both be installed as /etc"), "{err:#}");
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub fn info(layout: &Layout, image: &ImageRef) -> Result<ImageInfo> {
             .transpose()
     };
     let manifest: ExportsManifest = match read("exports/manifest.json")? {
-        Some(text) => serde_json::from_str(&text).context("parsing the image's /exports/manifest.json")?,
+        Some(text) => ExportsManifest::parse(&text)?,
         None => ExportsManifest::default(),
     };
     let mut used = BTreeSet::new();

@@ -47,3 +47,8 @@ pub use uninstall::{uninstall, UninstallReport};
 pub use update::{rollback, update, SwitchReport, UpdateRequest};
 #[cfg(test)]
 mod tests;
+#[cfg(feature = "fuzzing")]
+pub(crate) use {
+    exports::ExportsManifest,
+    hostfs::{plan as plan_host_files, PlannedContent},
+};

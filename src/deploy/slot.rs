@@ -205,7 +205,7 @@ pub(super) fn preview_unit(layout: &Layout, store: &Store, request: &SlotRequest
             .transpose()
     };
     let manifest: ExportsManifest = match read("exports/manifest.json")? {
-        Some(text) => serde_json::from_str(&text).context("parsing the image's /exports/manifest.json")?,
+        Some(text) => ExportsManifest::parse(&text)?,
         None => ExportsManifest::default(),
     };
     if manifest.no_container_service {

@@ -27,6 +27,8 @@ use crate::digest::Digest;
 use crate::reference::ImageRef;
 
 pub use bounded::SizedReader;
+#[cfg(feature = "fuzzing")]
+pub(crate) use remote::{is_loopback, marked_insecure_in};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";

@@ -200,7 +200,7 @@ fn client(registry: &str, plain_http: bool, timeout: std::time::Duration) -> Res
     Client::try_from(config).context("configuring the registry client")
 }
 
-fn is_loopback(registry: &str) -> bool {
+pub(crate) fn is_loopback(registry: &str) -> bool {
     let host = registry.rsplit_once(':').map_or(registry, |(host, port)| {
         if port.bytes().all(|b| b.is_ascii_digit()) {
             host
@@ -214,6 +214,16 @@ fn is_loopback(registry: &str) -> bool {
 
 /// Reads `[[registry]] location = "..." insecure = true` entries of containers-registries.conf.
 fn marked_insecure(conf: &Path, registry: &str) -> Result<bool> {
+    let text = match std::fs::read_to_string(conf) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", conf.display())),
+    };
+    marked_insecure_in(&text, registry).with_context(|| format!("parsing {}", conf.display()))
+}
+
+/// [`marked_insecure`] on the text of a registries.conf.
+pub(crate) fn marked_insecure_in(text: &str, registry: &str) -> Result<bool> {
     #[derive(serde::Deserialize)]
     struct Conf {
         #[serde(default)]
@@ -226,12 +236,7 @@ fn marked_insecure(conf: &Path, registry: &str) -> Result<bool> {
         #[serde(default)]
         insecure: bool,
     }
-    let text = match std::fs::read_to_string(conf) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", conf.display())),
-    };
-    let parsed: Conf = toml::from_str(&text).with_context(|| format!("parsing {}", conf.display()))?;
+    let parsed: Conf = toml::from_str(text)?;
     Ok(parsed.registry.iter().any(|entry| {
         let location = entry.prefix.as_deref().or(entry.location.as_deref()).unwrap_or_default();
         entry.insecure && (location == registry || location.split('/').next() == Some(registry))
