@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds every fuzz target (libFuzzer, stable toolchain) and runs each for SECONDS, default 60.
+# Builds every fuzz target (libFuzzer, stable toolchain) and runs each for SECONDS, default 60,
+# as many at a time as there are cores.
 # Exits non-zero if any target crashes, hangs or runs out of memory; the input that did it is
 # left in fuzz/artifacts/TARGET/. Installs what it needs, so that it runs on a fresh machine.
 #
