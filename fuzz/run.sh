@@ -4,7 +4,7 @@
 # Exits non-zero if any target crashes, hangs or runs out of memory; the input that did it is
 # left in fuzz/artifacts/TARGET/. Installs what it needs, so that it runs on a fresh machine.
 #
-#   bash fuzz/run.sh 20                  # what CI runs: 20 s per target
+#   bash fuzz/run.sh 20                  # 20 s per target
 #   bash fuzz/run.sh 600 layer template  # some targets only
 set -euo pipefail
 seconds=${1:-60}
