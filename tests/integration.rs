@@ -6,6 +6,8 @@
 
 #[path = "integration/archives.rs"]
 mod archives;
+#[path = "integration/bounds.rs"]
+mod bounds;
 mod common;
 #[path = "integration/hostile_registry.rs"]
 mod hostile_registry;

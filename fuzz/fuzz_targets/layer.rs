@@ -76,7 +76,7 @@ fn run(dir: &Path, data: &[u8]) {
         };
         let digest = Digest::of_bytes(blob);
         let layer = LayerToImport { diff_id: diff_id(compression, blob), digest, compression };
-        match import_layer(&repo_path, blob, &layer) {
+        match import_layer(&repo_path, blob, &layer, &Default::default()) {
             Ok(imported) => layers.push((layer.digest, imported.commit)),
             Err(_) => return,
         }

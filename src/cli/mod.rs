@@ -23,6 +23,7 @@ use clap::{Parser, Subcommand};
 
 use crate::deploy::{Layout, DEFAULT_STORAGE};
 use crate::registry::RegistryOptions;
+use crate::store::{parse_size, LayerLimits};
 use crate::systemd::{Bus, HostManager, Offline};
 
 /// Install OCI images as systemd services run by runc, with no container daemon.
@@ -103,6 +104,29 @@ pub struct RegistryArgs {
         value_parser = clap::value_parser!(u64).range(1..=100_000)
     )]
     pub max_layers: u64,
+
+    /// Refuse a layer with more tar members and implied directories than this.
+    #[arg(long, value_name = "N", env = "SYSCTR_MAX_LAYER_ENTRIES", default_value_t = LayerLimits::DEFAULT.entries,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_layer_entries: u64,
+
+    /// Refuse a layer that unpacks to more than this (K, M, G, T suffixes).
+    #[arg(long, value_name = "SIZE", env = "SYSCTR_MAX_LAYER_SIZE", default_value = "64G", value_parser = parse_size)]
+    pub max_layer_size: u64,
+
+    /// Refuse a tar member whose headers (long names, PAX records, sparse map) take more than this.
+    #[arg(long, value_name = "SIZE", env = "SYSCTR_MAX_TAR_HEADER", default_value = "1M", value_parser = parse_size)]
+    pub max_tar_header: u64,
+
+    /// Refuse a layer path or link target longer than this many bytes.
+    #[arg(long, value_name = "BYTES", env = "SYSCTR_MAX_PATH_LENGTH", default_value_t = LayerLimits::DEFAULT.path_length,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_path_length: u64,
+
+    /// Refuse a layer path with more components than this.
+    #[arg(long, value_name = "N", env = "SYSCTR_MAX_PATH_DEPTH", default_value_t = LayerLimits::DEFAULT.depth,
+        value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_path_depth: u64,
 }
 
 impl RegistryArgs {
@@ -112,6 +136,13 @@ impl RegistryArgs {
             timeout: std::time::Duration::from_secs(self.registry_timeout),
             // At most 100,000 by the parser.
             max_layers: usize::try_from(self.max_layers).unwrap_or(usize::MAX),
+            layer_limits: LayerLimits {
+                entries: self.max_layer_entries,
+                bytes: self.max_layer_size,
+                header: self.max_tar_header,
+                path_length: self.max_path_length,
+                depth: self.max_path_depth,
+            },
             ..Default::default()
         }
     }
@@ -221,6 +252,32 @@ mod tests {
         let options = i.registry.options();
         assert_eq!(options.timeout, crate::registry::DEFAULT_TIMEOUT);
         assert_eq!(options.max_layers, crate::registry::DEFAULT_MAX_LAYERS);
+        assert_eq!(options.layer_limits, LayerLimits::DEFAULT);
+    }
+
+    #[test]
+    fn parses_layer_bounds() {
+        let opts = Opts::try_parse_from([
+            "sysctr",
+            "pull",
+            "--max-layer-entries",
+            "10",
+            "--max-layer-size",
+            "2G",
+            "--max-tar-header",
+            "64K",
+            "--max-path-depth",
+            "6000",
+            "x",
+        ])
+        .unwrap();
+        let Command::Pull(p) = opts.command else { panic!("not pull") };
+        let expected =
+            LayerLimits { entries: 10, bytes: 2 << 30, header: 64 << 10, depth: 6000, ..LayerLimits::DEFAULT };
+        assert_eq!(p.registry.options().layer_limits, expected);
+        for bad in [["--max-layer-size", "1.5G"], ["--max-tar-header", "0"], ["--max-path-depth", "0"]] {
+            assert!(Opts::try_parse_from(["sysctr", "pull", bad[0], bad[1], "x"]).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

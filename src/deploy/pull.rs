@@ -78,15 +78,17 @@ pub async fn pull(store: &Store, image: &ImageRef, options: &RegistryOptions) ->
             let source = source.clone();
             let repo_path: PathBuf = store.path().to_path_buf();
             let stop = stop.clone();
+            let limits = options.layer_limits;
             tasks.spawn(async move {
                 let stream = tokio::select! {
                     stream = source.blob_stream(&layer.digest, size) => stream?,
                     () = stop.cancelled() => anyhow::bail!("stopped: another layer failed"),
                 };
                 let bridge = SyncIoBridge::new(StopOnCancel::new(stream, stop));
-                let imported = tokio::task::spawn_blocking(move || store::import_layer(&repo_path, bridge, &layer))
-                    .await
-                    .map_err(|e| anyhow!("layer import task failed: {e}"))??;
+                let imported =
+                    tokio::task::spawn_blocking(move || store::import_layer(&repo_path, bridge, &layer, &limits))
+                        .await
+                        .map_err(|e| anyhow!("layer import task failed: {e}"))??;
                 Ok::<_, anyhow::Error>((position, imported))
             });
         }

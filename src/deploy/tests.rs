@@ -56,7 +56,7 @@ fn publish(layout: &Layout, reference: &str, version: &str) {
     let digest = Digest::of_bytes(&tar);
     let store = Store::open_or_create(&layout.repo()).unwrap();
     let layer = LayerToImport { digest: digest.clone(), diff_id: digest.clone(), compression: Compression::None };
-    let imported = import_layer(store.path(), &tar[..], &layer).unwrap();
+    let imported = import_layer(store.path(), &tar[..], &layer, &Default::default()).unwrap();
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux",
         "rootfs": {"type": "layers", "diff_ids": [digest.to_string()]},

@@ -25,6 +25,7 @@ use tokio::io::AsyncRead;
 
 use crate::digest::Digest;
 use crate::reference::ImageRef;
+use crate::store::LayerLimits;
 
 pub use bounded::SizedReader;
 #[cfg(feature = "fuzzing")]
@@ -57,6 +58,8 @@ pub struct RegistryOptions {
     pub timeout: Duration,
     /// Manifests listing more layers are refused (`--max-layers`).
     pub max_layers: usize,
+    /// What one layer may hold (`--max-layer-*`, `--max-tar-header`, `--max-path-*`).
+    pub layer_limits: LayerLimits,
 }
 
 impl Default for RegistryOptions {
@@ -66,6 +69,7 @@ impl Default for RegistryOptions {
             registries_conf: PathBuf::from(remote::DEFAULT_REGISTRIES_CONF),
             timeout: DEFAULT_TIMEOUT,
             max_layers: DEFAULT_MAX_LAYERS,
+            layer_limits: LayerLimits::DEFAULT,
         }
     }
 }

@@ -25,6 +25,7 @@ use ostree::glib;
 use ostree::glib::object::Cast;
 use sha2::{Digest as _, Sha256};
 
+use super::limits::{human_bytes, GuardState, LayerLimits, Limit, LimitExceeded, TarGuard};
 use crate::digest::{Digest, DigestReader};
 
 /// Files at most this large are read into memory and checksummed here; larger ones are
@@ -79,16 +80,25 @@ pub struct ImportedLayer {
 }
 
 /// Imports one layer into the repository at `repo_path`, in a transaction of its own and without
-/// setting a ref (see [`crate::store::Store::publish`]). Blocking: call it from a blocking thread.
-/// Each call opens its own `Repo`, so several layers can be imported in parallel.
-pub fn import_layer(repo_path: &Path, blob: impl Read, layer: &LayerToImport) -> Result<ImportedLayer> {
+/// setting a ref (see [`crate::store::Store::publish`]), refusing it if it goes over `limits`.
+/// Blocking: call it from a blocking thread. Each call opens its own `Repo`, so several layers can
+/// be imported in parallel.
+///
+/// A refused or broken layer leaves the objects it wrote so far without any ref: they belong to no
+/// image, and `prune` removes them.
+pub fn import_layer(
+    repo_path: &Path,
+    blob: impl Read,
+    layer: &LayerToImport,
+    limits: &LayerLimits,
+) -> Result<ImportedLayer> {
     let repo = super::open_repo(repo_path, false)?;
     repo.set_disable_fsync(true);
     {
         let _edge = transaction_edge();
         repo.prepare_transaction(gio::Cancellable::NONE).context("starting an OSTree transaction")?;
     }
-    let result = import_in_transaction(&repo, blob, layer);
+    let result = import_in_transaction(&repo, blob, layer, limits);
     let _edge = transaction_edge();
     match result {
         Ok(imported) => {
@@ -112,9 +122,15 @@ fn transaction_edge() -> std::sync::MutexGuard<'static, ()> {
     EDGE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn import_in_transaction(repo: &ostree::Repo, blob: impl Read, layer: &LayerToImport) -> Result<ImportedLayer> {
+fn import_in_transaction(
+    repo: &ostree::Repo,
+    blob: impl Read,
+    layer: &LayerToImport,
+    limits: &LayerLimits,
+) -> Result<ImportedLayer> {
     let what = format!("layer {}", layer.digest);
     let mut blob = DigestReader::new(blob, layer.digest.clone(), format!("{what} (blob)"));
+    let guard = std::rc::Rc::new(GuardState::default());
     let unpacked = (|| -> Result<(ostree::MutableTree, Stats)> {
         let decompressed: Box<dyn Read> = match layer.compression {
             Compression::None => Box::new(&mut blob),
@@ -122,17 +138,48 @@ fn import_in_transaction(repo: &ostree::Repo, blob: impl Read, layer: &LayerToIm
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut blob)),
             Compression::Zstd => Box::new(zstd::Decoder::new(&mut blob).context("starting zstd")?),
         };
+        let decompressed = TarGuard::new(decompressed, guard.clone(), limits.bytes);
         let mut tar_stream = DigestReader::new(decompressed, layer.diff_id.clone(), format!("{what} (diff_id)"));
-        let mut writer = TreeWriter::new(repo)?;
-        for entry in
-            tar::Archive::new(&mut tar_stream).entries().with_context(|| format!("reading the tar stream of {what}"))?
-        {
-            let entry = entry.with_context(|| format!("reading the tar stream of {what}"))?;
-            writer.add(entry).with_context(|| format!("importing {what}"))?;
+        let mut writer = TreeWriter::new(repo, &layer.digest, limits)?;
+        let mut archive = tar::Archive::new(&mut tar_stream);
+        let mut entries = archive.entries().with_context(|| format!("reading the tar stream of {what}"))?;
+        loop {
+            // Between two members tar-rs reads headers only, long names and PAX records included:
+            // the guard holds it to the header budget.
+            guard.begin_headers(limits.header);
+            let next = entries.next();
+            guard.end_headers();
+            let Some(entry) = next else { break };
+            let mut entry = entry.with_context(|| format!("reading the tar stream of {what}"))?;
+            writer.add(&mut entry).map_err(|err| {
+                if err.is::<LimitExceeded>() {
+                    err
+                } else {
+                    err.context(format!("importing {what}"))
+                }
+            })?;
+            // Whatever a member's data holds beyond what was stored (a directory or a link with a
+            // size) is read here, so that the next header phase reads headers only.
+            io::copy(&mut entry, &mut io::sink()).with_context(|| format!("reading the tar stream of {what}"))?;
         }
         tar_stream.finish().with_context(|| format!("verifying {what}"))?;
         Ok(writer.finish())
     })();
+    if let Some(limit) = guard.hit() {
+        // Refused while reading: the rest of the blob is not downloaded.
+        let how = match limit {
+            Limit::Header => format!(
+                "has a tar member whose headers (GNU long name or link name, PAX records, sparse map) take more than {}",
+                human_bytes(limits.header)
+            ),
+            _ => format!("unpacks to more than {}", human_bytes(limits.bytes)),
+        };
+        return Err(limits.exceeded(&layer.digest, limit, how));
+    }
+    let unpacked = match unpacked {
+        Err(err) if err.is::<LimitExceeded>() => return Err(err),
+        other => other,
+    };
     // The blob digest is checked even when unpacking failed: a corrupt download most often shows
     // up first as a broken tar or gzip stream, and the digest mismatch is the real cause.
     blob.finish().with_context(|| format!("verifying {what}"))?;
@@ -173,6 +220,10 @@ struct Stats {
 /// Builds a `MutableTree` from tar entries, writing file objects as it goes.
 struct TreeWriter<'r> {
     repo: &'r ostree::Repo,
+    layer: &'r Digest,
+    limits: &'r LayerLimits,
+    /// Members and implied directories so far, against `limits.entries`.
+    entries: u64,
     root: ostree::MutableTree,
     default_dirmeta: String,
     dirmeta_cache: HashMap<(u32, u32, u32, Xattrs), String>,
@@ -184,12 +235,15 @@ struct TreeWriter<'r> {
 }
 
 impl<'r> TreeWriter<'r> {
-    fn new(repo: &'r ostree::Repo) -> Result<Self> {
+    fn new(repo: &'r ostree::Repo, layer: &'r Digest, limits: &'r LayerLimits) -> Result<Self> {
         let default_dirmeta = dirmeta_checksum(repo, 0, 0, 0o755, None)?;
         let root = ostree::MutableTree::new();
         root.set_metadata_checksum(&default_dirmeta);
         Ok(TreeWriter {
             repo,
+            layer,
+            limits,
+            entries: 0,
             root,
             default_dirmeta,
             dirmeta_cache: HashMap::new(),
@@ -223,7 +277,49 @@ impl<'r> TreeWriter<'r> {
         }
     }
 
-    fn add<R: Read>(&mut self, mut entry: tar::Entry<R>) -> Result<()> {
+    /// Counts one more entry (a member, or a directory a path implies) against the bound.
+    fn count_entry(&mut self) -> Result<()> {
+        self.entries += 1;
+        if self.entries > self.limits.entries {
+            return Err(self.limits.exceeded(
+                self.layer,
+                Limit::Entries,
+                format!(
+                    "has more than {} entries (tar members and the directories their paths imply)",
+                    self.limits.entries
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses a path or link target longer or deeper than the bounds allow.
+    fn check_path(&self, raw: &[u8], depth: Option<usize>, what: &str) -> Result<()> {
+        let shown = || format!("{}…", String::from_utf8_lossy(&raw[..raw.len().min(60)]));
+        if let Some(depth) = depth.filter(|&d| d as u64 > self.limits.depth) {
+            let how = format!("has a {what} of {depth} components, more than {} ('{}')", self.limits.depth, shown());
+            return Err(self.limits.exceeded(self.layer, Limit::Depth, how));
+        }
+        if raw.len() as u64 > self.limits.path_length {
+            let how =
+                format!("has a {what} of {} bytes, more than {} ('{}')", raw.len(), self.limits.path_length, shown());
+            return Err(self.limits.exceeded(self.layer, Limit::PathLength, how));
+        }
+        Ok(())
+    }
+
+    /// Counts a file's size against the layer's byte bound, before any of it is written.
+    fn count_bytes(&mut self, size: u64, path: &str) -> Result<()> {
+        self.stats.unpacked_size = self.stats.unpacked_size.saturating_add(size);
+        if self.stats.unpacked_size > self.limits.bytes {
+            let how = format!("unpacks to more than {} (at /{path})", human_bytes(self.limits.bytes));
+            return Err(self.limits.exceeded(self.layer, Limit::Bytes, how));
+        }
+        Ok(())
+    }
+
+    fn add<R: Read>(&mut self, entry: &mut tar::Entry<R>) -> Result<()> {
+        self.count_entry()?;
         let kind = entry.header().entry_type();
         match kind {
             // Metadata-only members: tar-rs applies long names and local PAX records to the
@@ -238,12 +334,16 @@ impl<'r> TreeWriter<'r> {
             _ => {}
         }
         let raw_path = entry.path().context("reading an entry path")?.into_owned();
+        self.check_path(raw_path.as_os_str().as_encoded_bytes(), Some(raw_path.components().count()), "path")?;
         let components = normalize_path(&raw_path)?;
+        if let Some(target) = entry.link_name_bytes() {
+            self.check_path(&target, None, "link target")?;
+        }
         let header = entry.header();
         let mode = header.mode().context("reading a mode")? & 0o7777;
         let uid = u32::try_from(header.uid().context("reading a uid")?).context("uid out of range")?;
         let gid = u32::try_from(header.gid().context("reading a gid")?).context("gid out of range")?;
-        let pax = read_pax(&mut entry)?;
+        let pax = read_pax(entry)?;
         let xattrs = pax.xattrs;
         let path_text = components.join("/");
         if pax.sparse {
@@ -283,8 +383,8 @@ impl<'r> TreeWriter<'r> {
             // expanded one.
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 let size = entry.size();
-                self.stats.unpacked_size += size;
-                self.write_regfile(&mut entry, uid, gid, mode, size, xattrs)
+                self.count_bytes(size, &path_text)?;
+                self.write_regfile(entry, uid, gid, mode, size, xattrs)
                     .with_context(|| format!("writing file {path_text}"))?
             }
             tar::EntryType::Symlink => {
@@ -344,6 +444,7 @@ impl<'r> TreeWriter<'r> {
             dir = match sub {
                 Some(sub) => sub,
                 None => {
+                    self.count_entry()?;
                     if file.is_some() {
                         dir.remove(component, true)?;
                     }
@@ -610,7 +711,7 @@ mod tests {
             let bytes = builder.into_inner().unwrap();
             let digest = Digest::of_bytes(&bytes);
             let layer = LayerToImport { digest: digest.clone(), diff_id: digest, compression: Compression::None };
-            let err = import_layer(&repo, &bytes[..], &layer).expect_err(key);
+            let err = import_layer(&repo, &bytes[..], &layer, &LayerLimits::default()).expect_err(key);
             assert!(format!("{err:#}").contains("contains a NUL byte"), "{key}: {err:#}");
         }
         assert!(normalize_path(Path::new("a/b\0c")).is_err());

@@ -28,6 +28,7 @@
 
 mod checkout;
 mod import;
+mod limits;
 mod merge;
 
 use std::path::{Path, PathBuf};
@@ -42,6 +43,7 @@ use crate::digest::Digest;
 
 pub use checkout::checkout_image;
 pub use import::{import_layer, Compression, ImportedLayer, LayerToImport};
+pub use limits::{parse_size, LayerLimits, Limit, LimitExceeded};
 
 const REF_PREFIX: &str = "ociimage/";
 const FIFOS_KEY: &str = "sysctr.fifos";
@@ -387,11 +389,18 @@ mod tests {
 
     /// Imports the layers into a fresh repository and publishes them as one image.
     fn publish_blobs(layers: Vec<(Vec<u8>, LayerToImport)>) -> (tempfile::TempDir, Store, String) {
+        publish_blobs_within(layers, &LayerLimits::DEFAULT)
+    }
+
+    fn publish_blobs_within(
+        layers: Vec<(Vec<u8>, LayerToImport)>,
+        limits: &LayerLimits,
+    ) -> (tempfile::TempDir, Store, String) {
         let dir = tempfile::Builder::new().prefix("sysctr-store.").tempdir_in("/var/tmp").unwrap();
         let store = Store::open_or_create(&dir.path().join("repo")).unwrap();
         let mut commits = Vec::new();
         for (bytes, to_import) in layers {
-            let imported = import_layer(store.path(), &bytes[..], &to_import).unwrap();
+            let imported = import_layer(store.path(), &bytes[..], &to_import, limits).unwrap();
             commits.push((to_import.digest, imported.commit));
         }
         let image = ImageToPublish {
@@ -585,20 +594,28 @@ mod tests {
         }
     }
 
-    /// Flattening does not recurse, and libostree, which writes trees recursively, gets the
-    /// stack the binary gives its threads.
+    /// A deep tree is refused by default; with the bound raised, flattening does not recurse,
+    /// and libostree, which writes trees recursively, gets the stack the binary gives its threads.
     #[test]
-    fn a_deep_tree_is_flattened() {
+    fn a_deep_tree_is_refused_or_flattened() {
         let thread = std::thread::Builder::new().stack_size(crate::THREAD_STACK_SIZE);
         thread
             .spawn(|| {
                 let deep = "d/".repeat(5000) + "leaf";
                 let upper = tar_with(&[], &[(deep.as_str(), "deep")]);
+                let (_dir, to_import) = blob(upper.clone(), upper.clone(), Compression::None);
+                let repo = tempfile::Builder::new().prefix("sysctr-deep.").tempdir_in("/var/tmp").unwrap();
+                Store::open_or_create(repo.path()).unwrap();
+                let err = import_layer(repo.path(), &upper[..], &to_import, &LayerLimits::DEFAULT).unwrap_err();
+                let refused = err.downcast_ref::<LimitExceeded>().expect("a LimitExceeded");
+                assert_eq!((refused.limit, refused.value), (Limit::Depth, 256), "{err:#}");
+
                 let lower = tar_with(&[("d", 0o700, 0)], &[("d/lower", "lower")]);
-                let (_dir, store, commit) = publish_blobs(vec![
-                    blob(lower.clone(), lower, Compression::None),
-                    blob(upper.clone(), upper, Compression::None),
-                ]);
+                let raised = LayerLimits { depth: 6000, path_length: 16 << 10, ..LayerLimits::DEFAULT };
+                let (_dir, store, commit) = publish_blobs_within(
+                    vec![blob(lower.clone(), lower, Compression::None), blob(upper.clone(), upper, Compression::None)],
+                    &raised,
+                );
                 assert_eq!(store.read_image_file(&commit, &deep).unwrap().unwrap(), b"deep");
                 assert_eq!(store.read_image_file(&commit, "d/lower").unwrap().unwrap(), b"lower");
             })
