@@ -568,18 +568,36 @@ fn sysctr_offline(root: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// The hello image asking for `ALL_PROCESS_CAPABILITIES`, as atomic's images do.
+fn all_capabilities_image() -> Image {
+    let template = std::fs::read_to_string(examples_dir().join("hello/rootfs/exports/config.json.template")).unwrap();
+    let own = r#"["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]"#;
+    assert!(template.contains(own));
+    let template = template.replace(own, "[$ALL_PROCESS_CAPABILITIES]");
+    hello_image().layer(Layer::gzip().file("exports/config.json.template", template, 0o644))
+}
+
 #[test]
 fn offline_root_composition_starts_at_first_boot_with_no_sysctr_call() -> Result<()> {
     let setup = Setup::new();
     let image = setup.push(&hello_image(), "demo/hello");
+    let all_caps = setup.push(&all_capabilities_image(), "demo/hello-all");
     let mut host = TestHost::boot()?;
     host.shutdown()?;
     let root = host.root();
     let outer_units = tree_listing(Path::new("/etc/systemd/system"))?;
+    // sysctr is part of the OS image, where its package puts it.
+    std::fs::copy(sysctr_bin(), root.join("usr/bin/sysctr"))?;
 
     // Composed from outside, as an image builder would: files only, nothing running touched.
     let out = sysctr_offline(&root, &["install", "--set", "RECEIVER=Offline", &image]);
     assert!(out.status.success(), "{}", describe_output(&out));
+    // Offered every capability, whatever this machine's bounding set: the target's is not known yet.
+    let out = sysctr_offline(&root, &["install", "--name", "hello-all", "--set", "RECEIVER=All", &all_caps]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let all_config = root.join("var/lib/sysctr/deployments/hello-all/config.json");
+    let offered = std::fs::read_to_string(&all_config)?;
+    assert!(offered.contains("CAP_SYS_MODULE") && offered.contains("CAP_SYS_RESOURCE"), "{offered}");
     let wants = root.join("etc/systemd/system/multi-user.target.wants/hello.service");
     assert_eq!(std::fs::read_link(&wants)?, Path::new("/etc/systemd/system/hello.service"));
     assert_eq!(std::fs::read_link(root.join("var/lib/sysctr/deployments/hello"))?, Path::new("hello.0"));
@@ -593,11 +611,23 @@ fn offline_root_composition_starts_at_first_boot_with_no_sysctr_call() -> Result
     host.reboot()?;
     wait_active(&host, "hello.service");
     greeting(&host, "Offline");
+    // The unit fitted the offer to the test host's bounding set (here without CAP_SYS_RESOURCE).
+    wait_active(&host, "hello-all.service");
+    let status = host.exec_ok(&["cat", "/proc/1/status"])?;
+    let bounding = status.lines().find_map(|l| l.strip_prefix("CapBnd:")).expect("CapBnd");
+    let bounding = u64::from_str_radix(bounding.trim(), 16)?;
+    let fitted: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&all_config)?)?;
+    let fitted = fitted["process"]["capabilities"]["bounding"].as_array().unwrap().len();
+    assert_eq!(fitted as u32, (bounding & ((1 << 41) - 1)).count_ones(), "{bounding:x}");
+    assert!(host.journal("hello-all.service").contains("not in this host's bounding set, left out: "));
     let list: serde_json::Value = serde_json::from_str(&sysctr_ok(&host, &["list", "--json"]))?;
     assert_eq!(list[0]["state"], "running");
+    assert_eq!(list[1]["state"], "running");
 
     // And offline removal, with the host down again.
     host.shutdown()?;
+    let out = sysctr_offline(&root, &["uninstall", "hello-all"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
     let out = sysctr_offline(&root, &["uninstall", "hello"]);
     assert!(out.status.success(), "{}", describe_output(&out));
     assert!(std::fs::symlink_metadata(&wants).is_err(), "enablement link left behind");

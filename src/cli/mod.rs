@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::deploy::{Layout, DEFAULT_STORAGE};
+use crate::deploy::{self, Layout, DEFAULT_STORAGE};
 use crate::registry::RegistryOptions;
 use crate::store::{parse_size, LayerLimits};
 use crate::systemd::{Bus, HostManager, Offline};
@@ -75,6 +75,15 @@ pub enum Command {
     Apply(apply::ApplyOpts),
     /// Finish or undo interrupted commands, or drop them with --abandon.
     Recover(recover::RecoverOpts),
+    /// Narrow a container's config.json to this host's capability bounding set. Run by the units
+    /// of containers installed into an OS image (--root), before each start.
+    #[command(hide = true)]
+    FitCapabilities(FitCapabilitiesOpts),
+}
+
+#[derive(Debug, clap::Args, PartialEq, Eq)]
+pub struct FitCapabilitiesOpts {
+    pub name: String,
 }
 
 /// Options for reaching a registry, shared by the verbs that pull.
@@ -175,6 +184,14 @@ pub async fn run() -> Result<i32> {
         Command::Run(o) => return run::run(&layout, systemd, o).await,
         Command::Apply(o) => apply::run(&layout, systemd, o).await,
         Command::Recover(o) => recover::run(&layout, systemd, o).await,
+        Command::FitCapabilities(o) => {
+            crate::reference::validate_container_name(&o.name)?;
+            let dropped = deploy::fit_capabilities(&layout, &o.name)?;
+            if !dropped.is_empty() {
+                println!("{}: not in this host's bounding set, left out: {}", o.name, dropped.join(", "));
+            }
+            Ok(())
+        }
     }?;
     Ok(0)
 }

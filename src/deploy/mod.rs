@@ -43,6 +43,7 @@ pub use listing::{images, list, ContainerRow, ImageRow};
 pub use pull::{pull, Pulled};
 pub use recovery::{pending, recover, PendingTransaction};
 pub use run::{run_once, RunRequest};
+pub use slot::fit_capabilities;
 pub use uninstall::{uninstall, UninstallReport};
 pub use update::{rollback, update, SwitchReport, UpdateRequest};
 #[cfg(test)]

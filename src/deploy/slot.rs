@@ -26,6 +26,8 @@ pub(super) const UNIT_FILE: &str = "unit.service";
 pub(super) const DROPIN_FILE: &str = "sysctr.conf";
 pub(super) const TMPFILES_FILE: &str = "tmpfiles.conf";
 pub(super) const HOSTFS_DIR: &str = "hostfs";
+/// The largest `/etc/passwd` or `/etc/group` of an image read to resolve its `User`.
+const MAX_ACCOUNTS_FILE: u64 = 4 * 1024 * 1024;
 
 /// What building a slot has to tell the user.
 #[derive(Debug, Default)]
@@ -110,7 +112,14 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
         crate::systemd::install_links(&unit, &Layout::unit_name(name))?;
         warnings.missing_units = crate::systemd::check_dependencies(&layout.root, &Layout::unit_name(name), &unit)?;
         write(&dir.join(UNIT_FILE), &unit)?;
-        write(&dir.join(DROPIN_FILE), &dropin(&runtime, name))?;
+        let fit = layout.is_offline().then(|| (TARGET_SYSCTR, host_view(layout, &layout.storage)));
+        if fit.is_some() && layout.host_dir()?.kind(Path::new(TARGET_SYSCTR.trim_start_matches('/')))?.is_none() {
+            warnings.notes.push(format!(
+                "the target has no {TARGET_SYSCTR}: at start, the unit cannot fit the capabilities offered \
+                 to the target's bounding set, and runc refuses any the target cannot grant"
+            ));
+        }
+        write(&dir.join(DROPIN_FILE), &dropin(&runtime, name, fit))?;
         if let Some(text) = &exports.tmpfiles_template {
             let tmpfiles = template::render_file("tmpfiles.template", text, FileKind::LineOriented, &values)?;
             write(&dir.join(TMPFILES_FILE), &tmpfiles)?;
@@ -159,6 +168,17 @@ pub(super) fn resolve_values(
     manifest: &ExportsManifest,
 ) -> Result<(Forced, BTreeMap<String, String>)> {
     let (name, runtime) = (request.name, request.runtime.to_string_lossy().into_owned());
+    // In an OS image being composed, the container runs under the target's system manager, as
+    // root, with a bounding set known only once it boots: every capability sysctr knows is
+    // offered, and the unit narrows the config to the target's set at each start (see `dropin`).
+    // Nothing is taken from the machine that composes the image.
+    let (host_uid, host_gid, all_capabilities) = if layout.is_offline() {
+        (0, 0, template::all_process_capabilities(u32::MAX, u64::MAX))
+    } else {
+        let capabilities =
+            template::all_process_capabilities(template::host_cap_last_cap()?, template::host_bounding_set()?);
+        (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw(), capabilities)
+    };
     let forced = Forced {
         name: name.to_string(),
         destdir: host_view(layout, destdir),
@@ -166,18 +186,12 @@ pub(super) fn resolve_values(
         exec_stop: format!("{runtime} --systemd-cgroup kill '{name}'"),
         exec_startpre: String::new(),
         exec_stoppost: String::new(),
-        host_uid: nix::unistd::getuid().as_raw(),
-        host_gid: nix::unistd::getgid().as_raw(),
+        host_uid,
+        host_gid,
         image_name: request.image.reference.clone(),
         image_id: request.image.image_id()?,
     };
-    let host = HostDefaults {
-        all_process_capabilities: template::all_process_capabilities(
-            template::host_cap_last_cap()?,
-            template::host_bounding_set()?,
-        ),
-        runtime,
-    };
+    let host = HostDefaults { all_process_capabilities: all_capabilities, runtime };
     let values = template::resolve(&Inputs {
         host: &host,
         manifest_defaults: &manifest.default_values,
@@ -216,15 +230,45 @@ pub(super) fn preview_unit(layout: &Layout, store: &Store, request: &SlotRequest
 }
 
 /// sysctr's own unit settings, added as a drop-in so that they apply whatever the image's
-/// template says.
-fn dropin(runtime: &str, name: &str) -> String {
-    format!(
+/// template says. `fit` (sysctr's path and the storage, as the target sees them) makes each
+/// start narrow the config to the capabilities the target can grant (see `fit_capabilities`).
+fn dropin(runtime: &str, name: &str, fit: Option<(&str, String)>) -> String {
+    let mut text = format!(
         "# Written by sysctr. A container whose init ignores SIGTERM, or state left by a crash,\n\
          # must not outlive a stop nor block the next start.\n\
          [Service]\n\
          ExecStartPre=-{runtime} --systemd-cgroup delete --force '{name}'\n\
          ExecStopPost=-{runtime} --systemd-cgroup delete --force '{name}'\n"
-    )
+    );
+    if let Some((sysctr, storage)) = fit {
+        text.push_str(&format!(
+            "# Installed into an OS image: fit the capabilities to this host's bounding set.\n\
+             ExecStartPre=-{sysctr} --storage '{storage}' fit-capabilities '{name}'\n"
+        ));
+    }
+    text
+}
+
+/// Where containers installed into an OS image (`--root`) expect sysctr on the target, as the
+/// package installs it.
+pub(super) const TARGET_SYSCTR: &str = "/usr/bin/sysctr";
+
+/// Narrows the active `config.json` of `name` to the bounding set of this process, which systemd
+/// started with the unit's own. Returns the capabilities removed. Takes no lock: it runs inside a
+/// start that a locked `update` may be waiting for, and the file is replaced atomically.
+pub fn fit_capabilities(layout: &Layout, name: &str) -> Result<Vec<String>> {
+    let record = layout.read_info(name)?;
+    let slot = RootedDir::open(&layout.slot(name, record.slot), Resolve::NoSymlinks)?;
+    let config = slot.read_file(Path::new("config.json"), spec::MAX_CONFIG_SIZE)?;
+    let config = String::from_utf8(config).with_context(|| format!("the config.json of '{name}' is not UTF-8"))?;
+    let bounding = template::host_bounding_set()?;
+    let Some((narrowed, dropped)) = spec::narrow_capabilities(&config, bounding)
+        .with_context(|| format!("fitting the capabilities of '{name}' to this host"))?
+    else {
+        return Ok(Vec::new());
+    };
+    slot.replace_file(Path::new("config.json"), narrowed.as_bytes(), 0o644)?;
+    Ok(dropped)
 }
 
 /// The container's `config.json`: the image's template rendered, its verbatim config, or one
@@ -246,8 +290,13 @@ pub(super) fn render_config(
     if let Some(text) = &exports.config_verbatim {
         return spec::check(text, "the image's /exports/config.json", root_use);
     }
-    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).ok();
-    let group = std::fs::read_to_string(rootfs.join("etc/group")).ok();
+    // The image's own files, its symlinks resolved inside it: `/etc -> /host/etc` must not make
+    // this read the host's users.
+    let image_root = RootedDir::open(rootfs, Resolve::InRoot)?;
+    let read = |path: &str| {
+        image_root.read_file(Path::new(path), MAX_ACCOUNTS_FILE).ok().and_then(|bytes| String::from_utf8(bytes).ok())
+    };
+    let (passwd, group) = (read("etc/passwd"), read("etc/group"));
     let generated = spec::generate(
         config,
         &spec::GenerateInputs { hostname: name, passwd: passwd.as_deref(), group: group.as_deref() },

@@ -37,12 +37,18 @@ fn host() -> Host {
 }
 
 fn publish(layout: &Layout, reference: &str, version: &str) {
+    publish_with(layout, reference, version, &[]);
+}
+
+/// [`publish`], with more files in the image.
+fn publish_with(layout: &Layout, reference: &str, version: &str, extra: &[(&str, &str)]) {
     let mut builder = tar::Builder::new(Vec::new());
-    let files = [
+    let mut files = vec![
         ("bin/sh", version.to_string()),
         ("exports/tmpfiles.template", "d /run/$NAME 0755 - - -\n".to_string()),
         ("exports/hostfs/usr/local/svc.conf", format!("{version}\n")),
     ];
+    files.extend(extra.iter().map(|(path, content)| (*path, content.to_string())));
     for (path, content) in &files {
         let mut header = tar::Header::new_gnu();
         header.set_mode(0o755);
@@ -298,4 +304,42 @@ async fn an_undo_killed_half_way_is_run_again_to_the_same_end() {
     assert_eq!(std::fs::read(&unit).unwrap(), original);
     assert!(systemd.is_active("svc.service"));
     assert!(pending(&host.layout).unwrap().is_empty());
+}
+
+/// Installed into an OS image, a container takes nothing from the machine composing it: it runs
+/// as root under the target's systemd, is offered every capability, and its unit narrows them to
+/// the target's bounding set at each start.
+#[tokio::test]
+async fn an_offline_install_leaves_host_facts_to_the_target() {
+    let host = host();
+    let template = r#"{"ociVersion": "1.0.0", "root": {"path": "rootfs", "readonly": true},
+        "process": {"args": ["/bin/sh"], "user": {"uid": $HOST_UID, "gid": $HOST_GID},
+            "capabilities": {"bounding": [$ALL_PROCESS_CAPABILITIES], "effective": [$ALL_PROCESS_CAPABILITIES]}}}"#;
+    publish_with(&host.layout, IMAGE, "v1", &[("exports/config.json.template", template)]);
+    let systemd = crate::systemd::Offline::new(&host.root);
+    install(&host.layout, &install_request("svc", false), &systemd).await.unwrap();
+
+    let config_path = host.layout.link("svc").join("config.json");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    assert_eq!(
+        (config["process"]["user"]["uid"].as_u64(), config["process"]["user"]["gid"].as_u64()),
+        (Some(0), Some(0))
+    );
+    let bounding: Vec<&str> =
+        config["process"]["capabilities"]["bounding"].as_array().unwrap().iter().filter_map(|c| c.as_str()).collect();
+    assert_eq!(bounding.len(), 41, "every capability sysctr knows: {bounding:?}");
+    let dropin = std::fs::read_to_string(host.layout.unit_dropin_dir("svc").join("sysctr.conf")).unwrap();
+    assert!(
+        dropin.contains("ExecStartPre=-/usr/bin/sysctr --storage '/var/lib/sysctr' fit-capabilities 'svc'\n"),
+        "{dropin}"
+    );
+
+    // What that start does, here with this process's bounding set.
+    let ours = crate::template::host_bounding_set().unwrap();
+    let dropped = fit_capabilities(&host.layout, "svc").unwrap();
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    let kept = config["process"]["capabilities"]["effective"].as_array().unwrap().len();
+    assert_eq!(kept, ours.count_ones().min(41) as usize, "kept: {config}; dropped: {dropped:?}");
+    assert_eq!(kept + dropped.len(), 41);
+    assert!(fit_capabilities(&host.layout, "svc").unwrap().is_empty(), "a second start changes nothing");
 }

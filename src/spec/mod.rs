@@ -8,6 +8,7 @@
 //! would not read are rewritten in [`legacy`].
 
 mod legacy;
+mod narrow;
 
 use anyhow::{bail, Context, Result};
 use oci_spec::image::ImageConfiguration;
@@ -16,7 +17,10 @@ use oci_spec::runtime::{
 };
 
 pub use legacy::Rewrite;
+pub use narrow::narrow_capabilities;
 
+/// The largest `config.json` a deployment may have.
+pub const MAX_CONFIG_SIZE: u64 = 16 * 1024 * 1024;
 /// The rootfs directory a deployment's `config.json` must point at, relative to the bundle.
 pub const ROOTFS: &str = "rootfs";
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

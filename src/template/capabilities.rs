@@ -67,6 +67,12 @@ pub fn all_process_capabilities(cap_last_cap: u32, bounding: u64) -> String {
         .join(",\n")
 }
 
+/// The number of a capability named as in `linux/capability.h` (`CAP_SYS_ADMIN`), if known.
+#[must_use]
+pub fn capability_number(name: &str) -> Option<u32> {
+    CAPABILITIES.iter().position(|known| *known == name).and_then(|n| u32::try_from(n).ok())
+}
+
 /// The bounding capability set of this process (`CapBnd` in /proc/self/status).
 pub fn host_bounding_set() -> Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;

@@ -16,7 +16,7 @@ mod render;
 mod substitute;
 mod variables;
 
-pub use capabilities::{all_process_capabilities, host_bounding_set, host_cap_last_cap};
+pub use capabilities::{all_process_capabilities, capability_number, host_bounding_set, host_cap_last_cap};
 pub use json::check_json_string_values;
 pub use render::{default_unit, render_file, FileKind};
 pub use substitute::{placeholders, substitute, TemplateError};
