@@ -14,9 +14,9 @@ pub async fn run(layout: &Layout, systemd: &HostManager, _opts: &PruneOpts) -> R
     }
     println!(
         "removed {} unused layers and {} objects, freed {}",
-        report.layers,
-        report.objects,
-        human_size(report.bytes)
+        report.store.layers,
+        report.store.objects,
+        human_size(report.store.bytes)
     );
     Ok(())
 }

@@ -10,7 +10,7 @@ use super::exports::ExportsManifest;
 use super::layout::{Deployment, Layout};
 use super::recovery::lock_and_recover;
 use crate::reference::ImageRef;
-use crate::store::{Store, StoredImage};
+use crate::store::{Pruned, Store, StoredImage};
 use crate::systemd::ServiceManager;
 use crate::template::{placeholders, FORCED_VARIABLES, HOST_VARIABLES};
 
@@ -113,9 +113,9 @@ pub async fn rmi(layout: &Layout, image: &ImageRef, force: bool, systemd: &impl 
 /// What `prune` removed.
 #[derive(Debug, Serialize)]
 pub struct PruneReport {
-    pub layers: usize,
-    pub objects: i32,
-    pub bytes: u64,
+    /// What went from the image store.
+    #[serde(flatten)]
+    pub store: Pruned,
     pub slots: Vec<String>,
 }
 
@@ -137,9 +137,9 @@ pub async fn prune(layout: &Layout, systemd: &impl ServiceManager) -> Result<Pru
             slots.push(file_name);
         }
     }
-    let (layers, objects, bytes) =
-        if layout.repo().join("config").exists() { Store::open(&layout.repo())?.prune()? } else { (0, 0, 0) };
-    Ok(PruneReport { layers, objects, bytes, slots })
+    let store =
+        if layout.repo().join("config").exists() { Store::open(&layout.repo())?.prune()? } else { Pruned::default() };
+    Ok(PruneReport { store, slots })
 }
 
 pub(super) fn stored_image(store: &Store, image: &ImageRef) -> Result<StoredImage> {

@@ -26,16 +26,16 @@ pub fn checkout_image(store: &Store, image_commit: &str, dest: &Path) -> Result<
         .checkout_at(Some(&options), libc_at_fdcwd(), dest, image_commit, gio::Cancellable::NONE)
         .with_context(|| format!("checking out image commit {image_commit} into {}", dest.display()))?;
     let meta = super::commit_metadata(&store.repo, image_commit)?;
-    let fifos: Vec<(String, u32, u32, u32)> = meta.lookup(super::FIFOS_KEY).ok().flatten().unwrap_or_default();
+    let fifos = super::FifoRecord::read_all(&meta);
     if fifos.is_empty() {
         return Ok(());
     }
     // The image chose every name in the checkout, its symlinks included: FIFOs are created
     // beneath the checkout's handle, through no symlink at all.
     let tree = RootedDir::open(dest, Resolve::NoSymlinks)?;
-    for (path, mode, uid, gid) in fifos {
-        tree.create_fifo(Path::new(&path), mode, uid, gid)
-            .with_context(|| format!("creating the image's FIFO /{path}"))?;
+    for fifo in fifos {
+        tree.create_fifo(Path::new(&fifo.path), fifo.mode, fifo.uid, fifo.gid)
+            .with_context(|| format!("creating the image's FIFO /{}", fifo.path))?;
     }
     Ok(())
 }

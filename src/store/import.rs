@@ -189,7 +189,7 @@ fn import_in_transaction(
     meta.insert("sysctr.diff-id", layer.diff_id.as_str());
     meta.insert("sysctr.unpacked-size", stats.unpacked_size);
     meta.insert("sysctr.skipped", stats.skipped.clone());
-    meta.insert(super::FIFOS_KEY, stats.fifos.clone());
+    super::FifoRecord::write_all(&meta, &stats.fifos);
     meta.insert(super::IMPLIED_DIRS_KEY, stats.implied_dirs.clone());
     let root = repo.write_mtree(&tree, gio::Cancellable::NONE).context("writing the layer tree")?;
     let root =
@@ -212,7 +212,7 @@ struct Stats {
     unpacked_size: u64,
     skipped: Vec<String>,
     /// FIFOs as (path, mode, uid, gid): recreated at checkout, since OSTree cannot store them.
-    fifos: Vec<(String, u32, u32, u32)>,
+    fifos: Vec<super::FifoRecord>,
     /// Directories of the layer with no tar entry of their own, sorted; "" is the root.
     implied_dirs: Vec<String>,
 }
@@ -354,7 +354,7 @@ impl<'r> TreeWriter<'r> {
         // directory by this path), and, unless it is a directory, the FIFOs below it (a
         // directory replaced by a symlink).
         let hides_below = !kind.is_dir();
-        self.stats.fifos.retain(|(fifo, ..)| {
+        self.stats.fifos.retain(|super::FifoRecord { path: fifo, .. }| {
             !(fifo == &path_text || (hides_below && is_below(fifo, &path_text)) || is_below(&path_text, fifo))
         });
         let Some((name, parent_components)) = components.split_last() else {
@@ -415,7 +415,7 @@ impl<'r> TreeWriter<'r> {
             }
             tar::EntryType::Fifo => {
                 self.unlink(&parent, name, &path_text)?;
-                self.stats.fifos.push((path_text, mode, uid, gid));
+                self.stats.fifos.push(super::FifoRecord { path: path_text, mode, uid, gid });
                 return Ok(());
             }
             tar::EntryType::Char | tar::EntryType::Block => {

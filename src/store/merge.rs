@@ -18,17 +18,18 @@ use std::collections::{BTreeMap, HashSet};
 
 use anyhow::{Context, Result};
 
+use super::FifoRecord;
+
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
 
-/// FIFOs of the flattened image: path (relative, no leading `/`) → (mode, uid, gid).
-pub type Fifos = BTreeMap<String, (u32, u32, u32)>;
+/// FIFOs of the flattened image, by path.
+pub type Fifos = BTreeMap<String, FifoRecord>;
 
 /// One layer to merge.
 pub struct Upper<'a> {
     pub tree: &'a ostree::MutableTree,
-    /// FIFOs of the layer: (path, mode, uid, gid).
-    pub fifos: &'a [(String, u32, u32, u32)],
+    pub fifos: &'a [FifoRecord],
     /// Directories the layer has no entry for (relative paths, "" for the root).
     pub implied_dirs: &'a HashSet<String>,
 }
@@ -46,13 +47,14 @@ pub fn merge_layer(merged: &ostree::MutableTree, upper: &Upper, fifos: &mut Fifo
         }
         pending.extend(merge_dir(&merged, &upper_dir, &prefix, fifos)?);
     }
-    for (path, mode, uid, gid) in upper.fifos {
+    for fifo in upper.fifos {
+        let path = &fifo.path;
         let (parent_path, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
         if let Some(parent) = walk(merged, parent_path)? {
             parent.remove(name, true).with_context(|| format!("replacing /{path} with a FIFO"))?;
         }
         fifos.retain(|p, _| !is_at_or_under(p, path));
-        fifos.insert(path.clone(), (*mode, *uid, *gid));
+        fifos.insert(path.clone(), fifo.clone());
     }
     Ok(())
 }

@@ -49,6 +49,39 @@ const REF_PREFIX: &str = "ociimage/";
 const FIFOS_KEY: &str = "sysctr.fifos";
 const IMPLIED_DIRS_KEY: &str = "sysctr.implied-dirs";
 
+/// A FIFO of a layer or of an image, created at checkout: OSTree cannot store one. Kept in
+/// commit metadata as `(path, mode, uid, gid)`, the path relative, without a leading `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FifoRecord {
+    pub path: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl FifoRecord {
+    /// The FIFOs recorded in a commit's metadata (none for a commit without the key).
+    fn read_all(meta: &glib::VariantDict) -> Vec<FifoRecord> {
+        let stored: Vec<(String, u32, u32, u32)> = meta.lookup(FIFOS_KEY).ok().flatten().unwrap_or_default();
+        stored.into_iter().map(|(path, mode, uid, gid)| FifoRecord { path, mode, uid, gid }).collect()
+    }
+
+    fn write_all(meta: &glib::VariantDict, fifos: &[FifoRecord]) {
+        let stored: Vec<(String, u32, u32, u32)> =
+            fifos.iter().map(|f| (f.path.clone(), f.mode, f.uid, f.gid)).collect();
+        meta.insert(FIFOS_KEY, stored);
+    }
+}
+
+/// What [`Store::prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Pruned {
+    /// Layer refs no image used any more.
+    pub layers: usize,
+    pub objects: u64,
+    pub bytes: u64,
+}
+
 /// Metadata of an image as recorded in its image commit.
 #[derive(Debug, Clone)]
 pub struct StoredImage {
@@ -194,8 +227,7 @@ impl Store {
     }
 
     /// Removes layer refs no image uses any more, then every object no ref reaches.
-    /// Returns (layers removed, objects removed, bytes freed).
-    pub fn prune(&self) -> Result<(usize, i32, u64)> {
+    pub fn prune(&self) -> Result<Pruned> {
         let mut used = std::collections::HashSet::new();
         for image in self.images()? {
             let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&image.manifest_raw)
@@ -221,7 +253,7 @@ impl Store {
             .repo
             .prune(ostree::RepoPruneFlags::REFS_ONLY, -1, gio::Cancellable::NONE)
             .context("pruning the OSTree repository")?;
-        Ok((layers_removed, objects, bytes))
+        Ok(Pruned { layers: layers_removed, objects: u64::try_from(objects).unwrap_or_default(), bytes })
     }
 
     /// The unpacked size of a layer as recorded at import.
@@ -317,7 +349,7 @@ fn write_image_commit(repo: &ostree::Repo, image: &ImageToPublish, layers: &[(Di
         let upper = ostree::MutableTree::from_commit(repo, layer_commit)
             .with_context(|| format!("reading the tree of layer {digest}"))?;
         let layer_meta = commit_metadata(repo, layer_commit)?;
-        let layer_fifos: Vec<(String, u32, u32, u32)> = layer_meta.lookup(FIFOS_KEY).ok().flatten().unwrap_or_default();
+        let layer_fifos = FifoRecord::read_all(&layer_meta);
         // Absent from layers imported by older versions: none known, every directory then takes
         // the layer's metadata as before.
         let implied_dirs: Vec<String> = layer_meta.lookup(IMPLIED_DIRS_KEY).ok().flatten().unwrap_or_default();
@@ -325,14 +357,14 @@ fn write_image_commit(repo: &ostree::Repo, image: &ImageToPublish, layers: &[(Di
             merge::Upper { tree: &upper, fifos: &layer_fifos, implied_dirs: &implied_dirs.into_iter().collect() };
         merge::merge_layer(&tree, &upper, &mut fifos).with_context(|| format!("applying layer {digest}"))?;
     }
-    let fifos: Vec<(String, u32, u32, u32)> = fifos.into_iter().map(|(p, (m, u, g))| (p, m, u, g)).collect();
+    let fifos: Vec<FifoRecord> = fifos.into_values().collect();
 
     let meta = glib::VariantDict::new(None);
     meta.insert("sysctr.reference", image.reference);
     meta.insert("sysctr.manifest-digest", image.manifest_digest);
     meta.insert("docker.manifest", text(image.manifest_raw, "manifest")?);
     meta.insert("sysctr.config", text(image.config_raw, "config")?);
-    meta.insert(FIFOS_KEY, fifos);
+    FifoRecord::write_all(&meta, &fifos);
     let root = repo.write_mtree(&tree, gio::Cancellable::NONE).context("writing the image tree")?;
     let root =
         root.downcast::<ostree::RepoFile>().map_err(|_| anyhow!("OSTree returned a tree that is not a RepoFile"))?;
