@@ -117,17 +117,22 @@ pub async fn pull(store: &Store, image: &ImageRef, options: &RegistryOptions) ->
         layer_refs.push((digest, commit));
     }
     let reference = image.canonical();
-    let commit = store
-        .publish(
-            &ImageToPublish {
-                reference: &reference,
-                manifest_digest: fetched.manifest_digest.as_str(),
-                manifest_raw: &fetched.manifest_raw,
-                config_raw: &fetched.config_raw,
-            },
-            &layer_refs,
-        )
-        .with_context(|| format!("recording {image} in the store"))?;
+    // Flattening reads every layer's tree: blocking work, kept off the async workers.
+    let repo_path = store.path().to_path_buf();
+    let to_publish = (reference.clone(), fetched.manifest_digest.to_string(), fetched.manifest_raw, fetched.config_raw);
+    let commit = tokio::task::spawn_blocking(move || {
+        let (reference, manifest_digest, manifest_raw, config_raw) = to_publish;
+        let image = ImageToPublish {
+            reference: &reference,
+            manifest_digest: &manifest_digest,
+            manifest_raw: &manifest_raw,
+            config_raw: &config_raw,
+        };
+        Store::open(&repo_path)?.publish(&image, &layer_refs)
+    })
+    .await
+    .map_err(|e| anyhow!("publishing task failed: {e}"))?
+    .with_context(|| format!("recording {image} in the store"))?;
     let image = store
         .image(&reference)?
         .ok_or_else(|| anyhow!("image commit {commit} for {reference} vanished right after it was written"))?;

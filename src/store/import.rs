@@ -227,8 +227,6 @@ struct TreeWriter<'r> {
     root: ostree::MutableTree,
     default_dirmeta: String,
     dirmeta_cache: HashMap<(u32, u32, u32, Xattrs), String>,
-    /// Content checksum of each file and symlink written so far, for hard links.
-    checksums: HashMap<String, String>,
     /// Directories created for a path below them, and not (yet) given by an entry of their own.
     implied: BTreeSet<String>,
     stats: Stats,
@@ -247,7 +245,6 @@ impl<'r> TreeWriter<'r> {
             root,
             default_dirmeta,
             dirmeta_cache: HashMap::new(),
-            checksums: HashMap::new(),
             implied: BTreeSet::from([String::new()]),
             stats: Stats { unpacked_size: 0, skipped: Vec::new(), fifos: Vec::new(), implied_dirs: Vec::new() },
         })
@@ -408,9 +405,12 @@ impl<'r> TreeWriter<'r> {
                     .link_name()
                     .context("reading a hard link target")?
                     .ok_or_else(|| anyhow!("hard link {path_text} has no target"))?;
-                let target = normalize_path(&target)?.join("/");
-                self.checksums.get(&target).cloned().ok_or_else(|| {
-                    anyhow!("hard link {path_text} points to '{target}', which is not an earlier file of this layer")
+                let target = normalize_path(&target)?;
+                self.file_checksum(&target).ok_or_else(|| {
+                    anyhow!(
+                        "hard link {path_text} points to '{}', which is not an earlier file of this layer",
+                        target.join("/")
+                    )
                 })?
             }
             tar::EntryType::Fifo => {
@@ -427,8 +427,18 @@ impl<'r> TreeWriter<'r> {
         };
         self.unlink(&parent, name, &path_text)?;
         parent.replace_file(name, &checksum).with_context(|| format!("adding {path_text} to the tree"))?;
-        self.checksums.insert(path_text, checksum);
         Ok(())
+    }
+
+    /// The content checksum of the file or symlink the tree holds at `components` so far: what a
+    /// hard link to that path gets, as extracting the tar in order would give it.
+    fn file_checksum(&self, components: &[String]) -> Option<String> {
+        let (name, parents) = components.split_last()?;
+        let mut dir = self.root.clone();
+        for component in parents {
+            dir = dir.lookup(component).ok()?.1?;
+        }
+        dir.lookup(name).ok()?.0.map(|checksum| checksum.to_string())
     }
 
     /// The directory holding an entry, creating the missing ones as implied directories.

@@ -108,6 +108,20 @@ fn merge_dir(
     Ok(pending)
 }
 
+/// Removes every whiteout file from `tree`, a layer with nothing below it to hide.
+pub fn remove_whiteouts(tree: &ostree::MutableTree) -> Result<()> {
+    let mut pending = vec![(tree.clone(), String::new())];
+    while let Some((dir, prefix)) = pending.pop() {
+        for name in dir.copy_files().keys().filter(|name| name.starts_with(WHITEOUT_PREFIX)) {
+            dir.remove(name, false).with_context(|| format!("removing whiteout /{prefix}{name}"))?;
+        }
+        for (name, subdir) in dir.copy_subdirs() {
+            pending.push((subdir, format!("{prefix}{name}/")));
+        }
+    }
+    Ok(())
+}
+
 /// The directory at `path` in `tree`, if it exists.
 fn walk(tree: &ostree::MutableTree, path: &str) -> Result<Option<ostree::MutableTree>> {
     let mut dir = tree.clone();

@@ -342,14 +342,21 @@ fn write_image_commit(repo: &ostree::Repo, image: &ImageToPublish, layers: &[(Di
     let text = |bytes: &[u8], what: &str| {
         String::from_utf8(bytes.to_vec()).with_context(|| format!("the image {what} is not UTF-8"))
     };
-    let tree = ostree::MutableTree::new();
-    tree.set_metadata_checksum(&import::dirmeta_checksum(repo, 0, 0, 0o755, None)?);
+    let mut tree: Option<ostree::MutableTree> = None;
     let mut fifos = merge::Fifos::new();
     for (digest, layer_commit) in layers {
         let upper = ostree::MutableTree::from_commit(repo, layer_commit)
             .with_context(|| format!("reading the tree of layer {digest}"))?;
         let layer_meta = commit_metadata(repo, layer_commit)?;
         let layer_fifos = FifoRecord::read_all(&layer_meta);
+        let Some(tree) = &tree else {
+            // Merged into nothing, the lowest layer is its own tree less its whiteouts: taken as
+            // it is rather than copied, which would hold two trees of it in memory at once.
+            merge::remove_whiteouts(&upper).with_context(|| format!("applying layer {digest}"))?;
+            fifos.extend(layer_fifos.into_iter().map(|fifo| (fifo.path.clone(), fifo)));
+            tree = Some(upper);
+            continue;
+        };
         // Absent from layers imported by older versions: none known, every directory then takes
         // the layer's metadata as before.
         let implied_dirs: Vec<String> = layer_meta.lookup(IMPLIED_DIRS_KEY).ok().flatten().unwrap_or_default();
@@ -358,6 +365,14 @@ fn write_image_commit(repo: &ostree::Repo, image: &ImageToPublish, layers: &[(Di
         merge::merge_layer(&tree, &upper, &mut fifos).with_context(|| format!("applying layer {digest}"))?;
     }
     let fifos: Vec<FifoRecord> = fifos.into_values().collect();
+    let tree = match tree {
+        Some(tree) => tree,
+        None => {
+            let empty = ostree::MutableTree::new();
+            empty.set_metadata_checksum(&import::dirmeta_checksum(repo, 0, 0, 0o755, None)?);
+            empty
+        }
+    };
 
     let meta = glib::VariantDict::new(None);
     meta.insert("sysctr.reference", image.reference);
