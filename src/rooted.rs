@@ -253,6 +253,36 @@ impl RootedDir {
             .with_context(|| format!("setting the mode of {}", self.shown(relative)))
     }
 
+    /// The permission bits (with setuid, setgid, sticky) of `relative`, not following it.
+    pub fn mode(&self, relative: &Path) -> Result<u32> {
+        let (parent, name) = self.parent_of(relative)?;
+        let stat = rustix::fs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW)
+            .with_context(|| format!("inspecting {}", self.shown(relative)))?;
+        Ok(stat.st_mode & 0o7777)
+    }
+
+    /// Removes `relative` and, if it is a directory, everything in it; nothing if it is absent.
+    /// No symlink inside is followed: each is removed as itself.
+    pub fn remove_tree(&self, relative: &Path) -> Result<()> {
+        // Directories in the order found; removed in reverse, once emptied of everything else.
+        let mut dirs = Vec::new();
+        let mut pending = vec![relative.to_path_buf()];
+        while let Some(path) = pending.pop() {
+            match self.kind(&path)? {
+                None => {}
+                Some(EntryKind::Dir) => {
+                    pending.extend(self.list_dir(&path)?.into_iter().map(|name| path.join(name)));
+                    dirs.push(path);
+                }
+                Some(_) => self.remove_file(&path)?,
+            }
+        }
+        for dir in dirs.iter().rev() {
+            self.remove_dir(dir)?;
+        }
+        Ok(())
+    }
+
     /// Reads the target of the symlink `relative`.
     pub fn read_link(&self, relative: &Path) -> Result<PathBuf> {
         let (parent, name) = self.parent_of(relative)?;

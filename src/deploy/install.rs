@@ -108,7 +108,7 @@ pub async fn install(
         user_values: &request.values,
         uuid: &uuid,
     };
-    let mut journal = Journal::begin(&layout.transaction_dir(), &format!("install {name}"))?;
+    let mut journal = Journal::begin(&layout.transaction_dir(), &layout.root, &format!("install {name}"))?;
     let outcome = async {
         let (mut deployment, slot_notes) = build_slot(layout, &store, &slot_request, &mut journal)?;
         let unit = Layout::unit_name(&name);

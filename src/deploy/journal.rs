@@ -10,12 +10,12 @@
 //! An uninstall is the exception: it is recorded as one roll-forward step, and an interrupted
 //! uninstall is finished rather than undone.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::rooted::{EntryKind, Resolve, RootedDir};
 use crate::systemd::{ChangeLog, ServiceManager};
 
 const JOURNAL_FILE: &str = "journal.json";
@@ -68,6 +68,10 @@ struct Record {
 #[derive(Debug)]
 pub struct Journal {
     dir: PathBuf,
+    /// The host root every recorded path lies under. Paths are read and restored beneath it,
+    /// never through the namespace of the machine running sysctr; a recorded path outside it (a
+    /// damaged journal) is refused.
+    root: PathBuf,
     record: Record,
     #[cfg_attr(not(feature = "crash-hooks"), allow(dead_code))]
     crash_after: Option<usize>,
@@ -84,7 +88,7 @@ pub enum Interrupted {
 
 impl Journal {
     /// Opens a transaction in `dir`, which must not exist (a leftover is recovered first).
-    pub fn begin(dir: &Path, command: &str) -> Result<Journal> {
+    pub fn begin(dir: &Path, root: &Path, command: &str) -> Result<Journal> {
         std::fs::create_dir(dir).with_context(|| format!("starting a transaction in {}", dir.display()))?;
         #[cfg(feature = "crash-hooks")]
         let crash_after = std::env::var(CRASH_AFTER_STEPS_ENV).ok().and_then(|v| v.parse().ok());
@@ -92,6 +96,7 @@ impl Journal {
         let crash_after = None;
         let journal = Journal {
             dir: dir.to_path_buf(),
+            root: root.to_path_buf(),
             record: Record { command: command.to_string(), steps: Vec::new() },
             crash_after,
         };
@@ -100,7 +105,7 @@ impl Journal {
     }
 
     /// Finds an interrupted transaction in `dir`, if any.
-    pub fn interrupted(dir: &Path) -> Result<Option<Interrupted>> {
+    pub fn interrupted(dir: &Path, root: &Path) -> Result<Option<Interrupted>> {
         let file = dir.join(JOURNAL_FILE);
         if !dir.exists() {
             return Ok(None);
@@ -115,7 +120,7 @@ impl Journal {
             Step::Uninstalling(name) => Some(name.clone()),
             _ => None,
         });
-        let journal = Journal { dir: dir.to_path_buf(), record, crash_after: None };
+        let journal = Journal { dir: dir.to_path_buf(), root: root.to_path_buf(), record, crash_after: None };
         Ok(Some(match uninstalling {
             Some(name) => Interrupted::Uninstall { name, journal },
             None => Interrupted::Undo(journal),
@@ -134,19 +139,20 @@ impl Journal {
 
     /// Records what is at `path` now (nothing, a file or a symlink), to restore it on undo.
     pub fn save(&mut self, path: &Path) -> Result<()> {
-        let previous = match std::fs::symlink_metadata(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Previous::Absent,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-            Ok(meta) if meta.file_type().is_symlink() => Previous::Symlink {
-                target: std::fs::read_link(path).with_context(|| format!("reading {}", path.display()))?,
-            },
-            Ok(meta) if meta.is_file() => {
+        let root = self.root_dir()?;
+        let relative = beneath(&self.root, path)?;
+        let previous = match root.kind(relative)? {
+            None => Previous::Absent,
+            Some(EntryKind::Symlink) => Previous::Symlink { target: root.read_link(relative)? },
+            Some(EntryKind::File) => {
                 let backup = self.dir.join(format!("backup.{}", self.record.steps.len()));
-                std::fs::copy(path, &backup).with_context(|| format!("saving a copy of {}", path.display()))?;
+                let content = root.read_file(relative, MAX_SAVED_FILE)?;
+                let mode = root.mode(relative)?;
+                std::fs::write(&backup, content).with_context(|| format!("saving a copy of {}", path.display()))?;
                 sync_file(&backup)?;
-                Previous::File { backup, mode: meta.permissions().mode() & 0o7777 }
+                Previous::File { backup, mode }
             }
-            Ok(_) => bail!("{} is neither a file nor a symlink", path.display()),
+            Some(_) => bail!("{} is neither a file nor a symlink", path.display()),
         };
         self.record(Step::Path { path: path.to_path_buf(), previous })
     }
@@ -225,10 +231,16 @@ impl Journal {
         let mut reload_pending = false;
         for step in self.record.steps.iter().rev() {
             let outcome = match step {
-                Step::Path { path, previous } => restore(path, previous).map_err(|e| format!("{e:#}")),
-                Step::CreatedDir(path) => ignore_missing(std::fs::remove_dir(path)),
-                Step::RemovedDir(path) => ignore_existing(std::fs::create_dir(path)),
-                Step::CreatedTree(path) => ignore_missing(std::fs::remove_dir_all(path)),
+                Step::Path { path, previous } => self.restore(path, previous).map_err(|e| format!("{e:#}")),
+                Step::CreatedDir(path) => self.beneath_root(path, |root, rel| match root.kind(rel)? {
+                    Some(_) => root.remove_dir(rel),
+                    None => Ok(()),
+                }),
+                Step::RemovedDir(path) => self.beneath_root(path, |root, rel| match root.kind(rel)? {
+                    Some(_) => Ok(()),
+                    None => root.create_dir(rel, 0o755),
+                }),
+                Step::CreatedTree(path) => self.beneath_root(path, |root, rel| root.remove_tree(rel)),
                 Step::UnitsChanged => {
                     reload_pending = true;
                     Ok(())
@@ -302,25 +314,51 @@ impl ChangeLog for Unrecorded {
     }
 }
 
-fn restore(path: &Path, previous: &Previous) -> Result<()> {
-    // An undo run again after a partial one: the tree this path was in is gone already.
-    if path.parent().is_some_and(|parent| !parent.exists()) {
-        return Ok(());
+/// The largest file a transaction saves a copy of (host files are bounded to 64 MiB).
+const MAX_SAVED_FILE: u64 = 64 * 1024 * 1024;
+
+impl Journal {
+    fn root_dir(&self) -> Result<RootedDir> {
+        RootedDir::open(&self.root, Resolve::InRoot)
     }
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path)?,
-        Ok(_) => std::fs::remove_file(path)?,
-        Err(_) => {}
+
+    /// Runs `undo` on `path` beneath the root; problems as text.
+    fn beneath_root(&self, path: &Path, undo: impl FnOnce(&RootedDir, &Path) -> Result<()>) -> Result<(), String> {
+        let run = || -> Result<()> { undo(&self.root_dir()?, beneath(&self.root, path)?) };
+        run().map_err(|e| format!("{e:#}"))
     }
-    match previous {
-        Previous::Absent => {}
-        Previous::File { backup, mode } => {
-            std::fs::copy(backup, path)?;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode))?;
+
+    fn restore(&self, path: &Path, previous: &Previous) -> Result<()> {
+        let root = self.root_dir()?;
+        let relative = beneath(&self.root, path)?;
+        // An undo run again after a partial one: the tree this path was in is gone already.
+        if relative
+            .parent()
+            .is_some_and(|parent| !parent.as_os_str().is_empty() && root.kind(parent).ok().flatten().is_none())
+        {
+            return Ok(());
         }
-        Previous::Symlink { target } => std::os::unix::fs::symlink(target, path)?,
+        match root.kind(relative)? {
+            Some(EntryKind::Dir) => root.remove_tree(relative)?,
+            Some(_) => root.remove_file(relative)?,
+            None => {}
+        }
+        match previous {
+            Previous::Absent => Ok(()),
+            Previous::File { backup, mode } => {
+                let content = std::fs::read(backup).with_context(|| format!("reading {}", backup.display()))?;
+                root.replace_file(relative, &content, *mode)
+            }
+            Previous::Symlink { target } => root.replace_symlink(relative, target),
+        }
     }
-    Ok(())
+}
+
+/// `path` relative to `root`, which it must lie under.
+fn beneath<'p>(root: &Path, path: &'p Path) -> Result<&'p Path> {
+    path.strip_prefix(root).map_err(|_| {
+        anyhow::anyhow!("{} is outside {}: the transaction log is damaged", path.display(), root.display())
+    })
 }
 
 fn sync_file(path: &Path) -> Result<()> {
@@ -341,23 +379,10 @@ fn describe(step: &Step) -> String {
     }
 }
 
-fn ignore_missing(result: std::io::Result<()>) -> Result<(), String> {
-    match result {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
-        _ => Ok(()),
-    }
-}
-
-fn ignore_existing(result: std::io::Result<()>) -> Result<(), String> {
-    match result {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e.to_string()),
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[tokio::test]
     async fn undo_restores_files_symlinks_and_directories_even_from_disk() {
@@ -371,7 +396,7 @@ mod tests {
         std::os::unix::fs::symlink("slot.0", &link).unwrap();
 
         let transaction = dir.path().join(".transaction");
-        let mut journal = Journal::begin(&transaction, "test").unwrap();
+        let mut journal = Journal::begin(&transaction, dir.path(), "test").unwrap();
         journal.save(&file).unwrap();
         std::fs::write(&file, "new").unwrap();
         journal.save(&link).unwrap();
@@ -383,7 +408,7 @@ mod tests {
         std::fs::write(&new, "x").unwrap();
         drop(journal); // as if the process had died here
 
-        let Some(Interrupted::Undo(found)) = Journal::interrupted(&transaction).unwrap() else {
+        let Some(Interrupted::Undo(found)) = Journal::interrupted(&transaction, dir.path()).unwrap() else {
             panic!("the interrupted transaction was not found");
         };
         assert_eq!(found.command(), "test");
@@ -393,16 +418,53 @@ mod tests {
         assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("slot.0"));
         assert!(!sub.exists() && !new.exists());
         assert!(!transaction.exists());
-        assert!(Journal::interrupted(&transaction).unwrap().is_none());
+        assert!(Journal::interrupted(&transaction, dir.path()).unwrap().is_none());
+    }
+
+    /// Undo writes beneath the root, as the root sees its own symlinks, and refuses a recorded
+    /// path outside it.
+    #[tokio::test]
+    async fn undo_stays_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+        std::fs::create_dir_all(root.join("run")).unwrap();
+        std::fs::create_dir_all(outside.join("run")).unwrap();
+        // The target's own absolute symlink: /var/run -> /run, meaning the target's /run.
+        std::fs::create_dir_all(root.join("var")).unwrap();
+        std::os::unix::fs::symlink("/run", root.join("var/run")).unwrap();
+        std::fs::write(root.join("run/state"), "target's").unwrap();
+
+        let transaction = root.join(".transaction");
+        let mut journal = Journal::begin(&transaction, &root, "test").unwrap();
+        journal.save(&root.join("var/run/state")).unwrap();
+        journal.save(&outside.join("victim")).expect_err("a path outside the root");
+        std::fs::write(root.join("run/state"), "changed").unwrap();
+        assert!(journal.undo(&crate::systemd::fake::Fake::new()).await.is_empty());
+        assert_eq!(std::fs::read_to_string(root.join("run/state")).unwrap(), "target's");
+
+        // A damaged journal naming a path outside the root: refused, nothing written there.
+        std::fs::create_dir(&transaction).unwrap();
+        let record = Record {
+            command: "damaged".into(),
+            steps: vec![Step::Path {
+                path: outside.join("victim"),
+                previous: Previous::Symlink { target: "/".into() },
+            }],
+        };
+        std::fs::write(transaction.join(JOURNAL_FILE), serde_json::to_vec(&record).unwrap()).unwrap();
+        let Some(Interrupted::Undo(found)) = Journal::interrupted(&transaction, &root).unwrap() else { panic!() };
+        let problems = found.undo(&crate::systemd::fake::Fake::new()).await;
+        assert!(problems.len() == 1 && problems[0].contains("the transaction log is damaged"), "{problems:?}");
+        assert!(std::fs::symlink_metadata(outside.join("victim")).is_err());
     }
 
     #[test]
     fn a_second_transaction_cannot_start_over_an_interrupted_one() {
         let dir = tempfile::tempdir().unwrap();
         let transaction = dir.path().join(".transaction");
-        let journal = Journal::begin(&transaction, "first").unwrap();
-        assert!(Journal::begin(&transaction, "second").is_err());
+        let journal = Journal::begin(&transaction, dir.path(), "first").unwrap();
+        assert!(Journal::begin(&transaction, dir.path(), "second").is_err());
         journal.commit().unwrap();
-        Journal::begin(&transaction, "third").unwrap();
+        Journal::begin(&transaction, dir.path(), "third").unwrap();
     }
 }

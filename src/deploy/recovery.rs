@@ -122,7 +122,7 @@ pub async fn recover(layout: &Layout, systemd: &impl ServiceManager, abandon: bo
 
 /// Undoes (or, for an uninstall, finishes) the transaction in `dir`; removes it when done.
 async fn recover_one(layout: &Layout, dir: &Path, systemd: &impl ServiceManager) -> Result<String> {
-    let interrupted = Journal::interrupted(dir)
+    let interrupted = Journal::interrupted(dir, &layout.root)
         .with_context(|| format!("the journal of an interrupted command in {} cannot be read", dir.display()))?;
     match interrupted {
         None => Ok(format!("nothing to recover in {}", dir.display())),

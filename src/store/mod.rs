@@ -362,7 +362,7 @@ fn write_image_commit(repo: &ostree::Repo, image: &ImageToPublish, layers: &[(Di
         let implied_dirs: Vec<String> = layer_meta.lookup(IMPLIED_DIRS_KEY).ok().flatten().unwrap_or_default();
         let upper =
             merge::Upper { tree: &upper, fifos: &layer_fifos, implied_dirs: &implied_dirs.into_iter().collect() };
-        merge::merge_layer(&tree, &upper, &mut fifos).with_context(|| format!("applying layer {digest}"))?;
+        merge::merge_layer(tree, &upper, &mut fifos).with_context(|| format!("applying layer {digest}"))?;
     }
     let fifos: Vec<FifoRecord> = fifos.into_values().collect();
     let tree = match tree {
