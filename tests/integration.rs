@@ -6,6 +6,8 @@
 
 #[path = "integration/archives.rs"]
 mod archives;
+#[path = "integration/auth.rs"]
+mod auth;
 #[path = "integration/bounds.rs"]
 mod bounds;
 mod common;

@@ -12,6 +12,7 @@ packages=(
   iproute2 procps util-linux python3        # tests and scripts: nsenter, pgrep, mount
   strace                                    # tests: the syscall trace that checks durable writes
   time openssl                              # tests: peak memory of a pull, a TLS certificate
+  apache2-utils                             # tests: htpasswd, for a registry that wants a password
 )
 missing=()
 for p in "${packages[@]}"; do

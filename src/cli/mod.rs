@@ -6,6 +6,7 @@ mod images;
 mod info;
 mod install;
 mod list;
+mod login;
 mod mount;
 mod prune;
 mod pull;
@@ -47,6 +48,10 @@ pub struct Opts {
 pub enum Command {
     /// Pull an image into the store.
     Pull(pull::PullOpts),
+    /// Check credentials against a registry and save them for pulls (containers-auth.json).
+    Login(login::LoginOpts),
+    /// Remove a registry's credentials saved by `sysctr login`.
+    Logout(login::LogoutOpts),
     /// Install an image as a systemd service.
     Install(install::InstallOpts),
     /// Stop and remove an installed container; its image stays in the store.
@@ -86,9 +91,23 @@ pub struct FitCapabilitiesOpts {
     pub name: String,
 }
 
-/// Options for reaching a registry, shared by the verbs that pull.
+/// Where registry credentials are read from and saved to.
 #[derive(Debug, clap::Args, PartialEq, Eq)]
-pub struct RegistryArgs {
+pub struct AuthArgs {
+    /// The auth file (containers-auth.json(5)) to use instead of podman's usual ones.
+    #[arg(long, value_name = "PATH", env = "REGISTRY_AUTH_FILE")]
+    pub authfile: Option<PathBuf>,
+}
+
+impl AuthArgs {
+    fn files(&self) -> crate::registry::AuthFiles {
+        crate::registry::AuthFiles { explicit: self.authfile.clone() }
+    }
+}
+
+/// How to connect to a registry: what `login` needs, and the start of what pulls need.
+#[derive(Debug, clap::Args, PartialEq, Eq)]
+pub struct ConnectionArgs {
     /// Require HTTPS and verify certificates (`false`: plain HTTP for this registry).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub tls_verify: Option<bool>,
@@ -103,6 +122,27 @@ pub struct RegistryArgs {
         value_parser = clap::value_parser!(u64).range(1..=86_400)
     )]
     pub registry_timeout: u64,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+impl ConnectionArgs {
+    fn options(&self) -> RegistryOptions {
+        RegistryOptions {
+            tls_verify: self.tls_verify,
+            timeout: std::time::Duration::from_secs(self.registry_timeout),
+            auth: self.auth.files(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Options for reaching a registry, shared by the verbs that pull.
+#[derive(Debug, clap::Args, PartialEq, Eq)]
+pub struct RegistryArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
 
     /// Refuse an image whose manifest lists more layers than this.
     #[arg(
@@ -141,8 +181,6 @@ pub struct RegistryArgs {
 impl RegistryArgs {
     fn options(&self) -> RegistryOptions {
         RegistryOptions {
-            tls_verify: self.tls_verify,
-            timeout: std::time::Duration::from_secs(self.registry_timeout),
             // At most 100,000 by the parser.
             max_layers: usize::try_from(self.max_layers).unwrap_or(usize::MAX),
             layer_limits: LayerLimits {
@@ -152,7 +190,7 @@ impl RegistryArgs {
                 path_length: self.max_path_length,
                 depth: self.max_path_depth,
             },
-            ..Default::default()
+            ..self.connection.options()
         }
     }
 }
@@ -170,6 +208,8 @@ pub async fn run() -> Result<i32> {
     let systemd = &systemd;
     match &opts.command {
         Command::Pull(o) => pull::run(&layout, o).await,
+        Command::Login(o) => login::run(o).await,
+        Command::Logout(o) => login::run_logout(o),
         Command::Install(o) => return install::run(&layout, systemd, o).await,
         Command::Uninstall(o) => uninstall::run(&layout, systemd, o).await,
         Command::Update(o) => update::run(&layout, systemd, o).await,
@@ -265,7 +305,7 @@ mod tests {
         assert_eq!(i.name.as_deref(), Some("hello"));
         assert_eq!(i.set, ["A=1", "B=x=y"]);
         assert!(i.now);
-        assert_eq!(i.registry.tls_verify, Some(false));
+        assert_eq!(i.registry.connection.tls_verify, Some(false));
         let options = i.registry.options();
         assert_eq!(options.timeout, crate::registry::DEFAULT_TIMEOUT);
         assert_eq!(options.max_layers, crate::registry::DEFAULT_MAX_LAYERS);

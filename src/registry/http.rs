@@ -21,6 +21,7 @@ use oci_client::errors::OciDistributionError;
 use reqwest::header::ACCEPT;
 use reqwest::{Response, Url};
 
+use super::auth::Credentials;
 use super::bounded::until_silent;
 
 /// Redirects followed for one request, as reqwest's default policy.
@@ -84,21 +85,20 @@ impl ManifestHttp {
         })
     }
 
-    /// A manifest (by tag or digest), at most `max` bytes: more is refused while reading. `token`
-    /// is the bearer token `oci-client` got for the repository, if the registry asked for one.
+    /// A manifest (by tag or digest), at most `max` bytes: more is refused while reading.
     pub async fn manifest(
         &self,
         reference: &str,
         accept: &[&str],
         max: u64,
         what: &str,
-        token: Option<&str>,
+        authorization: Authorization<'_>,
     ) -> Result<Vec<u8>> {
         let url = self
             .base
             .join(&format!("v2/{}/manifests/{reference}", self.repository))
             .with_context(|| format!("building the URL of manifest {reference}"))?;
-        let response = self.get(&url, &accept.join(", "), token).await?;
+        let response = self.get(&url, &accept.join(", "), authorization).await?;
         self.read_bounded(response, max, what, &format!("{what} is larger than {max} bytes")).await
     }
 
@@ -127,10 +127,14 @@ impl ManifestHttp {
 
     /// GET, answered within the timeout; a status other than success is an error that carries
     /// the registry's own words.
-    async fn get(&self, url: &Url, accept: &str, token: Option<&str>) -> Result<Response> {
+    async fn get(&self, url: &Url, accept: &str, authorization: Authorization<'_>) -> Result<Response> {
         let mut request = self.client.get(url.clone()).header(ACCEPT, accept);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
+        match authorization {
+            Authorization::Anonymous => {}
+            Authorization::Bearer(token) => request = request.bearer_auth(token),
+            Authorization::Basic(credentials) => {
+                request = request.basic_auth(&credentials.username, Some(&credentials.password));
+            }
         }
         let response = match tokio::time::timeout(self.timeout, request.send()).await {
             Ok(Ok(response)) => response,
@@ -146,8 +150,55 @@ impl ManifestHttp {
             return Ok(response);
         }
         let body = self.read_bounded(response, MAX_ERROR_ANSWER, "an error answer", "").await.unwrap_or_default();
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            let registry = &self.describer.registry;
+            let hint = match authorization {
+                Authorization::Anonymous => {
+                    format!("registry {registry} requires credentials: `sysctr login {registry}`, or --authfile")
+                }
+                _ => format!("registry {registry} refused the credentials of the auth file"),
+            };
+            bail!("GET {url}: HTTP {status}{}; {hint}", registry_errors(&body))
+        }
         bail!("GET {url}: HTTP {status}{}", registry_errors(&body))
     }
+
+    /// Checks `credentials` against a registry that takes them directly (HTTP Basic): `Ok(true)`
+    /// if it accepts them, `Ok(false)` if it wants a bearer token instead.
+    pub async fn check_basic(&self, credentials: &Credentials) -> Result<bool> {
+        let url = self.base.join("v2/").context("building the URL of /v2/")?;
+        let request = self.client.get(url.clone()).basic_auth(&credentials.username, Some(&credentials.password));
+        let response = match tokio::time::timeout(self.timeout, request.send()).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(err)) => return Err(self.describer.describe(&err)),
+            Err(_) => {
+                bail!("registry {} did not answer GET {url} within {}", self.describer.registry, seconds(self.timeout))
+            }
+        };
+        let bearer = response
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|h| h.trim_start().to_ascii_lowercase().starts_with("bearer"));
+        match response.status() {
+            status if status.is_success() => Ok(true),
+            reqwest::StatusCode::UNAUTHORIZED if bearer => Ok(false),
+            reqwest::StatusCode::UNAUTHORIZED => {
+                bail!("registry {} refused the user name or password", self.describer.registry)
+            }
+            status => bail!("GET {url}: HTTP {status}"),
+        }
+    }
+}
+
+/// How a request to the registry is authorized.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Authorization<'a> {
+    Anonymous,
+    /// The bearer token `oci-client` got for the repository.
+    Bearer(&'a str),
+    /// Credentials sent as they are, to a registry that asked for HTTP Basic.
+    Basic(&'a Credentials),
 }
 
 /// Words a transport error, ours or `oci-client`'s, for the user, with its likely cause.

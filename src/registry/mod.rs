@@ -9,6 +9,7 @@
 //! layers. A registry that goes silent is given up after a timeout.
 
 mod archive;
+mod auth;
 mod bounded;
 mod docker_archive;
 mod http;
@@ -27,7 +28,9 @@ use crate::digest::Digest;
 use crate::reference::ImageRef;
 use crate::store::LayerLimits;
 
+pub use auth::{remove as logout, AuthFiles, Credentials};
 pub use bounded::SizedReader;
+pub use remote::login;
 #[cfg(feature = "fuzzing")]
 pub(crate) use remote::{is_loopback, marked_insecure_in};
 
@@ -60,6 +63,8 @@ pub struct RegistryOptions {
     pub max_layers: usize,
     /// What one layer may hold (`--max-layer-*`, `--max-tar-header`, `--max-path-*`).
     pub layer_limits: LayerLimits,
+    /// Where credentials are found (`--authfile`, containers-auth.json(5)).
+    pub auth: AuthFiles,
 }
 
 impl Default for RegistryOptions {
@@ -70,6 +75,7 @@ impl Default for RegistryOptions {
             timeout: DEFAULT_TIMEOUT,
             max_layers: DEFAULT_MAX_LAYERS,
             layer_limits: LayerLimits::DEFAULT,
+            auth: AuthFiles::default(),
         }
     }
 }

@@ -14,8 +14,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::OnceCell;
 use tokio_util::io::StreamReader;
 
+use super::auth::Credentials;
 use super::bounded::{until_silent, SizedReader};
-use super::http::{Describer, ManifestHttp, USER_AGENT};
+use super::http::{Authorization, Describer, ManifestHttp, USER_AGENT};
 use super::{
     is_index, select_from_index, BlobStream, RegistryOptions, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, MAX_METADATA_SIZE,
     OCI_INDEX, OCI_MANIFEST,
@@ -26,6 +27,8 @@ pub(super) const DEFAULT_REGISTRIES_CONF: &str = "/etc/containers/registries.con
 
 pub struct RegistrySource {
     client: Client,
+    /// From the auth files, for this registry and repository; `None` pulls anonymously.
+    credentials: Option<Credentials>,
     manifests: ManifestHttp,
     reference: Reference,
     plain_http: bool,
@@ -36,7 +39,8 @@ pub struct RegistrySource {
 }
 
 struct Session {
-    /// The bearer token `oci-client` got, or `None` when the registry asks for none.
+    /// The bearer token `oci-client` got, or `None` when the registry asks for none or takes the
+    /// credentials directly.
     token: Option<String>,
     /// The client blobs are pulled with. With a token, the one that authenticated, which sends
     /// it (and gets a new one when it expires). Without, one that never authenticated: after an
@@ -47,14 +51,16 @@ struct Session {
 impl RegistrySource {
     pub fn new(reference: &Reference, options: &RegistryOptions) -> Result<RegistrySource> {
         let registry = reference.resolve_registry().to_string();
-        let plain_http = match options.tls_verify {
-            Some(verify) => !verify,
-            None => is_loopback(&registry) || marked_insecure(&options.registries_conf, &registry)?,
-        };
+        let plain_http = uses_plain_http(&registry, options)?;
         let client = client(&registry, plain_http, options.timeout)?;
         let manifests = ManifestHttp::new(&registry, reference.repository(), plain_http, options.timeout)?;
+        let credentials = options
+            .auth
+            .lookup(reference.registry(), reference.repository())
+            .with_context(|| format!("looking up credentials for {}", reference.registry()))?;
         Ok(RegistrySource {
             client,
+            credentials,
             manifests,
             reference: reference.clone(),
             plain_http,
@@ -64,22 +70,37 @@ impl RegistrySource {
         })
     }
 
-    /// Authenticates once, anonymously, for pulls from the repository.
+    /// Authenticates once for pulls from the repository: with the credentials of the auth files
+    /// if they have some, anonymously otherwise.
     async fn session(&self) -> Result<&Session> {
         self.session
             .get_or_try_init(|| async {
+                let auth = match &self.credentials {
+                    Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
+                    None => RegistryAuth::Anonymous,
+                };
                 let token = self
                     .client
-                    .auth(&self.reference, &RegistryAuth::Anonymous, RegistryOperation::Pull)
+                    .auth(&self.reference, &auth, RegistryOperation::Pull)
                     .await
                     .map_err(|err| self.describer.describe(&err))?;
-                let blobs = match token {
-                    Some(_) => self.client.clone(),
-                    None => client(self.reference.resolve_registry(), self.plain_http, self.timeout)?,
+                // With credentials and no token, the client sends them with every request.
+                let blobs = match (&token, &self.credentials) {
+                    (None, None) => client(self.reference.resolve_registry(), self.plain_http, self.timeout)?,
+                    _ => self.client.clone(),
                 };
                 Ok(Session { token, blobs })
             })
             .await
+    }
+
+    /// How the manifest request is authorized.
+    fn authorization<'s>(&'s self, session: &'s Session) -> Authorization<'s> {
+        match (&session.token, &self.credentials) {
+            (Some(token), _) => Authorization::Bearer(token),
+            (None, Some(credentials)) => Authorization::Basic(credentials),
+            (None, None) => Authorization::Anonymous,
+        }
     }
 
     /// Returns the digest and raw bytes of the platform manifest.
@@ -108,8 +129,8 @@ impl RegistrySource {
             None => reference.tag().unwrap_or("latest"),
         };
         let raw = async {
-            let token = self.session().await?.token.as_deref();
-            self.manifests.manifest(tag_or_digest, &accepted, MAX_METADATA_SIZE, &what, token).await
+            let authorization = self.authorization(self.session().await?);
+            self.manifests.manifest(tag_or_digest, &accepted, MAX_METADATA_SIZE, &what, authorization).await
         }
         .await
         .with_context(|| format!("fetching {what}"))?;
@@ -181,6 +202,36 @@ impl RegistrySource {
         });
         Ok(StreamReader::new(Box::pin(stream)))
     }
+}
+
+/// Whether `registry` is reached over plain HTTP: `--tls-verify=false`, a loopback address, or
+/// `insecure = true` in registries.conf.
+fn uses_plain_http(registry: &str, options: &RegistryOptions) -> Result<bool> {
+    Ok(match options.tls_verify {
+        Some(verify) => !verify,
+        None => is_loopback(registry) || marked_insecure(&options.registries_conf, registry)?,
+    })
+}
+
+/// Checks `credentials` against `registry` (`host[:port]`) and, if it accepts them, saves them in
+/// the auth file `options` names for writing (as `podman login`); returns that file.
+pub async fn login(registry: &str, credentials: &Credentials, options: &RegistryOptions) -> Result<std::path::PathBuf> {
+    let plain_http = uses_plain_http(registry, options)?;
+    let http = ManifestHttp::new(registry, "", plain_http, options.timeout)?;
+    if !http.check_basic(credentials).await? {
+        // A token service: it refuses a pull token to wrong credentials.
+        let reference: Reference = format!("{registry}/sysctr/login-check")
+            .parse()
+            .map_err(|_| anyhow::anyhow!("'{registry}' is not a registry (HOST[:PORT])"))?;
+        let auth = RegistryAuth::Basic(credentials.username.clone(), credentials.password.clone());
+        client(registry, plain_http, options.timeout)?
+            .auth(&reference, &auth, RegistryOperation::Pull)
+            .await
+            .map_err(|_| anyhow::anyhow!("registry {registry} refused the user name or password"))?;
+    }
+    let file = options.auth.write_target();
+    super::auth::save(&file, registry, credentials)?;
+    Ok(file)
 }
 
 /// An `oci-client` client for the registry. Its reqwest client gives up on connecting after

@@ -934,6 +934,11 @@ pub fn push(layout_dir: &Path, tag: &str, dest: &str) -> Result<()> {
     skopeo_copy(&[], layout_dir, tag, dest)
 }
 
+/// Like [`push`], to a registry that wants credentials (`USER:PASSWORD`).
+pub fn push_with_credentials(layout_dir: &Path, tag: &str, dest: &str, credentials: &str) -> Result<()> {
+    skopeo_copy(&["--dest-creds", credentials], layout_dir, tag, dest)
+}
+
 /// Like [`push`], for a multi-platform tag written by [`write_oci_index_layout`]: copies the
 /// index and every platform's image (`skopeo copy --all`).
 pub fn push_all(layout_dir: &Path, tag: &str, dest: &str) -> Result<()> {

@@ -20,6 +20,8 @@ pub struct Registry {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// `htpasswd` file the registry checks credentials against (HTTP Basic), if any.
+    htpasswd: Option<PathBuf>,
 }
 
 /// An HTTP response: status code, headers (names lower-cased) and body.
@@ -46,12 +48,34 @@ impl Registry {
     /// Starts a registry on a free ephemeral port of 127.0.0.1 and waits (≤ 10 s) until `GET /v2/`
     /// answers 200. Retries with another port if the chosen one was taken meanwhile.
     pub fn start() -> Result<Registry> {
+        Self::start_with(None)
+    }
+
+    /// Like [`start`](Self::start), for a registry that takes only `user` with `password`
+    /// (distribution's htpasswd authentication, HTTP Basic; the hash made by `htpasswd -B`).
+    pub fn start_with_password(user: &str, password: &str) -> Result<Registry> {
+        let out = Command::new("htpasswd").args(["-Bbn", user, password]).output().context("running htpasswd")?;
+        if !out.status.success() {
+            bail!("htpasswd failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Self::start_with(Some(out.stdout))
+    }
+
+    fn start_with(htpasswd: Option<Vec<u8>>) -> Result<Registry> {
         let dir = tempfile::Builder::new()
             .prefix("sysctr-registry.")
             .tempdir_in("/var/tmp")
             .context("creating the registry temp dir")?;
         std::fs::create_dir_all(dir.path().join("storage"))?;
-        let mut reg = Registry { child: None, port: 0, dir };
+        let htpasswd = match htpasswd {
+            Some(entry) => {
+                let path = dir.path().join("htpasswd");
+                std::fs::write(&path, entry)?;
+                Some(path)
+            }
+            None => None,
+        };
+        let mut reg = Registry { child: None, port: 0, dir, htpasswd };
         let mut last_err = None;
         for _ in 0..3 {
             reg.port = free_port()?;
@@ -81,9 +105,13 @@ impl Registry {
              log:\n  level: info\n  accesslog:\n    disabled: false\n\
              storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  \
              maintenance:\n    uploadpurging:\n      enabled: false\n\
-             http:\n  addr: 127.0.0.1:{}\n  secret: sysctr-test-secret\n",
+             http:\n  addr: 127.0.0.1:{}\n  secret: sysctr-test-secret\n{}",
             self.storage_dir().display(),
-            self.port
+            self.port,
+            self.htpasswd.as_ref().map_or(String::new(), |path| format!(
+                "auth:\n  htpasswd:\n    realm: sysctr-test\n    path: {}\n",
+                path.display()
+            ))
         );
         std::fs::write(self.config_path(), config)?;
         let log = File::options().create(true).append(true).open(self.log_path())?;
@@ -103,7 +131,8 @@ impl Registry {
                 bail!("docker-registry exited at start ({status}); log tail:\n{}", file_tail(&self.log_path(), 4000));
             }
             if let Ok(resp) = self.get("/v2/") {
-                if resp.status == 200 {
+                // 401: up, and asking for the credentials it was told to.
+                if resp.status == 200 || (resp.status == 401 && self.htpasswd.is_some()) {
                     return Ok(());
                 }
             }

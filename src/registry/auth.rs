@@ -1,0 +1,350 @@
+//! Registry credentials, found where podman, skopeo and buildah find them
+//! (containers-auth.json(5)), and written the same way by `sysctr login`.
+//!
+//! Files, in order, the first that has credentials for the registry winning:
+//! 1. `--authfile PATH`, or `REGISTRY_AUTH_FILE`: that file only;
+//! 2. otherwise `$XDG_RUNTIME_DIR/containers/auth.json` (`/run/containers/UID/auth.json`),
+//!    `$HOME/.config/containers/auth.json`, `$HOME/.docker/config.json`.
+//!
+//! In a file, `credHelpers.REGISTRY` names a `docker-credential-NAME` program for that registry;
+//! else the most specific `auths` key matching the image (`reg/ns/repo`, `reg/ns`, `reg`) gives
+//! `auth`, base64 of `user:password`; else `credsStore` names a helper for every registry.
+//! Credentials never appear in an error or in output.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+/// The largest auth file read.
+const MAX_AUTH_FILE: u64 = 1024 * 1024;
+/// The largest answer read from a credential helper.
+const MAX_HELPER_OUTPUT: u64 = 64 * 1024;
+/// How long a credential helper may take.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A user name and its password (or token). Shown as the user name only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("username", &self.username).field("password", &"<hidden>").finish()
+    }
+}
+
+/// Where credentials are looked for and written.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuthFiles {
+    /// `--authfile` or `REGISTRY_AUTH_FILE`: the one file used.
+    pub explicit: Option<PathBuf>,
+}
+
+impl AuthFiles {
+    /// The files read, in order.
+    pub fn read_order(&self) -> Vec<PathBuf> {
+        if let Some(file) = &self.explicit {
+            return vec![file.clone()];
+        }
+        let mut files = vec![Self::runtime_file()];
+        if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+            let home = PathBuf::from(home);
+            files.push(home.join(".config/containers/auth.json"));
+            files.push(home.join(".docker/config.json"));
+        }
+        files
+    }
+
+    /// The file `login` writes and `logout` edits.
+    pub fn write_target(&self) -> PathBuf {
+        self.explicit.clone().unwrap_or_else(Self::runtime_file)
+    }
+
+    fn runtime_file() -> PathBuf {
+        match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+            Some(dir) => PathBuf::from(dir).join("containers/auth.json"),
+            None => PathBuf::from(format!("/run/containers/{}/auth.json", nix::unistd::getuid())),
+        }
+    }
+
+    /// Credentials for `repository` (without the registry) on `registry` (`host[:port]`).
+    pub fn lookup(&self, registry: &str, repository: &str) -> Result<Option<Credentials>> {
+        for file in self.read_order() {
+            let Some(auth) = AuthFile::read(&file)? else { continue };
+            if let Some(found) =
+                auth.credentials(registry, repository).with_context(|| format!("reading {}", file.display()))?
+            {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The parts of an auth file sysctr reads; everything else in it is kept as it is on write.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct AuthFile {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    auths: BTreeMap<String, AuthEntry>,
+    #[serde(default, rename = "credHelpers", skip_serializing_if = "BTreeMap::is_empty")]
+    cred_helpers: BTreeMap<String, String>,
+    #[serde(default, rename = "credsStore", skip_serializing_if = "Option::is_none")]
+    creds_store: Option<String>,
+    #[serde(flatten)]
+    other: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct AuthEntry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auth: Option<String>,
+    #[serde(flatten)]
+    other: BTreeMap<String, serde_json::Value>,
+}
+
+impl AuthFile {
+    /// The file at `path`, or `None` if there is none.
+    fn read(path: &Path) -> Result<Option<AuthFile>> {
+        let file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+        };
+        let mut text = Vec::new();
+        file.take(MAX_AUTH_FILE + 1).read_to_end(&mut text).with_context(|| format!("reading {}", path.display()))?;
+        if text.len() as u64 > MAX_AUTH_FILE {
+            bail!("{} is larger than {MAX_AUTH_FILE} bytes", path.display());
+        }
+        // serde's message may quote the file, secrets included: only its kind and place are said.
+        let parsed = serde_json::from_slice(&text).map_err(|e| {
+            let kind = match e.classify() {
+                serde_json::error::Category::Io => "unreadable",
+                serde_json::error::Category::Syntax => "not JSON",
+                serde_json::error::Category::Data => "JSON of the wrong shape",
+                serde_json::error::Category::Eof => "cut short",
+            };
+            anyhow!("{} is not a valid auth file: {kind} at line {}", path.display(), e.line())
+        })?;
+        Ok(Some(parsed))
+    }
+
+    fn credentials(&self, registry: &str, repository: &str) -> Result<Option<Credentials>> {
+        if let Some(helper) = self.cred_helpers.get(registry) {
+            return helper_get(helper, registry);
+        }
+        let mut scope = format!("{registry}/{repository}");
+        loop {
+            if let Some(entry) = self.entry(&scope) {
+                if let Some(auth) = &entry.auth {
+                    return decode_auth(auth).map(Some).with_context(|| format!("the entry for {scope}"));
+                }
+            }
+            match scope.rsplit_once('/') {
+                Some((shorter, _)) => scope = shorter.to_string(),
+                None => break,
+            }
+        }
+        match &self.creds_store {
+            Some(helper) => helper_get(helper, registry),
+            None => Ok(None),
+        }
+    }
+
+    /// The entry whose key, normalized, is `scope`.
+    fn entry(&self, scope: &str) -> Option<&AuthEntry> {
+        self.auths.get(scope).or_else(|| self.auths.iter().find(|(key, _)| normalize_key(key) == scope).map(|(_, e)| e))
+    }
+}
+
+/// A key as Docker writes some of them (`https://index.docker.io/v1/`), as a registry scope.
+fn normalize_key(key: &str) -> String {
+    let key = key.strip_prefix("https://").or_else(|| key.strip_prefix("http://")).unwrap_or(key);
+    let key = key.trim_end_matches('/');
+    let key = key.strip_suffix("/v1").or_else(|| key.strip_suffix("/v2")).unwrap_or(key);
+    if key == "index.docker.io" || key == "registry-1.docker.io" {
+        "docker.io".to_string()
+    } else {
+        key.to_string()
+    }
+}
+
+fn decode_auth(auth: &str) -> Result<Credentials> {
+    let decoded =
+        base64::engine::general_purpose::STANDARD.decode(auth.trim()).map_err(|_| anyhow!("`auth` is not base64"))?;
+    let decoded = String::from_utf8(decoded).map_err(|_| anyhow!("`auth` is not UTF-8 once decoded"))?;
+    let (username, password) =
+        decoded.split_once(':').ok_or_else(|| anyhow!("`auth` is not base64 of USER:PASSWORD"))?;
+    Ok(Credentials { username: username.to_string(), password: password.to_string() })
+}
+
+fn encode_auth(credentials: &Credentials) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", credentials.username, credentials.password))
+}
+
+/// Asks `docker-credential-HELPER get` for the registry's credentials; `None` when it has none.
+fn helper_get(helper: &str, registry: &str) -> Result<Option<Credentials>> {
+    if helper.is_empty() || !helper.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+        bail!("'{helper}' is not a credential helper name");
+    }
+    let program = format!("docker-credential-{helper}");
+    let mut child = Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("running {program} (the credential helper the auth file names)"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(registry.as_bytes()).with_context(|| format!("writing to {program}"))?;
+    }
+    let mut stdout = child.stdout.take().ok_or_else(|| anyhow!("{program}: no output"))?;
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = (&mut stdout).take(MAX_HELPER_OUTPUT + 1).read_to_end(&mut out);
+        out
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().with_context(|| format!("waiting for {program}"))? {
+            break status;
+        }
+        if started.elapsed() > HELPER_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{program} gave no answer within {} s", HELPER_TIMEOUT.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = reader.join().map_err(|_| anyhow!("reading the answer of {program}"))?;
+    if !status.success() {
+        // Helpers answer "credentials not found in native keychain" this way.
+        return Ok(None);
+    }
+    if out.len() as u64 > MAX_HELPER_OUTPUT {
+        bail!("{program} answered more than {MAX_HELPER_OUTPUT} bytes");
+    }
+    #[derive(Deserialize)]
+    struct Answer {
+        #[serde(rename = "Username")]
+        username: String,
+        #[serde(rename = "Secret")]
+        secret: String,
+    }
+    let answer: Answer =
+        serde_json::from_slice(&out).map_err(|_| anyhow!("{program} answered something that is not its JSON"))?;
+    Ok(Some(Credentials { username: answer.username, password: answer.secret }))
+}
+
+/// Saves `credentials` for `registry` in `file` (created 0600, other entries kept), as `podman
+/// login` does.
+pub fn save(file: &Path, registry: &str, credentials: &Credentials) -> Result<()> {
+    let mut auth = AuthFile::read(file)?.unwrap_or_default();
+    let entry = auth.auths.entry(registry.to_string()).or_default();
+    entry.auth = Some(encode_auth(credentials));
+    write(file, &auth)
+}
+
+/// Removes the credentials for `registry` from `file`; whether there were any.
+pub fn remove(file: &Path, registry: &str) -> Result<bool> {
+    let Some(mut auth) = AuthFile::read(file)? else { return Ok(false) };
+    let before = auth.auths.len();
+    auth.auths.retain(|key, _| key != registry && normalize_key(key) != registry);
+    if auth.auths.len() == before {
+        return Ok(false);
+    }
+    write(file, &auth)?;
+    Ok(true)
+}
+
+/// Replaces `file` durably: a private temporary file, synced, renamed over it.
+fn write(file: &Path, auth: &AuthFile) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = file.parent().ok_or_else(|| anyhow!("{} has no directory", file.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let temp = dir.join(format!(".{}.new", file.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+    let text = serde_json::to_vec_pretty(auth).context("writing the auth file")?;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temp)
+        .with_context(|| format!("writing {}", temp.display()))?;
+    out.write_all(&text).and_then(|()| out.sync_all()).with_context(|| format!("writing {}", temp.display()))?;
+    std::fs::rename(&temp, file).with_context(|| format!("writing {}", file.display()))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds(user: &str, password: &str) -> Credentials {
+        Credentials { username: user.into(), password: password.into() }
+    }
+
+    #[test]
+    fn the_most_specific_entry_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("auth.json");
+        let entry = |u: &str, p: &str| encode_auth(&creds(u, p));
+        std::fs::write(
+            &file,
+            serde_json::json!({"auths": {
+                "reg.example:5000": {"auth": entry("whole", "w")},
+                "reg.example:5000/team": {"auth": entry("team", "t")},
+                "https://index.docker.io/v1/": {"auth": entry("hub", "h")},
+            }, "other": 1})
+            .to_string(),
+        )
+        .unwrap();
+        let files = AuthFiles { explicit: Some(file.clone()) };
+        assert_eq!(files.lookup("reg.example:5000", "team/app").unwrap(), Some(creds("team", "t")));
+        assert_eq!(files.lookup("reg.example:5000", "teamx/app").unwrap(), Some(creds("whole", "w")));
+        assert_eq!(files.lookup("docker.io", "library/etcd").unwrap(), Some(creds("hub", "h")));
+        assert_eq!(files.lookup("other.example", "x").unwrap(), None);
+
+        // Saving keeps what sysctr does not read, and is private.
+        save(&file, "new.example", &creds("n", "p:with:colons")).unwrap();
+        assert_eq!(files.lookup("new.example", "x").unwrap(), Some(creds("n", "p:with:colons")));
+        let text: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        assert_eq!(text["other"], 1);
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(remove(&file, "new.example").unwrap());
+        assert!(!remove(&file, "new.example").unwrap());
+        assert_eq!(files.lookup("new.example", "x").unwrap(), None);
+    }
+
+    #[test]
+    fn a_broken_file_is_named_without_its_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("auth.json");
+        std::fs::write(&file, r#"{"auths": {"reg": {"auth": "c2VjcmV0LXBhc3N3b3Jk"}}}"#).unwrap();
+        let err = AuthFiles { explicit: Some(file.clone()) }.lookup("reg", "x").unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("auth.json") && text.contains("not base64 of USER:PASSWORD"), "{text}");
+        assert!(!text.contains("secret-password") && !text.contains("c2VjcmV0"), "{text}");
+        std::fs::write(&file, r#"{"auths": {"reg": {"auth": "secret"#).unwrap();
+        let text = format!("{:#}", AuthFiles { explicit: Some(file) }.lookup("reg", "x").unwrap_err());
+        assert!(text.contains("is not a valid auth file") && !text.contains("secret"), "{text}");
+        assert_eq!(format!("{:?}", creds("u", "hunter2")), r#"Credentials { username: "u", password: "<hidden>" }"#);
+    }
+
+    #[test]
+    fn the_default_files_follow_podman() {
+        let files = AuthFiles::default().read_order();
+        assert!(files[0].ends_with("containers/auth.json"), "{files:?}");
+        assert_eq!(AuthFiles { explicit: Some("/x".into()) }.read_order(), [PathBuf::from("/x")]);
+        assert_eq!(normalize_key("https://index.docker.io/v1/"), "docker.io");
+        assert_eq!(normalize_key("reg.example:5000"), "reg.example:5000");
+    }
+}
