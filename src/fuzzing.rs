@@ -12,7 +12,12 @@ use crate::template::{Forced, HostDefaults, Inputs};
 
 /// Whether a containers-registries.conf text marks `registry` as `insecure = true`.
 pub fn registries_conf_marks_insecure(conf_text: &str, registry: &str) -> Result<bool> {
-    crate::registry::marked_insecure_in(conf_text, registry)
+    let mut conf = crate::registry::RegistriesConf::default();
+    conf.merge(conf_text)?;
+    // Where it would be pulled from, too: every path of the prefix matching runs.
+    let _ = conf.candidates(&format!("{registry}/x"), false);
+    let _ = conf.resolve_short_name(registry);
+    Ok(conf.is_insecure(registry))
 }
 
 /// Whether `registry` (`HOST[:PORT]`) is on the loopback network, which sysctr reaches over

@@ -2,7 +2,6 @@ use anyhow::Result;
 
 use super::print_json;
 use crate::deploy::{self, Layout};
-use crate::reference::ImageRef;
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
 pub struct InfoOpts {
@@ -14,7 +13,7 @@ pub struct InfoOpts {
 }
 
 pub fn run(layout: &Layout, opts: &InfoOpts) -> Result<()> {
-    let info = deploy::info(layout, &ImageRef::parse(&opts.image)?)?;
+    let info = deploy::info(layout, &super::image_arg(&opts.image)?)?;
     if opts.json {
         return print_json(&info);
     }

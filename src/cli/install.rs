@@ -4,7 +4,6 @@ use anyhow::Result;
 
 use super::{parse_sets, RegistryArgs};
 use crate::deploy::{self, InstallOutcome, InstallRequest, Layout};
-use crate::reference::ImageRef;
 use crate::systemd::HostManager;
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
@@ -35,7 +34,7 @@ pub struct InstallOpts {
 /// Returns sysctr's exit code: 0, or the exit code of an image that only runs once.
 pub async fn run(layout: &Layout, systemd: &HostManager, opts: &InstallOpts) -> Result<i32> {
     let request = InstallRequest {
-        image: ImageRef::parse(&opts.image)?,
+        image: opts.registry.image(&opts.image)?,
         name: opts.name.clone(),
         values: parse_sets(&opts.set)?,
         runtime: opts.runtime.clone(),

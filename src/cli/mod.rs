@@ -23,7 +23,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use crate::deploy::{self, Layout, DEFAULT_STORAGE};
-use crate::registry::RegistryOptions;
+use crate::registry::{RegistryOptions, DEFAULT_REGISTRIES_CONF};
 use crate::store::{parse_size, LayerLimits};
 use crate::systemd::{Bus, HostManager, Offline};
 
@@ -123,6 +123,11 @@ pub struct ConnectionArgs {
     )]
     pub registry_timeout: u64,
 
+    /// Registry configuration (containers-registries.conf(5)): locations, mirrors, insecure and
+    /// blocked registries, short names. Its drop-ins are read from the same path plus `.d`.
+    #[arg(long, value_name = "PATH", env = "CONTAINERS_REGISTRIES_CONF", default_value = DEFAULT_REGISTRIES_CONF)]
+    pub registries_conf: PathBuf,
+
     #[command(flatten)]
     pub auth: AuthArgs,
 }
@@ -133,9 +138,25 @@ impl ConnectionArgs {
             tls_verify: self.tls_verify,
             timeout: std::time::Duration::from_secs(self.registry_timeout),
             auth: self.auth.files(),
+            registries_conf: self.registries_conf.clone(),
             ..Default::default()
         }
     }
+}
+
+impl RegistryArgs {
+    /// An image named on the command line, short names resolved (see [`crate::registry::parse_image`]).
+    fn image(&self, input: &str) -> Result<crate::reference::ImageRef> {
+        crate::registry::parse_image(input, &self.connection.registries_conf)
+    }
+}
+
+/// An image named by a command that does not pull: short names resolved by the registries
+/// configuration of `CONTAINERS_REGISTRIES_CONF`, or the system's.
+fn image_arg(input: &str) -> Result<crate::reference::ImageRef> {
+    let conf = std::env::var_os("CONTAINERS_REGISTRIES_CONF")
+        .map_or_else(|| PathBuf::from(DEFAULT_REGISTRIES_CONF), PathBuf::from);
+    crate::registry::parse_image(input, &conf)
 }
 
 /// Options for reaching a registry, shared by the verbs that pull.

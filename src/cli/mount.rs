@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::deploy::{self, Layout, MountSource};
-use crate::reference::{validate_container_name, ImageRef};
+use crate::reference::validate_container_name;
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
 pub struct MountOpts {
@@ -24,7 +24,7 @@ pub fn run(layout: &Layout, opts: &MountOpts) -> Result<()> {
     let source = if validate_container_name(&opts.what).is_ok() && layout.link(&opts.what).exists() {
         MountSource::Container(opts.what.clone())
     } else {
-        MountSource::Image(ImageRef::parse(&opts.what)?)
+        MountSource::Image(super::image_arg(&opts.what)?)
     };
     deploy::mount_readonly(layout, &source, &opts.dir)?;
     println!("mounted {} read-only on {}", opts.what, opts.dir.display());

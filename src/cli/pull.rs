@@ -2,7 +2,6 @@ use anyhow::Result;
 
 use super::RegistryArgs;
 use crate::deploy::{self, Layout};
-use crate::reference::ImageRef;
 use crate::store::Store;
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
@@ -15,7 +14,7 @@ pub struct PullOpts {
 }
 
 pub async fn run(layout: &Layout, opts: &PullOpts) -> Result<()> {
-    let image = ImageRef::parse(&opts.image)?;
+    let image = opts.registry.image(&opts.image)?;
     let _lock = layout.lock()?;
     let store = Store::open_or_create(&layout.repo())?;
     let pulled = deploy::pull(&store, &image, &opts.registry.options()).await?;

@@ -1,7 +1,6 @@
 use anyhow::Result;
 
 use crate::deploy::{self, Layout};
-use crate::reference::ImageRef;
 use crate::systemd::HostManager;
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
@@ -14,7 +13,7 @@ pub struct RmiOpts {
 }
 
 pub async fn run(layout: &Layout, systemd: &HostManager, opts: &RmiOpts) -> Result<()> {
-    let image = ImageRef::parse(&opts.image)?;
+    let image = super::image_arg(&opts.image)?;
     deploy::rmi(layout, &image, opts.force, systemd).await?;
     println!("removed {image} (run `sysctr prune` to free its space)");
     Ok(())

@@ -4,7 +4,6 @@ use anyhow::Result;
 
 use super::{parse_sets, RegistryArgs};
 use crate::deploy::{self, Layout, RunRequest};
-use crate::reference::ImageRef;
 use crate::systemd::HostManager;
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
@@ -31,7 +30,7 @@ pub struct RunOpts {
 /// Returns the container's exit code, which becomes sysctr's.
 pub async fn run(layout: &Layout, systemd: &HostManager, opts: &RunOpts) -> Result<i32> {
     let request = RunRequest {
-        image: ImageRef::parse(&opts.image)?,
+        image: opts.registry.image(&opts.image)?,
         command: opts.command.clone(),
         runtime: opts.runtime.clone(),
         registry: opts.registry.options(),

@@ -3,7 +3,6 @@ use anyhow::Result;
 use super::install::short_id;
 use super::{parse_sets, RegistryArgs};
 use crate::deploy::{self, Layout, SwitchReport, UpdateRequest};
-use crate::reference::ImageRef;
 use crate::systemd::HostManager;
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
@@ -31,7 +30,7 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &UpdateOpts) -> R
         name: opts.name.clone(),
         values: parse_sets(&opts.set)?,
         replace_values: false,
-        rebase: opts.rebase.as_deref().map(ImageRef::parse).transpose()?,
+        rebase: opts.rebase.as_deref().map(|r| opts.registry.image(r)).transpose()?,
         pull: !opts.no_pull,
         rollback_on_failure: !opts.no_rollback,
         registry: opts.registry.options(),

@@ -63,7 +63,7 @@ pub enum Action {
 }
 
 /// Reads and checks the whole file before changing anything.
-fn read_manifest(path: &Path) -> Result<Vec<(Entry, ImageRef)>> {
+fn read_manifest(path: &Path, registries_conf: &Path) -> Result<Vec<(Entry, ImageRef)>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let manifest: Manifest = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     let mut seen = std::collections::BTreeSet::new();
@@ -77,8 +77,8 @@ fn read_manifest(path: &Path) -> Result<Vec<(Entry, ImageRef)>> {
             crate::template::parse_set(&format!("{key}="))
                 .with_context(|| format!("{}: container '{}'", path.display(), entry.name))?;
         }
-        let image =
-            ImageRef::parse(&entry.image).with_context(|| format!("{}: container '{}'", path.display(), entry.name))?;
+        let image = crate::registry::parse_image(&entry.image, registries_conf)
+            .with_context(|| format!("{}: container '{}'", path.display(), entry.name))?;
         entries.push((entry, image));
     }
     Ok(entries)
@@ -141,7 +141,7 @@ pub async fn apply(
     registry: &RegistryOptions,
     systemd: &impl ServiceManager,
 ) -> Result<(Vec<Action>, Vec<String>)> {
-    let entries = read_manifest(path)?;
+    let entries = read_manifest(path, &registry.registries_conf)?;
     // The whole set's ordering first: nothing is installed if it would close a cycle.
     let planned = planned_units(layout, &entries, registry).await?;
     let mut notes: Vec<String> = check_dependencies_of_set(&layout.root, &planned)
@@ -215,7 +215,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.toml");
         std::fs::write(&path, text).unwrap();
-        read_manifest(&path)
+        read_manifest(&path, &dir.path().join("registries.conf"))
     }
 
     #[test]
@@ -235,13 +235,13 @@ mod tests {
     fn refuses_bad_files_before_doing_anything() {
         let cases = [
             (
-                "[[container]]\nname = \"a\"\nimage = \"r/a\"\n[[container]]\nname = \"a\"\nimage = \"r/b\"\n",
+                "[[container]]\nname = \"a\"\nimage = \"reg.lan/a\"\n[[container]]\nname = \"a\"\nimage = \"reg.lan/b\"\n",
                 "listed twice",
             ),
-            ("[[container]]\nname = \"../x\"\nimage = \"r/a\"\n", "invalid container name"),
+            ("[[container]]\nname = \"../x\"\nimage = \"reg.lan/a\"\n", "invalid container name"),
             ("[[container]]\nname = \"a\"\nimage = \"Not Valid\"\n", "invalid image reference"),
-            ("[[container]]\nname = \"a\"\nimage = \"r/a\"\nstrat = true\n", "strat"),
-            ("[[container]]\nname = \"a\"\nimage = \"r/a\"\nset = { NAME = \"x\" }\n", "NAME"),
+            ("[[container]]\nname = \"a\"\nimage = \"reg.lan/a\"\nstrat = true\n", "strat"),
+            ("[[container]]\nname = \"a\"\nimage = \"reg.lan/a\"\nset = { NAME = \"x\" }\n", "NAME"),
         ];
         for (text, expected) in cases {
             let err = format!("{:#}", read(text).unwrap_err());

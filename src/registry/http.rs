@@ -266,7 +266,7 @@ impl Describer {
             } else {
                 format!(
                     "; if it serves plain HTTP, pass --tls-verify=false or mark it insecure in {}",
-                    super::remote::DEFAULT_REGISTRIES_CONF
+                    super::DEFAULT_REGISTRIES_CONF
                 )
             };
             return anyhow!("cannot reach registry {registry}: {chain}{hint}");

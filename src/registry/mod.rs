@@ -11,6 +11,7 @@
 mod archive;
 mod auth;
 mod bounded;
+mod config;
 mod docker_archive;
 mod http;
 mod layout;
@@ -30,9 +31,10 @@ use crate::store::LayerLimits;
 
 pub use auth::{remove as logout, AuthFiles, Credentials};
 pub use bounded::SizedReader;
-pub use remote::login;
+pub use config::{parse_image, RegistriesConf};
 #[cfg(feature = "fuzzing")]
-pub(crate) use remote::{is_loopback, marked_insecure_in};
+pub(crate) use remote::is_loopback;
+pub use remote::login;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -44,6 +46,8 @@ pub(crate) const MAX_METADATA_SIZE: u64 = 4 * 1024 * 1024;
 
 /// How long a registry may stay silent by default (connecting, before answering, within a blob).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Where containers-registries.conf(5) is read from by default.
+pub const DEFAULT_REGISTRIES_CONF: &str = "/etc/containers/registries.conf";
 /// Most layers accepted in a manifest by default.
 pub const DEFAULT_MAX_LAYERS: usize = 500;
 
@@ -71,7 +75,7 @@ impl Default for RegistryOptions {
     fn default() -> Self {
         RegistryOptions {
             tls_verify: None,
-            registries_conf: PathBuf::from(remote::DEFAULT_REGISTRIES_CONF),
+            registries_conf: PathBuf::from(DEFAULT_REGISTRIES_CONF),
             timeout: DEFAULT_TIMEOUT,
             max_layers: DEFAULT_MAX_LAYERS,
             layer_limits: LayerLimits::DEFAULT,
@@ -97,8 +101,12 @@ pub struct Source {
 }
 
 enum Origin {
-    /// Boxed: the `oci-client` client is large.
-    Registry(Box<remote::RegistrySource>),
+    /// Each place the image may come from (its mirrors, then its registry), and the one that gave
+    /// the manifest, which the layers then come from too.
+    Registry {
+        candidates: Vec<(config::Candidate, remote::RegistrySource)>,
+        chosen: std::sync::OnceLock<usize>,
+    },
     /// `oci:DIR` and `oci-archive:PATH`.
     Layout(layout::LayoutSource),
     DockerArchive(docker_archive::DockerArchiveSource),
@@ -107,9 +115,10 @@ enum Origin {
 impl Source {
     pub fn new(image: &ImageRef, options: &RegistryOptions) -> Result<Source> {
         let from = match image {
-            ImageRef::Registry(reference) => {
-                Origin::Registry(Box::new(remote::RegistrySource::new(reference, options)?))
-            }
+            ImageRef::Registry(reference) => Origin::Registry {
+                candidates: registry_candidates(reference, options)?,
+                chosen: std::sync::OnceLock::new(),
+            },
             ImageRef::Layout { dir, tag } => Origin::Layout(layout::LayoutSource::new(dir, tag.as_deref())),
             ImageRef::OciArchive { path, tag } => Origin::Layout(layout::LayoutSource::archive(path, tag.as_deref())),
             ImageRef::DockerArchive { path, pick } => {
@@ -119,12 +128,34 @@ impl Source {
         Ok(Source { from, max_layers: options.max_layers })
     }
 
-    /// Fetches the manifest (resolving an index to this host's platform) and the config.
+    /// Fetches the manifest (resolving an index to this host's platform) and the config: from a
+    /// registry, from the first of its places that gives both, each failure said if none does.
     pub async fn fetch_image(&self) -> Result<FetchedImage> {
-        let (manifest_digest, manifest_raw) = match &self.from {
-            Origin::Registry(s) => s.resolve_manifest().await?,
-            Origin::Layout(s) => s.resolve_manifest().await?,
-            Origin::DockerArchive(s) => s.resolve_manifest().await?,
+        let Origin::Registry { candidates, chosen } = &self.from else { return self.fetch_from(None).await };
+        let mut failures = Vec::new();
+        for (index, (candidate, source)) in candidates.iter().enumerate() {
+            match self.fetch_from(Some(source)).await {
+                Ok(image) => {
+                    let _ = chosen.set(index);
+                    return Ok(image);
+                }
+                Err(err) if candidates.len() == 1 => return Err(err),
+                Err(err) => {
+                    let what = if candidate.mirror { "mirror" } else { "registry" };
+                    failures.push(format!("{what} {}: {err:#}", candidate.repository));
+                }
+            }
+        }
+        bail!("no place the image may be pulled from gave it: {}", failures.join("; "))
+    }
+
+    /// [`Source::fetch_image`] from one registry place (`registry`), or from the layout or archive.
+    async fn fetch_from(&self, registry: Option<&remote::RegistrySource>) -> Result<FetchedImage> {
+        let (manifest_digest, manifest_raw) = match (&self.from, registry) {
+            (_, Some(s)) => s.resolve_manifest().await?,
+            (Origin::Layout(s), None) => s.resolve_manifest().await?,
+            (Origin::DockerArchive(s), None) => s.resolve_manifest().await?,
+            (Origin::Registry { .. }, None) => bail!("no registry to fetch from"),
         };
         let manifest: ImageManifest = serde_json::from_slice(&manifest_raw).context("parsing the image manifest")?;
         let layers = manifest.layers().len();
@@ -132,10 +163,11 @@ impl Source {
             bail!("the image has {layers} layers, more than the {} accepted (--max-layers)", self.max_layers);
         }
         let config_digest = Digest::parse(manifest.config().digest().as_ref()).context("reading the config digest")?;
-        let config_raw = match &self.from {
-            Origin::Registry(s) => s.fetch_blob_bytes(&config_digest, manifest.config().size()).await?,
-            Origin::Layout(s) => s.fetch_blob_bytes(&config_digest).await?,
-            Origin::DockerArchive(s) => s.fetch_blob_bytes(&config_digest).await?,
+        let config_raw = match (&self.from, registry) {
+            (_, Some(s)) => s.fetch_blob_bytes(&config_digest, manifest.config().size()).await?,
+            (Origin::Layout(s), None) => s.fetch_blob_bytes(&config_digest).await?,
+            (Origin::DockerArchive(s), None) => s.fetch_blob_bytes(&config_digest).await?,
+            (Origin::Registry { .. }, None) => bail!("no registry to fetch from"),
         };
         config_digest.verify_bytes(&config_raw, "the image config")?;
         let config: ImageConfiguration = serde_json::from_slice(&config_raw).context("parsing the image config")?;
@@ -147,12 +179,43 @@ impl Source {
     /// size its descriptor gives (or end short of it).
     pub async fn blob_stream(&self, digest: &Digest, size: u64) -> Result<BlobStream> {
         let stream = match &self.from {
-            Origin::Registry(s) => s.blob_stream(digest, size).await?,
+            Origin::Registry { candidates, chosen } => {
+                let index = chosen.get().copied().context("a layer was asked for before the manifest")?;
+                let (_, source) = candidates.get(index).context("no such registry place")?;
+                source.blob_stream(digest, size).await?
+            }
             Origin::Layout(s) => s.blob_stream(digest).await?,
             Origin::DockerArchive(s) => s.blob_stream(digest).await?,
         };
         Ok(Box::pin(SizedReader::new(stream, size, format!("layer {digest}"))))
     }
+}
+
+/// The places `reference` may be pulled from, as registries.conf says, each with its client.
+fn registry_candidates(
+    reference: &oci_client::Reference,
+    options: &RegistryOptions,
+) -> Result<Vec<(config::Candidate, remote::RegistrySource)>> {
+    let conf = RegistriesConf::load(&options.registries_conf)?;
+    let name = format!("{}/{}", reference.registry(), reference.repository());
+    let suffix = match (reference.digest(), reference.tag()) {
+        (Some(digest), _) => format!("@{digest}"),
+        (None, Some(tag)) => format!(":{tag}"),
+        (None, None) => String::new(),
+    };
+    let mut sources = Vec::new();
+    for candidate in conf.candidates(&name, reference.digest().is_some())? {
+        let text = format!("{}{suffix}", candidate.repository);
+        let at: oci_client::Reference =
+            text.parse().with_context(|| format!("registries.conf makes {name} '{text}', not an image reference"))?;
+        let plain_http = match options.tls_verify {
+            Some(verify) => !verify,
+            None => candidate.insecure || remote::is_loopback(at.registry()) || conf.is_insecure(at.registry()),
+        };
+        let source = remote::RegistrySource::new(&at, options, plain_http)?;
+        sources.push((candidate, source));
+    }
+    Ok(sources)
 }
 
 /// Picks this host's manifest from an image index (os, architecture and, when given, variant).

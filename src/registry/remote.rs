@@ -4,7 +4,6 @@
 //! [`super::http`], with the token `oci-client` obtained (its module documentation says why).
 
 use std::net::IpAddr;
-use std::path::Path;
 
 use anyhow::{Context, Result};
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -22,8 +21,6 @@ use super::{
     OCI_INDEX, OCI_MANIFEST,
 };
 use crate::digest::Digest;
-
-pub(super) const DEFAULT_REGISTRIES_CONF: &str = "/etc/containers/registries.conf";
 
 pub struct RegistrySource {
     client: Client,
@@ -49,9 +46,8 @@ struct Session {
 }
 
 impl RegistrySource {
-    pub fn new(reference: &Reference, options: &RegistryOptions) -> Result<RegistrySource> {
+    pub fn new(reference: &Reference, options: &RegistryOptions, plain_http: bool) -> Result<RegistrySource> {
         let registry = reference.resolve_registry().to_string();
-        let plain_http = uses_plain_http(&registry, options)?;
         let client = client(&registry, plain_http, options.timeout)?;
         let manifests = ManifestHttp::new(&registry, reference.repository(), plain_http, options.timeout)?;
         let credentials = options
@@ -209,7 +205,7 @@ impl RegistrySource {
 fn uses_plain_http(registry: &str, options: &RegistryOptions) -> Result<bool> {
     Ok(match options.tls_verify {
         Some(verify) => !verify,
-        None => is_loopback(registry) || marked_insecure(&options.registries_conf, registry)?,
+        None => is_loopback(registry) || super::RegistriesConf::load(&options.registries_conf)?.is_insecure(registry),
     })
 }
 
@@ -263,37 +259,6 @@ pub(crate) fn is_loopback(registry: &str) -> bool {
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Reads `[[registry]] location = "..." insecure = true` entries of containers-registries.conf.
-fn marked_insecure(conf: &Path, registry: &str) -> Result<bool> {
-    let text = match std::fs::read_to_string(conf) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", conf.display())),
-    };
-    marked_insecure_in(&text, registry).with_context(|| format!("parsing {}", conf.display()))
-}
-
-/// [`marked_insecure`] on the text of a registries.conf.
-pub(crate) fn marked_insecure_in(text: &str, registry: &str) -> Result<bool> {
-    #[derive(serde::Deserialize)]
-    struct Conf {
-        #[serde(default)]
-        registry: Vec<Entry>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        location: Option<String>,
-        prefix: Option<String>,
-        #[serde(default)]
-        insecure: bool,
-    }
-    let parsed: Conf = toml::from_str(text)?;
-    Ok(parsed.registry.iter().any(|entry| {
-        let location = entry.prefix.as_deref().or(entry.location.as_deref()).unwrap_or_default();
-        entry.insecure && (location == registry || location.split('/').next() == Some(registry))
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,22 +271,5 @@ mod tests {
         for no in ["10.0.0.1:5000", "registry.example:443", "localhost.example", "docker.io"] {
             assert!(!is_loopback(no), "{no}");
         }
-    }
-
-    #[test]
-    fn registries_conf_insecure_entries() {
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("registries.conf");
-        std::fs::write(
-            &conf,
-            "unqualified-search-registries = []\n[[registry]]\nlocation = \"reg.lan:5000\"\ninsecure = true\n\n[[registry]]\nlocation = \"secure.lan\"\n",
-        )
-        .unwrap();
-        assert!(marked_insecure(&conf, "reg.lan:5000").unwrap());
-        assert!(!marked_insecure(&conf, "secure.lan").unwrap());
-        assert!(!marked_insecure(&conf, "other:5000").unwrap());
-        assert!(!marked_insecure(&dir.path().join("missing.conf"), "reg.lan:5000").unwrap());
-        std::fs::write(&conf, "[[registry]\n").unwrap();
-        assert!(marked_insecure(&conf, "x").is_err());
     }
 }

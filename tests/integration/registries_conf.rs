@@ -1,0 +1,102 @@
+//! containers-registries.conf(5) against real registries: mirrors tried before the registry and
+//! reported when all fail, digest-only mirrors, blocked registries, locations, short names.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use super::common::*;
+use super::{scratch, stderr};
+
+/// `sysctr ARGS` with the registries configuration at `conf`.
+fn sysctr(storage: &Path, conf: &Path, args: &[&str]) -> Output {
+    Command::new(sysctr_bin())
+        .args(args)
+        .env("SYSCTR_STORAGE", storage)
+        .env("CONTAINERS_REGISTRIES_CONF", conf)
+        .env("REGISTRY_AUTH_FILE", storage.with_extension("no-auth.json"))
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap()
+}
+
+/// A registry's address once it is stopped: nothing answers there.
+fn dead_registry() -> String {
+    let mut registry = Registry::start().unwrap();
+    registry.stop();
+    registry.addr()
+}
+
+#[test]
+fn mirrors_blocked_registries_locations_and_short_names() {
+    let mirror = Registry::start().unwrap();
+    let work = scratch();
+    let layout = work.path().join("layout");
+    let info = Image::new()
+        .layer(Layer::gzip().file("etc/hello", "hi\n", 0o644))
+        .cmd(&["/bin/true"])
+        .write_oci_layout(&layout, "v1")
+        .unwrap();
+    push(&layout, "v1", &mirror.image_ref("team/app:v1")).unwrap();
+    let (dead, mirror_addr) = (dead_registry(), mirror.addr());
+    let conf = work.path().join("registries.conf");
+    let write = |text: String| std::fs::write(&conf, text).unwrap();
+    let storage = |n: &str| work.path().join(format!("storage-{n}"));
+    let ok = |out: &Output| assert!(out.status.success(), "{}", describe_output(out));
+    let refused = |out: &Output| {
+        assert_eq!(out.status.code(), Some(1), "{}", describe_output(out));
+        stderr(out)
+    };
+
+    // The registry is down, its mirror up: pulled from the mirror, stored under the image's name.
+    write(format!("[[registry]]\nlocation = \"{dead}\"\n[[registry.mirror]]\nlocation = \"{mirror_addr}\"\n"));
+    let image = format!("{dead}/team/app:v1");
+    ok(&sysctr(&storage("mirror"), &conf, &["pull", &image]));
+    let images = sysctr(&storage("mirror"), &conf, &["images", "--json"]);
+    assert!(String::from_utf8_lossy(&images.stdout).contains(&image), "{}", describe_output(&images));
+
+    // A digest-only mirror is not asked for a tag; for a digest it is.
+    write(format!(
+        "[[registry]]\nlocation = \"{dead}\"\n[[registry.mirror]]\nlocation = \"{mirror_addr}\"\npull-from-mirror = \"digest-only\"\n"
+    ));
+    let err = refused(&sysctr(&storage("digest-only"), &conf, &["pull", &image]));
+    assert!(err.contains(&format!("cannot reach registry {dead}")) && !err.contains(&mirror_addr), "{err}");
+    let by_digest = format!("{dead}/team/app@{}", info.manifest_digest);
+    ok(&sysctr(&storage("digest-only"), &conf, &["pull", &by_digest]));
+
+    // Every place down: each is said.
+    let dead_mirror = dead_registry();
+    write(format!("[[registry]]\nlocation = \"{dead}\"\n[[registry.mirror]]\nlocation = \"{dead_mirror}\"\n"));
+    let err = refused(&sysctr(&storage("down"), &conf, &["pull", &image]));
+    let (at_mirror, at_registry) = err.split_once("; registry ").expect("two failures");
+    assert!(at_mirror.contains(&format!("mirror {dead_mirror}/team/app: ")), "{err}");
+    assert!(at_mirror.contains(&format!("cannot reach registry {dead_mirror}")), "{err}");
+    assert!(at_registry.starts_with(&format!("{dead}/team/app: ")), "{err}");
+    assert!(at_registry.contains(&format!("cannot reach registry {dead}")), "{err}");
+
+    // A blocked registry is refused before anything is asked of it.
+    write(format!("[[registry]]\nlocation = \"{mirror_addr}\"\nblocked = true\n"));
+    let err = refused(&sysctr(&storage("blocked"), &conf, &["pull", &mirror.image_ref("team/app:v1")]));
+    assert!(err.contains("are blocked by registries.conf"), "{err}");
+
+    // A prefix served from another location.
+    write(format!("[[registry]]\nprefix = \"registry.example/team\"\nlocation = \"{mirror_addr}/team\"\n"));
+    ok(&sysctr(&storage("location"), &conf, &["pull", "registry.example/team/app:v1"]));
+
+    // Short names: an alias, the only search registry, and an ambiguous one refused.
+    write(format!(
+        "unqualified-search-registries = [\"{mirror_addr}\"]\n[aliases]\n\"hello\" = \"{mirror_addr}/team/app\"\n"
+    ));
+    let out = sysctr(&storage("alias"), &conf, &["pull", "hello:v1"]);
+    ok(&out);
+    assert!(stderr(&out).contains(&format!("short name 'hello:v1' is {mirror_addr}/team/app:v1")), "{}", stderr(&out));
+    ok(&sysctr(&storage("search"), &conf, &["pull", "team/app:v1"]));
+    write(format!("unqualified-search-registries = [\"{mirror_addr}\", \"{dead}\"]\n"));
+    let err = refused(&sysctr(&storage("ambiguous"), &conf, &["pull", "team/app:v1"]));
+    assert!(
+        err.contains("ambiguous short name") && err.contains(&format!("{mirror_addr}/team/app, {dead}/team/app")),
+        "{err}"
+    );
+    write(String::new());
+    let err = refused(&sysctr(&storage("none"), &conf, &["pull", "etcd"]));
+    assert!(err.contains("'etcd' is a short name") && !err.contains("docker.io"), "{err}");
+}
