@@ -245,7 +245,9 @@ impl RegistriesConf {
 /// short name: `etcd`, `coreos/etcd:v3`) is resolved by the registries configuration at
 /// `conf_path` first; the qualified name is said on standard error. Never Docker Hub silently.
 pub fn parse_image(input: &str, conf_path: &Path) -> Result<ImageRef> {
-    let Some((short, suffix)) = short_name(input) else { return ImageRef::parse(input) };
+    // What does not parse (an unsupported transport, a bad name) is said as such first.
+    let parsed = ImageRef::parse(input)?;
+    let Some((short, suffix)) = short_name(input) else { return Ok(parsed) };
     let conf = RegistriesConf::load(conf_path)?;
     let qualified = format!("{}{suffix}", conf.resolve_short_name(short)?);
     let image =
