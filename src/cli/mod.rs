@@ -128,6 +128,11 @@ pub struct ConnectionArgs {
     #[arg(long, value_name = "PATH", env = "CONTAINERS_REGISTRIES_CONF", default_value = DEFAULT_REGISTRIES_CONF)]
     pub registries_conf: PathBuf,
 
+    /// Trust the CA certificates (`*.crt`) of this directory for the registry, instead of its
+    /// directory under /etc/containers/certs.d and /etc/docker/certs.d.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+
     #[command(flatten)]
     pub auth: AuthArgs,
 }
@@ -139,6 +144,7 @@ impl ConnectionArgs {
             timeout: std::time::Duration::from_secs(self.registry_timeout),
             auth: self.auth.files(),
             registries_conf: self.registries_conf.clone(),
+            cert_dir: self.cert_dir.clone(),
             ..Default::default()
         }
     }

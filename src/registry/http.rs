@@ -54,7 +54,13 @@ impl std::fmt::Display for RedirectRefused {
 impl StdError for RedirectRefused {}
 
 impl ManifestHttp {
-    pub fn new(registry: &str, repository: &str, plain_http: bool, timeout: Duration) -> Result<ManifestHttp> {
+    pub fn new(
+        registry: &str,
+        repository: &str,
+        plain_http: bool,
+        timeout: Duration,
+        roots: &[Vec<u8>],
+    ) -> Result<ManifestHttp> {
         let scheme = if plain_http { "http" } else { "https" };
         let base = Url::parse(&format!("{scheme}://{registry}/"))
             .with_context(|| format!("'{registry}' is not a registry address"))?;
@@ -70,7 +76,13 @@ impl ManifestHttp {
                 attempt.follow()
             }
         });
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        for pem in roots {
+            builder = builder.add_root_certificate(
+                reqwest::Certificate::from_pem(pem).context("reading a CA certificate of the registry")?,
+            );
+        }
+        let client = builder
             .redirect(policy)
             .connect_timeout(timeout)
             .user_agent(USER_AGENT)
@@ -253,6 +265,12 @@ impl Describer {
             return anyhow!(
                 "registry {registry} sent nothing for {} (--registry-timeout): {chain}",
                 seconds(self.timeout)
+            );
+        }
+        if chain.contains("certificate verify failed") || chain.contains("certificate") && chain.contains("unknown") {
+            return anyhow!(
+                "registry {registry} has a certificate this host does not trust ({chain}); put its CA in {}/{registry}/ca.crt, or pass --cert-dir",
+                super::certs::CERTS_DIRS[0]
             );
         }
         if chain.contains("wrong version number") {

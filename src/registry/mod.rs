@@ -11,6 +11,7 @@
 mod archive;
 mod auth;
 mod bounded;
+mod certs;
 mod config;
 mod docker_archive;
 mod http;
@@ -69,6 +70,9 @@ pub struct RegistryOptions {
     pub layer_limits: LayerLimits,
     /// Where credentials are found (`--authfile`, containers-auth.json(5)).
     pub auth: AuthFiles,
+    /// The one directory of CA certificates to trust (`--cert-dir`), instead of the registry's
+    /// own under `/etc/containers/certs.d` and `/etc/docker/certs.d`.
+    pub cert_dir: Option<PathBuf>,
 }
 
 impl Default for RegistryOptions {
@@ -80,6 +84,7 @@ impl Default for RegistryOptions {
             max_layers: DEFAULT_MAX_LAYERS,
             layer_limits: LayerLimits::DEFAULT,
             auth: AuthFiles::default(),
+            cert_dir: None,
         }
     }
 }

@@ -24,6 +24,8 @@ use crate::digest::Digest;
 
 pub struct RegistrySource {
     client: Client,
+    /// CA certificates trusted for this registry beyond the system's (see [`super::certs`]).
+    roots: Vec<Vec<u8>>,
     /// From the auth files, for this registry and repository; `None` pulls anonymously.
     credentials: Option<Credentials>,
     manifests: ManifestHttp,
@@ -48,14 +50,16 @@ struct Session {
 impl RegistrySource {
     pub fn new(reference: &Reference, options: &RegistryOptions, plain_http: bool) -> Result<RegistrySource> {
         let registry = reference.resolve_registry().to_string();
-        let client = client(&registry, plain_http, options.timeout)?;
-        let manifests = ManifestHttp::new(&registry, reference.repository(), plain_http, options.timeout)?;
+        let roots = super::certs::registry_roots(&registry, options.cert_dir.as_deref())?;
+        let client = client(&registry, plain_http, options.timeout, &roots)?;
+        let manifests = ManifestHttp::new(&registry, reference.repository(), plain_http, options.timeout, &roots)?;
         let credentials = options
             .auth
             .lookup(reference.registry(), reference.repository())
             .with_context(|| format!("looking up credentials for {}", reference.registry()))?;
         Ok(RegistrySource {
             client,
+            roots,
             credentials,
             manifests,
             reference: reference.clone(),
@@ -82,7 +86,9 @@ impl RegistrySource {
                     .map_err(|err| self.describer.describe(&err))?;
                 // With credentials and no token, the client sends them with every request.
                 let blobs = match (&token, &self.credentials) {
-                    (None, None) => client(self.reference.resolve_registry(), self.plain_http, self.timeout)?,
+                    (None, None) => {
+                        client(self.reference.resolve_registry(), self.plain_http, self.timeout, &self.roots)?
+                    }
                     _ => self.client.clone(),
                 };
                 Ok(Session { token, blobs })
@@ -213,14 +219,15 @@ fn uses_plain_http(registry: &str, options: &RegistryOptions) -> Result<bool> {
 /// the auth file `options` names for writing (as `podman login`); returns that file.
 pub async fn login(registry: &str, credentials: &Credentials, options: &RegistryOptions) -> Result<std::path::PathBuf> {
     let plain_http = uses_plain_http(registry, options)?;
-    let http = ManifestHttp::new(registry, "", plain_http, options.timeout)?;
+    let roots = super::certs::registry_roots(registry, options.cert_dir.as_deref())?;
+    let http = ManifestHttp::new(registry, "", plain_http, options.timeout, &roots)?;
     if !http.check_basic(credentials).await? {
         // A token service: it refuses a pull token to wrong credentials.
         let reference: Reference = format!("{registry}/sysctr/login-check")
             .parse()
             .map_err(|_| anyhow::anyhow!("'{registry}' is not a registry (HOST[:PORT])"))?;
         let auth = RegistryAuth::Basic(credentials.username.clone(), credentials.password.clone());
-        client(registry, plain_http, options.timeout)?
+        client(registry, plain_http, options.timeout, &roots)?
             .auth(&reference, &auth, RegistryOperation::Pull)
             .await
             .map_err(|_| anyhow::anyhow!("registry {registry} refused the user name or password"))?;
@@ -233,11 +240,18 @@ pub async fn login(registry: &str, credentials: &Credentials, options: &Registry
 /// An `oci-client` client for the registry. Its reqwest client gives up on connecting after
 /// `timeout`, and on an answer that stays silent as long (before its headers, or between two
 /// chunks of its body).
-fn client(registry: &str, plain_http: bool, timeout: std::time::Duration) -> Result<Client> {
+fn client(registry: &str, plain_http: bool, timeout: std::time::Duration, roots: &[Vec<u8>]) -> Result<Client> {
     let protocol =
         if plain_http { ClientProtocol::HttpsExcept(vec![registry.to_string()]) } else { ClientProtocol::Https };
     let config = ClientConfig {
         protocol,
+        extra_root_certificates: roots
+            .iter()
+            .map(|pem| oci_client::client::Certificate {
+                encoding: oci_client::client::CertificateEncoding::Pem,
+                data: pem.clone(),
+            })
+            .collect(),
         read_timeout: Some(timeout),
         connect_timeout: Some(timeout),
         user_agent: USER_AGENT,

@@ -22,6 +22,8 @@ pub struct Registry {
     dir: tempfile::TempDir,
     /// `htpasswd` file the registry checks credentials against (HTTP Basic), if any.
     htpasswd: Option<PathBuf>,
+    /// Serves HTTPS, with a certificate for 127.0.0.1 signed by [`Registry::ca_dir`]'s CA.
+    tls: bool,
 }
 
 /// An HTTP response: status code, headers (names lower-cased) and body.
@@ -48,7 +50,77 @@ impl Registry {
     /// Starts a registry on a free ephemeral port of 127.0.0.1 and waits (≤ 10 s) until `GET /v2/`
     /// answers 200. Retries with another port if the chosen one was taken meanwhile.
     pub fn start() -> Result<Registry> {
-        Self::start_with(None)
+        Self::start_with(None, false)
+    }
+
+    /// Like [`start`](Self::start), serving HTTPS with a certificate from a CA of its own, made
+    /// here with openssl (its certificate is in [`Registry::ca_dir`]).
+    pub fn start_tls() -> Result<Registry> {
+        Self::start_with(None, true)
+    }
+
+    /// The directory holding `ca.crt`, the CA of a [`Registry::start_tls`] registry.
+    pub fn ca_dir(&self) -> PathBuf {
+        self.dir.path().join("ca")
+    }
+
+    fn make_certificates(&self) -> Result<()> {
+        let (dir, ca) = (self.dir.path(), self.ca_dir());
+        std::fs::create_dir_all(&ca)?;
+        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n")?;
+        let steps: [&[&str]; 3] = [
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=sysctr test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca/ca.crt",
+            ],
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+            ],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca/ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "san.ext",
+                "-out",
+                "server.crt",
+            ],
+        ];
+        for args in steps {
+            let out = Command::new("openssl").args(args).current_dir(dir).output().context("running openssl")?;
+            if !out.status.success() {
+                bail!("openssl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        Ok(())
     }
 
     /// Like [`start`](Self::start), for a registry that takes only `user` with `password`
@@ -58,10 +130,10 @@ impl Registry {
         if !out.status.success() {
             bail!("htpasswd failed: {}", String::from_utf8_lossy(&out.stderr));
         }
-        Self::start_with(Some(out.stdout))
+        Self::start_with(Some(out.stdout), false)
     }
 
-    fn start_with(htpasswd: Option<Vec<u8>>) -> Result<Registry> {
+    fn start_with(htpasswd: Option<Vec<u8>>, tls: bool) -> Result<Registry> {
         let dir = tempfile::Builder::new()
             .prefix("sysctr-registry.")
             .tempdir_in("/var/tmp")
@@ -75,7 +147,10 @@ impl Registry {
             }
             None => None,
         };
-        let mut reg = Registry { child: None, port: 0, dir, htpasswd };
+        let mut reg = Registry { child: None, port: 0, dir, htpasswd, tls };
+        if tls {
+            reg.make_certificates()?;
+        }
         let mut last_err = None;
         for _ in 0..3 {
             reg.port = free_port()?;
@@ -105,9 +180,15 @@ impl Registry {
              log:\n  level: info\n  accesslog:\n    disabled: false\n\
              storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  \
              maintenance:\n    uploadpurging:\n      enabled: false\n\
-             http:\n  addr: 127.0.0.1:{}\n  secret: sysctr-test-secret\n{}",
+             http:\n  addr: 127.0.0.1:{}\n  secret: sysctr-test-secret\n{}{}",
             self.storage_dir().display(),
             self.port,
+            if self.tls {
+                let dir = self.dir.path().display();
+                format!("  tls:\n    certificate: {dir}/server.crt\n    key: {dir}/server.key\n")
+            } else {
+                String::new()
+            },
             self.htpasswd.as_ref().map_or(String::new(), |path| format!(
                 "auth:\n  htpasswd:\n    realm: sysctr-test\n    path: {}\n",
                 path.display()
@@ -129,6 +210,10 @@ impl Registry {
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait()? {
                 bail!("docker-registry exited at start ({status}); log tail:\n{}", file_tail(&self.log_path(), 4000));
+            }
+            // HTTPS: up once it accepts connections (the health client speaks plain HTTP).
+            if self.tls && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
             }
             if let Ok(resp) = self.get("/v2/") {
                 // 401: up, and asking for the credentials it was told to.

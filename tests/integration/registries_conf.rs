@@ -100,3 +100,32 @@ fn mirrors_blocked_registries_locations_and_short_names() {
     let err = refused(&sysctr(&storage("none"), &conf, &["pull", "etcd"]));
     assert!(err.contains("'etcd' is a short name") && !err.contains("docker.io"), "{err}");
 }
+
+/// A registry whose certificate comes from a CA of its own: refused, with where to put the CA,
+/// until that CA is trusted for it.
+#[test]
+fn a_registry_ca_is_trusted_from_its_certificate_directory() {
+    let registry = Registry::start_tls().unwrap();
+    let work = scratch();
+    let layout = work.path().join("layout");
+    Image::new()
+        .layer(Layer::gzip().file("etc/hello", "hi\n", 0o644))
+        .cmd(&["/bin/true"])
+        .write_oci_layout(&layout, "v1")
+        .unwrap();
+    let image = registry.image_ref("team/tls:v1");
+    push(&layout, "v1", &image).unwrap();
+    let conf = work.path().join("registries.conf");
+    let storage = work.path().join("storage");
+
+    // Loopback registries are plain HTTP unless told otherwise.
+    let out = sysctr(&storage, &conf, &["pull", "--tls-verify=true", &image]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let err = stderr(&out);
+    let expected = format!("put its CA in /etc/containers/certs.d/{}/ca.crt, or pass --cert-dir", registry.addr());
+    assert!(err.contains("has a certificate this host does not trust") && err.contains(&expected), "{err}");
+
+    let ca = registry.ca_dir();
+    let out = sysctr(&storage, &conf, &["pull", "--tls-verify=true", "--cert-dir", ca.to_str().unwrap(), &image]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+}
