@@ -128,6 +128,11 @@ pub struct ConnectionArgs {
     #[arg(long, value_name = "PATH", env = "CONTAINERS_REGISTRIES_CONF", default_value = DEFAULT_REGISTRIES_CONF)]
     pub registries_conf: PathBuf,
 
+    /// Follow this signature policy (containers-policy.json(5)) instead of
+    /// /etc/containers/policy.json.
+    #[arg(long, value_name = "PATH")]
+    pub signature_policy: Option<PathBuf>,
+
     /// Trust the CA certificates (`*.crt`) of this directory for the registry, instead of its
     /// directory under /etc/containers/certs.d and /etc/docker/certs.d.
     #[arg(long, value_name = "DIR")]
@@ -145,6 +150,7 @@ impl ConnectionArgs {
             auth: self.auth.files(),
             registries_conf: self.registries_conf.clone(),
             cert_dir: self.cert_dir.clone(),
+            signature_policy: self.signature_policy.clone(),
             ..Default::default()
         }
     }

@@ -33,6 +33,8 @@ pub struct Pulled {
 
 /// Pulls `image` into the store: only layers not already present are downloaded.
 pub async fn pull(store: &Store, image: &ImageRef, options: &RegistryOptions) -> Result<Pulled> {
+    crate::registry::check_policy(image, options.signature_policy.as_deref())
+        .with_context(|| format!("pulling {image}"))?;
     let source = Source::new(image, options)?;
     let fetched = source.fetch_image().await.with_context(|| format!("pulling {image}"))?;
 

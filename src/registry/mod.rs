@@ -16,6 +16,7 @@ mod config;
 mod docker_archive;
 mod http;
 mod layout;
+mod policy;
 mod remote;
 
 use std::path::PathBuf;
@@ -33,6 +34,7 @@ use crate::store::LayerLimits;
 pub use auth::{remove as logout, AuthFiles, Credentials};
 pub use bounded::SizedReader;
 pub use config::{parse_image, RegistriesConf};
+pub use policy::check as check_policy;
 #[cfg(feature = "fuzzing")]
 pub(crate) use remote::is_loopback;
 pub use remote::login;
@@ -73,6 +75,8 @@ pub struct RegistryOptions {
     /// The one directory of CA certificates to trust (`--cert-dir`), instead of the registry's
     /// own under `/etc/containers/certs.d` and `/etc/docker/certs.d`.
     pub cert_dir: Option<PathBuf>,
+    /// The signature policy to follow instead of `/etc/containers/policy.json`.
+    pub signature_policy: Option<PathBuf>,
 }
 
 impl Default for RegistryOptions {
@@ -85,6 +89,7 @@ impl Default for RegistryOptions {
             layer_limits: LayerLimits::DEFAULT,
             auth: AuthFiles::default(),
             cert_dir: None,
+            signature_policy: None,
         }
     }
 }

@@ -129,3 +129,61 @@ fn a_registry_ca_is_trusted_from_its_certificate_directory() {
     let out = sysctr(&storage, &conf, &["pull", "--tls-verify=true", "--cert-dir", ca.to_str().unwrap(), &image]);
     assert!(out.status.success(), "{}", describe_output(&out));
 }
+
+/// The host's signature policy decides before anything is fetched: the most specific scope's
+/// requirements apply, and a requirement for signatures refuses the image rather than pass it
+/// unchecked.
+#[test]
+fn the_signature_policy_is_followed_before_anything_is_fetched() {
+    let registry = Registry::start().unwrap();
+    let work = scratch();
+    let layout = work.path().join("layout");
+    Image::new()
+        .layer(Layer::gzip().file("etc/hello", "hi\n", 0o644))
+        .cmd(&["/bin/true"])
+        .write_oci_layout(&layout, "v1")
+        .unwrap();
+    for repository in ["team/app:v1", "team/signed:v1", "other/app:v1"] {
+        push(&layout, "v1", &registry.image_ref(repository)).unwrap();
+    }
+    let host = registry.addr();
+    let policy = work.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        serde_json::json!({
+            "default": [{"type": "reject"}],
+            "transports": {"docker": {
+                format!("{host}/team"): [{"type": "insecureAcceptAnything"}],
+                format!("{host}/team/signed"): [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": "/nonexistent.gpg"}],
+            }}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let conf = work.path().join("registries.conf");
+    let storage = work.path().join("storage");
+    let pull = |repository: &str| {
+        sysctr(
+            &storage,
+            &conf,
+            &["pull", "--signature-policy", policy.to_str().unwrap(), &registry.image_ref(repository)],
+        )
+    };
+
+    let out = pull("team/app:v1");
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let before = std::fs::read_to_string(registry.log_path()).unwrap().lines().count();
+    let out = pull("other/app:v1");
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert!(stderr(&out).contains("is rejected (scope default"), "{}", stderr(&out));
+    let out = pull("team/signed:v1");
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("must be signed (scope docker \"{host}/team/signed\": \"signedBy\")")), "{err}");
+    assert!(err.contains("cannot verify signatures yet"), "{err}");
+    let after = std::fs::read_to_string(registry.log_path()).unwrap().lines().count();
+    assert_eq!(before, after, "the registry was asked for something");
+    let images = sysctr(&storage, &conf, &["images", "--json"]);
+    let listed = String::from_utf8_lossy(&images.stdout);
+    assert!(listed.contains("team/app") && !listed.contains("signed") && !listed.contains("other"), "{listed}");
+}
