@@ -1,11 +1,12 @@
 //! The one registry request that does not go through `oci-client`: the manifest (or index) GET.
 //!
-//! `oci-client` configures the connection, gets the anonymous token and streams config and layer
+//! `oci-client` configures the connection, gets the pull token and streams config and layer
 //! blobs (see [`super::remote`]). Its manifest calls (`pull_manifest_raw` and the ones built on
 //! it) read the whole answer into memory before returning it, so a registry could make a pull hold
 //! any amount of memory before the 4 MiB limit is even checked; and its HTTP client follows
 //! redirects with reqwest's default policy, which cannot be changed from outside. So this request
-//! is sent by a client of ours, with the bearer token `oci-client` obtained: the answer is refused
+//! is sent by a client of ours, with the bearer token `oci-client` obtained (or the credentials, to
+//! a registry that takes them directly): the answer is refused
 //! while reading, one chunk past the limit; a silence longer than the timeout is given up; and a
 //! redirect from HTTPS to plain HTTP is refused.
 //!
@@ -175,6 +176,20 @@ impl ManifestHttp {
         bail!("GET {url}: HTTP {status}{}", registry_errors(&body))
     }
 
+    /// The token service a registry's `/v2/` challenge points to (`realm` of a `Bearer` challenge).
+    pub async fn token_realm(&self) -> Result<Option<String>> {
+        let url = self.base.join("v2/").context("building the URL of /v2/")?;
+        let response = match tokio::time::timeout(self.timeout, self.client.get(url.clone()).send()).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(err)) => return Err(self.describer.describe(&err)),
+            Err(_) => {
+                bail!("registry {} did not answer GET {url} within {}", self.describer.registry, seconds(self.timeout))
+            }
+        };
+        let challenge = response.headers().get(reqwest::header::WWW_AUTHENTICATE).and_then(|h| h.to_str().ok());
+        Ok(challenge.and_then(bearer_realm))
+    }
+
     /// Checks `credentials` against a registry that takes them directly (HTTP Basic): `Ok(true)`
     /// if it accepts them, `Ok(false)` if it wants a bearer token instead.
     pub async fn check_basic(&self, credentials: &Credentials) -> Result<bool> {
@@ -201,6 +216,15 @@ impl ManifestHttp {
             status => bail!("GET {url}: HTTP {status}"),
         }
     }
+}
+
+/// The `realm` of a `Bearer` challenge.
+fn bearer_realm(challenge: &str) -> Option<String> {
+    let challenge = challenge.trim();
+    let params = challenge.get(..6).filter(|s| s.eq_ignore_ascii_case("bearer")).map(|_| &challenge[6..])?;
+    let start = params.find("realm=\"")? + "realm=\"".len();
+    let length = params[start..].find('"')?;
+    Some(params[start..start + length].to_string())
 }
 
 /// How a request to the registry is authorized.
@@ -348,6 +372,18 @@ fn registry_errors(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_realms_are_read_from_challenges() {
+        let realm = |c: &str| bearer_realm(c);
+        assert_eq!(
+            realm(r#"Bearer realm="https://auth.example/token",service="reg""#).as_deref(),
+            Some("https://auth.example/token")
+        );
+        assert_eq!(realm(r#"bearer service="reg", realm="http://plain/token""#).as_deref(), Some("http://plain/token"));
+        assert_eq!(realm(r#"Basic realm="Registry""#), None);
+        assert_eq!(realm("Bearer"), None);
+    }
 
     #[test]
     fn registry_error_bodies() {

@@ -1,5 +1,6 @@
-//! A registry, through `oci-client`: the client's configuration (plain HTTP or HTTPS, timeouts),
-//! the anonymous pull token, and config and layer blobs, each stream held to its descriptor's
+//! A registry, through `oci-client`: the client's configuration (plain HTTP or HTTPS, timeouts,
+//! CA certificates), the pull token (anonymous, or with the credentials of the auth files), and
+//! config and layer blobs, each stream held to its descriptor's
 //! size and given up after a silence. Manifests are the exception: they are fetched by
 //! [`super::http`], with the token `oci-client` obtained (its module documentation says why).
 
@@ -33,7 +34,7 @@ pub struct RegistrySource {
     plain_http: bool,
     timeout: std::time::Duration,
     describer: Describer,
-    /// Set once `oci-client` has authenticated, anonymously, for pulls.
+    /// Set once `oci-client` has authenticated for pulls.
     session: OnceCell<Session>,
 }
 
@@ -79,6 +80,18 @@ impl RegistrySource {
                     Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
                     None => RegistryAuth::Anonymous,
                 };
+                // `oci-client` sends the credentials to whatever token service the registry names.
+                if self.credentials.is_some() && !self.plain_http {
+                    if let Some(realm) = self.manifests.token_realm().await? {
+                        if !realm.starts_with("https://") {
+                            anyhow::bail!(
+                                "registry {} sends its clients to a token service that is not HTTPS ({realm}); \
+                                 the credentials were not sent",
+                                self.reference.resolve_registry()
+                            );
+                        }
+                    }
+                }
                 let token = self
                     .client
                     .auth(&self.reference, &auth, RegistryOperation::Pull)
