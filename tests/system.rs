@@ -14,6 +14,8 @@ mod durable;
 mod hostile;
 #[path = "system/names.rs"]
 mod names;
+#[path = "system/registries.rs"]
+mod registries;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

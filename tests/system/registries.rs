@@ -1,0 +1,54 @@
+//! The host's own registry configuration, on a booted test host: a registry CA installed in the
+//! host's certs.d, and the host's signature policy refusing an update, which leaves the running
+//! deployment as it was.
+
+use anyhow::Result;
+
+use super::common::*;
+use super::{active_slot, greeting, host_file, sysctr_err, sysctr_ok, wait_active};
+
+#[test]
+fn the_hosts_certificates_and_policy_are_followed() -> Result<()> {
+    let registry = Registry::start_tls()?;
+    let work = tempfile::Builder::new().prefix("sysctr-st.").tempdir_in("/var/tmp")?;
+    let push_tag = |image: &Image, tag: &str| -> Result<String> {
+        let layout = work.path().join(tag);
+        image.write_oci_layout(&layout, tag)?;
+        let reference = registry.image_ref(&format!("demo/hello:{tag}"));
+        push(&layout, tag, &reference)?;
+        Ok(reference)
+    };
+    let v1 = push_tag(&hello_image(), "v1")?;
+    let v2 = push_tag(&hello_image().layer(Layer::gzip().file("usr/share/v2", "v2", 0o644)), "v2")?;
+    let host = TestHost::boot()?;
+    let tls = "--tls-verify=true";
+
+    // The registry's CA is not trusted until the host's certs.d has it.
+    let err = sysctr_err(&host, &["install", tls, "--name", "hello", "--set", "RECEIVER=Tls", &v1]);
+    assert!(err.contains(&format!("/etc/containers/certs.d/{}/ca.crt", registry.addr())), "{err}");
+    assert!(!host.root().join("etc/systemd/system/hello.service").exists());
+    let certs = host.root().join("etc/containers/certs.d").join(registry.addr());
+    std::fs::create_dir_all(&certs)?;
+    std::fs::copy(registry.ca_dir().join("ca.crt"), certs.join("ca.crt"))?;
+    sysctr_ok(&host, &["install", tls, "--now", "--name", "hello", "--set", "RECEIVER=Tls", &v1]);
+    wait_active(&host, "hello.service");
+    greeting(&host, "Tls");
+
+    // The host's policy rejects v2: the update is refused before anything is fetched, and the
+    // running deployment stays.
+    let policy = serde_json::json!({
+        "default": [{"type": "insecureAcceptAnything"}],
+        "transports": {"docker": {v2.as_str(): [{"type": "reject"}]}}
+    });
+    let unit = host_file(&host, "/etc/systemd/system/hello.service");
+    std::fs::write(host.root().join("etc/containers/policy.json"), policy.to_string())?;
+    let err = sysctr_err(&host, &["update", tls, "--rebase", &v2, "hello"]);
+    assert!(err.contains(&format!("{v2} is rejected (scope docker \"{v2}\"")), "{err}");
+    assert_eq!(active_slot(&host, "hello"), "hello.0");
+    assert_eq!(host_file(&host, "/etc/systemd/system/hello.service"), unit);
+    wait_active(&host, "hello.service");
+    let images = sysctr_ok(&host, &["images", "--json"]);
+    assert!(!images.contains(":v2"), "{images}");
+    sysctr_ok(&host, &["uninstall", "hello"]);
+    Ok(())
+}
