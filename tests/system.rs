@@ -667,12 +667,32 @@ fn apply_converges_to_the_file_and_a_second_run_changes_nothing() -> Result<()> 
     assert_eq!(active_slot(&host, "hello-a"), "hello-a.0");
 
     write("Bee");
+    // The plan first: it says why, and changes nothing.
+    let planned = sysctr_ok(&host, &["apply", "--dry-run", file.to_str().unwrap()]);
+    assert_eq!(
+        planned,
+        format!("unchanged hello-a: {image} with the same values\nwould update hello-b: values of RECEIVER change\n")
+    );
+    assert_eq!(active_slot(&host, "hello-b"), "hello-b.0");
     assert_eq!(apply(&host), "unchanged hello-a\nupdated hello-b\n");
     assert_eq!(active_slot(&host, "hello-b"), "hello-b.1");
     wait_for("hello-b's new greeting", Duration::from_secs(20), Duration::from_millis(200), || {
         Ok(host_file(&host, "/var/lib/hello-b/greeting").filter(|g| g.starts_with("hello Bee ")))
     })?;
     assert_eq!(apply(&host), "unchanged hello-a\nunchanged hello-b\n");
+
+    // A container the file no longer lists stays, unless --prune says otherwise.
+    std::fs::write(
+        &file,
+        format!("[[container]]\nname = \"hello-a\"\nimage = \"{image}\"\nset = {{ RECEIVER = \"A\" }}\n"),
+    )?;
+    let planned = sysctr_ok(&host, &["apply", "--dry-run", "--prune", file.to_str().unwrap()]);
+    assert!(planned.ends_with("would remove hello-b: not in the file (--prune)\n"), "{planned}");
+    assert_eq!(apply(&host), "unchanged hello-a\n");
+    assert!(host.root().join("var/lib/sysctr/deployments/hello-b").exists(), "removed without --prune");
+    assert_eq!(sysctr_ok(&host, &["apply", "--prune", file.to_str().unwrap()]), "unchanged hello-a\nremoved hello-b\n");
+    assert!(!host.root().join("etc/systemd/system/hello-b.service").exists());
+    assert_eq!(unit_property(&host, "hello-a.service", "ActiveState"), "active");
 
     // The set is checked as a whole before anything is done: a cycle through two new units.
     let peer = setup.push(

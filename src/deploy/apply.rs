@@ -11,7 +11,11 @@
 //!
 //! Containers are handled in file order. A missing one is installed; one whose image or `set`
 //! values differ from the file is updated (moved to the image, values replaced); the rest are
-//! left alone. A second run with the same file changes nothing.
+//! left alone. A second run with the same file changes nothing. With `prune`, containers the
+//! file does not list are uninstalled afterwards; never without it.
+//!
+//! [`plan`] says what `apply` would do, and why, from the file and the records alone: nothing is
+//! changed or fetched. A newer image behind an unchanged tag is left to `sysctr update`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -60,6 +64,62 @@ pub enum Action {
     Installed(String),
     Updated(String),
     Unchanged(String),
+    /// Uninstalled: not in the file, and `prune` asked for.
+    Removed(String),
+}
+
+/// What `apply` would do to one container, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedStep {
+    pub name: String,
+    pub change: Change,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Install,
+    Update,
+    Remove,
+    Unchanged,
+}
+
+/// What [`apply`] with the same arguments would do, in the same order; nothing is changed.
+pub fn plan(layout: &Layout, path: &Path, registry: &RegistryOptions, prune: bool) -> Result<Vec<PlannedStep>> {
+    let entries = read_manifest(path, &registry.registries_conf)?;
+    let mut steps = Vec::new();
+    for (entry, image) in &entries {
+        let step = |change, reason: String| PlannedStep { name: entry.name.clone(), change, reason };
+        if !layout.link(&entry.name).exists() {
+            steps.push(step(Change::Install, format!("not installed; from {image}")));
+            continue;
+        }
+        let current = layout.read_info(&entry.name)?;
+        if current.image != image.canonical() {
+            steps.push(step(Change::Update, format!("image {} -> {image}", current.image)));
+            continue;
+        }
+        if current.values != entry.set {
+            let keys: std::collections::BTreeSet<&String> = current.values.keys().chain(entry.set.keys()).collect();
+            let changed: Vec<&str> =
+                keys.into_iter().filter(|k| current.values.get(*k) != entry.set.get(*k)).map(String::as_str).collect();
+            steps.push(step(Change::Update, format!("values of {} change", changed.join(", "))));
+            continue;
+        }
+        // As `apply` does: a newer image behind the same tag is `sysctr update`'s business.
+        steps.push(step(Change::Unchanged, format!("{image} with the same values")));
+    }
+    if prune {
+        for name in unlisted(layout, &entries)? {
+            steps.push(PlannedStep { name, change: Change::Remove, reason: "not in the file (--prune)".into() });
+        }
+    }
+    Ok(steps)
+}
+
+/// Installed containers the file does not list, by name.
+fn unlisted(layout: &Layout, entries: &[(Entry, ImageRef)]) -> Result<Vec<String>> {
+    Ok(layout.installed_names()?.into_iter().filter(|name| !entries.iter().any(|(e, _)| e.name == *name)).collect())
 }
 
 /// Reads and checks the whole file before changing anything.
@@ -139,6 +199,7 @@ pub async fn apply(
     layout: &Layout,
     path: &Path,
     registry: &RegistryOptions,
+    prune: bool,
     systemd: &impl ServiceManager,
 ) -> Result<(Vec<Action>, Vec<String>)> {
     let entries = read_manifest(path, &registry.registries_conf)?;
@@ -149,6 +210,8 @@ pub async fn apply(
         .iter()
         .map(ToString::to_string)
         .collect();
+    // Found before anything is installed: only what was there and is not listed goes.
+    let to_remove = if prune { unlisted(layout, &entries)? } else { Vec::new() };
     let mut actions = Vec::new();
     for (entry, image) in entries {
         let installed = layout.link(&entry.name).exists();
@@ -195,6 +258,13 @@ pub async fn apply(
                 actions.push(Action::Updated(entry.name));
             }
         }
+    }
+    for name in to_remove {
+        let report = super::uninstall::uninstall(layout, &name, systemd)
+            .await
+            .with_context(|| format!("uninstalling {name}, which the file no longer lists"))?;
+        notes.extend(report.notes);
+        actions.push(Action::Removed(name));
     }
     Ok((actions, notes))
 }

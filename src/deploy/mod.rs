@@ -35,7 +35,7 @@ mod uninstall;
 mod update;
 
 pub use adhoc::{mount_readonly, unmount, MountSource};
-pub use apply::{apply, Action};
+pub use apply::{apply, plan, Action, Change, PlannedStep};
 pub use images::{info, prune, rmi, ImageInfo, PruneReport};
 pub use install::{install, InstallOutcome, InstallReport, InstallRequest};
 pub use layout::{Deployment, InstalledFile, Layout, DEFAULT_STORAGE};
