@@ -5,6 +5,8 @@
 // Tests stop at the first thing that is not as expected.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "system/auto_update.rs"]
+mod auto_update;
 mod common;
 #[path = "system/compat.rs"]
 mod compat;

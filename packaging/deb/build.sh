@@ -10,6 +10,9 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 install -D -m 755 "$repo/target/release/sysctr" "$stage/usr/bin/sysctr"
 install -D -m 644 "$repo/units/sysctr.conf" "$stage/usr/lib/tmpfiles.d/sysctr.conf"
+for unit in sysctr-auto-update.service sysctr-auto-update.timer; do
+  install -D -m 644 "$repo/units/$unit" "$stage/usr/lib/systemd/system/$unit"
+done
 install -D -m 644 "$repo/README.md" "$stage/usr/share/doc/sysctr/README.md"
 mkdir -p "$stage/DEBIAN"
 cat > "$stage/DEBIAN/control" <<CONTROL

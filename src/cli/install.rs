@@ -24,6 +24,9 @@ pub struct InstallOpts {
     /// while the container is installed, and enabled again at uninstall if it was).
     #[arg(long)]
     pub replace_vendor_unit: bool,
+    /// Leave it out of `sysctr update --all` (the auto-update timer): it is updated only by name.
+    #[arg(long)]
+    pub no_auto_update: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
     /// `[docker://]HOST[:PORT]/PATH[:TAG|@sha256:DIGEST]`, `oci:DIR[:TAG]`, `oci-archive:PATH[:TAG]`
@@ -41,6 +44,7 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &InstallOpts) -> 
         start_now: opts.now,
         registry: opts.registry.options(),
         replace_vendor_unit: opts.replace_vendor_unit,
+        auto_update: !opts.no_auto_update,
     };
     let report = match deploy::install(layout, &request, systemd).await? {
         InstallOutcome::Installed(report) => report,

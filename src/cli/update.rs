@@ -1,4 +1,4 @@
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use super::install::short_id;
 use super::{parse_sets, RegistryArgs};
@@ -8,7 +8,15 @@ use crate::systemd::HostManager;
 #[derive(Debug, clap::Args, PartialEq, Eq)]
 pub struct UpdateOpts {
     /// Name of the installed container.
-    pub name: String,
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub name: Option<String>,
+    /// Every installed container, except those installed with --no-auto-update; one that fails
+    /// does not stop the others.
+    #[arg(long, conflicts_with_all = ["set", "rebase"])]
+    pub all: bool,
+    /// Say whether the image's source has a newer image; change nothing.
+    #[arg(long, conflicts_with_all = ["set", "rebase", "no_pull", "no_rollback"])]
+    pub check: bool,
     /// Set a template variable, KEY=VALUE (repeatable); values set before are kept.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -26,8 +34,63 @@ pub struct UpdateOpts {
 }
 
 pub async fn run(layout: &Layout, systemd: &HostManager, opts: &UpdateOpts) -> Result<()> {
+    let names = match &opts.name {
+        Some(name) => vec![name.clone()],
+        None => {
+            let mut names = Vec::new();
+            for name in layout.installed_names()? {
+                if layout.read_info(&name)?.auto_update {
+                    names.push(name);
+                }
+            }
+            names
+        }
+    };
+    if names.is_empty() {
+        println!("no container to update");
+        return Ok(());
+    }
+    let mut failed = Vec::new();
+    for name in &names {
+        let result =
+            if opts.check { check(layout, opts, name).await } else { update(layout, systemd, opts, name).await };
+        match result {
+            Ok(()) => {}
+            Err(err) if opts.all => {
+                eprintln!("error: {name}: {err:#}");
+                failed.push(name.as_str());
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} containers could not be {}: {}",
+            failed.len(),
+            names.len(),
+            if opts.check { "checked" } else { "updated" },
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+async fn check(layout: &Layout, opts: &UpdateOpts, name: &str) -> Result<()> {
+    let found = deploy::check_update(layout, name, &opts.registry.options()).await?;
+    if found.available == found.installed {
+        println!("{name}: up to date ({}, {})", found.image, found.installed);
+    } else {
+        println!(
+            "{name}: a newer image is available: {} is {} (installed: {})",
+            found.image, found.available, found.installed
+        );
+    }
+    Ok(())
+}
+
+async fn update(layout: &Layout, systemd: &HostManager, opts: &UpdateOpts, name: &str) -> Result<()> {
     let request = UpdateRequest {
-        name: opts.name.clone(),
+        name: name.to_string(),
         values: parse_sets(&opts.set)?,
         replace_values: false,
         rebase: opts.rebase.as_deref().map(|r| opts.registry.image(r)).transpose()?,
@@ -36,7 +99,7 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &UpdateOpts) -> R
         registry: opts.registry.options(),
     };
     let report = deploy::update(layout, &request, systemd).await?;
-    print_switch(&opts.name, &report, "updated");
+    print_switch(name, &report, "updated");
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 //! start = true            # start it now if it gets installed (default: true)
 //! set = { ETCD_NAME = "node1" }
 //! replace_vendor_unit = true  # shadow a unit of the same name from the system's packages
+//! auto_update = false     # left alone by `sysctr update --all` (default: true)
 //! ```
 //!
 //! Containers are handled in file order. A missing one is installed; one whose image or `set`
@@ -52,6 +53,9 @@ struct Entry {
     /// Shadow a unit of the system's packages with the same name (`install --replace-vendor-unit`).
     #[serde(default)]
     replace_vendor_unit: bool,
+    /// Let `update --all` update it (`install --no-auto-update` when false).
+    #[serde(default = "yes")]
+    auto_update: bool,
 }
 
 fn yes() -> bool {
@@ -224,6 +228,7 @@ pub async fn apply(
                 start_now: entry.start && systemd.runs_units(),
                 registry: registry.clone(),
                 replace_vendor_unit: entry.replace_vendor_unit,
+                auto_update: entry.auto_update,
             };
             let InstallOutcome::Installed(report) =
                 install(layout, &request, systemd).await.with_context(|| format!("installing {}", entry.name))?

@@ -37,6 +37,8 @@ pub struct InstallRequest {
     pub registry: RegistryOptions,
     /// Install even though the system's packages ship a unit of the same name, shadowing it.
     pub replace_vendor_unit: bool,
+    /// Let `update --all` update it.
+    pub auto_update: bool,
 }
 
 /// What `install` did: installed a service, or ran an image that only runs once.
@@ -111,6 +113,7 @@ pub async fn install(
     let mut journal = Journal::begin(&layout.transaction_dir(), &layout.root, &format!("install {name}"))?;
     let outcome = async {
         let (mut deployment, slot_notes) = build_slot(layout, &store, &slot_request, &mut journal)?;
+        deployment.auto_update = request.auto_update;
         let unit = Layout::unit_name(&name);
         if deployment.has_service && vendor_unit(layout, &name).is_some() {
             deployment.shadowed_vendor_unit_enabled = Some(systemd.is_enabled(&unit).await?);

@@ -212,6 +212,9 @@ pub struct Deployment {
     /// whether that unit was enabled before, so that uninstall leaves it as it found it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadowed_vendor_unit_enabled: Option<bool>,
+    /// Whether `update --all` updates it (`install --no-auto-update` says no).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub auto_update: bool,
     /// Legacy shapes of the image's `config.json` that were rewritten for this host's runc.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub config_rewrites: Vec<crate::spec::Rewrite>,
@@ -245,4 +248,13 @@ impl Deployment {
         let text = serde_json::to_string_pretty(self).context("serializing the deployment record")?;
         RootedDir::open(slot_dir, Resolve::NoSymlinks)?.replace_file(Path::new(INFO_FILE), text.as_bytes(), 0o644)
     }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_true(value: &bool) -> bool {
+    *value
 }

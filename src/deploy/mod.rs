@@ -45,7 +45,7 @@ pub use recovery::{pending, recover, PendingTransaction};
 pub use run::{run_once, RunRequest};
 pub use slot::fit_capabilities;
 pub use uninstall::{uninstall, UninstallReport};
-pub use update::{rollback, update, SwitchReport, UpdateRequest};
+pub use update::{check_update, rollback, update, SwitchReport, UpdateCheck, UpdateRequest};
 #[cfg(test)]
 mod tests;
 #[cfg(feature = "fuzzing")]

@@ -149,6 +149,7 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
         created_dirs: Vec::new(),
         config_rewrites,
         shadowed_vendor_unit_enabled: None,
+        auto_update: true,
     };
     deployment.write(dir)?;
     Ok((deployment, warnings))

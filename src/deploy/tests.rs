@@ -94,6 +94,7 @@ fn install_request(name: &str, start_now: bool) -> InstallRequest {
         start_now,
         registry: RegistryOptions::default(),
         replace_vendor_unit: false,
+        auto_update: true,
     }
 }
 

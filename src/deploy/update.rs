@@ -44,6 +44,34 @@ pub enum SwitchReport {
     Switched { from: Deployment, to: Deployment, notes: Vec<String>, missing_units: Vec<MissingUnit> },
 }
 
+/// What `update --check` found for one container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateCheck {
+    pub name: String,
+    pub image: String,
+    pub installed: String,
+    /// The manifest digest the image's source gives now.
+    pub available: String,
+}
+
+/// Asks the installed image's source for its manifest digest now; changes nothing.
+pub async fn check_update(layout: &Layout, name: &str, registry: &RegistryOptions) -> Result<UpdateCheck> {
+    validate_container_name(name)?;
+    let current = layout.read_info(name)?;
+    let image = ImageRef::parse(&current.image).context("reading the installed image reference")?;
+    crate::registry::check_policy(&image, registry.signature_policy.as_deref())?;
+    let fetched = crate::registry::Source::new(&image, registry)?
+        .fetch_image()
+        .await
+        .with_context(|| format!("checking {image} for a newer image"))?;
+    Ok(UpdateCheck {
+        name: name.to_string(),
+        image: current.image,
+        installed: current.manifest_digest,
+        available: fetched.manifest_digest.to_string(),
+    })
+}
+
 pub async fn update(layout: &Layout, request: &UpdateRequest, systemd: &impl ServiceManager) -> Result<SwitchReport> {
     validate_container_name(&request.name)?;
     let (_lock, recovered) = lock_and_recover(layout, systemd, Some(&request.name)).await?;
@@ -85,6 +113,7 @@ pub async fn update(layout: &Layout, request: &UpdateRequest, systemd: &impl Ser
     let outcome = async {
         let (mut next, slot_notes) = build_slot(layout, &store, &slot_request, &mut journal)?;
         next.shadowed_vendor_unit_enabled = current.shadowed_vendor_unit_enabled;
+        next.auto_update = current.auto_update;
         let (to, notes) = switch(layout, &current, next, systemd, &mut journal, &mut started).await?;
         Ok::<_, anyhow::Error>((to, [slot_notes.notes, notes].concat(), slot_notes.missing_units))
     }
