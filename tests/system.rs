@@ -678,6 +678,21 @@ fn apply_converges_to_the_file_and_a_second_run_changes_nothing() -> Result<()> 
     assert_eq!(active_slot(&host, "hello-b"), "hello-b.0");
     assert_eq!(apply(&host), "unchanged hello-a\nupdated hello-b\n");
     assert_eq!(active_slot(&host, "hello-b"), "hello-b.1");
+    let status: serde_json::Value = serde_json::from_str(&sysctr_ok(&host, &["status", "--json", "hello-b"]))?;
+    assert_eq!(
+        (status["current"]["slot"].as_u64(), status["previous"]["slot"].as_u64()),
+        (Some(1), Some(0)),
+        "{status}"
+    );
+    assert_eq!(status["current"]["values"]["RECEIVER"], "Bee");
+    assert_eq!(status["previous"]["values"]["RECEIVER"], "B");
+    assert_eq!((status["unit"].as_str(), status["auto_update"].as_bool()), (Some("hello-b.service"), Some(true)));
+    assert!(status["current"]["image_id"].as_str().is_some_and(|id| id.starts_with("sha256:")), "{status}");
+    let text = sysctr_ok(&host, &["status", "hello-b"]);
+    assert!(
+        text.starts_with("hello-b: ") && text.contains("current: slot 1") && text.contains("values: RECEIVER=Bee"),
+        "{text}"
+    );
     wait_for("hello-b's new greeting", Duration::from_secs(20), Duration::from_millis(200), || {
         Ok(host_file(&host, "/var/lib/hello-b/greeting").filter(|g| g.starts_with("hello Bee ")))
     })?;

@@ -14,6 +14,17 @@ for unit in sysctr-auto-update.service sysctr-auto-update.timer; do
   install -D -m 644 "$repo/units/$unit" "$stage/usr/lib/systemd/system/$unit"
 done
 install -D -m 644 "$repo/README.md" "$stage/usr/share/doc/sysctr/README.md"
+# Man pages and completions, generated from the command line itself.
+docs=$(mktemp -d)
+trap 'rm -rf "$stage" "$docs"' EXIT
+"$repo/target/release/sysctr" generate-docs "$docs"
+for page in "$docs"/man/*.8; do
+  install -D -m 644 "$page" "$stage/usr/share/man/man8/$(basename "$page")"
+  gzip -9n "$stage/usr/share/man/man8/$(basename "$page")"
+done
+install -D -m 644 "$docs/completions/sysctr.bash" "$stage/usr/share/bash-completion/completions/sysctr"
+install -D -m 644 "$docs/completions/_sysctr" "$stage/usr/share/zsh/vendor-completions/_sysctr"
+install -D -m 644 "$docs/completions/sysctr.fish" "$stage/usr/share/fish/vendor_completions.d/sysctr.fish"
 mkdir -p "$stage/DEBIAN"
 cat > "$stage/DEBIAN/control" <<CONTROL
 Package: sysctr
@@ -27,5 +38,20 @@ Description: system containers: OCI images run by runc as plain systemd services
  sysctr pulls OCI images into an OSTree store, checks them out read-only and
  installs them as systemd units, so they start at boot with no container daemon.
 CONTROL
+# The storage is private from the start, and systemd sees the shipped units.
+cat > "$stage/DEBIAN/postinst" <<'SCRIPT'
+#!/bin/sh
+set -e
+if [ "$1" = configure ]; then
+  systemd-tmpfiles --create sysctr.conf || true
+  if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+fi
+SCRIPT
+cat > "$stage/DEBIAN/postrm" <<'SCRIPT'
+#!/bin/sh
+set -e
+if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+SCRIPT
+chmod 755 "$stage/DEBIAN/postinst" "$stage/DEBIAN/postrm"
 mkdir -p "$out"
 dpkg-deb --build --root-owner-group "$stage" "$out/sysctr_${version}_${arch}.deb"

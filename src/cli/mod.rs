@@ -2,6 +2,7 @@
 //! checked request and calls one `deploy` function; no logic of its own.
 
 mod apply;
+mod docs;
 mod images;
 mod info;
 mod install;
@@ -14,6 +15,7 @@ mod recover;
 mod rmi;
 mod rollback;
 mod run;
+mod status;
 mod uninstall;
 mod update;
 
@@ -62,6 +64,8 @@ pub enum Command {
     Rollback(rollback::RollbackOpts),
     /// List installed containers.
     List(list::ListOpts),
+    /// Show one container: its service, both deployments, values and what is pending.
+    Status(status::StatusOpts),
     /// List images in the store.
     Images(images::ImagesOpts),
     /// Show an image's labels and the template variables it takes.
@@ -84,6 +88,9 @@ pub enum Command {
     /// of containers installed into an OS image (--root), before each start.
     #[command(hide = true)]
     FitCapabilities(FitCapabilitiesOpts),
+    /// Write the man pages and shell completions into a directory (for packages).
+    #[command(hide = true)]
+    GenerateDocs { dir: PathBuf },
 }
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
@@ -231,6 +238,10 @@ impl RegistryArgs {
 /// Runs the command line; returns the process exit code.
 pub async fn run() -> Result<i32> {
     let opts = Opts::parse();
+    if let Command::GenerateDocs { dir } = &opts.command {
+        docs::generate(dir)?;
+        return Ok(0);
+    }
     let layout = layout(&opts)?;
     // The one place that decides how systemd is reached.
     let systemd = if layout.is_offline() {
@@ -248,6 +259,7 @@ pub async fn run() -> Result<i32> {
         Command::Update(o) => update::run(&layout, systemd, o).await,
         Command::Rollback(o) => rollback::run(&layout, systemd, o).await,
         Command::List(o) => list::run(&layout, systemd, o).await,
+        Command::Status(o) => status::run(&layout, systemd, o).await,
         Command::Images(o) => images::run(&layout, o),
         Command::Info(o) => info::run(&layout, o),
         Command::Rmi(o) => rmi::run(&layout, systemd, o).await,
@@ -265,6 +277,7 @@ pub async fn run() -> Result<i32> {
             }
             Ok(())
         }
+        Command::GenerateDocs { .. } => Ok(()),
     }?;
     Ok(0)
 }

@@ -4,7 +4,9 @@ use anyhow::{Context, Result};
 use oci_spec::image::ImageManifest;
 use serde::Serialize;
 
-use super::layout::Layout;
+use std::collections::BTreeMap;
+
+use super::layout::{Deployment, Layout};
 use crate::digest::Digest;
 use crate::store::Store;
 use crate::systemd::{ServiceManager, UnitState};
@@ -29,19 +31,7 @@ pub async fn list(layout: &Layout, all: bool, systemd: &impl ServiceManager) -> 
     let mut rows = Vec::new();
     for name in names {
         let d = layout.read_info(&name)?;
-        // Listing works where systemd cannot be asked (an offline root, no bus): states are
-        // then unknown.
-        let state = if !d.has_service {
-            "no service".to_string()
-        } else if !systemd.runs_units() {
-            "unknown".to_string()
-        } else {
-            match systemd.state(&Layout::unit_name(&name)).await {
-                Ok(UnitState::Active) => "running".to_string(),
-                Ok(other) => other.as_str().to_string(),
-                Err(_) => "unknown".to_string(),
-            }
-        };
+        let state = service_state(&d, systemd).await;
         let previous = if all { layout.read_slot_info(&name, 1 - d.slot).ok() } else { None };
         rows.push(ContainerRow::new(d, state));
         if let Some(previous) = previous {
@@ -51,8 +41,87 @@ pub async fn list(layout: &Layout, all: bool, systemd: &impl ServiceManager) -> 
     Ok(rows)
 }
 
+/// The state of a deployment's service as `list` and `status` show it. They work where systemd
+/// cannot be asked (an offline root, no bus): the state is then `unknown`.
+async fn service_state(d: &Deployment, systemd: &impl ServiceManager) -> String {
+    if !d.has_service {
+        "no service".to_string()
+    } else if !systemd.runs_units() {
+        "unknown".to_string()
+    } else {
+        match systemd.state(&Layout::unit_name(&d.name)).await {
+            Ok(UnitState::Active) => "running".to_string(),
+            Ok(other) => other.as_str().to_string(),
+            Err(_) => "unknown".to_string(),
+        }
+    }
+}
+
+/// Everything about one installed container (`sysctr status`).
+#[derive(Debug, Serialize)]
+pub struct ContainerStatus {
+    pub name: String,
+    /// As in [`ContainerRow::state`].
+    pub state: String,
+    pub unit: Option<String>,
+    /// Whether `update --all` updates it.
+    pub auto_update: bool,
+    pub current: SlotStatus,
+    /// The deployment `rollback` would switch to, if there is one.
+    pub previous: Option<SlotStatus>,
+    /// A command on this container that was interrupted and awaits `sysctr recover`.
+    pub pending: Option<String>,
+}
+
+/// One deployment slot of a container.
+#[derive(Debug, Serialize)]
+pub struct SlotStatus {
+    pub slot: u8,
+    pub image: String,
+    /// `sha256:` and the digest of the image config.
+    pub image_id: String,
+    pub manifest_digest: String,
+    /// When the slot was built: the last install, update or rebase that made it.
+    pub created: String,
+    /// The values given with `--set` (defaults come from the image).
+    pub values: BTreeMap<String, String>,
+}
+
+impl SlotStatus {
+    fn new(d: &Deployment) -> SlotStatus {
+        SlotStatus {
+            slot: d.slot,
+            image: d.image.clone(),
+            image_id: format!("sha256:{}", d.image_id),
+            manifest_digest: d.manifest_digest.clone(),
+            created: d.created.clone(),
+            values: d.values.clone(),
+        }
+    }
+}
+
+/// The status of the installed container `name`.
+pub async fn status(layout: &Layout, name: &str, systemd: &impl ServiceManager) -> Result<ContainerStatus> {
+    crate::reference::validate_container_name(name)?;
+    let current = layout.read_info(name)?;
+    let previous = layout.read_slot_info(name, 1 - current.slot).ok();
+    let pending = super::recovery::pending(layout)?
+        .into_iter()
+        .find(|p| p.container.as_deref() == Some(name))
+        .map(|p| p.describe());
+    Ok(ContainerStatus {
+        name: name.to_string(),
+        state: service_state(&current, systemd).await,
+        unit: current.has_service.then(|| Layout::unit_name(name)),
+        auto_update: current.auto_update,
+        current: SlotStatus::new(&current),
+        previous: previous.as_ref().map(SlotStatus::new),
+        pending,
+    })
+}
+
 impl ContainerRow {
-    fn new(d: super::layout::Deployment, state: String) -> ContainerRow {
+    fn new(d: Deployment, state: String) -> ContainerRow {
         ContainerRow {
             name: d.name,
             image: d.image,

@@ -39,7 +39,7 @@ pub use apply::{apply, plan, Action, Change, PlannedStep};
 pub use images::{info, prune, rmi, ImageInfo, PruneReport};
 pub use install::{install, InstallOutcome, InstallReport, InstallRequest};
 pub use layout::{Deployment, InstalledFile, Layout, DEFAULT_STORAGE};
-pub use listing::{images, list, ContainerRow, ImageRow};
+pub use listing::{images, list, status, ContainerRow, ContainerStatus, ImageRow, SlotStatus};
 pub use pull::{pull, Pulled};
 pub use recovery::{pending, recover, PendingTransaction};
 pub use run::{run_once, RunRequest};

@@ -1,0 +1,46 @@
+use anyhow::Result;
+
+use super::install::short_id;
+use super::print_json;
+use crate::deploy::{self, Layout, SlotStatus};
+use crate::systemd::HostManager;
+
+#[derive(Debug, clap::Args, PartialEq, Eq)]
+pub struct StatusOpts {
+    /// Name of the installed container.
+    pub name: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(layout: &Layout, systemd: &HostManager, opts: &StatusOpts) -> Result<()> {
+    let status = deploy::status(layout, &opts.name, systemd).await?;
+    if opts.json {
+        return print_json(&status);
+    }
+    let unit = status.unit.as_deref().map_or(String::new(), |u| format!(" ({u})"));
+    println!("{}: {}{unit}", status.name, status.state);
+    print_slot("current", &status.current);
+    match &status.previous {
+        Some(previous) => print_slot("previous", previous),
+        None => println!("  previous: none"),
+    }
+    println!("  auto-update: {}", if status.auto_update { "yes" } else { "no (--no-auto-update)" });
+    if let Some(pending) = &status.pending {
+        println!("  pending: {pending}; run `sysctr recover`");
+    }
+    Ok(())
+}
+
+fn print_slot(which: &str, slot: &SlotStatus) {
+    let id = short_id(slot.image_id.trim_start_matches("sha256:"));
+    println!(
+        "  {which}: slot {}, {} (image {id}, manifest {}), built {}",
+        slot.slot, slot.image, slot.manifest_digest, slot.created
+    );
+    if !slot.values.is_empty() {
+        let values: Vec<String> = slot.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("    values: {}", values.join(" "));
+    }
+}
