@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Builds a Debian package of sysctr: bash packaging/deb/build.sh [OUTDIR]
+# SYSCTR_BIN=PATH packages that binary instead of building a release one, and
+# SYSCTR_DEB_COMPRESSION=gzip trades size for time (the tests do both).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 out=${1:-$repo/target/deb}
-cargo build --release --locked --manifest-path "$repo/Cargo.toml"
+bin=${SYSCTR_BIN:-$repo/target/release/sysctr}
+if [ -z "${SYSCTR_BIN:-}" ]; then
+  cargo build --release --locked --manifest-path "$repo/Cargo.toml"
+fi
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -1)
 arch=$(dpkg --print-architecture)
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-install -D -m 755 "$repo/target/release/sysctr" "$stage/usr/bin/sysctr"
+install -D -s -m 755 "$bin" "$stage/usr/bin/sysctr"
 install -D -m 644 "$repo/units/sysctr.conf" "$stage/usr/lib/tmpfiles.d/sysctr.conf"
 for unit in sysctr-auto-update.service sysctr-auto-update.timer; do
   install -D -m 644 "$repo/units/$unit" "$stage/usr/lib/systemd/system/$unit"
@@ -17,7 +22,7 @@ install -D -m 644 "$repo/README.md" "$stage/usr/share/doc/sysctr/README.md"
 # Man pages and completions, generated from the command line itself.
 docs=$(mktemp -d)
 trap 'rm -rf "$stage" "$docs"' EXIT
-"$repo/target/release/sysctr" generate-docs "$docs"
+"$bin" generate-docs "$docs"
 for page in "$docs"/man/*.8; do
   install -D -m 644 "$page" "$stage/usr/share/man/man8/$(basename "$page")"
   gzip -9n "$stage/usr/share/man/man8/$(basename "$page")"
@@ -54,4 +59,4 @@ if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 SCRIPT
 chmod 755 "$stage/DEBIAN/postinst" "$stage/DEBIAN/postrm"
 mkdir -p "$out"
-dpkg-deb --build --root-owner-group "$stage" "$out/sysctr_${version}_${arch}.deb"
+dpkg-deb -Z"${SYSCTR_DEB_COMPRESSION:-xz}" --build --root-owner-group "$stage" "$out/sysctr_${version}_${arch}.deb"
