@@ -37,6 +37,17 @@ fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A one-file image written as an OCI layout at `WORK/layout`, tagged `v1`, ready to push.
+fn small_layout(work: &Path) -> (PathBuf, ImageInfo) {
+    let layout = work.join("layout");
+    let info = Image::new()
+        .layer(Layer::gzip().file("etc/hello", "hi\n", 0o644))
+        .cmd(&["/bin/true"])
+        .write_oci_layout(&layout, "v1")
+        .unwrap();
+    (layout, info)
+}
+
 /// Checks out a pulled image with the library, as install does, into `dest`.
 fn checkout_pulled(storage: &Path, reference: &str, dest: &Path) -> Result<()> {
     let store = Store::open(&storage.join("repo"))?;

@@ -113,16 +113,7 @@ struct AuthEntry {
 impl AuthFile {
     /// The file at `path`, or `None` if there is none.
     fn read(path: &Path) -> Result<Option<AuthFile>> {
-        let file = match std::fs::File::open(path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
-        };
-        let mut text = Vec::new();
-        file.take(MAX_AUTH_FILE + 1).read_to_end(&mut text).with_context(|| format!("reading {}", path.display()))?;
-        if text.len() as u64 > MAX_AUTH_FILE {
-            bail!("{} is larger than {MAX_AUTH_FILE} bytes", path.display());
-        }
+        let Some(text) = super::read_host_config(path, MAX_AUTH_FILE)? else { return Ok(None) };
         // serde's message may quote the file, secrets included: only its kind and place are said.
         let parsed = serde_json::from_slice(&text).map_err(|e| {
             let kind = match e.classify() {

@@ -5,7 +5,6 @@
 //! Client certificates (`*.cert` with `*.key`) are refused by name: the registry client cannot
 //! present one for blobs, and a pull that fails half-way on a handshake would say less.
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -36,7 +35,11 @@ pub fn registry_roots(registry: &str, cert_dir: Option<&Path>) -> Result<Vec<Vec
         }
         for file in files {
             match file.extension().and_then(|e| e.to_str()) {
-                Some("crt") => roots.extend(pem_certificates(&read_bounded(&file)?, &file)?),
+                Some("crt") => {
+                    let bytes = super::read_host_config(&file, MAX_CERT_FILE)?
+                        .with_context(|| format!("{} went away while it was read", file.display()))?;
+                    roots.extend(pem_certificates(&bytes, &file)?);
+                }
                 Some("cert" | "key") => bail!(
                     "{}: client certificates for registries are not supported; remove the pair or use another directory",
                     file.display()
@@ -46,16 +49,6 @@ pub fn registry_roots(registry: &str, cert_dir: Option<&Path>) -> Result<Vec<Vec
         }
     }
     Ok(roots)
-}
-
-fn read_bounded(path: &Path) -> Result<Vec<u8>> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_CERT_FILE + 1).read_to_end(&mut bytes).with_context(|| format!("reading {}", path.display()))?;
-    if bytes.len() as u64 > MAX_CERT_FILE {
-        bail!("{} is larger than {MAX_CERT_FILE} bytes", path.display());
-    }
-    Ok(bytes)
 }
 
 /// Each `CERTIFICATE` block of a PEM file, whole; a file with none is an error.

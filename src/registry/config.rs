@@ -108,7 +108,7 @@ impl RegistriesConf {
     /// The file at `path` and its drop-in directory.
     pub fn load(path: &Path) -> Result<RegistriesConf> {
         let mut conf = RegistriesConf::default();
-        if let Some(text) = read_bounded(path)? {
+        if let Some(text) = super::read_host_config_text(path, MAX_CONF_FILE)? {
             conf.merge(&text).with_context(|| format!("reading {}", path.display()))?;
         }
         let drop_ins = PathBuf::from(format!("{}.d", path.display()));
@@ -122,7 +122,7 @@ impl RegistriesConf {
         };
         files.sort();
         for file in files {
-            if let Some(text) = read_bounded(&file)? {
+            if let Some(text) = super::read_host_config_text(&file, MAX_CONF_FILE)? {
                 conf.merge(&text).with_context(|| format!("reading {}", file.display()))?;
             }
         }
@@ -284,21 +284,6 @@ fn short_name(input: &str) -> Option<(&str, &str)> {
 /// Whether `name` is `prefix` or lies below it (at a `/`).
 fn under(name: &str, prefix: &str) -> bool {
     name.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-}
-
-fn read_bounded(path: &Path) -> Result<Option<String>> {
-    use std::io::Read as _;
-    let file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
-    };
-    let mut text = String::new();
-    file.take(MAX_CONF_FILE + 1).read_to_string(&mut text).with_context(|| format!("reading {}", path.display()))?;
-    if text.len() as u64 > MAX_CONF_FILE {
-        bail!("{} is larger than {MAX_CONF_FILE} bytes", path.display());
-    }
-    Ok(Some(text))
 }
 
 #[cfg(test)]

@@ -94,6 +94,30 @@ impl Default for RegistryOptions {
     }
 }
 
+/// A configuration file of this host (an administrator's: auth, registries, certificates,
+/// policy), read whole up to `max` bytes and refused past it; `None` when there is none.
+pub(crate) fn read_host_config(path: &std::path::Path, max: u64) -> Result<Option<Vec<u8>>> {
+    use std::io::Read as _;
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    };
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() as u64 > max {
+        bail!("{} is larger than {max} bytes", path.display());
+    }
+    Ok(Some(bytes))
+}
+
+/// [`read_host_config`] of a text file.
+pub(crate) fn read_host_config_text(path: &std::path::Path, max: u64) -> Result<Option<String>> {
+    read_host_config(path, max)?
+        .map(|bytes| String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8", path.display())))
+        .transpose()
+}
+
 /// An image's manifest and config, resolved to this host's platform.
 #[derive(Debug, Clone)]
 pub struct FetchedImage {

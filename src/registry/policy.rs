@@ -47,10 +47,10 @@ enum Requirement {
 /// Refuses `image` unless the policy at `explicit` (or the default file) accepts it.
 pub fn check(image: &ImageRef, explicit: Option<&Path>) -> Result<()> {
     let path = explicit.map_or_else(|| PathBuf::from(DEFAULT_POLICY), Path::to_path_buf);
-    let text = match read_bounded(&path) {
-        Ok(text) => text,
-        Err(e) if explicit.is_none() && is_not_found(&e) => return Ok(()),
-        Err(e) => return Err(e),
+    let text = match super::read_host_config_text(&path, MAX_POLICY_FILE)? {
+        Some(text) => text,
+        None if explicit.is_none() => return Ok(()),
+        None => bail!("the signature policy {} does not exist", path.display()),
     };
     check_text(image, &text).with_context(|| format!("signature policy {}", path.display()))
 }
@@ -127,21 +127,6 @@ fn path_scopes(path: &Path, tag: Option<&str>) -> Vec<String> {
         at = dir.parent();
     }
     scopes
-}
-
-fn read_bounded(path: &Path) -> Result<String> {
-    use std::io::Read as _;
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut text = String::new();
-    file.take(MAX_POLICY_FILE + 1).read_to_string(&mut text).with_context(|| format!("reading {}", path.display()))?;
-    if text.len() as u64 > MAX_POLICY_FILE {
-        bail!("{} is larger than {MAX_POLICY_FILE} bytes", path.display());
-    }
-    Ok(text)
-}
-
-fn is_not_found(err: &anyhow::Error) -> bool {
-    err.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound)
 }
 
 #[cfg(test)]

@@ -52,12 +52,7 @@ fn auth_entry(user: &str, password: &str) -> String {
 fn private_registries_take_credentials_from_auth_files_login_and_helpers() {
     let registry = Registry::start_with_password(USER, PASSWORD).unwrap();
     let work = scratch();
-    let layout = work.path().join("layout");
-    Image::new()
-        .layer(Layer::gzip().file("etc/hello", "hi\n", 0o644))
-        .cmd(&["/bin/true"])
-        .write_oci_layout(&layout, "v1")
-        .unwrap();
+    let (layout, _) = super::small_layout(work.path());
     let image = registry.image_ref("team/private:v1");
     push_with_credentials(&layout, "v1", &image, &format!("{USER}:{PASSWORD}")).unwrap();
     let host = registry.addr();

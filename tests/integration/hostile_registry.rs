@@ -241,12 +241,7 @@ fn redirect_from_https_to_plain_http_is_refused() {
     // A real registry on plain HTTP holds the image; an HTTPS front redirects every request to it.
     let registry = Registry::start().unwrap();
     let work = scratch();
-    let layout = work.path().join("layout");
-    Image::new()
-        .layer(Layer::gzip().file("etc/hello", "hi\n", 0o644))
-        .cmd(&["/bin/true"])
-        .write_oci_layout(&layout, "v1")
-        .unwrap();
+    let (layout, _) = super::small_layout(work.path());
     push(&layout, "v1", &registry.image_ref("test/hello:v1")).unwrap();
     let (cert, key) = (work.path().join("cert.pem"), work.path().join("key.pem"));
     cmd_ok(&[

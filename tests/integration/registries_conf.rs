@@ -30,12 +30,7 @@ fn dead_registry() -> String {
 fn mirrors_blocked_registries_locations_and_short_names() {
     let mirror = Registry::start().unwrap();
     let work = scratch();
-    let layout = work.path().join("layout");
-    let info = Image::new()
-        .layer(Layer::gzip().file("etc/hello", "hi\n", 0o644))
-        .cmd(&["/bin/true"])
-        .write_oci_layout(&layout, "v1")
-        .unwrap();
+    let (layout, info) = super::small_layout(work.path());
     push(&layout, "v1", &mirror.image_ref("team/app:v1")).unwrap();
     let (dead, mirror_addr) = (dead_registry(), mirror.addr());
     let conf = work.path().join("registries.conf");
@@ -107,12 +102,7 @@ fn mirrors_blocked_registries_locations_and_short_names() {
 fn a_registry_ca_is_trusted_from_its_certificate_directory() {
     let registry = Registry::start_tls().unwrap();
     let work = scratch();
-    let layout = work.path().join("layout");
-    Image::new()
-        .layer(Layer::gzip().file("etc/hello", "hi\n", 0o644))
-        .cmd(&["/bin/true"])
-        .write_oci_layout(&layout, "v1")
-        .unwrap();
+    let (layout, _) = super::small_layout(work.path());
     let image = registry.image_ref("team/tls:v1");
     push(&layout, "v1", &image).unwrap();
     let conf = work.path().join("registries.conf");
@@ -137,12 +127,7 @@ fn a_registry_ca_is_trusted_from_its_certificate_directory() {
 fn the_signature_policy_is_followed_before_anything_is_fetched() {
     let registry = Registry::start().unwrap();
     let work = scratch();
-    let layout = work.path().join("layout");
-    Image::new()
-        .layer(Layer::gzip().file("etc/hello", "hi\n", 0o644))
-        .cmd(&["/bin/true"])
-        .write_oci_layout(&layout, "v1")
-        .unwrap();
+    let (layout, _) = super::small_layout(work.path());
     for repository in ["team/app:v1", "team/signed:v1", "other/app:v1"] {
         push(&layout, "v1", &registry.image_ref(repository)).unwrap();
     }
