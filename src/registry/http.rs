@@ -149,15 +149,7 @@ impl ManifestHttp {
                 request = request.basic_auth(&credentials.username, Some(&credentials.password));
             }
         }
-        let response = match tokio::time::timeout(self.timeout, request.send()).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(err)) => return Err(self.describer.describe(&err)),
-            Err(_) => bail!(
-                "registry {} did not answer GET {url} within {} (--registry-timeout)",
-                self.describer.registry,
-                seconds(self.timeout)
-            ),
-        };
+        let response = self.send(url, request).await?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -176,16 +168,32 @@ impl ManifestHttp {
         bail!("GET {url}: HTTP {status}{}", registry_errors(&body))
     }
 
+    /// Sends the GET `request` for `url`, answered within the timeout.
+    async fn send(&self, url: &Url, request: reqwest::RequestBuilder) -> Result<Response> {
+        match tokio::time::timeout(self.timeout, request.send()).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(err)) => Err(self.describer.describe(&err)),
+            Err(_) => bail!(
+                "registry {} did not answer GET {url} within {} (--registry-timeout)",
+                self.describer.registry,
+                seconds(self.timeout)
+            ),
+        }
+    }
+
+    /// `GET /v2/`, the registry's own check of a client, with `credentials` if any.
+    async fn probe(&self, credentials: Option<&Credentials>) -> Result<Response> {
+        let url = self.base.join("v2/").context("building the URL of /v2/")?;
+        let mut request = self.client.get(url.clone());
+        if let Some(credentials) = credentials {
+            request = request.basic_auth(&credentials.username, Some(&credentials.password));
+        }
+        self.send(&url, request).await
+    }
+
     /// The token service a registry's `/v2/` challenge points to (`realm` of a `Bearer` challenge).
     pub async fn token_realm(&self) -> Result<Option<String>> {
-        let url = self.base.join("v2/").context("building the URL of /v2/")?;
-        let response = match tokio::time::timeout(self.timeout, self.client.get(url.clone()).send()).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(err)) => return Err(self.describer.describe(&err)),
-            Err(_) => {
-                bail!("registry {} did not answer GET {url} within {}", self.describer.registry, seconds(self.timeout))
-            }
-        };
+        let response = self.probe(None).await?;
         let challenge = response.headers().get(reqwest::header::WWW_AUTHENTICATE).and_then(|h| h.to_str().ok());
         Ok(challenge.and_then(bearer_realm))
     }
@@ -193,15 +201,7 @@ impl ManifestHttp {
     /// Checks `credentials` against a registry that takes them directly (HTTP Basic): `Ok(true)`
     /// if it accepts them, `Ok(false)` if it wants a bearer token instead.
     pub async fn check_basic(&self, credentials: &Credentials) -> Result<bool> {
-        let url = self.base.join("v2/").context("building the URL of /v2/")?;
-        let request = self.client.get(url.clone()).basic_auth(&credentials.username, Some(&credentials.password));
-        let response = match tokio::time::timeout(self.timeout, request.send()).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(err)) => return Err(self.describer.describe(&err)),
-            Err(_) => {
-                bail!("registry {} did not answer GET {url} within {}", self.describer.registry, seconds(self.timeout))
-            }
-        };
+        let response = self.probe(Some(credentials)).await?;
         let bearer = response
             .headers()
             .get(reqwest::header::WWW_AUTHENTICATE)
@@ -213,7 +213,7 @@ impl ManifestHttp {
             reqwest::StatusCode::UNAUTHORIZED => {
                 bail!("registry {} refused the user name or password", self.describer.registry)
             }
-            status => bail!("GET {url}: HTTP {status}"),
+            status => bail!("GET {}: HTTP {status}", response.url()),
         }
     }
 }
