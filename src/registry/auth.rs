@@ -185,8 +185,13 @@ fn helper_get(helper: &str, registry: &str) -> Result<Option<Credentials>> {
     if helper.is_empty() || !helper.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
         bail!("'{helper}' is not a credential helper name");
     }
-    let program = format!("docker-credential-{helper}");
-    let mut child = Command::new(&program)
+    run_helper(&format!("docker-credential-{helper}"), registry, HELPER_TIMEOUT)
+}
+
+/// Runs the credential helper `program get` for `registry`, `timeout` at most for its answer,
+/// whatever it and the processes it leaves behind do with their output.
+fn run_helper(program: &str, registry: &str, timeout: Duration) -> Result<Option<Credentials>> {
+    let mut child = Command::new(program)
         .arg("get")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -194,27 +199,38 @@ fn helper_get(helper: &str, registry: &str) -> Result<Option<Credentials>> {
         .spawn()
         .with_context(|| format!("running {program} (the credential helper the auth file names)"))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(registry.as_bytes()).with_context(|| format!("writing to {program}"))?;
+        // A helper that answers without reading the registry name has closed its input.
+        match stdin.write_all(registry.as_bytes()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                return Err(e).with_context(|| format!("writing to {program}"));
+            }
+            _ => {}
+        }
     }
     let mut stdout = child.stdout.take().ok_or_else(|| anyhow!("{program}: no output"))?;
-    let reader = std::thread::spawn(move || {
+    // Read on a thread of its own: a process the helper started may keep its output open after
+    // the helper has exited.
+    let (sender, answer) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         let mut out = Vec::new();
         let _ = (&mut stdout).take(MAX_HELPER_OUTPUT + 1).read_to_end(&mut out);
-        out
+        let _ = sender.send(out);
     });
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().with_context(|| format!("waiting for {program}"))? {
             break status;
         }
-        if started.elapsed() > HELPER_TIMEOUT {
+        if started.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("{program} gave no answer within {} s", HELPER_TIMEOUT.as_secs());
+            bail!("{program} gave no answer within {} s", timeout.as_secs_f32());
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let out = reader.join().map_err(|_| anyhow!("reading the answer of {program}"))?;
+    let out = answer
+        .recv_timeout(timeout.saturating_sub(started.elapsed()))
+        .map_err(|_| anyhow!("{program} exited, but its output stayed open past {} s", timeout.as_secs_f32()))?;
     if !status.success() {
         // Helpers answer "credentials not found in native keychain" this way.
         return Ok(None);
@@ -328,6 +344,31 @@ mod tests {
         let text = format!("{:#}", AuthFiles { explicit: Some(file) }.lookup("reg", "x").unwrap_err());
         assert!(text.contains("is not a valid auth file") && !text.contains("secret"), "{text}");
         assert_eq!(format!("{:?}", creds("u", "hunter2")), r#"Credentials { username: "u", password: "<hidden>" }"#);
+    }
+
+    /// A helper whose child keeps the output open does not hold sysctr past the timeout.
+    #[test]
+    fn a_helper_is_waited_for_a_bounded_time() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, script: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, script).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            path.to_string_lossy().into_owned()
+        };
+        let answer = r#"printf '{"Username":"u","Secret":"s"}'"#;
+        let good = write("good", &format!("#!/bin/sh\nread registry\n{answer}\n"));
+        let lingering = write("lingering", &format!("#!/bin/sh\nsleep 30 &\n{answer}\n"));
+        let silent = write("silent", "#!/bin/sh\nexec sleep 30\n");
+        let limit = Duration::from_secs(1);
+        assert_eq!(run_helper(&good, "reg", limit).unwrap(), Some(creds("u", "s")));
+        for (program, expected) in [(&lingering, "output stayed open"), (&silent, "gave no answer")] {
+            let started = Instant::now();
+            let err = run_helper(program, "reg", limit).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+            assert!(started.elapsed() < Duration::from_secs(5), "waited {:?}", started.elapsed());
+        }
     }
 
     #[test]
