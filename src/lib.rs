@@ -24,6 +24,7 @@ pub mod fuzzing;
 pub mod reference;
 pub mod registry;
 pub mod rooted;
+pub mod signature;
 pub mod spec;
 pub mod store;
 pub mod systemd;

@@ -140,6 +140,11 @@ pub struct ConnectionArgs {
     #[arg(long, value_name = "PATH")]
     pub signature_policy: Option<PathBuf>,
 
+    /// Where signatures are found (containers-registries.d(5)): the lookaside of each registry
+    /// namespace, and whether sigstore signatures are attached in the registry.
+    #[arg(long, value_name = "DIR", default_value = crate::signature::DEFAULT_REGISTRIES_D)]
+    pub registries_d: PathBuf,
+
     /// Trust the CA certificates (`*.crt`) of this directory for the registry, instead of its
     /// directory under /etc/containers/certs.d and /etc/docker/certs.d.
     #[arg(long, value_name = "DIR")]
@@ -158,6 +163,7 @@ impl ConnectionArgs {
             registries_conf: self.registries_conf.clone(),
             cert_dir: self.cert_dir.clone(),
             signature_policy: self.signature_policy.clone(),
+            registries_d: self.registries_d.clone(),
             ..Default::default()
         }
     }

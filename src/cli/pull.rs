@@ -21,6 +21,9 @@ pub async fn run(layout: &Layout, opts: &PullOpts) -> Result<()> {
     for skipped in &pulled.skipped {
         eprintln!("warning: not stored (OSTree cannot hold it): {skipped}");
     }
+    for signature in &pulled.signatures {
+        eprintln!("signature verified: {signature}");
+    }
     println!(
         "pulled {} ({}): {} layers fetched, {} already present",
         pulled.image.reference, pulled.image.manifest_digest, pulled.layers_fetched, pulled.layers_present

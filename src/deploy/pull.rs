@@ -16,6 +16,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use crate::digest::Digest;
 use crate::reference::ImageRef;
 use crate::registry::{BlobStream, RegistryOptions, Source};
+use crate::signature::Requirements;
 use crate::store::{self, Compression, ImageToPublish, LayerToImport, Store};
 
 /// Layers downloaded and imported at once, as skopeo does.
@@ -29,14 +30,20 @@ pub struct Pulled {
     pub layers_present: usize,
     /// Special files that were not stored (see the store module).
     pub skipped: Vec<String>,
+    /// How each signature the policy requires was met.
+    pub signatures: Vec<String>,
 }
 
 /// Pulls `image` into the store: only layers not already present are downloaded.
 pub async fn pull(store: &Store, image: &ImageRef, options: &RegistryOptions) -> Result<Pulled> {
-    crate::registry::check_policy(image, options.signature_policy.as_deref())
+    let requirements = Requirements::for_image(image, options.signature_policy.as_deref())
         .with_context(|| format!("pulling {image}"))?;
     let source = Source::new(image, options)?;
     let fetched = source.fetch_image().await.with_context(|| format!("pulling {image}"))?;
+    let signatures = requirements
+        .verify(image, &fetched.named_digest, &source, options)
+        .await
+        .with_context(|| format!("pulling {image}"))?;
 
     let diff_ids = fetched.config.rootfs().diff_ids();
     let layers = fetched.manifest.layers();
@@ -138,7 +145,7 @@ pub async fn pull(store: &Store, image: &ImageRef, options: &RegistryOptions) ->
     let image = store
         .image(&reference)?
         .ok_or_else(|| anyhow!("image commit {commit} for {reference} vanished right after it was written"))?;
-    Ok(Pulled { image, layers_fetched, layers_present, skipped })
+    Ok(Pulled { image, layers_fetched, layers_present, skipped, signatures })
 }
 
 /// A layer stream that fails as soon as the pull is stopped, even while it waits for the network.

@@ -59,11 +59,10 @@ pub async fn check_update(layout: &Layout, name: &str, registry: &RegistryOption
     validate_container_name(name)?;
     let current = layout.read_info(name)?;
     let image = ImageRef::parse(&current.image).context("reading the installed image reference")?;
-    crate::registry::check_policy(&image, registry.signature_policy.as_deref())?;
-    let fetched = crate::registry::Source::new(&image, registry)?
-        .fetch_image()
-        .await
-        .with_context(|| format!("checking {image} for a newer image"))?;
+    let requirements = crate::signature::Requirements::for_image(&image, registry.signature_policy.as_deref())?;
+    let source = crate::registry::Source::new(&image, registry)?;
+    let fetched = source.fetch_image().await.with_context(|| format!("checking {image} for a newer image"))?;
+    requirements.verify(&image, &fetched.named_digest, &source, registry).await?;
     Ok(UpdateCheck {
         name: name.to_string(),
         image: current.image,

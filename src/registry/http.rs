@@ -115,6 +115,25 @@ impl ManifestHttp {
         self.read_bounded(response, max, what, &format!("{what} is larger than {max} bytes")).await
     }
 
+    /// [`ManifestHttp::manifest`], or `None` when the registry has no such manifest (404).
+    pub async fn optional_manifest(
+        &self,
+        reference: &str,
+        accept: &[&str],
+        max: u64,
+        what: &str,
+        authorization: Authorization<'_>,
+    ) -> Result<Option<Vec<u8>>> {
+        let url = self
+            .base
+            .join(&format!("v2/{}/manifests/{reference}", self.repository))
+            .with_context(|| format!("building the URL of manifest {reference}"))?;
+        let Some(response) = self.get_unless_missing(&url, &accept.join(", "), authorization).await? else {
+            return Ok(None);
+        };
+        self.read_bounded(response, max, what, &format!("{what} is larger than {max} bytes")).await.map(Some)
+    }
+
     /// Reads a whole body, refusing it once it passes `max` bytes (or announces more).
     async fn read_bounded(&self, response: Response, max: u64, what: &str, too_large: &str) -> Result<Vec<u8>> {
         if response.content_length().is_some_and(|l| l > max) {
@@ -141,6 +160,26 @@ impl ManifestHttp {
     /// GET, answered within the timeout; a status other than success is an error that carries
     /// the registry's own words.
     async fn get(&self, url: &Url, accept: &str, authorization: Authorization<'_>) -> Result<Response> {
+        self.fetch(url, accept, authorization, false).await?.with_context(|| format!("GET {url}: not found"))
+    }
+
+    /// [`ManifestHttp::get`], with `None` for 404.
+    async fn get_unless_missing(
+        &self,
+        url: &Url,
+        accept: &str,
+        authorization: Authorization<'_>,
+    ) -> Result<Option<Response>> {
+        self.fetch(url, accept, authorization, true).await
+    }
+
+    async fn fetch(
+        &self,
+        url: &Url,
+        accept: &str,
+        authorization: Authorization<'_>,
+        missing_is_none: bool,
+    ) -> Result<Option<Response>> {
         let mut request = self.client.get(url.clone()).header(ACCEPT, accept);
         match authorization {
             Authorization::Anonymous => {}
@@ -152,7 +191,10 @@ impl ManifestHttp {
         let response = self.send(url, request).await?;
         let status = response.status();
         if status.is_success() {
-            return Ok(response);
+            return Ok(Some(response));
+        }
+        if missing_is_none && status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
         }
         let body = self.read_bounded(response, MAX_ERROR_ANSWER, "an error answer", "").await.unwrap_or_default();
         if status == reqwest::StatusCode::UNAUTHORIZED {

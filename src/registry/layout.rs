@@ -125,7 +125,9 @@ impl LayoutSource {
         self.files.open(&Self::blob_name(digest)).await
     }
 
-    pub async fn resolve_manifest(&self) -> Result<(Digest, Vec<u8>)> {
+    /// Returns the digest of the manifest the tag names, and the digest and bytes of the
+    /// platform manifest.
+    pub async fn resolve_manifest(&self) -> Result<(Digest, Digest, Vec<u8>)> {
         if !self.files.exists("oci-layout").await? {
             match &self.files {
                 Files::Dir(dir) => bail!("{} is not an OCI image layout (no oci-layout file)", dir.display()),
@@ -142,14 +144,14 @@ impl LayoutSource {
         let top = self.pick_from_top_index(&index_raw)?;
         let raw = self.fetch_blob_bytes(&top).await?;
         if !is_index(&raw)? {
-            return Ok((top, raw));
+            return Ok((top.clone(), top, raw));
         }
         let chosen = select_from_index(&raw)?;
         let raw = self.fetch_blob_bytes(&chosen).await?;
         if is_index(&raw)? {
             bail!("the image index points to another index ({chosen}); nested indexes are not supported");
         }
-        Ok((chosen, raw))
+        Ok((top, chosen, raw))
     }
 
     /// Picks the entry of `index.json` named by the tag, or the only entry when no tag is given.

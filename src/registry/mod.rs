@@ -16,7 +16,6 @@ mod config;
 mod docker_archive;
 mod http;
 mod layout;
-mod policy;
 mod remote;
 
 use std::path::PathBuf;
@@ -34,7 +33,6 @@ use crate::store::LayerLimits;
 pub use auth::{remove as logout, AuthFiles, Credentials};
 pub use bounded::SizedReader;
 pub use config::{parse_image, RegistriesConf};
-pub use policy::check as check_policy;
 #[cfg(feature = "fuzzing")]
 pub(crate) use remote::is_loopback;
 pub use remote::login;
@@ -77,6 +75,8 @@ pub struct RegistryOptions {
     pub cert_dir: Option<PathBuf>,
     /// The signature policy to follow instead of `/etc/containers/policy.json`.
     pub signature_policy: Option<PathBuf>,
+    /// containers-registries.d(5): where signatures are found.
+    pub registries_d: PathBuf,
 }
 
 impl Default for RegistryOptions {
@@ -90,6 +90,7 @@ impl Default for RegistryOptions {
             auth: AuthFiles::default(),
             cert_dir: None,
             signature_policy: None,
+            registries_d: PathBuf::from(crate::signature::DEFAULT_REGISTRIES_D),
         }
     }
 }
@@ -121,11 +122,22 @@ pub(crate) fn read_host_config_text(path: &std::path::Path, max: u64) -> Result<
 /// An image's manifest and config, resolved to this host's platform.
 #[derive(Debug, Clone)]
 pub struct FetchedImage {
+    /// The digest of the manifest the reference names: an index for a multi-platform image. What
+    /// signatures are made for.
+    pub named_digest: Digest,
     pub manifest_digest: Digest,
     pub manifest_raw: Vec<u8>,
     pub manifest: ImageManifest,
     pub config_raw: Vec<u8>,
     pub config: ImageConfiguration,
+}
+
+/// One sigstore signature attached to an image: the signed claim and its signature annotation
+/// (unverified; see [`crate::signature`]).
+#[derive(Debug, Clone)]
+pub struct SigstoreAttachment {
+    pub payload: Vec<u8>,
+    pub signature: Option<String>,
 }
 
 /// Where images are fetched from.
@@ -185,10 +197,13 @@ impl Source {
 
     /// [`Source::fetch_image`] from one registry place (`registry`), or from the layout or archive.
     async fn fetch_from(&self, registry: Option<&remote::RegistrySource>) -> Result<FetchedImage> {
-        let (manifest_digest, manifest_raw) = match (&self.from, registry) {
+        let (named_digest, manifest_digest, manifest_raw) = match (&self.from, registry) {
             (_, Some(s)) => s.resolve_manifest().await?,
             (Origin::Layout(s), None) => s.resolve_manifest().await?,
-            (Origin::DockerArchive(s), None) => s.resolve_manifest().await?,
+            (Origin::DockerArchive(s), None) => {
+                let (digest, raw) = s.resolve_manifest().await?;
+                (digest.clone(), digest, raw)
+            }
             (Origin::Registry { .. }, None) => bail!("no registry to fetch from"),
         };
         let manifest: ImageManifest = serde_json::from_slice(&manifest_raw).context("parsing the image manifest")?;
@@ -198,7 +213,7 @@ impl Source {
         }
         let config_digest = Digest::parse(manifest.config().digest().as_ref()).context("reading the config digest")?;
         let config_raw = match (&self.from, registry) {
-            (_, Some(s)) => s.fetch_blob_bytes(&config_digest, manifest.config().size()).await?,
+            (_, Some(s)) => s.fetch_blob_bytes(&config_digest, manifest.config().size(), "the image config").await?,
             (Origin::Layout(s), None) => s.fetch_blob_bytes(&config_digest).await?,
             (Origin::DockerArchive(s), None) => s.fetch_blob_bytes(&config_digest).await?,
             (Origin::Registry { .. }, None) => bail!("no registry to fetch from"),
@@ -206,7 +221,20 @@ impl Source {
         config_digest.verify_bytes(&config_raw, "the image config")?;
         let config: ImageConfiguration = serde_json::from_slice(&config_raw).context("parsing the image config")?;
         check_platform(config.os().to_string().as_str(), config.architecture().to_string().as_str())?;
-        Ok(FetchedImage { manifest_digest, manifest_raw, manifest, config_raw, config })
+        Ok(FetchedImage { named_digest, manifest_digest, manifest_raw, manifest, config_raw, config })
+    }
+
+    /// The sigstore signatures attached to manifest `digest` in the registry the manifest came
+    /// from; none for an image on disk.
+    pub async fn sigstore_signatures(&self, digest: &Digest) -> Result<Vec<SigstoreAttachment>> {
+        match &self.from {
+            Origin::Registry { candidates, chosen } => {
+                let index = chosen.get().copied().context("signatures were asked for before the manifest")?;
+                let (_, source) = candidates.get(index).context("no such registry place")?;
+                source.sigstore_attachments(digest).await
+            }
+            Origin::Layout(_) | Origin::DockerArchive(_) => Ok(Vec::new()),
+        }
     }
 
     /// Opens a layer blob as a stream of its raw bytes, which fails once they pass `size`, the

@@ -23,6 +23,13 @@ use super::{
 };
 use crate::digest::Digest;
 
+/// The media type of a cosign signature layer.
+const COSIGN_SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+/// The annotation of a cosign signature layer that holds the signature.
+const COSIGN_SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+/// Most sigstore signatures read for one image.
+const MAX_ATTACHMENTS: usize = 64;
+
 pub struct RegistrySource {
     client: Client,
     /// CA certificates trusted for this registry beyond the system's (see [`super::certs`]).
@@ -118,11 +125,12 @@ impl RegistrySource {
         }
     }
 
-    /// Returns the digest and raw bytes of the platform manifest.
-    pub async fn resolve_manifest(&self) -> Result<(Digest, Vec<u8>)> {
-        let (digest, raw) = self.fetch_manifest(&self.reference).await?;
+    /// Returns the digest of the manifest the reference names, and the digest and raw bytes of
+    /// the platform manifest.
+    pub async fn resolve_manifest(&self) -> Result<(Digest, Digest, Vec<u8>)> {
+        let (named, raw) = self.fetch_manifest(&self.reference).await?;
         if !is_index(&raw)? {
-            return Ok((digest, raw));
+            return Ok((named.clone(), named, raw));
         }
         let chosen = select_from_index(&raw)?;
         let by_digest = self.reference.clone_with_digest(chosen.to_string());
@@ -133,7 +141,40 @@ impl RegistrySource {
         if is_index(&raw)? {
             anyhow::bail!("the image index points to another index ({chosen}); nested indexes are not supported");
         }
-        Ok((digest, raw))
+        Ok((named, digest, raw))
+    }
+
+    /// The sigstore signatures attached to manifest `digest`: the layers of the manifest tagged
+    /// `sha256-HEX.sig` (cosign's convention) that hold a simple-signing claim. No such tag, no
+    /// signatures. At most [`MAX_ATTACHMENTS`] are read, each up to 4 MiB.
+    pub async fn sigstore_attachments(&self, digest: &Digest) -> Result<Vec<super::SigstoreAttachment>> {
+        let tag = format!("sha256-{}.sig", digest.hex());
+        let what = format!("the signatures of {digest} ({tag})");
+        let raw = async {
+            let authorization = self.authorization(self.session().await?);
+            self.manifests
+                .optional_manifest(&tag, &[OCI_MANIFEST, DOCKER_MANIFEST], MAX_METADATA_SIZE, &what, authorization)
+                .await
+        }
+        .await
+        .with_context(|| format!("fetching {what}"))?;
+        let Some(raw) = raw else { return Ok(Vec::new()) };
+        let manifest: oci_spec::image::ImageManifest =
+            serde_json::from_slice(&raw).with_context(|| format!("parsing {what}"))?;
+        let signatures: Vec<_> =
+            manifest.layers().iter().filter(|layer| layer.media_type().to_string() == COSIGN_SIMPLE_SIGNING).collect();
+        if signatures.len() > MAX_ATTACHMENTS {
+            anyhow::bail!("{what} lists {} signatures, more than {MAX_ATTACHMENTS}", signatures.len());
+        }
+        let mut attachments = Vec::new();
+        for layer in signatures {
+            let blob = Digest::parse(layer.digest().as_ref()).with_context(|| format!("reading {what}"))?;
+            let payload = self.fetch_blob_bytes(&blob, layer.size(), "a signature claim").await?;
+            blob.verify_bytes(&payload, "a signature claim")?;
+            let signature = layer.annotations().as_ref().and_then(|a| a.get(COSIGN_SIGNATURE_ANNOTATION)).cloned();
+            attachments.push(super::SigstoreAttachment { payload, signature });
+        }
+        Ok(attachments)
     }
 
     async fn fetch_manifest(&self, reference: &Reference) -> Result<(Digest, Vec<u8>)> {
@@ -159,12 +200,13 @@ impl RegistrySource {
         Ok((digest, raw))
     }
 
-    /// The image config, read up to the size its descriptor gives and no further.
-    pub async fn fetch_blob_bytes(&self, digest: &Digest, size: u64) -> Result<Vec<u8>> {
+    /// A small blob (`kind`: the image config, a signature claim), read up to the size its
+    /// descriptor gives and no further.
+    pub async fn fetch_blob_bytes(&self, digest: &Digest, size: u64, kind: &str) -> Result<Vec<u8>> {
         if size > MAX_METADATA_SIZE {
-            anyhow::bail!("the image config {digest} has an unreasonable size ({size} bytes)");
+            anyhow::bail!("{kind} {digest} has an unreasonable size ({size} bytes)");
         }
-        let what = format!("the image config {digest}");
+        let what = format!("{kind} {digest}");
         async {
             let blob = self.open_blob(digest, size, &what).await?;
             let mut bytes = Vec::with_capacity(size as usize);

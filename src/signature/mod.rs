@@ -1,0 +1,147 @@
+//! Image signatures, as the host's policy requires them (containers-policy.json(5)): GPG simple
+//! signing found in a lookaside (containers-registries.d(5)), and sigstore signatures attached to
+//! the image in its registry. sysctr checks them itself, with rpgp and the RustCrypto crates; no
+//! keyring or daemon of the host is involved.
+//!
+//! Two steps, so that nothing is fetched for an image the policy refuses outright:
+//! [`Requirements::for_image`] before the manifest (a `reject`, or keys that cannot be read, stop
+//! here), then [`Requirements::verify`] once the manifest digest is known and before any layer
+//! is fetched. Signatures are made for the manifest the reference names: for a multi-platform
+//! image, its index.
+
+mod gpg;
+mod identity;
+mod lookaside;
+mod payload;
+mod policy;
+mod sigstore;
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+
+use crate::digest::Digest;
+use crate::reference::ImageRef;
+use crate::registry::{RegistryOptions, Source};
+use identity::{DockerRef, SignedIdentity};
+use lookaside::RegistriesD;
+use policy::Check;
+
+pub use lookaside::DEFAULT_REGISTRIES_D;
+pub use policy::DEFAULT_POLICY;
+
+/// What the policy asks of one image beyond being pulled.
+pub struct Requirements {
+    /// The policy scope that applied, for messages.
+    scope: String,
+    checks: Vec<Check>,
+}
+
+impl Requirements {
+    /// Reads the policy (`policy`, or the default file) for `image`; refuses it if the policy
+    /// rejects it or cannot be followed.
+    pub fn for_image(image: &ImageRef, policy: Option<&Path>) -> Result<Requirements> {
+        Ok(match policy::evaluate(image, policy)? {
+            Some((scope, checks)) => Requirements { scope, checks },
+            None => Requirements { scope: String::new(), checks: Vec::new() },
+        })
+    }
+
+    /// Checks every signature requirement for `image`, whose reference names manifest `digest`,
+    /// with the signatures `source` and the lookaside give. Returns how each was met.
+    pub async fn verify(
+        &self,
+        image: &ImageRef,
+        digest: &Digest,
+        source: &Source,
+        options: &RegistryOptions,
+    ) -> Result<Vec<String>> {
+        let mut met = Vec::new();
+        for check in &self.checks {
+            let refusal = |reason: String| {
+                anyhow::anyhow!(
+                    "{image} is refused by the signature policy (scope {}: {}): {reason}",
+                    self.scope,
+                    check.described()
+                )
+            };
+            let ImageRef::Registry(reference) = image else {
+                return Err(refusal("only images from a registry carry signatures".to_string()));
+            };
+            let pulled = DockerRef::pulled(reference);
+            let registries_d = RegistriesD::load(&options.registries_d)?;
+            let (_, scopes) = policy::scopes(image);
+            let namespace = registries_d.namespace(&scopes);
+            let verdicts: Vec<Result<String>> = match check {
+                Check::SignedBy { keys, identity, .. } => {
+                    let Some(lookaside) = namespace.and_then(|n| n.lookaside()) else {
+                        return Err(refusal(format!(
+                            "registries.d ({}) gives no lookaside for {}, so no signature can be found",
+                            options.registries_d.display(),
+                            pulled.name()
+                        )));
+                    };
+                    let signatures =
+                        lookaside::read_signatures(lookaside, reference.repository(), digest, options.timeout).await?;
+                    if signatures.is_empty() {
+                        return Err(refusal(format!("no signature was found in the lookaside {lookaside}")));
+                    }
+                    signatures
+                        .iter()
+                        .map(|signature| {
+                            let (claim, key) = keys.verify(signature)?;
+                            judge(&claim, payload::SIMPLE_SIGNING, digest, identity, &pulled)?;
+                            Ok(format!("signed by key {key}"))
+                        })
+                        .collect()
+                }
+                Check::SigstoreSigned { keys, identity, .. } => {
+                    if !namespace.is_some_and(|n| n.uses_sigstore_attachments()) {
+                        return Err(refusal(format!(
+                            "registries.d ({}) does not set use-sigstore-attachments for {}, so no signature is read",
+                            options.registries_d.display(),
+                            pulled.name()
+                        )));
+                    }
+                    let attachments = source.sigstore_signatures(digest).await?;
+                    if attachments.is_empty() {
+                        return Err(refusal(format!("no sigstore signature is attached to {digest}")));
+                    }
+                    attachments
+                        .iter()
+                        .map(|attachment| {
+                            let key = keys.verify(&attachment.payload, attachment.signature.as_deref())?;
+                            judge(&attachment.payload, payload::COSIGN, digest, identity, &pulled)?;
+                            Ok(format!("sigstore signature by {key}"))
+                        })
+                        .collect()
+                }
+            };
+            let mut reasons = Vec::new();
+            let mut accepted = None;
+            for (number, verdict) in verdicts.into_iter().enumerate() {
+                match verdict {
+                    Ok(how) => {
+                        accepted = Some(how);
+                        break;
+                    }
+                    Err(err) => reasons.push(format!("signature {}: {err:#}", number + 1)),
+                }
+            }
+            match accepted {
+                Some(how) => met.push(how),
+                None => return Err(refusal(reasons.join("; "))),
+            }
+        }
+        Ok(met)
+    }
+}
+
+/// Whether a verified claim is for this manifest and, by `identity`, for this image.
+fn judge(claim: &[u8], kind: &str, digest: &Digest, identity: &SignedIdentity, pulled: &DockerRef) -> Result<()> {
+    let claim = payload::parse(claim, kind)?;
+    if claim.manifest_digest != digest.as_str() {
+        bail!("it signs manifest {}, not {digest}", claim.manifest_digest);
+    }
+    identity.check(pulled, &claim.docker_reference)
+}

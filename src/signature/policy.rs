@@ -1,0 +1,322 @@
+//! The host's signature policy, containers-policy.json(5): which images may be pulled, and
+//! signed by whom.
+//!
+//! `/etc/containers/policy.json` (or `--signature-policy PATH`) is read before anything of an
+//! image is fetched. The requirements of the most specific scope that matches apply, all of them:
+//! for a registry image `HOST/PATH:TAG` (or `@DIGEST`), then `HOST/PATH`, each shorter path, the
+//! host, `*.DOMAIN` wildcards from the longest, then the transport's `""`, then `default`; for an
+//! image on disk its path (with `:TAG`), then the path, then each directory above it.
+//!
+//! `insecureAcceptAnything` accepts and `reject` refuses at once. `signedBy` (GPG keys) and
+//! `sigstoreSigned` (a public key) have their keys read here, so that a policy that cannot be
+//! followed is refused before anything is fetched; the signatures are checked once the manifest
+//! digest is known (see [`super::Requirements::verify`]). Without the default file (no
+//! containers-common), every image is accepted, as before such a file existed; a
+//! `--signature-policy` that cannot be read is an error.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use base64::Engine as _;
+use serde::Deserialize;
+
+use super::gpg::GpgKeys;
+use super::identity::SignedIdentity;
+use super::sigstore::SigstoreKeys;
+use crate::reference::ImageRef;
+
+/// Where the policy is read from by default.
+pub const DEFAULT_POLICY: &str = "/etc/containers/policy.json";
+/// The largest policy file read.
+const MAX_POLICY_FILE: u64 = 4 * 1024 * 1024;
+/// The largest key file read.
+const MAX_KEY_FILE: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Policy {
+    default: Vec<Requirement>,
+    #[serde(default)]
+    transports: BTreeMap<String, BTreeMap<String, Vec<Requirement>>>,
+}
+
+/// Where a requirement's keys are: exactly one of the three.
+#[derive(Debug, Default, Deserialize)]
+struct KeySource {
+    #[serde(rename = "keyPath")]
+    key_path: Option<PathBuf>,
+    #[serde(rename = "keyPaths")]
+    key_paths: Option<Vec<PathBuf>>,
+    /// Base64 of the key file's content.
+    #[serde(rename = "keyData")]
+    key_data: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type")]
+enum Requirement {
+    #[serde(rename = "insecureAcceptAnything")]
+    InsecureAcceptAnything,
+    #[serde(rename = "reject")]
+    Reject,
+    #[serde(rename = "signedBy")]
+    SignedBy {
+        #[serde(rename = "keyType")]
+        key_type: String,
+        #[serde(flatten)]
+        keys: KeySource,
+        #[serde(rename = "signedIdentity", default)]
+        signed_identity: SignedIdentity,
+    },
+    #[serde(rename = "sigstoreSigned")]
+    SigstoreSigned {
+        #[serde(flatten)]
+        keys: KeySource,
+        fulcio: Option<serde_json::Value>,
+        #[serde(rename = "rekorPublicKeyPath")]
+        rekor_public_key_path: Option<PathBuf>,
+        #[serde(rename = "rekorPublicKeyData")]
+        rekor_public_key_data: Option<String>,
+        #[serde(rename = "signedIdentity", default)]
+        signed_identity: SignedIdentity,
+    },
+}
+
+/// A requirement that needs signatures, with its keys read.
+pub enum Check {
+    SignedBy { keys: GpgKeys, identity: SignedIdentity, described: String },
+    SigstoreSigned { keys: SigstoreKeys, identity: SignedIdentity, described: String },
+}
+
+impl Check {
+    pub fn described(&self) -> &str {
+        match self {
+            Check::SignedBy { described, .. } | Check::SigstoreSigned { described, .. } => described,
+        }
+    }
+}
+
+/// What the policy asks of `image`: the scope that applied and the signature checks left.
+/// A `reject`, or a policy that cannot be followed, is an error.
+pub fn evaluate(image: &ImageRef, explicit: Option<&Path>) -> Result<Option<(String, Vec<Check>)>> {
+    let path = explicit.map_or_else(|| PathBuf::from(DEFAULT_POLICY), Path::to_path_buf);
+    let text = match crate::registry::read_host_config_text(&path, MAX_POLICY_FILE)? {
+        Some(text) => text,
+        None if explicit.is_none() => return Ok(None),
+        None => bail!("the signature policy {} does not exist", path.display()),
+    };
+    evaluate_text(image, &text).map(Some).with_context(|| format!("signature policy {}", path.display()))
+}
+
+fn evaluate_text(image: &ImageRef, text: &str) -> Result<(String, Vec<Check>)> {
+    let policy: Policy = serde_json::from_str(text).map_err(|e| anyhow!("not a valid policy: {e}"))?;
+    let (transport, scopes) = scopes(image);
+    let by_transport = policy.transports.get(transport);
+    let (scope, requirements) = scopes
+        .iter()
+        .chain(std::iter::once(&String::new()))
+        .find_map(|scope| by_transport.and_then(|t| t.get(scope)).map(|r| (format!("{transport} \"{scope}\""), r)))
+        .unwrap_or_else(|| ("default".to_string(), &policy.default));
+    if requirements.is_empty() {
+        bail!("the requirements of {scope} are empty, which the format does not allow");
+    }
+    let mut checks = Vec::new();
+    for requirement in requirements {
+        match requirement {
+            Requirement::InsecureAcceptAnything => {}
+            Requirement::Reject => bail!("{image} is rejected (scope {scope}: \"reject\")"),
+            Requirement::SignedBy { key_type, keys, signed_identity } => {
+                let context = || format!("scope {scope}: signedBy");
+                if key_type != "GPGKeys" {
+                    bail!("{}: keyType '{key_type}' is not supported (only GPGKeys)", context());
+                }
+                signed_identity.validate().with_context(context)?;
+                let files = keys.read().with_context(context)?;
+                let described = format!("signedBy {}", keys.describe());
+                let keys = GpgKeys::parse(&files).with_context(context)?;
+                checks.push(Check::SignedBy { keys, identity: signed_identity.clone(), described });
+            }
+            Requirement::SigstoreSigned {
+                keys,
+                fulcio,
+                rekor_public_key_path,
+                rekor_public_key_data,
+                signed_identity,
+            } => {
+                let context = || format!("scope {scope}: sigstoreSigned");
+                if fulcio.is_some() {
+                    bail!("{}: fulcio (keyless) signatures are not supported; use keyPath or keyData", context());
+                }
+                if rekor_public_key_path.is_some() || rekor_public_key_data.is_some() {
+                    bail!("{}: Rekor transparency-log checks are not supported", context());
+                }
+                signed_identity.validate().with_context(context)?;
+                let files = keys.read().with_context(context)?;
+                let described = format!("sigstoreSigned {}", keys.describe());
+                let keys = SigstoreKeys::parse(&files).with_context(context)?;
+                checks.push(Check::SigstoreSigned { keys, identity: signed_identity.clone(), described });
+            }
+        }
+    }
+    Ok((scope, checks))
+}
+
+impl KeySource {
+    /// The key files' contents, each with where it came from.
+    fn read(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let given = [self.key_path.is_some(), self.key_paths.is_some(), self.key_data.is_some()];
+        if given.iter().filter(|g| **g).count() != 1 {
+            bail!("exactly one of keyPath, keyPaths and keyData must be given");
+        }
+        if let Some(data) = &self.key_data {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .map_err(|_| anyhow!("keyData is not base64"))?;
+            return Ok(vec![("keyData".to_string(), bytes)]);
+        }
+        let paths: Vec<&PathBuf> = self.key_path.iter().chain(self.key_paths.iter().flatten()).collect();
+        if paths.is_empty() {
+            bail!("keyPaths is empty");
+        }
+        paths
+            .into_iter()
+            .map(|path| {
+                let bytes = crate::registry::read_host_config(path, MAX_KEY_FILE)?
+                    .with_context(|| format!("the key file {} does not exist", path.display()))?;
+                Ok((path.display().to_string(), bytes))
+            })
+            .collect()
+    }
+
+    fn describe(&self) -> String {
+        match (&self.key_path, &self.key_paths) {
+            (Some(path), _) => path.display().to_string(),
+            (None, Some(paths)) => paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+            (None, None) => "keyData".to_string(),
+        }
+    }
+}
+
+/// The policy transport of `image` and its scopes, most specific first (without `""`).
+pub fn scopes(image: &ImageRef) -> (&'static str, Vec<String>) {
+    match image {
+        ImageRef::Registry(reference) => {
+            let name = format!("{}/{}", reference.registry(), reference.repository());
+            let mut scopes = Vec::new();
+            match (reference.digest(), reference.tag()) {
+                (Some(digest), _) => scopes.push(format!("{name}@{digest}")),
+                (None, Some(tag)) => scopes.push(format!("{name}:{tag}")),
+                (None, None) => {}
+            }
+            let mut shorter = name.as_str();
+            loop {
+                scopes.push(shorter.to_string());
+                match shorter.rsplit_once('/') {
+                    Some((parent, _)) => shorter = parent,
+                    None => break,
+                }
+            }
+            let host = reference.registry().rsplit_once(':').map_or(reference.registry(), |(h, _)| h);
+            let mut domain = host;
+            while let Some((_, parent)) = domain.split_once('.') {
+                scopes.push(format!("*.{parent}"));
+                domain = parent;
+            }
+            ("docker", scopes)
+        }
+        ImageRef::Layout { dir, tag } => ("oci", path_scopes(dir, tag.as_deref())),
+        ImageRef::OciArchive { path, tag } => ("oci-archive", path_scopes(path, tag.as_deref())),
+        ImageRef::DockerArchive { path, .. } => ("docker-archive", path_scopes(path, None)),
+    }
+}
+
+fn path_scopes(path: &Path, tag: Option<&str>) -> Vec<String> {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut scopes = Vec::new();
+    if let Some(tag) = tag {
+        scopes.push(format!("{}:{tag}", absolute.display()));
+    }
+    let mut at = Some(absolute.as_path());
+    while let Some(dir) = at {
+        scopes.push(dir.display().to_string());
+        at = dir.parent();
+    }
+    scopes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(text: &str) -> ImageRef {
+        ImageRef::parse(text).unwrap()
+    }
+
+    fn check_text(image: &ImageRef, text: &str) -> Result<usize> {
+        evaluate_text(image, text).map(|(_, checks)| checks.len())
+    }
+
+    #[test]
+    fn the_most_specific_scope_applies() {
+        let policy = r#"{
+            "default": [{"type": "reject"}],
+            "transports": {
+                "docker": {
+                    "reg.lan:5000/team": [{"type": "insecureAcceptAnything"}],
+                    "reg.lan:5000/team/secret": [{"type": "reject"}],
+                    "*.corp.example": [{"type": "insecureAcceptAnything"}],
+                    "signed.lan": [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": "/nonexistent/k.gpg"}]
+                },
+                "oci": {"/srv/images": [{"type": "insecureAcceptAnything"}]}
+            }
+        }"#;
+        assert_eq!(check_text(&image("reg.lan:5000/team/app:v1"), policy).unwrap(), 0);
+        let err = check_text(&image("reg.lan:5000/team/secret:v1"), policy).unwrap_err().to_string();
+        assert!(err.contains("is rejected (scope docker \"reg.lan:5000/team/secret\": \"reject\")"), "{err}");
+        let err = check_text(&image("reg.lan:5000/other:v1"), policy).unwrap_err().to_string();
+        assert!(err.contains("scope default"), "{err}");
+        assert!(check_text(&image("a.b.corp.example/x:1"), policy).is_ok());
+        let by_digest = image(&format!("signed.lan/x@sha256:{}", "a".repeat(64)));
+        let err = format!("{:#}", check_text(&by_digest, policy).unwrap_err());
+        assert!(err.contains("scope docker \"signed.lan\": signedBy"), "{err}");
+        assert!(err.contains("the key file /nonexistent/k.gpg does not exist"), "{err}");
+        assert!(check_text(&image("oci:/srv/images/etcd:v1"), policy).is_ok());
+        assert!(check_text(&image("oci:/srv/other:v1"), policy).is_err());
+        assert!(check_text(&image("reg.lan:5000/x"), r#"{"default": []}"#).is_err());
+        assert!(check_text(&image("reg.lan:5000/x"), r#"{"default": [{"type": "maybe"}]}"#).is_err());
+    }
+
+    #[test]
+    fn requirements_that_cannot_be_followed_are_refused_before_any_fetch() {
+        let x = image("reg.lan/x:1");
+        let refused = |requirement: &str| {
+            let policy = format!(r#"{{"default": [{requirement}]}}"#);
+            format!("{:#}", check_text(&x, &policy).unwrap_err())
+        };
+        let err = refused(r#"{"type": "signedBy", "keyType": "signedByX509CAs", "keyPath": "/k"}"#);
+        assert!(err.contains("keyType 'signedByX509CAs' is not supported"), "{err}");
+        let err = refused(r#"{"type": "signedBy", "keyType": "GPGKeys", "keyPath": "/k", "keyData": "AA=="}"#);
+        assert!(err.contains("exactly one of keyPath, keyPaths and keyData"), "{err}");
+        let err = refused(r#"{"type": "signedBy", "keyType": "GPGKeys", "keyData": "bm90IGEga2V5"}"#);
+        assert!(
+            err.contains("keyData is not an OpenPGP keyring") || err.contains("keyData holds no public key"),
+            "{err}"
+        );
+        let err = refused(r#"{"type": "sigstoreSigned", "fulcio": {"oidcIssuer": "x"}}"#);
+        assert!(err.contains("fulcio (keyless) signatures are not supported"), "{err}");
+        let err = refused(r#"{"type": "sigstoreSigned", "keyData": "bm90IGEga2V5"}"#);
+        assert!(err.contains("keyData is not an ECDSA P-256 public key"), "{err}");
+        let err = refused(
+            r#"{"type": "signedBy", "keyType": "GPGKeys", "keyData": "AA==", "signedIdentity": {"type": "exactReference", "dockerReference": "quay.io/x"}}"#,
+        );
+        assert!(err.contains("names no tag or digest"), "{err}");
+    }
+
+    #[test]
+    fn only_an_explicit_policy_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("policy.json");
+        assert!(evaluate(&image("reg.lan/x"), Some(&missing)).is_err());
+    }
+}
