@@ -17,6 +17,8 @@ mod hostile_registry;
 mod layers;
 #[path = "integration/registries_conf.rs"]
 mod registries_conf;
+#[path = "integration/signatures.rs"]
+mod signatures;
 
 use std::path::{Path, PathBuf};
 

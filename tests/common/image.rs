@@ -911,12 +911,20 @@ fn docker_ref(dest: &str) -> String {
     }
 }
 
-fn skopeo_copy(extra: &[&str], layout_dir: &Path, tag: &str, dest: &str) -> Result<()> {
+/// `skopeo copy` of `oci:layout_dir:tag` to `dest`, with `extra` options and `env`.
+pub fn skopeo_copy_with(
+    extra: &[&str],
+    env: &[(&str, &Path)],
+    layout_dir: &Path,
+    tag: &str,
+    dest: &str,
+) -> Result<()> {
     let src = format!("oci:{}:{}", layout_dir.display(), tag);
     let dst = docker_ref(dest);
     let out = Command::new("skopeo")
         .args(["copy", "--quiet", "--dest-tls-verify=false", "--preserve-digests"])
         .args(extra)
+        .envs(env.iter().copied())
         .arg(&src)
         .arg(&dst)
         .output()
@@ -931,18 +939,18 @@ fn skopeo_copy(extra: &[&str], layout_dir: &Path, tag: &str, dest: &str) -> Resu
 /// skopeo, keeping blobs and manifest byte for byte (`--preserve-digests`: zstd and uncompressed
 /// layers stay as they are; the manifest digest in the registry equals the layout's).
 pub fn push(layout_dir: &Path, tag: &str, dest: &str) -> Result<()> {
-    skopeo_copy(&[], layout_dir, tag, dest)
+    skopeo_copy_with(&[], &[], layout_dir, tag, dest)
 }
 
 /// Like [`push`], to a registry that wants credentials (`USER:PASSWORD`).
 pub fn push_with_credentials(layout_dir: &Path, tag: &str, dest: &str, credentials: &str) -> Result<()> {
-    skopeo_copy(&["--dest-creds", credentials], layout_dir, tag, dest)
+    skopeo_copy_with(&["--dest-creds", credentials], &[], layout_dir, tag, dest)
 }
 
 /// Like [`push`], for a multi-platform tag written by [`write_oci_index_layout`]: copies the
 /// index and every platform's image (`skopeo copy --all`).
 pub fn push_all(layout_dir: &Path, tag: &str, dest: &str) -> Result<()> {
-    skopeo_copy(&["--all"], layout_dir, tag, dest)
+    skopeo_copy_with(&["--all"], &[], layout_dir, tag, dest)
 }
 
 /// `skopeo inspect --raw` of a registry image: the manifest bytes as the registry serves them.

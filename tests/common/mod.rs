@@ -6,6 +6,7 @@
 //!   image layouts and pushed with skopeo.
 //! - [`fixtures`]: ready-made images (a busybox service image, a three-layer whiteout image, ...).
 //! - [`tree`]: filesystem listings to compare a rootfs against `umoci unpack`.
+//! - [`signing`]: GPG and sigstore keys, and images signed with them.
 //! - [`host`]: a throw-away systemd host (`systemd-nspawn --boot` on an overlay of `/`).
 //!
 //! Every test binary uses only part of this, hence the blanket `allow(dead_code)`.
@@ -16,6 +17,7 @@ pub mod host;
 pub mod image;
 pub mod node_images;
 pub mod registry;
+pub mod signing;
 pub mod tree;
 
 pub use fixtures::*;
@@ -23,6 +25,7 @@ pub use host::TestHost;
 pub use image::{push, push_all, push_with_credentials, Compression, Image, ImageInfo, IndexInfo, Layer, TarFormat};
 pub use node_images::*;
 pub use registry::{HttpResponse, Registry};
+pub use signing::{GpgKey, SigstoreKey};
 pub use tree::{diff_listings, rootfs_differences, tree_listing, umoci_unpack, Entry, Kind};
 
 use std::io::Read;

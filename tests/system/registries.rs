@@ -1,6 +1,6 @@
 //! The host's own registry configuration, on a booted test host: a registry CA installed in the
-//! host's certs.d, and the host's signature policy refusing an update, which leaves the running
-//! deployment as it was.
+//! host's certs.d, and the host's signature policy refusing an update (rejected outright, then
+//! signed by a key the host does not trust), which leaves the running deployment as it was.
 
 use anyhow::Result;
 
@@ -49,6 +49,39 @@ fn the_hosts_certificates_and_policy_are_followed() -> Result<()> {
     wait_active(&host, "hello.service");
     let images = sysctr_ok(&host, &["images", "--json"]);
     assert!(!images.contains(":v2"), "{images}");
+
+    // Now the host wants demo/ signed by its key, found in its lookaside. v1 is signed by that
+    // key; v2 by one the host does not trust: the update to v2 is refused, the deployment stays.
+    let trusted = GpgKey::generate("host-key")?;
+    let stranger = GpgKey::generate("stranger")?;
+    let lookaside = host.root().join("var/lib/containers/sigstore");
+    trusted.push_signed(&work.path().join("v1"), "v1", &v1, &lookaside, None)?;
+    stranger.push_signed(&work.path().join("v2"), "v2", &v2, &lookaside, None)?;
+    let keys = host.root().join("etc/pki/containers");
+    std::fs::create_dir_all(&keys)?;
+    std::fs::write(keys.join("host-key.gpg"), trusted.public_key(false)?)?;
+    let registries_d = host.root().join("etc/containers/registries.d");
+    std::fs::create_dir_all(&registries_d)?;
+    std::fs::write(registries_d.join("default.yaml"), "default-docker:\n  lookaside: file:///var/lib/containers/sigstore\n")?;
+    let policy = serde_json::json!({
+        "default": [{"type": "insecureAcceptAnything"}],
+        "transports": {"docker": {format!("{}/demo", registry.addr()): [
+            {"type": "signedBy", "keyType": "GPGKeys", "keyPath": "/etc/pki/containers/host-key.gpg"}
+        ]}}
+    });
+    std::fs::write(host.root().join("etc/containers/policy.json"), policy.to_string())?;
+    let err = sysctr_err(&host, &["update", tls, "--rebase", &v2, "hello"]);
+    assert!(err.contains(&format!("{v2} is refused by the signature policy")), "{err}");
+    assert!(err.contains("it is not signed by any of the trusted keys"), "{err}");
+    assert_eq!(active_slot(&host, "hello"), "hello.0");
+    assert_eq!(host_file(&host, "/etc/systemd/system/hello.service"), unit);
+    wait_active(&host, "hello.service");
+    greeting(&host, "Tls");
+    let images = sysctr_ok(&host, &["images", "--json"]);
+    assert!(!images.contains(":v2"), "{images}");
+    // v1 itself passes the same policy.
+    sysctr_ok(&host, &["update", tls, "hello"]);
+    assert_eq!(active_slot(&host, "hello"), "hello.0");
     sysctr_ok(&host, &["uninstall", "hello"]);
     Ok(())
 }
