@@ -10,6 +10,10 @@
 //! else the most specific `auths` key matching the image (`reg/ns/repo`, `reg/ns`, `reg`) gives
 //! `auth`, base64 of `user:password`; else `credsStore` names a helper for every registry.
 //! Credentials never appear in an error or in output.
+//!
+//! registries.conf's `credential-helpers` may put helpers before or after (or instead of) the
+//! files, named `containers-auth.json` in that list; each is asked in turn, and the first with
+//! credentials wins.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -21,6 +25,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+/// The name of the auth files among registries.conf's `credential-helpers`.
+pub const AUTH_FILES: &str = "containers-auth.json";
 /// The largest auth file read.
 const MAX_AUTH_FILE: u64 = 1024 * 1024;
 /// The largest answer read from a credential helper.
@@ -73,6 +79,26 @@ impl AuthFiles {
             Some(dir) => PathBuf::from(dir).join("containers/auth.json"),
             None => PathBuf::from(format!("/run/containers/{}/auth.json", nix::unistd::getuid())),
         }
+    }
+
+    /// Credentials for `repository` on `registry` from each of `helpers` in turn
+    /// ([`AUTH_FILES`] for the files). A helper that fails does not stop the others; if none has
+    /// credentials, the failures are the error.
+    pub fn lookup_with(&self, helpers: &[String], registry: &str, repository: &str) -> Result<Option<Credentials>> {
+        let mut failures = Vec::new();
+        for helper in helpers {
+            let found =
+                if helper == AUTH_FILES { self.lookup(registry, repository) } else { helper_get(helper, registry) };
+            match found {
+                Ok(Some(credentials)) => return Ok(Some(credentials)),
+                Ok(None) => {}
+                Err(err) => failures.push(format!("{helper}: {err:#}")),
+            }
+        }
+        if !failures.is_empty() {
+            bail!("no credential helper gave credentials: {}", failures.join("; "));
+        }
+        Ok(None)
     }
 
     /// Credentials for `repository` (without the registry) on `registry` (`host[:port]`).

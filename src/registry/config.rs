@@ -27,6 +27,7 @@ pub struct RegistriesConf {
     unqualified_search: Vec<String>,
     short_name_mode: ShortNameMode,
     aliases: BTreeMap<String, String>,
+    credential_helpers: Option<Vec<String>>,
 }
 
 /// `short-name-mode`.
@@ -100,6 +101,7 @@ struct ConfFile {
     short_name_mode: Option<ShortNameMode>,
     #[serde(default)]
     aliases: BTreeMap<String, String>,
+    credential_helpers: Option<Vec<String>>,
     /// Version 1's `[registries.search]` and friends.
     registries: Option<toml::Value>,
 }
@@ -155,7 +157,16 @@ impl RegistriesConf {
             self.short_name_mode = mode;
         }
         self.aliases.extend(file.aliases);
+        if let Some(helpers) = file.credential_helpers {
+            self.credential_helpers = Some(helpers);
+        }
         Ok(())
+    }
+
+    /// `credential-helpers`: where credentials are looked for, in order; `containers-auth.json`
+    /// stands for the auth files, and is the only place when the key is not set.
+    pub fn credential_helpers(&self) -> Vec<String> {
+        self.credential_helpers.clone().unwrap_or_else(|| vec![super::auth::AUTH_FILES.to_string()])
     }
 
     /// The `[[registry]]` that applies to `name` (`HOST[:PORT]/PATH`): the longest matching

@@ -259,6 +259,7 @@ fn registry_candidates(
     options: &RegistryOptions,
 ) -> Result<Vec<(config::Candidate, remote::RegistrySource)>> {
     let conf = RegistriesConf::load(&options.registries_conf)?;
+    let helpers = conf.credential_helpers();
     let name = format!("{}/{}", reference.registry(), reference.repository());
     let suffix = match (reference.digest(), reference.tag()) {
         (Some(digest), _) => format!("@{digest}"),
@@ -274,7 +275,7 @@ fn registry_candidates(
             Some(verify) => !verify,
             None => candidate.insecure || remote::is_loopback(at.registry()) || conf.is_insecure(at.registry()),
         };
-        let source = remote::RegistrySource::new(&at, options, plain_http)?;
+        let source = remote::RegistrySource::new(&at, options, plain_http, &helpers)?;
         sources.push((candidate, source));
     }
     Ok(sources)

@@ -56,14 +56,20 @@ struct Session {
 }
 
 impl RegistrySource {
-    pub fn new(reference: &Reference, options: &RegistryOptions, plain_http: bool) -> Result<RegistrySource> {
+    /// `credential_helpers`: registries.conf's, where credentials are looked for.
+    pub fn new(
+        reference: &Reference,
+        options: &RegistryOptions,
+        plain_http: bool,
+        credential_helpers: &[String],
+    ) -> Result<RegistrySource> {
         let registry = reference.resolve_registry().to_string();
         let roots = super::certs::registry_roots(&registry, options.cert_dir.as_deref())?;
         let client = client(&registry, plain_http, options.timeout, &roots)?;
         let manifests = ManifestHttp::new(&registry, reference.repository(), plain_http, options.timeout, &roots)?;
         let credentials = options
             .auth
-            .lookup(reference.registry(), reference.repository())
+            .lookup_with(credential_helpers, reference.registry(), reference.repository())
             .with_context(|| format!("looking up credentials for {}", reference.registry()))?;
         Ok(RegistrySource {
             client,

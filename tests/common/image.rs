@@ -912,13 +912,7 @@ fn docker_ref(dest: &str) -> String {
 }
 
 /// `skopeo copy` of `oci:layout_dir:tag` to `dest`, with `extra` options and `env`.
-pub fn skopeo_copy_with(
-    extra: &[&str],
-    env: &[(&str, &Path)],
-    layout_dir: &Path,
-    tag: &str,
-    dest: &str,
-) -> Result<()> {
+pub fn skopeo_copy_with(extra: &[&str], env: &[(&str, &Path)], layout_dir: &Path, tag: &str, dest: &str) -> Result<()> {
     let src = format!("oci:{}:{}", layout_dir.display(), tag);
     let dst = docker_ref(dest);
     let out = Command::new("skopeo")

@@ -55,7 +55,14 @@ impl GpgKey {
 
     /// Pushes `oci:layout:tag` to `dest` with `skopeo copy --sign-by`, its signature written under
     /// the directory `lookaside`; `identity` is the reference signed, if not `dest`.
-    pub fn push_signed(&self, layout: &Path, tag: &str, dest: &str, lookaside: &Path, identity: Option<&str>) -> Result<()> {
+    pub fn push_signed(
+        &self,
+        layout: &Path,
+        tag: &str,
+        dest: &str,
+        lookaside: &Path,
+        identity: Option<&str>,
+    ) -> Result<()> {
         let registries_d = self.home.path().join("registries.d");
         std::fs::create_dir_all(&registries_d)?;
         std::fs::write(
@@ -134,7 +141,12 @@ impl SigstoreKey {
             }]
         });
         let tag = format!("sha256-{}.sig", digest.trim_start_matches("sha256:"));
-        registry.put_manifest(repo, &tag, "application/vnd.oci.image.manifest.v1+json", &serde_json::to_vec(&manifest)?)?;
+        registry.put_manifest(
+            repo,
+            &tag,
+            "application/vnd.oci.image.manifest.v1+json",
+            &serde_json::to_vec(&manifest)?,
+        )?;
         Ok((claim, signature))
     }
 }

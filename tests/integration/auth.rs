@@ -99,6 +99,18 @@ fn private_registries_take_credentials_from_auth_files_login_and_helpers() {
     let out = sysctr(&storage, &env, "", &["pull", &image]);
     assert!(out.status.success(), "{}", describe_output(&out));
 
+    // registries.conf's credential-helpers: a helper for every registry, no auth file at all.
+    let conf = work.path().join("registries.conf");
+    let env = [("CONTAINERS_REGISTRIES_CONF", conf.to_str().unwrap()), ("PATH", path.as_str())];
+    let out = sysctr(&storage, &[], "", &["rmi", &image]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    std::fs::write(&conf, "credential-helpers = [\"containers-auth.json\"]\n").unwrap();
+    let out = sysctr(&storage, &env, "", &["pull", &image]);
+    assert_eq!(out.status.code(), Some(1), "pulled without the helper: {}", describe_output(&out));
+    std::fs::write(&conf, "credential-helpers = [\"containers-auth.json\", \"sysctrtest\"]\n").unwrap();
+    let out = sysctr(&storage, &env, "", &["pull", &image]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+
     // login checks before it saves; logout takes them away.
     let saved = work.path().join("login/auth.json");
     let login = |password: &str| {

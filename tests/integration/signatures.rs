@@ -31,7 +31,13 @@ fn write_json(path: &Path, value: serde_json::Value) {
 
 /// Pulls, and asserts that it gave one `error:` naming `expected`, stored nothing and fetched no
 /// layer of the image. Returns what the pull said.
-fn assert_refused(pull: impl FnOnce() -> Output, expected: &str, storage: &Path, registry: &Registry, layer: &str) -> Output {
+fn assert_refused(
+    pull: impl FnOnce() -> Output,
+    expected: &str,
+    storage: &Path,
+    registry: &Registry,
+    layer: &str,
+) -> Output {
     let before = std::fs::read_to_string(registry.log_path()).unwrap().len();
     let out = pull();
     let out = &out;
@@ -115,7 +121,8 @@ fn gpg_signatures_from_the_lookaside_are_required_by_the_policy() {
     for (repository, expected) in &refusals {
         let out = assert_refused(|| pull(repository), expected, &storage, &registry, layer);
         assert!(
-            stderr(&out).contains(&format!("is refused by the signature policy (scope docker \"{host}/team\": signedBy")),
+            stderr(&out)
+                .contains(&format!("is refused by the signature policy (scope docker \"{host}/team\": signedBy")),
             "{}",
             stderr(&out)
         );

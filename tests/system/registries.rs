@@ -62,7 +62,10 @@ fn the_hosts_certificates_and_policy_are_followed() -> Result<()> {
     std::fs::write(keys.join("host-key.gpg"), trusted.public_key(false)?)?;
     let registries_d = host.root().join("etc/containers/registries.d");
     std::fs::create_dir_all(&registries_d)?;
-    std::fs::write(registries_d.join("default.yaml"), "default-docker:\n  lookaside: file:///var/lib/containers/sigstore\n")?;
+    std::fs::write(
+        registries_d.join("default.yaml"),
+        "default-docker:\n  lookaside: file:///var/lib/containers/sigstore\n",
+    )?;
     let policy = serde_json::json!({
         "default": [{"type": "insecureAcceptAnything"}],
         "transports": {"docker": {format!("{}/demo", registry.addr()): [
