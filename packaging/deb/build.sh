@@ -15,7 +15,7 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 install -D -s -m 755 "$bin" "$stage/usr/bin/sysctr"
 install -D -m 644 "$repo/units/sysctr.conf" "$stage/usr/lib/tmpfiles.d/sysctr.conf"
-for unit in sysctr-auto-update.service sysctr-auto-update.timer; do
+for unit in sysctr-auto-update.service sysctr-auto-update.timer sysctr-apply.service sysctr-apply.path; do
   install -D -m 644 "$repo/units/$unit" "$stage/usr/lib/systemd/system/$unit"
 done
 install -D -m 644 "$repo/README.md" "$stage/usr/share/doc/sysctr/README.md"

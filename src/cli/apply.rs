@@ -8,7 +8,8 @@ use crate::systemd::HostManager;
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
 pub struct ApplyOpts {
-    /// TOML file listing the system containers of this host.
+    /// TOML file listing the system containers of this host, or a directory whose `*.toml`
+    /// files together list them (read in name order).
     pub file: PathBuf,
     /// Say what would be installed, updated, removed or left alone, and why; change nothing.
     #[arg(long)]

@@ -20,6 +20,10 @@ pub struct InstallOpts {
     /// Also start the service now, and wait until systemd reports the start job's result.
     #[arg(long)]
     pub now: bool,
+    /// With --now: return once systemd has queued the start, without waiting for its result
+    /// (as `systemctl start --no-block`); `systemctl status NAME` tells how it went.
+    #[arg(long, requires = "now")]
+    pub no_block: bool,
     /// Install even where the system's packages ship a unit of the same name (it is shadowed
     /// while the container is installed, and enabled again at uninstall if it was).
     #[arg(long)]
@@ -42,6 +46,7 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &InstallOpts) -> 
         values: parse_sets(&opts.set)?,
         runtime: opts.runtime.clone(),
         start_now: opts.now,
+        no_block: opts.no_block,
         registry: opts.registry.options(),
         replace_vendor_unit: opts.replace_vendor_unit,
         auto_update: !opts.no_auto_update,
@@ -56,7 +61,11 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &InstallOpts) -> 
     for missing in &report.missing_units {
         eprintln!("note: {missing}");
     }
-    let state = if opts.now { "installed and started" } else { "installed" };
+    let state = match (opts.now, opts.no_block) {
+        (true, true) => "installed, start queued:",
+        (true, false) => "installed and started",
+        (false, _) => "installed",
+    };
     println!("{state} {} from {} ({})", report.name, report.deployment.image, short_id(&report.deployment.image_id));
     Ok(0)
 }

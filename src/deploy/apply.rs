@@ -1,4 +1,5 @@
-//! `apply FILE`: converge this host (or an offline root) to a list of system containers.
+//! `apply FILE|DIR`: converge this host (or an offline root) to a list of system containers, in
+//! one file or in every `*.toml` of a directory (`/etc/sysctr`, for `sysctr-apply.service`).
 //!
 //! ```toml
 //! [[container]]
@@ -126,24 +127,43 @@ fn unlisted(layout: &Layout, entries: &[(Entry, ImageRef)]) -> Result<Vec<String
     Ok(layout.installed_names()?.into_iter().filter(|name| !entries.iter().any(|(e, _)| e.name == *name)).collect())
 }
 
-/// Reads and checks the whole file before changing anything.
+/// The largest apply file read.
+const MAX_APPLY_FILE: u64 = 4 * 1024 * 1024;
+
+/// Reads and checks the whole file, or every `*.toml` of a directory in name order, before
+/// changing anything. A container listed twice, in one file or two, is an error.
 fn read_manifest(path: &Path, registries_conf: &Path) -> Result<Vec<(Entry, ImageRef)>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let manifest: Manifest = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    let mut seen = std::collections::BTreeSet::new();
+    let files = if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("listing {}", path.display()))?
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()
+            .with_context(|| format!("listing {}", path.display()))?;
+        files.retain(|file| file.extension().is_some_and(|ext| ext == "toml"));
+        files.sort();
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut listed_in: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut entries = Vec::new();
-    for entry in manifest.container {
-        validate_container_name(&entry.name).with_context(|| format!("in {}", path.display()))?;
-        if !seen.insert(entry.name.clone()) {
-            bail!("{}: container '{}' is listed twice", path.display(), entry.name);
+    for file in files {
+        let text = crate::registry::read_host_config_text(&file, MAX_APPLY_FILE)?
+            .with_context(|| format!("{} does not exist", file.display()))?;
+        let manifest: Manifest = toml::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
+        for entry in manifest.container {
+            validate_container_name(&entry.name).with_context(|| format!("in {}", file.display()))?;
+            if let Some(first) = listed_in.insert(entry.name.clone(), file.clone()) {
+                bail!("container '{}' is listed twice ({} and {})", entry.name, first.display(), file.display());
+            }
+            for key in entry.set.keys() {
+                crate::template::parse_set(&format!("{key}="))
+                    .with_context(|| format!("{}: container '{}'", file.display(), entry.name))?;
+            }
+            let image = crate::registry::parse_image(&entry.image, registries_conf)
+                .with_context(|| format!("{}: container '{}'", file.display(), entry.name))?;
+            entries.push((entry, image));
         }
-        for key in entry.set.keys() {
-            crate::template::parse_set(&format!("{key}="))
-                .with_context(|| format!("{}: container '{}'", path.display(), entry.name))?;
-        }
-        let image = crate::registry::parse_image(&entry.image, registries_conf)
-            .with_context(|| format!("{}: container '{}'", path.display(), entry.name))?;
-        entries.push((entry, image));
     }
     Ok(entries)
 }
@@ -226,6 +246,7 @@ pub async fn apply(
                 values: entry.set.clone(),
                 runtime: None,
                 start_now: entry.start && systemd.runs_units(),
+                no_block: false,
                 registry: registry.clone(),
                 replace_vendor_unit: entry.replace_vendor_unit,
                 auto_update: entry.auto_update,
@@ -304,6 +325,29 @@ mod tests {
         assert_eq!(names, ["etcd", "flannel"]);
         assert!(entries[0].0.start && !entries[1].0.start);
         assert_eq!(entries[0].0.set["ETCD_NAME"], "n1");
+    }
+
+    #[test]
+    fn a_directory_is_its_toml_files_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("registries.conf");
+        let node = dir.path().join("sysctr");
+        std::fs::create_dir(&node).unwrap();
+        std::fs::write(node.join("20-flannel.toml"), "[[container]]\nname = \"flannel\"\nimage = \"reg.lan/f:1\"\n")
+            .unwrap();
+        std::fs::write(node.join("10-etcd.toml"), "[[container]]\nname = \"etcd\"\nimage = \"reg.lan/e:1\"\n").unwrap();
+        std::fs::write(node.join("notes.txt"), "not read").unwrap();
+        let entries = read_manifest(&node, &conf).unwrap();
+        let names: Vec<_> = entries.iter().map(|(e, _)| e.name.as_str()).collect();
+        assert_eq!(names, ["etcd", "flannel"]);
+
+        std::fs::write(node.join("30-again.toml"), "[[container]]\nname = \"etcd\"\nimage = \"reg.lan/e:2\"\n")
+            .unwrap();
+        let err = format!("{:#}", read_manifest(&node, &conf).unwrap_err());
+        assert!(err.contains("container 'etcd' is listed twice") && err.contains("10-etcd.toml"), "{err}");
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        assert!(read_manifest(&empty, &conf).unwrap().is_empty());
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct InstallRequest {
     pub values: BTreeMap<String, String>,
     pub runtime: Option<PathBuf>,
     pub start_now: bool,
+    /// With `start_now`: return once systemd has queued the start job, without waiting for its
+    /// result (`--no-block`).
+    pub no_block: bool,
     pub registry: RegistryOptions,
     /// Install even though the system's packages ship a unit of the same name, shadowing it.
     pub replace_vendor_unit: bool,
@@ -121,7 +124,11 @@ pub async fn install(
         let more = [slot_notes.notes, activate(layout, None, &mut deployment, systemd, &mut journal).await?].concat();
         if deployment.has_service && request.start_now {
             journal.started(&unit)?;
-            systemd.start(&unit).await?;
+            if request.no_block {
+                systemd.queue_start(&unit).await?;
+            } else {
+                systemd.start(&unit).await?;
+            }
         }
         Ok::<_, anyhow::Error>((deployment, more, slot_notes.missing_units))
     }

@@ -92,6 +92,7 @@ fn install_request(name: &str, start_now: bool) -> InstallRequest {
         values: BTreeMap::new(),
         runtime: None,
         start_now,
+        no_block: false,
         registry: RegistryOptions::default(),
         replace_vendor_unit: false,
         auto_update: true,
@@ -156,6 +157,17 @@ async fn install_enables_starts_and_uninstall_takes_all_of_it_back() {
     assert!(!systemd.is_enabled_now("svc.service") && !systemd.is_active("svc.service"));
     assert_eq!(host_files(&host.root), before);
     assert!(std::fs::symlink_metadata(host.layout.link("svc")).is_err());
+}
+
+#[tokio::test]
+async fn no_block_queues_the_start_without_waiting_for_it() {
+    let host = host();
+    let systemd = Fake::new();
+    let request = InstallRequest { no_block: true, ..install_request("svc", true) };
+    install(&host.layout, &request, &systemd).await.unwrap();
+    let calls = systemd.calls();
+    assert!(calls.iter().any(|c| c == "queue start svc.service"), "{calls:?}");
+    assert!(!calls.iter().any(|c| c == "start svc.service"), "{calls:?}");
 }
 
 #[tokio::test]

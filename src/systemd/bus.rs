@@ -176,6 +176,15 @@ impl ServiceManager for Bus {
         self.run_job(unit, "start").await
     }
 
+    async fn queue_start(&self, unit: &str) -> Result<()> {
+        let manager = self.manager().await?;
+        tokio::time::timeout(JOB_TIMEOUT, manager.start_unit(unit, "replace"))
+            .await
+            .with_context(|| format!("timed out asking systemd to start {unit}"))?
+            .with_context(|| format!("asking systemd to start {unit}"))?;
+        Ok(())
+    }
+
     async fn stop(&self, unit: &str) -> Result<()> {
         self.run_job(unit, "stop").await
     }

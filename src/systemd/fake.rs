@@ -102,6 +102,12 @@ impl ServiceManager for Fake {
         Ok(())
     }
 
+    async fn queue_start(&self, unit: &str) -> Result<()> {
+        let mut state = self.call(format!("queue start {unit}"))?;
+        state.active.insert(unit.to_string());
+        Ok(())
+    }
+
     async fn stop(&self, unit: &str) -> Result<()> {
         self.call(format!("stop {unit}"))?.active.remove(unit);
         Ok(())

@@ -95,6 +95,8 @@ pub trait ServiceManager: Sync {
     fn disable(&self, unit: &str, changes: Option<&mut dyn ChangeLog>) -> impl Future<Output = Result<()>> + Send;
     /// Starts `unit` and waits for the job's result.
     fn start(&self, unit: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Asks for `unit` to be started and returns once the job is queued, not when it ends.
+    fn queue_start(&self, unit: &str) -> impl Future<Output = Result<()>> + Send;
     /// Stops `unit` and waits for the job's result.
     fn stop(&self, unit: &str) -> impl Future<Output = Result<()>> + Send;
     /// After a start: fails unless `unit` is still active a moment later.
@@ -152,6 +154,12 @@ impl ServiceManager for HostManager {
         match self {
             HostManager::Bus(bus) => bus.start(unit).await,
             HostManager::Offline(offline) => offline.start(unit).await,
+        }
+    }
+    async fn queue_start(&self, unit: &str) -> Result<()> {
+        match self {
+            HostManager::Bus(bus) => bus.queue_start(unit).await,
+            HostManager::Offline(offline) => offline.queue_start(unit).await,
         }
     }
     async fn stop(&self, unit: &str) -> Result<()> {

@@ -98,6 +98,10 @@ impl ServiceManager for Offline {
         self.refuse("start", unit)
     }
 
+    async fn queue_start(&self, unit: &str) -> Result<()> {
+        self.refuse("start", unit)
+    }
+
     async fn stop(&self, unit: &str) -> Result<()> {
         self.refuse("stop", unit)
     }

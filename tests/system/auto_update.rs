@@ -1,14 +1,15 @@
 //! The shipped auto-update units on a booted host: they pass `systemd-analyze verify`, and a run
 //! of the service moves a container to the newer image pushed behind its tag, leaving alone the
 //! one installed with --no-auto-update. `update --check` sees the newer image first, changing
-//! nothing.
+//! nothing. The apply units converge the host to the files dropped in /etc/sysctr.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Result;
 
 use super::common::*;
-use super::{active_slot, sysctr_ok, wait_active, Setup};
+use super::{active_slot, greeting, sysctr_ok, wait_active, Setup};
 
 #[test]
 fn the_auto_update_timer_updates_what_may_be_updated() -> Result<()> {
@@ -29,7 +30,10 @@ fn the_auto_update_timer_updates_what_may_be_updated() -> Result<()> {
     ])?;
     assert!(verify.status.success() && verify.stderr.is_empty(), "{}", describe_output(&verify));
 
-    sysctr_ok(&host, &["install", "--now", "--name", "followed", "--set", "RECEIVER=A", &image]);
+    // --no-block: install returns once the start is queued; systemd brings the service up.
+    let said =
+        sysctr_ok(&host, &["install", "--now", "--no-block", "--name", "followed", "--set", "RECEIVER=A", &image]);
+    assert!(said.starts_with("installed, start queued: followed"), "{said}");
     sysctr_ok(&host, &["install", "--now", "--no-auto-update", "--name", "pinned", "--set", "RECEIVER=B", &image]);
     wait_active(&host, "followed.service");
     let checked = sysctr_ok(&host, &["update", "--check", "--all"]);
@@ -49,5 +53,52 @@ fn the_auto_update_timer_updates_what_may_be_updated() -> Result<()> {
     host.exec_ok(&["systemctl", "enable", "--now", "sysctr-auto-update.timer"])?;
     let next = host.exec_ok(&["systemctl", "show", "-P", "NextElapseUSecRealtime", "sysctr-auto-update.timer"])?;
     assert!(!next.trim().is_empty(), "the timer is not scheduled");
+    Ok(())
+}
+
+/// The shipped apply units: a TOML file dropped in /etc/sysctr (as cloud-init or Ignition
+/// would) is enough for the container to be installed and started, and a change to the file is
+/// applied too.
+#[test]
+fn a_file_dropped_in_etc_sysctr_is_applied() -> Result<()> {
+    let setup = Setup::new();
+    let image = setup.push(&hello_image(), "demo/hello");
+    let host = TestHost::boot()?;
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("units");
+    for unit in ["sysctr-apply.service", "sysctr-apply.path"] {
+        std::fs::copy(units.join(unit), host.root().join("usr/lib/systemd/system").join(unit))?;
+    }
+    std::fs::copy(sysctr_bin(), host.root().join("usr/bin/sysctr"))?;
+    let verify = host.exec(&[
+        "systemd-analyze",
+        "verify",
+        "/usr/lib/systemd/system/sysctr-apply.service",
+        "/usr/lib/systemd/system/sysctr-apply.path",
+    ])?;
+    assert!(verify.status.success() && verify.stderr.is_empty(), "{}", describe_output(&verify));
+    host.exec_ok(&["systemctl", "daemon-reload"])?;
+    host.exec_ok(&["systemctl", "enable", "--now", "sysctr-apply.path"])?;
+
+    let drop_file = |receiver: &str| -> Result<()> {
+        let toml =
+            format!("[[container]]\nname = \"hello\"\nimage = \"{image}\"\nset = {{ RECEIVER = \"{receiver}\" }}\n");
+        // Written aside, then renamed into place, as configuration tools do.
+        host.exec_ok(&[
+            "sh",
+            "-c",
+            &format!("printf '%s' '{toml}' > /etc/sysctr/.node.tmp && mv /etc/sysctr/.node.tmp /etc/sysctr/node.toml"),
+        ])?;
+        Ok(())
+    };
+    drop_file("Dropped")?;
+    wait_active(&host, "hello.service");
+    greeting(&host, "Dropped");
+    drop_file("Changed")?;
+    greeting(&host, "Changed");
+    // The service restarts before apply's run ends: wait for the run to say what it did.
+    wait_for("apply to report the update", Duration::from_secs(20), Duration::from_millis(200), || {
+        Ok(host.journal("sysctr-apply.service").contains("updated hello").then_some(()))
+    })?;
+    assert_eq!(active_slot(&host, "hello"), "hello.1");
     Ok(())
 }
