@@ -127,13 +127,20 @@ fn second_pull_reuses_layers_and_shared_layers_are_not_fetched_again() {
     assert!(stdout(&out).contains("1 layers fetched, 1 already present"), "{}", describe_output(&out));
     let out = run_sysctr(&storage, &["pull", &one]);
     assert!(stdout(&out).contains("0 layers fetched, 2 already present"), "{}", describe_output(&out));
+    // For scripts: nothing changed, so exit 0 even with --detailed-exitcode.
+    let out = run_sysctr(&storage, &["pull", "--json", "--detailed-exitcode", &one]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe_output(&out));
+    let pulled: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((pulled["kind"].as_str(), pulled["changed"].as_bool()), (Some("PullResult"), Some(false)), "{pulled}");
+    assert_eq!(pulled["layers_present"], 2, "{pulled}");
+    assert!(pulled["manifest_digest"].as_str().is_some_and(|d| d.starts_with("sha256:")), "{pulled}");
 
     let out = run_sysctr(&storage, &["images", "--json"]);
     assert!(out.status.success(), "{}", describe_output(&out));
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let refs: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r["reference"].as_str().unwrap()).collect();
+    let rows = json_items(&out.stdout, "ImageList");
+    let refs: Vec<&str> = rows.iter().map(|r| r["reference"].as_str().unwrap()).collect();
     assert_eq!(refs, [one.as_str(), two.as_str()]);
-    assert!(rows[0]["size"].as_u64().unwrap() > 500_000, "busybox alone is larger: {rows}");
+    assert!(rows[0]["size"].as_u64().unwrap() > 500_000, "busybox alone is larger: {rows:?}");
 }
 
 #[test]
@@ -214,7 +221,7 @@ fn corrupt_blob_in_registry_is_refused_and_leaves_no_ref() {
     assert!(!err.contains("panicked") && !err.contains("stack backtrace"), "{err}");
     assert!(ostree_refs(&storage).is_empty(), "refs left: {:?}", ostree_refs(&storage));
     let out = run_sysctr(&storage, &["images", "--json"]);
-    assert_eq!(stdout(&out).trim(), "[]", "{}", describe_output(&out));
+    assert!(json_items(&out.stdout, "ImageList").is_empty(), "{}", describe_output(&out));
 }
 
 #[test]
@@ -310,6 +317,7 @@ fn info_lists_labels_defaults_and_required_variables() {
     assert!(out.status.success(), "{}", describe_output(&out));
     assert!(out.stderr.is_empty(), "{}", describe_output(&out));
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((info["apiVersion"].as_str(), info["kind"].as_str()), (Some("sysctr/v1"), Some("ImageInfo")));
     assert_eq!(info["labels"]["atomic.type"], "system");
     assert_eq!(info["defaults"], serde_json::json!({"RECEIVER": "World"}));
     assert_eq!(info["host_provided"], serde_json::json!(["STATE_DIRECTORY"]));

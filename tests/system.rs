@@ -145,7 +145,7 @@ fn install_now_runs_under_systemd_survives_reboot_and_uninstalls_cleanly() -> Re
     assert!(greeting.contains("rootfs: read-only"), "{greeting}");
 
     // The rendered files: unit with the stored UUID, host file from hostfs with its rename.
-    let list: serde_json::Value = serde_json::from_str(&sysctr_ok(&host, &["list", "--json"]))?;
+    let list = json_items(sysctr_ok(&host, &["list", "--json"]).as_bytes(), "ContainerList");
     assert_eq!(list[0]["name"], "hello");
     assert_eq!(list[0]["state"], "running");
     let info: serde_json::Value =
@@ -176,7 +176,7 @@ fn install_now_runs_under_systemd_survives_reboot_and_uninstalls_cleanly() -> Re
     assert!(out.contains("uninstalled hello"), "{out}");
     assert_eq!(unit_property(&host, "hello.service", "LoadState"), "not-found");
     assert_same(&before, &snapshot(&host), "after uninstall");
-    let images: serde_json::Value = serde_json::from_str(&sysctr_ok(&host, &["images", "--json"]))?;
+    let images = json_items(sysctr_ok(&host, &["images", "--json"]).as_bytes(), "ImageList");
     assert_eq!(images[0]["reference"], image.as_str(), "the image stays in the store");
     assert_eq!(images[0]["used_by"], serde_json::json!([]));
     Ok(())
@@ -351,8 +351,8 @@ fn update_rollback_and_rebase_switch_slots_and_keep_the_service_running() -> Res
     assert!(rootfs.join("v2-only").exists() && !rootfs.join("v1-only").exists());
     greeting(&host, "Charon");
 
-    let all: serde_json::Value = serde_json::from_str(&sysctr_ok(&host, &["list", "--all", "--json"]))?;
-    assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
+    let all = json_items(sysctr_ok(&host, &["list", "--all", "--json"]).as_bytes(), "ContainerList");
+    assert_eq!(all.len(), 2, "{all:?}");
     assert_eq!((all[0]["slot"].as_u64(), all[0]["state"].as_str()), (Some(0), Some("running")));
     assert_eq!((all[1]["slot"].as_u64(), all[1]["state"].as_str()), (Some(1), Some("previous")));
 
@@ -626,7 +626,7 @@ fn offline_root_composition_starts_at_first_boot_with_no_sysctr_call() -> Result
     let fitted = fitted["process"]["capabilities"]["bounding"].as_array().unwrap().len();
     assert_eq!(fitted as u32, (bounding & ((1 << 41) - 1)).count_ones(), "{bounding:x}");
     assert!(host.journal("hello-all.service").contains("not in this host's bounding set, left out: "));
-    let list: serde_json::Value = serde_json::from_str(&sysctr_ok(&host, &["list", "--json"]))?;
+    let list = json_items(sysctr_ok(&host, &["list", "--json"]).as_bytes(), "ContainerList");
     assert_eq!(list[0]["state"], "running");
     assert_eq!(list[1]["state"], "running");
 
@@ -671,6 +671,16 @@ fn apply_converges_to_the_file_and_a_second_run_changes_nothing() -> Result<()> 
     assert_eq!(active_slot(&host, "hello-a"), "hello-a.0");
 
     write("Bee");
+    // For configuration tools: one JSON document, and exit 2 when something changes.
+    let out = host.run_sysctr(&["apply", "--dry-run", "--json", "--detailed-exitcode", file.to_str().unwrap()])?;
+    assert_eq!(out.status.code(), Some(2), "{}", describe_output(&out));
+    let planned: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(
+        (planned["kind"].as_str(), planned["changed"].as_bool()),
+        (Some("ApplyResult"), Some(true)),
+        "{planned}"
+    );
+    assert_eq!(planned["containers"][1]["action"], "update", "{planned}");
     // The plan first: it says why, and changes nothing.
     let planned = sysctr_ok(&host, &["apply", "--dry-run", file.to_str().unwrap()]);
     assert_eq!(
@@ -699,6 +709,10 @@ fn apply_converges_to_the_file_and_a_second_run_changes_nothing() -> Result<()> 
         Ok(host_file(&host, "/var/lib/hello-b/greeting").filter(|g| g.starts_with("hello Bee ")))
     })?;
     assert_eq!(apply(&host), "unchanged hello-a\nunchanged hello-b\n");
+    let out = host.run_sysctr(&["apply", "--json", "--detailed-exitcode", file.to_str().unwrap()])?;
+    assert_eq!(out.status.code(), Some(0), "{}", describe_output(&out));
+    let applied: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!((applied["apiVersion"].as_str(), applied["changed"].as_bool()), (Some("sysctr/v1"), Some(false)));
 
     // A container the file no longer lists stays, unless --prune says otherwise.
     std::fs::write(

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::RegistryArgs;
+use super::{print_json, ChangeReport, ContainerChange, RegistryArgs};
 use crate::deploy::{self, Action, Change, Layout};
 use crate::systemd::HostManager;
 
@@ -19,32 +19,70 @@ pub struct ApplyOpts {
     pub prune: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub report: ChangeReport,
 }
 
-pub async fn run(layout: &Layout, systemd: &HostManager, opts: &ApplyOpts) -> Result<()> {
-    if opts.dry_run {
-        for step in deploy::plan(layout, &opts.file, &opts.registry.options(), opts.prune)? {
-            let change = match step.change {
-                Change::Install => "would install",
-                Change::Update => "would update",
-                Change::Remove => "would remove",
-                Change::Unchanged => "unchanged",
-            };
-            println!("{change} {}: {}", step.name, step.reason);
-        }
-        return Ok(());
+/// `apply --json`, and `apply --dry-run --json`: `changed` says whether anything was (or would
+/// be) installed, updated or removed.
+#[derive(serde::Serialize)]
+struct ApplyResult {
+    changed: bool,
+    dry_run: bool,
+    containers: Vec<ContainerChange>,
+    notes: Vec<String>,
+}
+
+/// Returns the exit code (see [`ChangeReport`]).
+pub async fn run(layout: &Layout, systemd: &HostManager, opts: &ApplyOpts) -> Result<i32> {
+    let (containers, notes) = if opts.dry_run {
+        let steps = deploy::plan(layout, &opts.file, &opts.registry.options(), opts.prune)?;
+        let containers: Vec<ContainerChange> = steps
+            .into_iter()
+            .map(|step| ContainerChange {
+                name: step.name,
+                action: match step.change {
+                    Change::Install => "install",
+                    Change::Update => "update",
+                    Change::Remove => "remove",
+                    Change::Unchanged => "unchanged",
+                },
+                detail: Some(step.reason),
+            })
+            .collect();
+        (containers, Vec::new())
+    } else {
+        let (actions, notes) = deploy::apply(layout, &opts.file, &opts.registry.options(), opts.prune, systemd).await?;
+        let containers: Vec<ContainerChange> = actions
+            .into_iter()
+            .map(|action| {
+                let (action, name) = match action {
+                    Action::Installed(name) => ("installed", name),
+                    Action::Updated(name) => ("updated", name),
+                    Action::Unchanged(name) => ("unchanged", name),
+                    Action::Removed(name) => ("removed", name),
+                };
+                ContainerChange { name, action, detail: None }
+            })
+            .collect();
+        (containers, notes)
+    };
+    let changed = containers.iter().any(|c| c.action != "unchanged");
+    if opts.report.json {
+        print_json("ApplyResult", &ApplyResult { changed, dry_run: opts.dry_run, containers, notes })?;
+        return Ok(opts.report.exit_code(changed));
     }
-    let (actions, notes) = deploy::apply(layout, &opts.file, &opts.registry.options(), opts.prune, systemd).await?;
     for note in notes {
         eprintln!("note: {note}");
     }
-    for action in actions {
-        match action {
-            Action::Installed(name) => println!("installed {name}"),
-            Action::Updated(name) => println!("updated {name}"),
-            Action::Unchanged(name) => println!("unchanged {name}"),
-            Action::Removed(name) => println!("removed {name}"),
+    for container in containers {
+        match (opts.dry_run, container.detail) {
+            (true, Some(reason)) if container.action == "unchanged" => {
+                println!("unchanged {}: {reason}", container.name)
+            }
+            (true, Some(reason)) => println!("would {} {}: {reason}", container.action, container.name),
+            _ => println!("{} {}", container.action, container.name),
         }
     }
-    Ok(())
+    Ok(opts.report.exit_code(changed))
 }

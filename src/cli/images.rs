@@ -14,7 +14,7 @@ pub struct ImagesOpts {
 pub fn run(layout: &Layout, opts: &ImagesOpts) -> Result<()> {
     let rows = deploy::images(layout)?;
     if opts.json {
-        return print_json(&rows);
+        return print_json("ImageList", &rows);
     }
     let table: Vec<Vec<String>> = rows
         .iter()

@@ -15,7 +15,7 @@ pub struct InfoOpts {
 pub fn run(layout: &Layout, opts: &InfoOpts) -> Result<()> {
     let info = deploy::info(layout, &super::image_arg(&opts.image)?)?;
     if opts.json {
-        return print_json(&info);
+        return print_json("ImageInfo", &info);
     }
     println!("Image: {}", info.reference);
     println!("Image ID: {}", info.image_id);

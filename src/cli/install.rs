@@ -41,7 +41,7 @@ pub struct InstallOpts {
 /// Returns sysctr's exit code: 0, or the exit code of an image that only runs once.
 pub async fn run(layout: &Layout, systemd: &HostManager, opts: &InstallOpts) -> Result<i32> {
     let request = InstallRequest {
-        image: opts.registry.image(&opts.image)?,
+        image: opts.registry.image(&opts.image).await?,
         name: opts.name.clone(),
         values: parse_sets(&opts.set)?,
         runtime: opts.runtime.clone(),
@@ -70,6 +70,8 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &InstallOpts) -> 
     Ok(0)
 }
 
+/// The first 12 hex digits of an image id, as tables show it.
 pub(super) fn short_id(id: &str) -> &str {
-    &id[..id.len().min(12)]
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    hex.get(..12).unwrap_or(hex)
 }

@@ -22,7 +22,7 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &ListOpts) -> Res
     }
     let rows = deploy::list(layout, opts.all, systemd).await?;
     if opts.json {
-        return print_json(&rows);
+        return print_json("ContainerList", &rows);
     }
     let table: Vec<Vec<String>> = rows
         .iter()

@@ -49,40 +49,91 @@ pub struct Opts {
 #[derive(Debug, Subcommand, PartialEq, Eq)]
 pub enum Command {
     /// Pull an image into the store.
+    #[command(after_help = "Examples:
+  sysctr pull registry.lan:5000/k8s/etcd:3.5
+  sysctr pull oci-archive:/media/images/etcd.tar:3.5      # an air-gapped host
+  sysctr pull --json --detailed-exitcode registry.lan:5000/k8s/etcd:3.5")]
     Pull(pull::PullOpts),
     /// Check credentials against a registry and save them for pulls (containers-auth.json).
+    #[command(after_help = "Examples:
+  printf '%s' \"$TOKEN\" | sysctr login -u deploy --password-stdin registry.lan:5000")]
     Login(login::LoginOpts),
     /// Remove a registry's credentials saved by `sysctr login`.
+    #[command(after_help = "Examples:
+  sysctr logout registry.lan:5000")]
     Logout(login::LogoutOpts),
     /// Install an image as a systemd service.
+    #[command(after_help = "Examples:
+  sysctr install --now registry.lan:5000/k8s/etcd:3.5
+  sysctr install --name etcd --set ETCD_NAME=node1 registry.lan:5000/k8s/etcd:3.5
+  sysctr --root /mnt/image install registry.lan:5000/k8s/etcd:3.5   # into an OS image, offline
+  sysctr install --now --no-block registry.lan:5000/k8s/etcd:3.5")]
     Install(install::InstallOpts),
     /// Stop and remove an installed container; its image stays in the store.
+    #[command(after_help = "Examples:
+  sysctr uninstall etcd")]
     Uninstall(uninstall::UninstallOpts),
     /// Move a container to a new deployment: a newer image, other values, or another image.
+    #[command(after_help = "Examples:
+  sysctr update etcd                       # the newer image behind the same reference
+  sysctr update --set ETCD_NAME=node2 etcd
+  sysctr update --rebase registry.lan:5000/k8s/etcd:3.6 etcd
+  sysctr update --check --all              # what would change; nothing is touched
+  sysctr update --all --json --detailed-exitcode")]
     Update(update::UpdateOpts),
     /// Switch a container back to its previous deployment.
+    #[command(after_help = "Examples:
+  sysctr rollback etcd")]
     Rollback(rollback::RollbackOpts),
     /// List installed containers.
+    #[command(after_help = "Examples:
+  sysctr list
+  sysctr list --all --json")]
     List(list::ListOpts),
     /// Show one container: its service, both deployments, values and what is pending.
+    #[command(after_help = "Examples:
+  sysctr status etcd
+  sysctr status --json etcd")]
     Status(status::StatusOpts),
     /// List images in the store.
+    #[command(after_help = "Examples:
+  sysctr images --json")]
     Images(images::ImagesOpts),
     /// Show an image's labels and the template variables it takes.
+    #[command(after_help = "Examples:
+  sysctr info registry.lan:5000/k8s/etcd:3.5   # the variables to --set")]
     Info(info::InfoOpts),
     /// Remove an image from the store.
+    #[command(after_help = "Examples:
+  sysctr rmi registry.lan:5000/k8s/etcd:3.4")]
     Rmi(rmi::RmiOpts),
     /// Remove unused layers, objects and orphaned deployment slots.
+    #[command(after_help = "Examples:
+  sysctr prune")]
     Prune(prune::PruneOpts),
     /// Show a container's or an image's root filesystem, read-only, at a directory.
+    #[command(after_help = "Examples:
+  sysctr mount etcd /mnt/etcd && ls /mnt/etcd && sysctr umount /mnt/etcd")]
     Mount(mount::MountOpts),
     /// Undo `sysctr mount`.
+    #[command(after_help = "Examples:
+  sysctr umount /mnt/etcd")]
     Umount(mount::UmountOpts),
     /// Run an image once in the foreground, with a throw-away writable root; nothing stays.
+    #[command(after_help = "Examples:
+  sysctr run registry.lan:5000/tools/debug:latest
+  sysctr run --set RECEIVER=World registry.lan:5000/demo/hello:v1 echo hi")]
     Run(run::RunOpts),
     /// Converge to the system containers listed in a TOML file: install, update, leave alone.
+    #[command(after_help = "Examples:
+  sysctr apply node.toml
+  sysctr apply /etc/sysctr                  # every *.toml there, as sysctr-apply.service does
+  sysctr apply --dry-run --prune node.toml  # what would change, and why
+  sysctr apply --json --detailed-exitcode node.toml")]
     Apply(apply::ApplyOpts),
     /// Finish or undo interrupted commands, or drop them with --abandon.
+    #[command(after_help = "Examples:
+  sysctr recover")]
     Recover(recover::RecoverOpts),
     /// Narrow a container's config.json to this host's capability bounding set. Run by the units
     /// of containers installed into an OS image (--root), before each start.
@@ -170,9 +221,11 @@ impl ConnectionArgs {
 }
 
 impl RegistryArgs {
-    /// An image named on the command line, short names resolved (see [`crate::registry::parse_image`]).
-    fn image(&self, input: &str) -> Result<crate::reference::ImageRef> {
-        crate::registry::parse_image(input, &self.connection.registries_conf)
+    /// An image named on the command line, short names resolved (see
+    /// [`crate::registry::parse_image_candidates`]); of several, the first whose registry has it.
+    async fn image(&self, input: &str) -> Result<crate::reference::ImageRef> {
+        let candidates = crate::registry::parse_image_candidates(input, &self.connection.registries_conf)?;
+        crate::deploy::first_available(input, candidates, &self.options()).await
     }
 }
 
@@ -257,12 +310,12 @@ pub async fn run() -> Result<i32> {
     };
     let systemd = &systemd;
     match &opts.command {
-        Command::Pull(o) => pull::run(&layout, o).await,
+        Command::Pull(o) => return pull::run(&layout, o).await,
         Command::Login(o) => login::run(o).await,
         Command::Logout(o) => login::run_logout(o),
         Command::Install(o) => return install::run(&layout, systemd, o).await,
         Command::Uninstall(o) => uninstall::run(&layout, systemd, o).await,
-        Command::Update(o) => update::run(&layout, systemd, o).await,
+        Command::Update(o) => return update::run(&layout, systemd, o).await,
         Command::Rollback(o) => rollback::run(&layout, systemd, o).await,
         Command::List(o) => list::run(&layout, systemd, o).await,
         Command::Status(o) => status::run(&layout, systemd, o).await,
@@ -273,7 +326,7 @@ pub async fn run() -> Result<i32> {
         Command::Mount(o) => mount::run(&layout, o),
         Command::Umount(o) => mount::run_umount(&layout, o),
         Command::Run(o) => return run::run(&layout, systemd, o).await,
-        Command::Apply(o) => apply::run(&layout, systemd, o).await,
+        Command::Apply(o) => return apply::run(&layout, systemd, o).await,
         Command::Recover(o) => recover::run(&layout, systemd, o).await,
         Command::FitCapabilities(o) => {
             crate::reference::validate_container_name(&o.name)?;
@@ -325,9 +378,63 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+/// The version of every `--json` document; a field's meaning never changes within one.
+pub const JSON_API_VERSION: &str = "sysctr/v1";
+
+/// Prints one `--json` document: `apiVersion` and `kind`, then `items` for a list, or the
+/// fields of an object.
+fn print_json<T: serde::Serialize>(kind: &str, value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(&json_document(kind, value)?)?);
     Ok(())
+}
+
+fn json_document<T: serde::Serialize>(kind: &str, value: &T) -> Result<serde_json::Value> {
+    use serde_json::Value;
+    let mut document = serde_json::Map::new();
+    document.insert("apiVersion".into(), Value::from(JSON_API_VERSION));
+    document.insert("kind".into(), Value::from(kind));
+    match serde_json::to_value(value)? {
+        Value::Array(items) => {
+            document.insert("items".into(), Value::Array(items));
+        }
+        Value::Object(fields) => document.extend(fields),
+        other => anyhow::bail!("a {kind} is not a JSON object or list: {other}"),
+    }
+    Ok(Value::Object(document))
+}
+
+/// How the verbs that change things report (`apply`, `update`, `pull`).
+#[derive(Debug, Clone, Copy, Default, clap::Args, PartialEq, Eq)]
+pub struct ChangeReport {
+    /// Print one JSON document (apiVersion sysctr/v1) saying what was done and whether anything
+    /// changed (`"changed"`), instead of lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 2 when something changed and 0 when nothing did (1 stays an error), for scripts and
+    /// configuration tools (Ansible's `changed_when`), as `terraform plan -detailed-exitcode`.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+impl ChangeReport {
+    /// The exit code for a run that `changed` something (or not).
+    fn exit_code(self, changed: bool) -> i32 {
+        if self.detailed_exitcode && changed {
+            2
+        } else {
+            0
+        }
+    }
+}
+
+/// One container's part in a change report.
+#[derive(Debug, serde::Serialize)]
+struct ContainerChange {
+    name: String,
+    /// `installed`, `updated`, `removed`, `unchanged`, `update-available`, `up-to-date`.
+    action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 use anyhow::Result;
 
-use super::RegistryArgs;
+use super::{print_json, ChangeReport, RegistryArgs};
 use crate::deploy::{self, Layout};
 use crate::store::Store;
 
@@ -11,13 +11,46 @@ pub struct PullOpts {
     pub image: String,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub report: ChangeReport,
 }
 
-pub async fn run(layout: &Layout, opts: &PullOpts) -> Result<()> {
-    let image = opts.registry.image(&opts.image)?;
+/// `pull --json`.
+#[derive(serde::Serialize)]
+struct PullResult<'a> {
+    /// Whether the store holds an image under this reference that it did not before.
+    changed: bool,
+    reference: &'a str,
+    manifest_digest: &'a str,
+    layers_fetched: usize,
+    layers_present: usize,
+    signatures: &'a [String],
+    skipped: &'a [String],
+}
+
+/// Returns the exit code (see [`ChangeReport`]).
+pub async fn run(layout: &Layout, opts: &PullOpts) -> Result<i32> {
+    let image = opts.registry.image(&opts.image).await?;
     let _lock = layout.lock()?;
     let store = Store::open_or_create(&layout.repo())?;
+    let before = store.image(&image.canonical())?.map(|stored| stored.manifest_digest);
     let pulled = deploy::pull(&store, &image, &opts.registry.options()).await?;
+    let changed = before.as_deref() != Some(pulled.image.manifest_digest.as_str());
+    if opts.report.json {
+        print_json(
+            "PullResult",
+            &PullResult {
+                changed,
+                reference: &pulled.image.reference,
+                manifest_digest: &pulled.image.manifest_digest,
+                layers_fetched: pulled.layers_fetched,
+                layers_present: pulled.layers_present,
+                signatures: &pulled.signatures,
+                skipped: &pulled.skipped,
+            },
+        )?;
+        return Ok(opts.report.exit_code(changed));
+    }
     for skipped in &pulled.skipped {
         eprintln!("warning: not stored (OSTree cannot hold it): {skipped}");
     }
@@ -28,5 +61,5 @@ pub async fn run(layout: &Layout, opts: &PullOpts) -> Result<()> {
         "pulled {} ({}): {} layers fetched, {} already present",
         pulled.image.reference, pulled.image.manifest_digest, pulled.layers_fetched, pulled.layers_present
     );
-    Ok(())
+    Ok(opts.report.exit_code(changed))
 }

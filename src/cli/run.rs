@@ -30,7 +30,7 @@ pub struct RunOpts {
 /// Returns the container's exit code, which becomes sysctr's.
 pub async fn run(layout: &Layout, systemd: &HostManager, opts: &RunOpts) -> Result<i32> {
     let request = RunRequest {
-        image: opts.registry.image(&opts.image)?,
+        image: opts.registry.image(&opts.image).await?,
         command: opts.command.clone(),
         runtime: opts.runtime.clone(),
         registry: opts.registry.options(),

@@ -17,7 +17,7 @@ pub struct StatusOpts {
 pub async fn run(layout: &Layout, systemd: &HostManager, opts: &StatusOpts) -> Result<()> {
     let status = deploy::status(layout, &opts.name, systemd).await?;
     if opts.json {
-        return print_json(&status);
+        return print_json("ContainerStatus", &status);
     }
     let unit = status.unit.as_deref().map_or(String::new(), |u| format!(" ({u})"));
     println!("{}: {}{unit}", status.name, status.state);

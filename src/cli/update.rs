@@ -1,7 +1,7 @@
 use anyhow::{bail, Result};
 
 use super::install::short_id;
-use super::{parse_sets, RegistryArgs};
+use super::{parse_sets, print_json, ChangeReport, ContainerChange, RegistryArgs};
 use crate::deploy::{self, Layout, SwitchReport, UpdateRequest};
 use crate::systemd::HostManager;
 
@@ -31,9 +31,21 @@ pub struct UpdateOpts {
     pub no_rollback: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub report: ChangeReport,
 }
 
-pub async fn run(layout: &Layout, systemd: &HostManager, opts: &UpdateOpts) -> Result<()> {
+/// `update --json` (and `update --check --json`, where `changed` says whether a newer image is
+/// available). A container that could not be updated is listed as `failed`.
+#[derive(serde::Serialize)]
+struct UpdateResult {
+    changed: bool,
+    check: bool,
+    containers: Vec<ContainerChange>,
+}
+
+/// Returns the exit code (see [`ChangeReport`]).
+pub async fn run(layout: &Layout, systemd: &HostManager, opts: &UpdateOpts) -> Result<i32> {
     let names = match &opts.name {
         Some(name) => vec![name.clone()],
         None => {
@@ -46,22 +58,32 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &UpdateOpts) -> R
             names
         }
     };
-    if names.is_empty() {
+    if names.is_empty() && !opts.report.json {
         println!("no container to update");
-        return Ok(());
+        return Ok(0);
     }
+    let mut containers = Vec::new();
     let mut failed = Vec::new();
     for name in &names {
         let result =
             if opts.check { check(layout, opts, name).await } else { update(layout, systemd, opts, name).await };
         match result {
-            Ok(()) => {}
+            Ok(change) => containers.push(change),
             Err(err) if opts.all => {
                 eprintln!("error: {name}: {err:#}");
+                containers.push(ContainerChange {
+                    name: name.clone(),
+                    action: "failed",
+                    detail: Some(format!("{err:#}")),
+                });
                 failed.push(name.as_str());
             }
             Err(err) => return Err(err),
         }
+    }
+    let changed = containers.iter().any(|c| matches!(c.action, "updated" | "update-available"));
+    if opts.report.json {
+        print_json("UpdateResult", &UpdateResult { changed, check: opts.check, containers })?;
     }
     if !failed.is_empty() {
         bail!(
@@ -72,35 +94,53 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &UpdateOpts) -> R
             failed.join(", ")
         );
     }
-    Ok(())
+    Ok(opts.report.exit_code(changed))
 }
 
-async fn check(layout: &Layout, opts: &UpdateOpts, name: &str) -> Result<()> {
+async fn check(layout: &Layout, opts: &UpdateOpts, name: &str) -> Result<ContainerChange> {
     let found = deploy::check_update(layout, name, &opts.registry.options()).await?;
-    if found.available == found.installed {
-        println!("{name}: up to date ({}, {})", found.image, found.installed);
+    let (action, detail) = if found.available == found.installed {
+        ("up-to-date", format!("up to date ({}, {})", found.image, found.installed))
     } else {
-        println!(
-            "{name}: a newer image is available: {} is {} (installed: {})",
-            found.image, found.available, found.installed
-        );
+        (
+            "update-available",
+            format!(
+                "a newer image is available: {} is {} (installed: {})",
+                found.image, found.available, found.installed
+            ),
+        )
+    };
+    if !opts.report.json {
+        println!("{name}: {detail}");
     }
-    Ok(())
+    Ok(ContainerChange { name: name.to_string(), action, detail: Some(detail) })
 }
 
-async fn update(layout: &Layout, systemd: &HostManager, opts: &UpdateOpts, name: &str) -> Result<()> {
+async fn update(layout: &Layout, systemd: &HostManager, opts: &UpdateOpts, name: &str) -> Result<ContainerChange> {
     let request = UpdateRequest {
         name: name.to_string(),
         values: parse_sets(&opts.set)?,
         replace_values: false,
-        rebase: opts.rebase.as_deref().map(|r| opts.registry.image(r)).transpose()?,
+        rebase: match opts.rebase.as_deref() {
+            Some(rebase) => Some(opts.registry.image(rebase).await?),
+            None => None,
+        },
         pull: !opts.no_pull,
         rollback_on_failure: !opts.no_rollback,
         registry: opts.registry.options(),
     };
     let report = deploy::update(layout, &request, systemd).await?;
-    print_switch(name, &report, "updated");
-    Ok(())
+    if !opts.report.json {
+        print_switch(name, &report, "updated");
+    }
+    Ok(match report {
+        SwitchReport::UpToDate => ContainerChange { name: name.to_string(), action: "unchanged", detail: None },
+        SwitchReport::Switched { from, to, .. } => ContainerChange {
+            name: name.to_string(),
+            action: "updated",
+            detail: Some(format!("{} ({}) -> {} ({})", from.image, from.image_id, to.image, to.image_id)),
+        },
+    })
 }
 
 pub(super) fn print_switch(name: &str, report: &SwitchReport, verb: &str) {

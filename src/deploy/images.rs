@@ -85,7 +85,7 @@ pub fn info(layout: &Layout, image: &ImageRef) -> Result<ImageInfo> {
         .collect();
     Ok(ImageInfo {
         reference: stored.reference.clone(),
-        image_id: stored.image_id()?,
+        image_id: format!("sha256:{}", stored.image_id()?),
         labels: config.config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default().into_iter().collect(),
         defaults,
         host_provided,

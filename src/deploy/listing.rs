@@ -125,7 +125,7 @@ impl ContainerRow {
         ContainerRow {
             name: d.name,
             image: d.image,
-            image_id: d.image_id,
+            image_id: format!("sha256:{}", d.image_id),
             state,
             created: d.created,
             slot: d.slot,
@@ -162,7 +162,7 @@ pub fn images(layout: &Layout) -> Result<Vec<ImageRow>> {
         let used_by = deployments.iter().filter(|d| d.image == image.reference).map(|d| d.name.clone()).collect();
         rows.push(ImageRow {
             reference: image.reference,
-            image_id,
+            image_id: format!("sha256:{image_id}"),
             manifest_digest: image.manifest_digest,
             size,
             used_by,

@@ -40,7 +40,7 @@ pub use images::{info, prune, rmi, ImageInfo, PruneReport};
 pub use install::{install, InstallOutcome, InstallReport, InstallRequest};
 pub use layout::{Deployment, InstalledFile, Layout, DEFAULT_STORAGE};
 pub use listing::{images, list, status, ContainerRow, ContainerStatus, ImageRow, SlotStatus};
-pub use pull::{pull, Pulled};
+pub use pull::{first_available, pull, Pulled};
 pub use recovery::{pending, recover, PendingTransaction};
 pub use run::{run_once, RunRequest};
 pub use slot::fit_capabilities;

@@ -34,6 +34,36 @@ pub struct Pulled {
     pub signatures: Vec<String>,
 }
 
+/// The first of `candidates` (the search registries a short name `input` may be in, when
+/// registries.conf's short-name-mode is not enforcing) that has the image and that the policy
+/// does not refuse outright. Each is asked for its manifest in turn; if none has it, each
+/// failure is said.
+pub async fn first_available(
+    input: &str,
+    mut candidates: Vec<ImageRef>,
+    options: &RegistryOptions,
+) -> Result<ImageRef> {
+    if candidates.len() == 1 {
+        return candidates.pop().context("no image");
+    }
+    let mut failures = Vec::new();
+    for candidate in candidates {
+        let found = async {
+            Requirements::for_image(&candidate, options.signature_policy.as_deref())?;
+            Source::new(&candidate, options)?.fetch_image().await
+        }
+        .await;
+        match found {
+            Ok(_) => {
+                eprintln!("note: short name '{input}' is {candidate} (the first search registry that has it)");
+                return Ok(candidate);
+            }
+            Err(err) => failures.push(format!("{candidate}: {err:#}")),
+        }
+    }
+    anyhow::bail!("no search registry gave the short name '{input}': {}", failures.join("; "))
+}
+
 /// Pulls `image` into the store: only layers not already present are downloaded.
 pub async fn pull(store: &Store, image: &ImageRef, options: &RegistryOptions) -> Result<Pulled> {
     let requirements = Requirements::for_image(image, options.signature_policy.as_deref())

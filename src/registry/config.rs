@@ -228,12 +228,12 @@ impl RegistriesConf {
         self.entry_for(host).is_some_and(|e| e.insecure)
     }
 
-    /// The fully qualified name (`HOST[:PORT]/PATH`) of a short name (`etcd`, `library/etcd`):
-    /// its alias, else the only search registry, else, with several, an error in enforcing mode
-    /// and the first one otherwise.
-    pub fn resolve_short_name(&self, short: &str) -> Result<String> {
+    /// The fully qualified names (`HOST[:PORT]/PATH`) a short name (`etcd`, `library/etcd`) may
+    /// stand for, to be tried in order: its alias, else the only search registry, else, with
+    /// several, an error in enforcing mode (sysctr never prompts) and each of them otherwise.
+    pub fn resolve_short_name(&self, short: &str) -> Result<Vec<String>> {
         if let Some(alias) = self.aliases.get(short) {
-            return Ok(alias.clone());
+            return Ok(vec![alias.clone()]);
         }
         let with = |registry: &str| format!("{registry}/{short}");
         match self.unqualified_search.as_slice() {
@@ -241,8 +241,10 @@ impl RegistriesConf {
                 "'{short}' is a short name, and registries.conf has no alias for it and no \
                  unqualified-search-registries: give the image's full name (HOST/PATH)"
             ),
-            [only] => Ok(with(only)),
-            [first, ..] if self.short_name_mode != ShortNameMode::Enforcing => Ok(with(first)),
+            [only] => Ok(vec![with(only)]),
+            several if self.short_name_mode != ShortNameMode::Enforcing => {
+                Ok(several.iter().map(|r| with(r)).collect())
+            }
             several => bail!(
                 "'{short}' is an ambiguous short name (short-name-mode is enforcing): it may be any of {}; \
                  give the full name, or add an alias in registries.conf",
@@ -252,19 +254,40 @@ impl RegistriesConf {
     }
 }
 
-/// Parses an image reference typed by a user. A registry image named without its registry (a
-/// short name: `etcd`, `coreos/etcd:v3`) is resolved by the registries configuration at
-/// `conf_path` first; the qualified name is said on standard error. Never Docker Hub silently.
-pub fn parse_image(input: &str, conf_path: &Path) -> Result<ImageRef> {
+/// Parses an image reference typed by a user into the images it may be, in the order to try
+/// them. A registry image named without its registry (a short name: `etcd`, `coreos/etcd:v3`)
+/// is resolved by the registries configuration at `conf_path`; when that gives one name, it is
+/// said on standard error. Never Docker Hub silently.
+pub fn parse_image_candidates(input: &str, conf_path: &Path) -> Result<Vec<ImageRef>> {
     // What does not parse (an unsupported transport, a bad name) is said as such first.
     let parsed = ImageRef::parse(input)?;
-    let Some((short, suffix)) = short_name(input) else { return Ok(parsed) };
+    let Some((short, suffix)) = short_name(input) else { return Ok(vec![parsed]) };
     let conf = RegistriesConf::load(conf_path)?;
-    let qualified = format!("{}{suffix}", conf.resolve_short_name(short)?);
-    let image =
-        ImageRef::parse(&qualified).with_context(|| format!("the short name '{input}' resolved to '{qualified}'"))?;
-    eprintln!("note: short name '{input}' is {image} (registries.conf)");
-    Ok(image)
+    let images = conf
+        .resolve_short_name(short)?
+        .into_iter()
+        .map(|name| {
+            let qualified = format!("{name}{suffix}");
+            ImageRef::parse(&qualified).with_context(|| format!("the short name '{input}' resolved to '{qualified}'"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if let [image] = images.as_slice() {
+        eprintln!("note: short name '{input}' is {image} (registries.conf)");
+    }
+    Ok(images)
+}
+
+/// [`parse_image_candidates`] where one image must be named without asking any registry (an
+/// apply file, a command that does not pull): a short name that may be several is refused.
+pub fn parse_image(input: &str, conf_path: &Path) -> Result<ImageRef> {
+    let mut images = parse_image_candidates(input, conf_path)?;
+    if images.len() > 1 {
+        bail!(
+            "'{input}' may be any of {} (unqualified-search-registries); give the full name",
+            images.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        );
+    }
+    images.pop().context("no image")
 }
 
 /// `(name, ":TAG" or "@DIGEST" or "")` when `input` names a registry image without its registry:
@@ -368,13 +391,13 @@ mod tests {
             "etcd" = "registry.lan/coreos/etcd"
             "#,
         );
-        assert_eq!(conf.resolve_short_name("etcd").unwrap(), "registry.lan/coreos/etcd");
+        assert_eq!(conf.resolve_short_name("etcd").unwrap(), ["registry.lan/coreos/etcd"]);
         let err = conf.resolve_short_name("flannel").unwrap_err().to_string();
         assert!(err.contains("ambiguous") && err.contains("registry.lan/flannel, docker.io/flannel"), "{err}");
         // A drop-in: replaces the mode, adds an alias, keeps the rest.
         conf.merge("short-name-mode = \"permissive\"\n[aliases]\n\"flannel\" = \"quay.io/coreos/flannel\"\n").unwrap();
-        assert_eq!(conf.resolve_short_name("flannel").unwrap(), "quay.io/coreos/flannel");
-        assert_eq!(conf.resolve_short_name("busybox").unwrap(), "registry.lan/busybox");
+        assert_eq!(conf.resolve_short_name("flannel").unwrap(), ["quay.io/coreos/flannel"]);
+        assert_eq!(conf.resolve_short_name("busybox").unwrap(), ["registry.lan/busybox", "docker.io/busybox"]);
         let err = RegistriesConf::default().resolve_short_name("etcd").unwrap_err().to_string();
         assert!(err.contains("no unqualified-search-registries"), "{err}");
     }
@@ -423,8 +446,8 @@ mod tests {
         std::fs::write(dir.path().join("registries.conf.d/20-c.conf"), "[aliases]\n\"x\" = \"c.lan/x\"\n").unwrap();
         std::fs::write(dir.path().join("registries.conf.d/README"), "not read").unwrap();
         let conf = RegistriesConf::load(&main).unwrap();
-        assert_eq!(conf.resolve_short_name("y").unwrap(), "b.lan/y");
-        assert_eq!(conf.resolve_short_name("x").unwrap(), "c.lan/x");
+        assert_eq!(conf.resolve_short_name("y").unwrap(), ["b.lan/y"]);
+        assert_eq!(conf.resolve_short_name("x").unwrap(), ["c.lan/x"]);
         assert_eq!(RegistriesConf::load(&dir.path().join("missing.conf")).unwrap(), RegistriesConf::default());
     }
 }

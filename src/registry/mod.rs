@@ -32,7 +32,7 @@ use crate::store::LayerLimits;
 
 pub use auth::{remove as logout, AuthFiles, Credentials};
 pub use bounded::SizedReader;
-pub use config::{parse_image, RegistriesConf};
+pub use config::{parse_image, parse_image_candidates, RegistriesConf};
 #[cfg(feature = "fuzzing")]
 pub(crate) use remote::is_loopback;
 pub use remote::login;

@@ -136,3 +136,12 @@ pub fn wait_for<T>(
         std::thread::sleep(interval);
     }
 }
+
+/// The `items` of a `--json` list document, checked to be of `kind` and of sysctr's JSON API.
+pub fn json_items(stdout: &[u8], kind: &str) -> Vec<serde_json::Value> {
+    let document: serde_json::Value = serde_json::from_slice(stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(stdout)));
+    assert_eq!(document["apiVersion"], "sysctr/v1", "{document}");
+    assert_eq!(document["kind"], kind, "{document}");
+    document["items"].as_array().unwrap_or_else(|| panic!("no items: {document}")).clone()
+}

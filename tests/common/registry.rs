@@ -126,11 +126,12 @@ impl Registry {
     /// Like [`start`](Self::start), for a registry that takes only `user` with `password`
     /// (distribution's htpasswd authentication, HTTP Basic; the hash made by `htpasswd -B`).
     pub fn start_with_password(user: &str, password: &str) -> Result<Registry> {
-        let out = Command::new("htpasswd").args(["-Bbn", user, password]).output().context("running htpasswd")?;
-        if !out.status.success() {
-            bail!("htpasswd failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Self::start_with(Some(out.stdout), false)
+        Self::start_with(Some(htpasswd_entry(user, password)?), false)
+    }
+
+    /// Both: HTTPS with its own CA, and only `user` with `password`.
+    pub fn start_tls_with_password(user: &str, password: &str) -> Result<Registry> {
+        Self::start_with(Some(htpasswd_entry(user, password)?), true)
     }
 
     fn start_with(htpasswd: Option<Vec<u8>>, tls: bool) -> Result<Registry> {
@@ -404,4 +405,13 @@ pub fn port_open(addr: &str) -> bool {
         .ok()
         .map(|a| TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok())
         .unwrap_or(false)
+}
+
+/// The htpasswd line of `user` with `password` (bcrypt, as distribution wants).
+fn htpasswd_entry(user: &str, password: &str) -> Result<Vec<u8>> {
+    let out = Command::new("htpasswd").args(["-Bbn", user, password]).output().context("running htpasswd")?;
+    if !out.status.success() {
+        bail!("htpasswd failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(out.stdout)
 }

@@ -65,7 +65,7 @@ fn assert_refused_cleanly(image: Image, hostile: usize, extra: &[&str], flag: &s
 
     assert!(ostree_refs(&storage).is_empty(), "refs left: {:?}", ostree_refs(&storage));
     let images = run_sysctr(&storage, &["images", "--json"]);
-    assert_eq!(String::from_utf8_lossy(&images.stdout).trim(), "[]", "{}", describe_output(&images));
+    assert!(json_items(&images.stdout, "ImageList").is_empty(), "{}", describe_output(&images));
     // The first layer was imported, and the refused one may have written objects too: none of
     // them belongs to an image, and prune takes them all.
     assert!(object_count(&storage) > 0, "nothing was written: the test proves nothing");

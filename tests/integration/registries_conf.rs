@@ -91,6 +91,21 @@ fn mirrors_blocked_registries_locations_and_short_names() {
         err.contains("ambiguous short name") && err.contains(&format!("{mirror_addr}/team/app, {dead}/team/app")),
         "{err}"
     );
+    // Permissive: each search registry in turn, the first that has the image wins; when none
+    // has it, each is said.
+    write(format!(
+        "short-name-mode = \"permissive\"\nunqualified-search-registries = [\"{dead}\", \"{mirror_addr}\"]\n"
+    ));
+    let out = sysctr(&storage("permissive"), &conf, &["pull", "team/app:v1"]);
+    ok(&out);
+    let expected =
+        format!("short name 'team/app:v1' is {mirror_addr}/team/app:v1 (the first search registry that has it)");
+    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+    let err = refused(&sysctr(&storage("permissive"), &conf, &["pull", "team/none:v1"]));
+    assert!(
+        err.contains(&format!("{dead}/team/none:v1: ")) && err.contains(&format!("{mirror_addr}/team/none:v1: ")),
+        "{err}"
+    );
     write(String::new());
     let err = refused(&sysctr(&storage("none"), &conf, &["pull", "etcd"]));
     assert!(err.contains("'etcd' is a short name") && !err.contains("docker.io"), "{err}");

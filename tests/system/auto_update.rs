@@ -42,6 +42,11 @@ fn the_auto_update_timer_updates_what_may_be_updated() -> Result<()> {
     setup.push(&hello_image().layer(Layer::gzip().file("usr/share/newer", "1", 0o644)), "demo/hello");
     let checked = sysctr_ok(&host, &["update", "--check", "followed"]);
     assert!(checked.starts_with("followed: a newer image is available"), "{checked}");
+    let out = host.run_sysctr(&["update", "--check", "--json", "--detailed-exitcode", "--all"])?;
+    assert_eq!(out.status.code(), Some(2), "{}", describe_output(&out));
+    let checked: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!((checked["kind"].as_str(), checked["changed"].as_bool()), (Some("UpdateResult"), Some(true)));
+    assert_eq!(checked["containers"][0]["action"], "update-available", "{checked}");
     assert_eq!(active_slot(&host, "followed"), "followed.0", "--check changed something");
 
     host.exec_ok(&["systemctl", "daemon-reload"])?;

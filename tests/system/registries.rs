@@ -1,6 +1,7 @@
 //! The host's own registry configuration, on a booted test host: a registry CA installed in the
 //! host's certs.d, and the host's signature policy refusing an update (rejected outright, then
-//! signed by a key the host does not trust), which leaves the running deployment as it was.
+//! signed by a key the host does not trust), which leaves the running deployment as it was; a
+//! private registry behind TLS and a password, reached after `sysctr login`.
 
 use anyhow::Result;
 
@@ -85,6 +86,53 @@ fn the_hosts_certificates_and_policy_are_followed() -> Result<()> {
     // v1 itself passes the same policy.
     sysctr_ok(&host, &["update", tls, "hello"]);
     assert_eq!(active_slot(&host, "hello"), "hello.0");
+    sysctr_ok(&host, &["uninstall", "hello"]);
+    Ok(())
+}
+
+#[test]
+fn a_private_tls_registry_is_installed_from_after_login() -> Result<()> {
+    const USER: &str = "provisioner";
+    const PASSWORD: &str = "Pa55-for-the-host";
+    let registry = Registry::start_tls_with_password(USER, PASSWORD)?;
+    let work = tempfile::Builder::new().prefix("sysctr-st.").tempdir_in("/var/tmp")?;
+    let layout = work.path().join("v1");
+    hello_image().write_oci_layout(&layout, "v1")?;
+    let image = registry.image_ref("private/hello:v1");
+    push_with_credentials(&layout, "v1", &image, &format!("{USER}:{PASSWORD}"))?;
+    let host = TestHost::boot()?;
+    let certs = host.root().join("etc/containers/certs.d").join(registry.addr());
+    std::fs::create_dir_all(&certs)?;
+    std::fs::copy(registry.ca_dir().join("ca.crt"), certs.join("ca.crt"))?;
+    let tls = "--tls-verify=true";
+
+    let err = sysctr_err(&host, &["install", tls, "--now", "--name", "hello", "--set", "RECEIVER=Private", &image]);
+    assert!(err.contains(&format!("requires credentials: `sysctr login {}`", registry.addr())), "{err}");
+    assert!(!host.root().join("etc/systemd/system/hello.service").exists());
+
+    let login = |password: &str| -> Result<std::process::Output> {
+        use std::io::Write as _;
+        let bin = sysctr_bin();
+        let mut child = host
+            .command(&[bin.to_str().unwrap(), "login", tls, "-u", USER, "--password-stdin", &registry.addr()])
+            .env("RUST_BACKTRACE", "0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes())?;
+        Ok(child.wait_with_output()?)
+    };
+    let out = login("not-the-password")?;
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let out = login(PASSWORD)?;
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!said.contains(PASSWORD), "{said}");
+
+    sysctr_ok(&host, &["install", tls, "--now", "--name", "hello", "--set", "RECEIVER=Private", &image]);
+    wait_active(&host, "hello.service");
+    greeting(&host, "Private");
     sysctr_ok(&host, &["uninstall", "hello"]);
     Ok(())
 }
