@@ -14,6 +14,7 @@ packages=(
   time openssl                              # tests: peak memory of a pull, a TLS certificate
   apache2-utils                             # tests: htpasswd, for a registry that wants a password
   gnupg                                     # tests: GPG keys that sign images (skopeo --sign-by)
+  dpkg-dev lintian rpm                      # packages: computed Depends, the .deb's check, rpmbuild
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -2,6 +2,7 @@
 # Builds a Debian package of sysctr: bash packaging/deb/build.sh [OUTDIR]
 # SYSCTR_BIN=PATH packages that binary instead of building a release one, and
 # SYSCTR_DEB_COMPRESSION=gzip trades size for time (the tests do both).
+# Depends are computed by dpkg-shlibdeps; `lintian` reports no error on the result.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 out=${1:-$repo/target/deb}
@@ -19,6 +20,9 @@ for unit in sysctr-auto-update.service sysctr-auto-update.timer sysctr-apply.ser
   install -D -m 644 "$repo/units/$unit" "$stage/usr/lib/systemd/system/$unit"
 done
 install -D -m 644 "$repo/README.md" "$stage/usr/share/doc/sysctr/README.md"
+install -D -m 644 "$repo/packaging/deb/copyright" "$stage/usr/share/doc/sysctr/copyright"
+install -D -m 644 "$repo/packaging/deb/changelog" "$stage/usr/share/doc/sysctr/changelog"
+gzip -9n "$stage/usr/share/doc/sysctr/changelog"
 # Man pages and completions, generated from the command line itself.
 docs=$(mktemp -d)
 trap 'rm -rf "$stage" "$docs"' EXIT
@@ -30,13 +34,20 @@ done
 install -D -m 644 "$docs/completions/sysctr.bash" "$stage/usr/share/bash-completion/completions/sysctr"
 install -D -m 644 "$docs/completions/_sysctr" "$stage/usr/share/zsh/vendor-completions/_sysctr"
 install -D -m 644 "$docs/completions/sysctr.fish" "$stage/usr/share/fish/vendor_completions.d/sysctr.fish"
+# Depends: the shared libraries the binary links, as dpkg-shlibdeps finds them, and what it runs.
+shlibs=$(mktemp -d)
+trap 'rm -rf "$stage" "$docs" "$shlibs"' EXIT
+mkdir -p "$shlibs/debian"
+printf 'Source: sysctr\n\nPackage: sysctr\nArchitecture: any\n' > "$shlibs/debian/control"
+libs=$(cd "$shlibs" && dpkg-shlibdeps -O -e"$stage/usr/bin/sysctr" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
+[ -n "$libs" ] || { echo "dpkg-shlibdeps found no library dependencies" >&2; exit 1; }
 mkdir -p "$stage/DEBIAN"
 cat > "$stage/DEBIAN/control" <<CONTROL
 Package: sysctr
 Version: $version
 Architecture: $arch
-Maintainer: sysctr developers <sysctr@localhost>
-Depends: libostree-1-1 (>= 2022.7), runc, systemd, libssl3
+Maintainer: sysctr maintainers <maintainers@sysctr.invalid>
+Depends: $libs, runc, systemd
 Section: admin
 Priority: optional
 Description: system containers: OCI images run by runc as plain systemd services

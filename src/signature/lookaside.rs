@@ -78,7 +78,7 @@ impl RegistriesD {
         let mut origin: BTreeMap<String, PathBuf> = BTreeMap::new();
         for path in files {
             let Some(text) = crate::registry::read_host_config_text(&path, MAX_CONFIG_FILE)? else { continue };
-            let file: File = serde_yaml_ng::from_str(&text)
+            let file: File = serde_saphyr::from_str(&text)
                 .map_err(|e| anyhow!("{} is not a valid registries.d file: {e}", path.display()))?;
             if let Some(default) = file.default_docker {
                 if let Some(first) = origin.insert("default-docker".to_string(), path.clone()) {

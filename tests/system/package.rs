@@ -1,6 +1,7 @@
-//! The Debian package on a booted host: installed with dpkg, it brings the binary, the man pages,
-//! the completions, the units (known to systemd at once) and a private storage; the demo runs with
-//! the installed binary; purged, it leaves nothing but the storage.
+//! The Debian package on a booted host: lintian finds no error in it; installed with dpkg, it
+//! brings the binary, the man pages, the completions, the units (known to systemd at once) and a
+//! private storage; the demo runs with the installed binary; purged, it leaves nothing but the
+//! storage. The RPM, built by rpmbuild from a source tarball, holds the same files.
 
 use std::path::Path;
 
@@ -23,6 +24,17 @@ fn the_package_installs_runs_the_demo_and_purges_clean() -> Result<()> {
         .output()?;
     assert!(built.status.success(), "{}", describe_output(&built));
     let deb = std::fs::read_dir(&out_dir)?.next().expect("a package")?.path();
+    let lint = std::process::Command::new("lintian")
+        .args(["--fail-on", "error", "--tag-display-limit", "0"])
+        .arg(&deb)
+        .output()?;
+    assert!(lint.status.success(), "lintian: {}", describe_output(&lint));
+    let depends = std::process::Command::new("dpkg-deb").args(["-f"]).arg(&deb).arg("Depends").output()?;
+    let depends = String::from_utf8_lossy(&depends.stdout);
+    assert!(
+        depends.contains("libostree-1-1 (>=") && depends.contains("libc6 (>=") && depends.contains("runc"),
+        "{depends}"
+    );
 
     let host = TestHost::boot()?;
     let root = host.root();
@@ -81,5 +93,44 @@ fn the_package_installs_runs_the_demo_and_purges_clean() -> Result<()> {
         assert!(left.is_empty(), "left in /{dir} after purge: {left:?}");
     }
     assert!(root.join("var/lib/sysctr").exists(), "the storage went with the package");
+    Ok(())
+}
+
+#[test]
+fn the_rpm_builds_from_a_source_tarball_with_the_same_files() -> Result<()> {
+    let work = tempfile::Builder::new().prefix("sysctr-rpm.").tempdir_in("/var/tmp")?;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let built = std::process::Command::new("bash")
+        .arg(repo.join("packaging/rpm/build.sh"))
+        .arg(work.path())
+        .env("SYSCTR_BIN", sysctr_bin())
+        .output()?;
+    assert!(built.status.success(), "{}", describe_output(&built));
+    let rpm = std::fs::read_dir(work.path())?.next().expect("a package")?.path();
+    let query = |args: &[&str]| -> Result<String> {
+        let out = std::process::Command::new("rpm").args(args).arg(&rpm).output()?;
+        assert!(out.status.success(), "rpm {args:?}: {}", describe_output(&out));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let files = query(&["-qlp"])?;
+    for file in [
+        "/usr/bin/sysctr",
+        "/usr/lib/tmpfiles.d/sysctr.conf",
+        "/usr/lib/systemd/system/sysctr-auto-update.service",
+        "/usr/lib/systemd/system/sysctr-auto-update.timer",
+        "/usr/lib/systemd/system/sysctr-apply.service",
+        "/usr/lib/systemd/system/sysctr-apply.path",
+        "/usr/share/man/man8/sysctr-install.8",
+        "/usr/share/bash-completion/completions/sysctr",
+        "/usr/share/zsh/site-functions/_sysctr",
+        "/usr/share/fish/vendor_completions.d/sysctr.fish",
+        "/usr/share/licenses/sysctr-0.1.0/copyright",
+    ] {
+        assert!(files.lines().any(|line| line.starts_with(file)), "{file} is not in the RPM:\n{files}");
+    }
+    let requires = query(&["-qp", "--requires"])?;
+    assert!(requires.contains("libostree-1.so.1") && requires.contains("runc"), "{requires}");
+    let scripts = query(&["-qp", "--scripts"])?;
+    assert!(scripts.contains("systemd-tmpfiles --create sysctr.conf"), "{scripts}");
     Ok(())
 }
