@@ -21,6 +21,7 @@ pub mod deploy;
 pub mod digest;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod output;
 pub mod reference;
 pub mod registry;
 pub mod rooted;

@@ -73,15 +73,15 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &ApplyOpts) -> Re
         return Ok(opts.report.exit_code(changed));
     }
     for note in notes {
-        eprintln!("note: {note}");
+        crate::output::note(note);
     }
     for container in containers {
         match (opts.dry_run, container.detail) {
             (true, Some(reason)) if container.action == "unchanged" => {
-                println!("unchanged {}: {reason}", container.name)
+                crate::say!("unchanged {}: {reason}", container.name)
             }
-            (true, Some(reason)) => println!("would {} {}: {reason}", container.action, container.name),
-            _ => println!("{} {}", container.action, container.name),
+            (true, Some(reason)) => crate::say!("would {} {}: {reason}", container.action, container.name),
+            _ => crate::say!("{} {}", container.action, container.name),
         }
     }
     Ok(opts.report.exit_code(changed))

@@ -56,17 +56,17 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &InstallOpts) -> 
         InstallOutcome::RanOnce(code) => return Ok(code),
     };
     for note in &report.notes {
-        eprintln!("note: {note}");
+        crate::output::note(note);
     }
     for missing in &report.missing_units {
-        eprintln!("note: {missing}");
+        crate::output::note(missing);
     }
     let state = match (opts.now, opts.no_block) {
         (true, true) => "installed, start queued:",
         (true, false) => "installed and started",
         (false, _) => "installed",
     };
-    println!("{state} {} from {} ({})", report.name, report.deployment.image, short_id(&report.deployment.image_id));
+    crate::say!("{state} {} from {} ({})", report.name, report.deployment.image, short_id(&report.deployment.image_id));
     Ok(0)
 }
 

@@ -18,7 +18,7 @@ pub struct ListOpts {
 pub async fn run(layout: &Layout, systemd: &HostManager, opts: &ListOpts) -> Result<()> {
     // Read-only: what is pending is reported, and left to `sysctr recover`.
     for pending in deploy::pending(layout)? {
-        eprintln!("note: {} is pending; run `sysctr recover`", pending.describe());
+        crate::output::note(format!("{} is pending; run `sysctr recover`", pending.describe()));
     }
     let rows = deploy::list(layout, opts.all, systemd).await?;
     if opts.json {

@@ -49,7 +49,7 @@ pub async fn run(opts: &LoginOpts) -> Result<()> {
     let credentials = Credentials { username: opts.username.clone(), password };
     let options: RegistryOptions = opts.connection.options();
     let file = registry::login(registry, &credentials, &options).await?;
-    println!("logged in to {registry} (credentials saved in {})", file.display());
+    crate::say!("logged in to {registry} (credentials saved in {})", file.display());
     Ok(())
 }
 
@@ -57,7 +57,7 @@ pub fn run_logout(opts: &LogoutOpts) -> Result<()> {
     let registry = registry_name(&opts.registry)?;
     let file = opts.auth.files().write_target();
     if registry::logout(&file, registry)? {
-        println!("removed the credentials for {registry} from {}", file.display());
+        crate::say!("removed the credentials for {registry} from {}", file.display());
         Ok(())
     } else {
         bail!("{} holds no credentials for {registry}", file.display())

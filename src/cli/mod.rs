@@ -9,6 +9,7 @@ mod install;
 mod list;
 mod login;
 mod mount;
+mod progress;
 mod prune;
 mod pull;
 mod recover;
@@ -41,6 +42,15 @@ pub struct Opts {
     /// units enabled by symlinks as `systemctl --root` does.
     #[arg(long, global = true, default_value = "/")]
     pub root: PathBuf,
+
+    /// Say more: -v sysctr's steps, -vv the registry client's requests too, -vvv everything
+    /// (RUST_LOG, if set, decides instead).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Say only errors and what was asked for (tables, --json): no notes, warnings or progress.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -289,6 +299,7 @@ impl RegistryArgs {
                 path_length: self.max_path_length,
                 depth: self.max_path_depth,
             },
+            progress: progress::for_terminal(),
             ..self.connection.options()
         }
     }
@@ -297,6 +308,7 @@ impl RegistryArgs {
 /// Runs the command line; returns the process exit code.
 pub async fn run() -> Result<i32> {
     let opts = Opts::parse();
+    crate::output::init(opts.verbose, opts.quiet);
     if let Command::GenerateDocs { dir } = &opts.command {
         docs::generate(dir)?;
         return Ok(0);

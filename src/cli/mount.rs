@@ -27,12 +27,12 @@ pub fn run(layout: &Layout, opts: &MountOpts) -> Result<()> {
         MountSource::Image(super::image_arg(&opts.what)?)
     };
     deploy::mount_readonly(layout, &source, &opts.dir)?;
-    println!("mounted {} read-only on {}", opts.what, opts.dir.display());
+    crate::say!("mounted {} read-only on {}", opts.what, opts.dir.display());
     Ok(())
 }
 
 pub fn run_umount(layout: &Layout, opts: &UmountOpts) -> Result<()> {
     deploy::unmount(layout, &opts.dir)?;
-    println!("unmounted {}", opts.dir.display());
+    crate::say!("unmounted {}", opts.dir.display());
     Ok(())
 }

@@ -10,9 +10,9 @@ pub struct PruneOpts {}
 pub async fn run(layout: &Layout, systemd: &HostManager, _opts: &PruneOpts) -> Result<()> {
     let report = deploy::prune(layout, systemd).await?;
     for slot in &report.slots {
-        println!("removed orphaned deployment {slot}");
+        crate::say!("removed orphaned deployment {slot}");
     }
-    println!(
+    crate::say!(
         "removed {} unused layers and {} objects, freed {}",
         report.store.layers,
         report.store.objects,

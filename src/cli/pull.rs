@@ -52,14 +52,17 @@ pub async fn run(layout: &Layout, opts: &PullOpts) -> Result<i32> {
         return Ok(opts.report.exit_code(changed));
     }
     for skipped in &pulled.skipped {
-        eprintln!("warning: not stored (OSTree cannot hold it): {skipped}");
+        crate::output::warning(format!("not stored (OSTree cannot hold it): {skipped}"));
     }
     for signature in &pulled.signatures {
-        eprintln!("signature verified: {signature}");
+        crate::output::note(format!("signature verified: {signature}"));
     }
-    println!(
+    crate::say!(
         "pulled {} ({}): {} layers fetched, {} already present",
-        pulled.image.reference, pulled.image.manifest_digest, pulled.layers_fetched, pulled.layers_present
+        pulled.image.reference,
+        pulled.image.manifest_digest,
+        pulled.layers_fetched,
+        pulled.layers_present
     );
     Ok(opts.report.exit_code(changed))
 }

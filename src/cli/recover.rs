@@ -13,10 +13,10 @@ pub struct RecoverOpts {
 pub async fn run(layout: &Layout, systemd: &HostManager, opts: &RecoverOpts) -> Result<()> {
     let done = deploy::recover(layout, systemd, opts.abandon).await?;
     if done.is_empty() {
-        println!("nothing to recover");
+        crate::say!("nothing to recover");
     }
     for line in done {
-        println!("{line}");
+        crate::say!("{line}");
     }
     Ok(())
 }

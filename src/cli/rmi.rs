@@ -15,6 +15,6 @@ pub struct RmiOpts {
 pub async fn run(layout: &Layout, systemd: &HostManager, opts: &RmiOpts) -> Result<()> {
     let image = super::image_arg(&opts.image)?;
     deploy::rmi(layout, &image, opts.force, systemd).await?;
-    println!("removed {image} (run `sysctr prune` to free its space)");
+    crate::say!("removed {image} (run `sysctr prune` to free its space)");
     Ok(())
 }

@@ -12,8 +12,8 @@ pub struct UninstallOpts {
 pub async fn run(layout: &Layout, systemd: &HostManager, opts: &UninstallOpts) -> Result<()> {
     let report = deploy::uninstall(layout, &opts.name, systemd).await?;
     for note in &report.notes {
-        eprintln!("note: {note}");
+        crate::output::note(note);
     }
-    println!("uninstalled {}", opts.name);
+    crate::say!("uninstalled {}", opts.name);
     Ok(())
 }

@@ -59,7 +59,7 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &UpdateOpts) -> R
         }
     };
     if names.is_empty() && !opts.report.json {
-        println!("no container to update");
+        crate::say!("no container to update");
         return Ok(0);
     }
     let mut containers = Vec::new();
@@ -111,7 +111,7 @@ async fn check(layout: &Layout, opts: &UpdateOpts, name: &str) -> Result<Contain
         )
     };
     if !opts.report.json {
-        println!("{name}: {detail}");
+        crate::say!("{name}: {detail}");
     }
     Ok(ContainerChange { name: name.to_string(), action, detail: Some(detail) })
 }
@@ -145,15 +145,15 @@ async fn update(layout: &Layout, systemd: &HostManager, opts: &UpdateOpts, name:
 
 pub(super) fn print_switch(name: &str, report: &SwitchReport, verb: &str) {
     match report {
-        SwitchReport::UpToDate => println!("{name} is already up to date"),
+        SwitchReport::UpToDate => crate::say!("{name} is already up to date"),
         SwitchReport::Switched { from, to, notes, missing_units } => {
             for note in notes {
-                eprintln!("note: {note}");
+                crate::output::note(note);
             }
             for missing in missing_units {
-                eprintln!("note: {missing}");
+                crate::output::note(missing);
             }
-            println!(
+            crate::say!(
                 "{verb} {name}: {} ({}, slot {}) -> {} ({}, slot {})",
                 from.image,
                 short_id(&from.image_id),

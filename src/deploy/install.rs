@@ -63,6 +63,7 @@ pub struct InstallReport {
     pub missing_units: Vec<MissingUnit>,
 }
 
+#[tracing::instrument(name = "install", skip_all, fields(container = tracing::field::Empty))]
 pub async fn install(
     layout: &Layout,
     request: &InstallRequest,
@@ -70,6 +71,8 @@ pub async fn install(
 ) -> Result<InstallOutcome> {
     let name = request.name.clone().unwrap_or_else(|| request.image.default_container_name());
     validate_container_name(&name)?;
+    tracing::Span::current().record("container", name.as_str());
+    tracing::info!(image = %request.image, "installing");
     let (lock, mut notes) = lock_and_recover(layout, systemd, Some(&name)).await?;
     refuse_existing(layout, &name, request.replace_vendor_unit)?;
     let runtime = find_runtime(layout, request.runtime.as_deref())?;
@@ -137,6 +140,7 @@ pub async fn install(
         Ok((deployment, mut more, missing_units)) => {
             journal.commit()?;
             notes.append(&mut more);
+            tracing::info!(image_id = %deployment.image_id, "installed");
             Ok(InstallOutcome::Installed(Box::new(InstallReport { name, deployment, notes, missing_units })))
         }
         Err(err) => {

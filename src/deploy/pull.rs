@@ -55,7 +55,9 @@ pub async fn first_available(
         .await;
         match found {
             Ok(_) => {
-                eprintln!("note: short name '{input}' is {candidate} (the first search registry that has it)");
+                crate::output::note(format!(
+                    "short name '{input}' is {candidate} (the first search registry that has it)"
+                ));
                 return Ok(candidate);
             }
             Err(err) => failures.push(format!("{candidate}: {err:#}")),
@@ -100,6 +102,10 @@ pub async fn pull(store: &Store, image: &ImageRef, options: &RegistryOptions) ->
         }
         commits.push(existing);
     }
+    let progress = options.progress.0.clone();
+    if let Some(progress) = &progress {
+        progress.begin(&to_import.iter().map(|(_, layer, size)| (layer.digest.clone(), *size)).collect::<Vec<_>>());
+    }
     let layers_present = commits.len() - to_import.len();
     let layers_fetched = to_import.len();
 
@@ -134,6 +140,10 @@ pub async fn pull(store: &Store, image: &ImageRef, options: &RegistryOptions) ->
         let Some(joined) = tasks.join_next().await else { break };
         match joined.map_err(|e| anyhow!("layer task failed: {e}")).and_then(|result| result) {
             Ok((position, imported)) => {
+                if let (Some(progress), Some(layer)) = (&progress, layers.get(position)) {
+                    progress.finished(&Digest::parse(layer.digest().as_ref())?);
+                }
+                tracing::info!(layer = %layers.get(position).map(|l| l.digest().to_string()).unwrap_or_default(), "layer imported");
                 skipped.extend(imported.skipped);
                 commits[position] = Some(imported.commit);
             }
@@ -144,6 +154,9 @@ pub async fn pull(store: &Store, image: &ImageRef, options: &RegistryOptions) ->
                 }
             }
         }
+    }
+    if let Some(progress) = &progress {
+        progress.end();
     }
     if let Some(err) = failure {
         return Err(err).with_context(|| format!("pulling {image}"));

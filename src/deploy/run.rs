@@ -195,7 +195,7 @@ impl Bundle {
         let (_, values) = resolve_values(layout, &slot_request, &self.dir, &exports.manifest)?;
         let checked = render_config(&exports, config, &values, &request.values, &name, lower, RootUse::Throwaway)?;
         for rewrite in &checked.rewrites {
-            eprintln!("note: config.json rewritten for this runc: {rewrite}");
+            crate::output::note(format!("config.json rewritten for this runc: {rewrite}"));
         }
         if let Some(text) = &exports.tmpfiles_template {
             let rendered = template::render_file("tmpfiles.template", text, FileKind::LineOriented, &values)?;

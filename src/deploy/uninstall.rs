@@ -18,6 +18,7 @@ pub struct UninstallReport {
     pub notes: Vec<String>,
 }
 
+#[tracing::instrument(name = "uninstall", skip_all, fields(container = %name))]
 pub async fn uninstall(layout: &Layout, name: &str, systemd: &impl ServiceManager) -> Result<UninstallReport> {
     validate_container_name(name)?;
     let (_lock, mut notes) = lock_and_recover(layout, systemd, Some(name)).await?;
@@ -45,7 +46,7 @@ pub(super) async fn remove_container(
             let dependents = systemd.required_by(&unit).await?;
             if !dependents.is_empty() {
                 // Said before the stop: systemd stops them along with this unit.
-                eprintln!("warning: {} require {unit}; stopping it stops them too", dependents.join(", "));
+                crate::output::warning(format!("{} require {unit}; stopping it stops them too", dependents.join(", ")));
             }
             if systemd.state(&unit).await? != UnitState::Inactive {
                 systemd.stop(&unit).await?;

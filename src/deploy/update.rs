@@ -71,8 +71,10 @@ pub async fn check_update(layout: &Layout, name: &str, registry: &RegistryOption
     })
 }
 
+#[tracing::instrument(name = "update", skip_all, fields(container = %request.name))]
 pub async fn update(layout: &Layout, request: &UpdateRequest, systemd: &impl ServiceManager) -> Result<SwitchReport> {
     validate_container_name(&request.name)?;
+    tracing::info!(image = %request.rebase.as_ref().map_or_else(|| "the installed one".to_string(), ToString::to_string), "updating");
     let (_lock, recovered) = lock_and_recover(layout, systemd, Some(&request.name)).await?;
     let current = layout.read_info(&request.name)?;
     let store = Store::open(&layout.repo())?;
@@ -95,6 +97,7 @@ pub async fn update(layout: &Layout, request: &UpdateRequest, systemd: &impl Ser
         merged
     };
     if image.commit == current.ostree_commit && values == current.values {
+        tracing::info!(image = %current.image, "already up to date");
         return Ok(SwitchReport::UpToDate);
     }
 
@@ -120,6 +123,7 @@ pub async fn update(layout: &Layout, request: &UpdateRequest, systemd: &impl Ser
     match outcome {
         Ok((to, notes, missing_units)) => {
             journal.commit()?;
+            tracing::info!(from = %current.image_id, to = %to.image_id, slot = to.slot, "updated");
             Ok(SwitchReport::Switched { from: current, to, notes: [recovered, notes].concat(), missing_units })
         }
         // Only a service that failed to come up keeps the new deployment: a failure inside the
@@ -130,6 +134,7 @@ pub async fn update(layout: &Layout, request: &UpdateRequest, systemd: &impl Ser
                 .context(format!("the update of {} failed; left on the new deployment (--no-rollback)", request.name)))
         }
         Err(err) => {
+            tracing::warn!(error = %format!("{err:#}"), "update failed; rolling back");
             let problems = journal.undo(systemd).await;
             let err = err.context(format!(
                 "the update of {} failed; rolled back to {} (slot {})",

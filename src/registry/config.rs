@@ -272,7 +272,7 @@ pub fn parse_image_candidates(input: &str, conf_path: &Path) -> Result<Vec<Image
         })
         .collect::<Result<Vec<_>>>()?;
     if let [image] = images.as_slice() {
-        eprintln!("note: short name '{input}' is {image} (registries.conf)");
+        crate::output::note(format!("short name '{input}' is {image} (registries.conf)"));
     }
     Ok(images)
 }

@@ -55,6 +55,49 @@ pub const DEFAULT_MAX_LAYERS: usize = 500;
 /// A stream of a blob's raw (still compressed) bytes.
 pub type BlobStream = Pin<Box<dyn AsyncRead + Send>>;
 
+/// Told how far layer downloads have got (the progress bars of a terminal).
+pub trait BlobProgress: Send + Sync {
+    /// These layers (digest, size) are about to be fetched.
+    fn begin(&self, layers: &[(Digest, u64)]);
+    fn advanced(&self, layer: &Digest, bytes: u64);
+    fn finished(&self, layer: &Digest);
+    /// Every layer is in, or the pull failed.
+    fn end(&self);
+}
+
+/// Where layer progress is reported, if anywhere.
+#[derive(Clone, Default)]
+pub struct Progress(pub Option<std::sync::Arc<dyn BlobProgress>>);
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Progress(reported)" } else { "Progress(none)" })
+    }
+}
+
+/// A layer stream that reports what passes through it.
+struct Reporting {
+    inner: BlobStream,
+    layer: Digest,
+    sink: std::sync::Arc<dyn BlobProgress>,
+}
+
+impl AsyncRead for Reporting {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = self.inner.as_mut().poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            self.sink.advanced(&self.layer, read as u64);
+        }
+        polled
+    }
+}
+
 /// How to reach registries, and what to accept from any source.
 #[derive(Debug, Clone)]
 pub struct RegistryOptions {
@@ -77,6 +120,8 @@ pub struct RegistryOptions {
     pub signature_policy: Option<PathBuf>,
     /// containers-registries.d(5): where signatures are found.
     pub registries_d: PathBuf,
+    /// Where layer downloads report their progress.
+    pub progress: Progress,
 }
 
 impl Default for RegistryOptions {
@@ -91,6 +136,7 @@ impl Default for RegistryOptions {
             cert_dir: None,
             signature_policy: None,
             registries_d: PathBuf::from(crate::signature::DEFAULT_REGISTRIES_D),
+            progress: Progress::default(),
         }
     }
 }
@@ -144,6 +190,7 @@ pub struct SigstoreAttachment {
 pub struct Source {
     from: Origin,
     max_layers: usize,
+    progress: Progress,
 }
 
 enum Origin {
@@ -171,7 +218,7 @@ impl Source {
                 Origin::DockerArchive(docker_archive::DockerArchiveSource::new(path, pick.as_ref()))
             }
         };
-        Ok(Source { from, max_layers: options.max_layers })
+        Ok(Source { from, max_layers: options.max_layers, progress: options.progress.clone() })
     }
 
     /// Fetches the manifest (resolving an index to this host's platform) and the config: from a
@@ -249,7 +296,11 @@ impl Source {
             Origin::Layout(s) => s.blob_stream(digest).await?,
             Origin::DockerArchive(s) => s.blob_stream(digest).await?,
         };
-        Ok(Box::pin(SizedReader::new(stream, size, format!("layer {digest}"))))
+        let sized: BlobStream = Box::pin(SizedReader::new(stream, size, format!("layer {digest}")));
+        Ok(match &self.progress.0 {
+            Some(sink) => Box::pin(Reporting { inner: sized, layer: digest.clone(), sink: sink.clone() }),
+            None => sized,
+        })
     }
 }
 

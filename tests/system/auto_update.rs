@@ -55,6 +55,10 @@ fn the_auto_update_timer_updates_what_may_be_updated() -> Result<()> {
     assert_eq!(active_slot(&host, "pinned"), "pinned.0");
     wait_active(&host, "followed.service");
     assert!(host.journal("sysctr-auto-update.service").contains("updated followed"));
+    // Under systemd the log goes to the journal, each event with the container it is about.
+    let about = host.exec_ok(&["journalctl", "--no-pager", "-o", "cat", "SYSCTR_CONTAINER=followed"])?;
+    assert!(about.contains("updating") && about.contains("updated"), "{about}");
+    assert!(!about.contains("pinned"), "{about}");
     host.exec_ok(&["systemctl", "enable", "--now", "sysctr-auto-update.timer"])?;
     let next = host.exec_ok(&["systemctl", "show", "-P", "NextElapseUSecRealtime", "sysctr-auto-update.timer"])?;
     assert!(!next.trim().is_empty(), "the timer is not scheduled");
