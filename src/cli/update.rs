@@ -15,7 +15,7 @@ pub struct UpdateOpts {
     #[arg(long, conflicts_with_all = ["set", "rebase"])]
     pub all: bool,
     /// Say whether the image's source has a newer image; change nothing.
-    #[arg(long, conflicts_with_all = ["set", "rebase", "no_pull", "no_rollback"])]
+    #[arg(long, alias = "dry-run", conflicts_with_all = ["set", "rebase", "no_pull", "no_rollback"])]
     pub check: bool,
     /// Set a template variable, KEY=VALUE (repeatable); values set before are kept.
     #[arg(long = "set", value_name = "KEY=VALUE")]

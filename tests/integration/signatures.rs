@@ -143,6 +143,58 @@ fn gpg_signatures_from_the_lookaside_are_required_by_the_policy() {
     assert!(out.status.success(), "{}", describe_output(&out));
     assert!(pull("team/app:v1").status.success());
     assert_eq!(pull("team/stranger:v1").status.code(), Some(1));
+
+    // The same lookaside served over HTTP.
+    let server = LookasideServer::serve(&lookaside);
+    std::fs::write(registries_d.join("default.yaml"), format!("default-docker:\n  lookaside: {}\n", server.url))
+        .unwrap();
+    let out = run_sysctr(&storage, &["rmi", &image("team/app:v1")]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let out = pull("team/app:v1");
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(stderr(&out).contains("signed by key"), "{}", stderr(&out));
+    let out = pull("team/unsigned:v1");
+    assert!(
+        stderr(&out).contains(&format!("no signature was found in the lookaside {}", server.url)),
+        "{}",
+        stderr(&out)
+    );
+    assert!(pull("team/stranger:v1").status.code() == Some(1));
+}
+
+/// `python3 -m http.server` over a directory, on a free loopback port.
+struct LookasideServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl LookasideServer {
+    fn serve(dir: &Path) -> LookasideServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        LookasideServer { child, url: format!("http://{addr}") }
+    }
+}
+
+impl Drop for LookasideServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[test]
