@@ -22,11 +22,23 @@ pub struct GpgKey {
 
 impl GpgKey {
     pub fn generate(name: &str) -> Result<GpgKey> {
+        Self::generate_with(name, &[], "never")
+    }
+
+    /// A key made on 2020-01-01 that expired a day later.
+    pub fn generate_expired(name: &str) -> Result<GpgKey> {
+        Self::generate_with(name, &["--faked-system-time", "20200101T000000!"], "1d")
+    }
+
+    fn generate_with(name: &str, extra: &[&str], expires: &str) -> Result<GpgKey> {
         // gpg-agent's socket lives in the home: keep its path short.
         let home = tempfile::Builder::new().prefix("gpg.").tempdir_in("/var/tmp")?;
         let mut key = GpgKey { home, fingerprint: String::new() };
         let user = format!("{name} <{name}@sysctr.invalid>");
-        key.gpg(&["--batch", "--passphrase", "", "--quick-gen-key", &user, "ed25519", "sign", "never"])?;
+        let mut args = vec!["--batch", "--passphrase", ""];
+        args.extend(extra);
+        args.extend(["--quick-gen-key", &user, "ed25519", "sign", expires]);
+        key.gpg(&args)?;
         let listing = key.gpg(&["--list-keys", "--with-colons"])?;
         key.fingerprint = String::from_utf8_lossy(&listing)
             .lines()
@@ -41,6 +53,33 @@ impl GpgKey {
             bail!("gpg {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         Ok(out.stdout)
+    }
+
+    /// Signs `data` as `gpg --sign` does (a compressed signed message), as if at `time`
+    /// (`YYYYMMDDThhmmss!`) if given.
+    pub fn sign(&self, data: &[u8], time: Option<&str>) -> Result<Vec<u8>> {
+        let input = self.home.path().join("to-sign");
+        let output = self.home.path().join("signed");
+        std::fs::write(&input, data)?;
+        let mut args = vec!["--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase", ""];
+        if let Some(time) = time {
+            args.extend(["--faked-system-time", time]);
+        }
+        let (input, output) = (input.to_str().context("path")?, output.to_str().context("path")?);
+        args.extend(["--local-user", &self.fingerprint, "--output", output, "--sign", input]);
+        self.gpg(&args)?;
+        Ok(std::fs::read(output)?)
+    }
+
+    /// Revokes the key with the revocation certificate gpg made with it.
+    pub fn revoke(&self) -> Result<()> {
+        let stored = self.home.path().join(format!("openpgp-revocs.d/{}.rev", self.fingerprint));
+        // gpg stores it with the armor line escaped, so that it is not imported by accident.
+        let certificate = std::fs::read_to_string(&stored)?.replace(":-----BEGIN", "-----BEGIN");
+        let file = self.home.path().join("revocation.asc");
+        std::fs::write(&file, certificate)?;
+        self.gpg(&["--batch", "--import", file.to_str().context("path")?])?;
+        Ok(())
     }
 
     /// The public key, binary as `gpg --export` writes it, or ASCII-armored.

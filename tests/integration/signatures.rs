@@ -144,6 +144,46 @@ fn gpg_signatures_from_the_lookaside_are_required_by_the_policy() {
     assert!(pull("team/app:v1").status.success());
     assert_eq!(pull("team/stranger:v1").status.code(), Some(1));
 
+    // Keys gpgme would not accept either: a revoked key, and one that has expired (its
+    // signature made while it was valid).
+    let claim = |repository: &str| {
+        serde_json::to_vec(&serde_json::json!({"critical": {
+            "type": "atomic container signature",
+            "image": {"docker-manifest-digest": info.manifest_digest},
+            "identity": {"docker-reference": image(repository)}
+        }, "optional": {}}))
+        .unwrap()
+    };
+    let place = |repository: &str, signature: Vec<u8>| {
+        push(&layout, "v1", &image(&format!("{repository}:v1"))).unwrap();
+        let dir = signature_dir(repository, &info.manifest_digest);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("signature-1"), signature).unwrap();
+    };
+    let expired = GpgKey::generate_expired("expired").unwrap();
+    place("team/expired", expired.sign(&claim("team/expired:v1"), Some("20200101T120000!")).unwrap());
+    let revoked = GpgKey::generate("revoked").unwrap();
+    place("team/revoked", revoked.sign(&claim("team/revoked:v1"), None).unwrap());
+    revoked.revoke().unwrap();
+    let keys = work.path().join("keys.asc");
+    let mut keyring = expired.public_key(true).unwrap();
+    keyring.extend(revoked.public_key(true).unwrap());
+    keyring.extend(trusted.public_key(true).unwrap());
+    std::fs::write(&keys, keyring).unwrap();
+    write_json(&policy, serde_json::json!({"default": [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": keys}]}));
+    let out = pull("team/expired:v1");
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let expected = format!("signed by key {}, but the key has expired", expired.fingerprint.to_lowercase());
+    assert!(stderr(&out).contains(&expected), "{}", describe_output(&out));
+    let out = pull("team/revoked:v1");
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert!(
+        stderr(&out).contains(&format!("signed by key {}, but the key is revoked", revoked.fingerprint.to_lowercase())),
+        "{}",
+        describe_output(&out)
+    );
+    assert!(pull("team/app:v1").status.success(), "the third key of an armored keyring is read");
+
     // The same lookaside served over HTTP.
     let server = LookasideServer::serve(&lookaside);
     std::fs::write(registries_d.join("default.yaml"), format!("default-docker:\n  lookaside: {}\n", server.url))
