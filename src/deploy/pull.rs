@@ -73,7 +73,7 @@ pub async fn pull(store: &Store, image: &ImageRef, options: &RegistryOptions) ->
     let source = Source::new(image, options)?;
     let fetched = source.fetch_image().await.with_context(|| format!("pulling {image}"))?;
     let signatures = requirements
-        .verify(image, &fetched.named_digest, &source, options)
+        .verify(image, &[&fetched.named_digest, &fetched.manifest_digest], &source, options)
         .await
         .with_context(|| format!("pulling {image}"))?;
 

@@ -62,7 +62,7 @@ pub async fn check_update(layout: &Layout, name: &str, registry: &RegistryOption
     let requirements = crate::signature::Requirements::for_image(&image, registry.signature_policy.as_deref())?;
     let source = crate::registry::Source::new(&image, registry)?;
     let fetched = source.fetch_image().await.with_context(|| format!("checking {image} for a newer image"))?;
-    requirements.verify(&image, &fetched.named_digest, &source, registry).await?;
+    requirements.verify(&image, &[&fetched.named_digest, &fetched.manifest_digest], &source, registry).await?;
     Ok(UpdateCheck {
         name: name.to_string(),
         image: current.image,

@@ -16,6 +16,8 @@ use crate::rooted::{EntryKind, Resolve, RootedDir};
 
 /// Where registries.d is read from by default.
 pub const DEFAULT_REGISTRIES_D: &str = "/etc/containers/registries.d";
+/// The lookaside when registries.d names none, as containers/image has it for root.
+pub const DEFAULT_LOOKASIDE: &str = "file:///var/lib/containers/sigstore";
 /// The largest registries.d file read.
 const MAX_CONFIG_FILE: u64 = 1024 * 1024;
 /// The largest signature read.
@@ -50,12 +52,8 @@ pub struct Namespace {
 }
 
 impl Namespace {
-    pub fn lookaside(&self) -> Option<&str> {
-        self.lookaside.as_deref().or(self.sigstore.as_deref())
-    }
-
-    pub fn uses_sigstore_attachments(&self) -> bool {
-        self.use_sigstore_attachments.unwrap_or(false)
+    fn lookaside(&self) -> Option<&str> {
+        [self.lookaside.as_deref(), self.sigstore.as_deref()].into_iter().flatten().find(|url| !url.is_empty())
     }
 }
 
@@ -100,9 +98,22 @@ impl RegistriesD {
         Ok(merged)
     }
 
-    /// The settings of the most specific of `scopes` configured, else `default-docker`.
-    pub fn namespace(&self, scopes: &[String]) -> Option<&Namespace> {
-        scopes.iter().find_map(|scope| self.docker.get(scope)).or(self.default_docker.as_ref())
+    /// The namespaces that may say something for `scopes` (most specific first), then
+    /// `default-docker`. Each setting is taken from the first of them that gives it.
+    fn namespaces<'a>(&'a self, scopes: &'a [String]) -> impl Iterator<Item = &'a Namespace> + 'a {
+        scopes.iter().filter_map(|scope| self.docker.get(scope)).chain(self.default_docker.as_ref())
+    }
+
+    /// The lookaside for `scopes`: the first namespace that names one, else
+    /// [`DEFAULT_LOOKASIDE`].
+    pub fn lookaside(&self, scopes: &[String]) -> String {
+        self.namespaces(scopes).find_map(Namespace::lookaside).unwrap_or(DEFAULT_LOOKASIDE).to_string()
+    }
+
+    /// Whether sigstore signatures are read from the registry for `scopes`: the first namespace
+    /// that says.
+    pub fn uses_sigstore_attachments(&self, scopes: &[String]) -> bool {
+        self.namespaces(scopes).find_map(|n| n.use_sigstore_attachments).unwrap_or(false)
     }
 }
 
@@ -127,14 +138,21 @@ pub async fn read_signatures(
     } else {
         None
     };
-    let files = match lookaside.strip_prefix("file://") {
-        Some(path) => match RootedDir::open(Path::new(path), Resolve::InRoot) {
+    let files = if lookaside.starts_with("file:") {
+        let path = reqwest::Url::parse(lookaside)
+            .ok()
+            .filter(|url| url.host_str().is_none_or(|host| host.is_empty() || host == "localhost"))
+            .and_then(|url| url.to_file_path().ok())
+            .with_context(|| format!("lookaside '{lookaside}' is not a file:// URL of this machine"))?;
+        match RootedDir::open(&path, Resolve::InRoot) {
             Ok(dir) => Some(dir),
-            Err(_) if !Path::new(path).exists() => return Ok(signatures),
+            Err(_) if !path.exists() => return Ok(signatures),
             Err(e) => return Err(e).context("opening the signature lookaside"),
-        },
-        None if http.is_some() => None,
-        None => bail!("lookaside '{lookaside}' is neither a file:// nor an http(s):// URL"),
+        }
+    } else if http.is_some() {
+        None
+    } else {
+        bail!("lookaside '{lookaside}' is neither a file:// nor an http(s):// URL")
     };
     for number in 1..=MAX_SIGNATURES + 1 {
         let relative = format!("{directory}/signature-{number}");
@@ -195,7 +213,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("default.yaml"),
-            "default-docker:\n  sigstore: file:///var/lib/containers/sigstore\n",
+            "default-docker:\n  sigstore: file:///var/lib/containers/old-name\n",
         )
         .unwrap();
         std::fs::write(
@@ -206,17 +224,26 @@ mod tests {
         std::fs::write(dir.path().join("notes.txt"), "not: [yaml").unwrap();
         let conf = RegistriesD::load(dir.path()).unwrap();
         let scopes = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let team = conf.namespace(&scopes(&["reg.lan:5000/team/app:v1", "reg.lan:5000/team/app", "reg.lan:5000/team"]));
-        assert_eq!(team.unwrap().lookaside(), Some("https://sigs.lan/team"));
-        assert!(team.unwrap().uses_sigstore_attachments());
-        let other = conf.namespace(&scopes(&["reg.lan:5000/other"])).unwrap();
-        assert_eq!(other.lookaside(), Some("file:///var/lib/containers/sigstore"));
-        assert!(!other.uses_sigstore_attachments());
+        let team = scopes(&["reg.lan:5000/team/app:v1", "reg.lan:5000/team/app", "reg.lan:5000/team"]);
+        assert_eq!(conf.lookaside(&team), "https://sigs.lan/team");
+        assert!(conf.uses_sigstore_attachments(&team));
+        let other = scopes(&["reg.lan:5000/other"]);
+        assert_eq!(conf.lookaside(&other), "file:///var/lib/containers/old-name");
+        assert!(!conf.uses_sigstore_attachments(&other));
+        // Each setting from the first namespace that gives it.
+        std::fs::write(
+            dir.path().join("team.yaml"),
+            "docker:\n  reg.lan:5000/team:\n    use-sigstore-attachments: true\n",
+        )
+        .unwrap();
+        let conf = RegistriesD::load(dir.path()).unwrap();
+        assert_eq!(conf.lookaside(&team), "file:///var/lib/containers/old-name");
 
         std::fs::write(dir.path().join("zz.yaml"), "default-docker:\n  lookaside: file:///elsewhere\n").unwrap();
         let err = RegistriesD::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("default-docker is configured both in"), "{err}");
-        assert!(RegistriesD::load(&dir.path().join("missing")).unwrap().namespace(&[]).is_none());
+        let none = RegistriesD::load(&dir.path().join("missing")).unwrap();
+        assert_eq!(none.lookaside(&[]), DEFAULT_LOOKASIDE);
     }
 
     #[tokio::test]

@@ -6,8 +6,8 @@
 //! Two steps, so that nothing is fetched for an image the policy refuses outright:
 //! [`Requirements::for_image`] before the manifest (a `reject`, or keys that cannot be read, stop
 //! here), then [`Requirements::verify`] once the manifest digest is known and before any layer
-//! is fetched. Signatures are made for the manifest the reference names: for a multi-platform
-//! image, its index.
+//! is fetched. A signature is for the manifest the reference names (for a multi-platform image,
+//! its index) or for the platform's own manifest.
 
 mod gpg;
 mod identity;
@@ -47,15 +47,23 @@ impl Requirements {
         })
     }
 
-    /// Checks every signature requirement for `image`, whose reference names manifest `digest`,
-    /// with the signatures `source` and the lookaside give. Returns how each was met.
+    /// Checks every signature requirement for `image`, with the signatures `source` and the
+    /// lookaside give for `digests`: the manifest the reference names and, for a multi-platform
+    /// image, the platform's manifest too (signers sign either; the platform's is bound to the
+    /// index by its digest). Returns how each requirement was met.
     pub async fn verify(
         &self,
         image: &ImageRef,
-        digest: &Digest,
+        digests: &[&Digest],
         source: &Source,
         options: &RegistryOptions,
     ) -> Result<Vec<String>> {
+        let mut unique: Vec<&Digest> = Vec::new();
+        for digest in digests {
+            if !unique.contains(digest) {
+                unique.push(digest);
+            }
+        }
         let mut met = Vec::new();
         for check in &self.checks {
             let refusal = |reason: String| {
@@ -71,24 +79,23 @@ impl Requirements {
             let pulled = DockerRef::pulled(reference);
             let registries_d = RegistriesD::load(&options.registries_d)?;
             let (_, scopes) = policy::scopes(image);
-            let namespace = registries_d.namespace(&scopes);
+
             let verdicts: Vec<Result<String>> = match check {
                 Check::SignedBy { keys, identity, .. } => {
-                    let Some(lookaside) = namespace.and_then(|n| n.lookaside()) else {
-                        return Err(refusal(format!(
-                            "registries.d ({}) gives no lookaside for {}, so no signature can be found",
-                            options.registries_d.display(),
-                            pulled.name()
-                        )));
-                    };
-                    let signatures =
-                        lookaside::read_signatures(lookaside, reference.repository(), digest, options.timeout).await?;
+                    let lookaside = registries_d.lookaside(&scopes);
+                    let mut signatures = Vec::new();
+                    for digest in &unique {
+                        let found =
+                            lookaside::read_signatures(&lookaside, reference.repository(), digest, options.timeout)
+                                .await?;
+                        signatures.extend(found.into_iter().map(|signature| (*digest, signature)));
+                    }
                     if signatures.is_empty() {
                         return Err(refusal(format!("no signature was found in the lookaside {lookaside}")));
                     }
                     signatures
                         .iter()
-                        .map(|signature| {
+                        .map(|(digest, signature)| {
                             let (claim, key) = keys.verify(signature)?;
                             judge(&claim, payload::SIMPLE_SIGNING, digest, identity, &pulled)?;
                             Ok(format!("signed by key {key}"))
@@ -96,20 +103,25 @@ impl Requirements {
                         .collect()
                 }
                 Check::SigstoreSigned { keys, identity, .. } => {
-                    if !namespace.is_some_and(|n| n.uses_sigstore_attachments()) {
+                    if !registries_d.uses_sigstore_attachments(&scopes) {
                         return Err(refusal(format!(
                             "registries.d ({}) does not set use-sigstore-attachments for {}, so no signature is read",
                             options.registries_d.display(),
                             pulled.name()
                         )));
                     }
-                    let attachments = source.sigstore_signatures(digest).await?;
+                    let mut attachments = Vec::new();
+                    for digest in &unique {
+                        let found = source.sigstore_signatures(digest).await?;
+                        attachments.extend(found.into_iter().map(|attachment| (*digest, attachment)));
+                    }
                     if attachments.is_empty() {
-                        return Err(refusal(format!("no sigstore signature is attached to {digest}")));
+                        let digests = unique.iter().map(ToString::to_string).collect::<Vec<_>>().join(" or ");
+                        return Err(refusal(format!("no sigstore signature is attached to {digests}")));
                     }
                     attachments
                         .iter()
-                        .map(|attachment| {
+                        .map(|(digest, attachment)| {
                             let key = keys.verify(&attachment.payload, attachment.signature.as_deref())?;
                             judge(&attachment.payload, payload::COSIGN, digest, identity, &pulled)?;
                             Ok(format!("sigstore signature by {key}"))

@@ -42,37 +42,45 @@ struct Policy {
 }
 
 /// Where a requirement's keys are: exactly one of the three.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 struct KeySource {
-    #[serde(rename = "keyPath")]
     key_path: Option<PathBuf>,
-    #[serde(rename = "keyPaths")]
     key_paths: Option<Vec<PathBuf>>,
     /// Base64 of the key file's content.
-    #[serde(rename = "keyData")]
     key_data: Option<String>,
 }
 
+/// A requirement. A field sysctr does not know (a newer one, such as `pki` or
+/// `rekorPublicKeyPaths`, or a typo) refuses the policy: skipping it could weaken what the
+/// administrator asked for.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "type")]
+#[serde(tag = "type", deny_unknown_fields)]
 enum Requirement {
     #[serde(rename = "insecureAcceptAnything")]
-    InsecureAcceptAnything,
+    InsecureAcceptAnything {},
     #[serde(rename = "reject")]
-    Reject,
+    Reject {},
     #[serde(rename = "signedBy")]
     SignedBy {
         #[serde(rename = "keyType")]
         key_type: String,
-        #[serde(flatten)]
-        keys: KeySource,
+        #[serde(rename = "keyPath")]
+        key_path: Option<PathBuf>,
+        #[serde(rename = "keyPaths")]
+        key_paths: Option<Vec<PathBuf>>,
+        #[serde(rename = "keyData")]
+        key_data: Option<String>,
         #[serde(rename = "signedIdentity", default)]
         signed_identity: SignedIdentity,
     },
     #[serde(rename = "sigstoreSigned")]
     SigstoreSigned {
-        #[serde(flatten)]
-        keys: KeySource,
+        #[serde(rename = "keyPath")]
+        key_path: Option<PathBuf>,
+        #[serde(rename = "keyPaths")]
+        key_paths: Option<Vec<PathBuf>>,
+        #[serde(rename = "keyData")]
+        key_data: Option<String>,
         fulcio: Option<serde_json::Value>,
         #[serde(rename = "rekorPublicKeyPath")]
         rekor_public_key_path: Option<PathBuf>,
@@ -124,9 +132,11 @@ fn evaluate_text(image: &ImageRef, text: &str) -> Result<(String, Vec<Check>)> {
     let mut checks = Vec::new();
     for requirement in requirements {
         match requirement {
-            Requirement::InsecureAcceptAnything => {}
-            Requirement::Reject => bail!("{image} is rejected (scope {scope}: \"reject\")"),
-            Requirement::SignedBy { key_type, keys, signed_identity } => {
+            Requirement::InsecureAcceptAnything {} => {}
+            Requirement::Reject {} => bail!("{image} is rejected (scope {scope}: \"reject\")"),
+            Requirement::SignedBy { key_type, key_path, key_paths, key_data, signed_identity } => {
+                let keys =
+                    KeySource { key_path: key_path.clone(), key_paths: key_paths.clone(), key_data: key_data.clone() };
                 let context = || format!("scope {scope}: signedBy");
                 if key_type != "GPGKeys" {
                     bail!("{}: keyType '{key_type}' is not supported (only GPGKeys)", context());
@@ -138,12 +148,16 @@ fn evaluate_text(image: &ImageRef, text: &str) -> Result<(String, Vec<Check>)> {
                 checks.push(Check::SignedBy { keys, identity: signed_identity.clone(), described });
             }
             Requirement::SigstoreSigned {
-                keys,
+                key_path,
+                key_paths,
+                key_data,
                 fulcio,
                 rekor_public_key_path,
                 rekor_public_key_data,
                 signed_identity,
             } => {
+                let keys =
+                    KeySource { key_path: key_path.clone(), key_paths: key_paths.clone(), key_data: key_data.clone() };
                 let context = || format!("scope {scope}: sigstoreSigned");
                 if fulcio.is_some() {
                     bail!("{}: fulcio (keyless) signatures are not supported; use keyPath or keyData", context());
@@ -231,8 +245,12 @@ pub fn scopes(image: &ImageRef) -> (&'static str, Vec<String>) {
     }
 }
 
+/// The scopes of an image on disk, from where its path really leads: symlinks and `..`
+/// resolved, as containers/image does, so that `/srv/images/../secret` is judged as
+/// `/srv/secret`. A path that does not exist (the pull then fails) is only made absolute.
 fn path_scopes(path: &Path, tag: Option<&str>) -> Vec<String> {
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let absolute =
+        std::fs::canonicalize(path).or_else(|_| std::path::absolute(path)).unwrap_or_else(|_| path.to_path_buf());
     let mut scopes = Vec::new();
     if let Some(tag) = tag {
         scopes.push(format!("{}:{tag}", absolute.display()));
@@ -303,6 +321,10 @@ mod tests {
             err.contains("keyData is not an OpenPGP keyring") || err.contains("keyData holds no public key"),
             "{err}"
         );
+        let err = refused(r#"{"type": "sigstoreSigned", "keyData": "AA==", "rekorPublicKeyPaths": ["/r"]}"#);
+        assert!(err.contains("unknown field `rekorPublicKeyPaths`"), "{err}");
+        let err = refused(r#"{"type": "signedBy", "keyType": "GPGKeys", "keypath": "/k"}"#);
+        assert!(err.contains("unknown field `keypath`"), "{err}");
         let err = refused(r#"{"type": "sigstoreSigned", "fulcio": {"oidcIssuer": "x"}}"#);
         assert!(err.contains("fulcio (keyless) signatures are not supported"), "{err}");
         let err = refused(r#"{"type": "sigstoreSigned", "keyData": "bm90IGEga2V5"}"#);
@@ -311,6 +333,24 @@ mod tests {
             r#"{"type": "signedBy", "keyType": "GPGKeys", "keyData": "AA==", "signedIdentity": {"type": "exactReference", "dockerReference": "quay.io/x"}}"#,
         );
         assert!(err.contains("names no tag or digest"), "{err}");
+    }
+
+    #[test]
+    fn images_on_disk_are_judged_by_where_their_path_leads() {
+        let dir = tempfile::tempdir().unwrap();
+        let (trusted, secret) = (dir.path().join("images"), dir.path().join("secret"));
+        std::fs::create_dir_all(trusted.join("etcd")).unwrap();
+        std::fs::create_dir_all(&secret).unwrap();
+        std::os::unix::fs::symlink(&secret, trusted.join("link")).unwrap();
+        let policy = serde_json::json!({
+            "default": [{"type": "reject"}],
+            "transports": {"oci": {trusted.display().to_string(): [{"type": "insecureAcceptAnything"}]}}
+        })
+        .to_string();
+        let oci = |path: std::path::PathBuf| image(&format!("oci:{}:v1", path.display()));
+        assert!(check_text(&oci(trusted.join("etcd")), &policy).is_ok());
+        assert!(check_text(&oci(trusted.join("../secret")), &policy).is_err(), "'..' escaped the scope");
+        assert!(check_text(&oci(trusted.join("link")), &policy).is_err(), "a symlink escaped the scope");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 
 use base64::Engine as _;
 
+use super::common::image::write_oci_index_layout;
 use super::common::*;
 use super::{scratch, stderr};
 
@@ -279,6 +280,30 @@ fn sigstore_signatures_attached_in_the_registry_are_required_by_the_policy() {
     assert!(out.status.success(), "{}", describe_output(&out));
     let expected = format!("signature verified: sigstore signature by {}", public.display());
     assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+
+    // A multi-platform image: a signature of the index counts, and so does one of this host's
+    // platform manifest alone (bound to the index by its digest); another platform's does not.
+    let (amd64, arm64) = two_platform_images();
+    let multi = work.path().join("multi");
+    let index = write_oci_index_layout(&multi, "v1", &[&arm64, &amd64]).unwrap();
+    let ours = if std::env::consts::ARCH == "aarch64" { &index.manifests[0] } else { &index.manifests[1] };
+    let theirs = if std::env::consts::ARCH == "aarch64" { &index.manifests[1] } else { &index.manifests[0] };
+    for repository in ["multi/index", "multi/platform", "multi/other"] {
+        push_all(&multi, "v1", &image(&format!("{repository}:v1"))).unwrap();
+    }
+    let index_digest = &index.index_digest;
+    key.attach(&registry, "multi/index", index_digest, index_digest, &image("multi/index:v1")).unwrap();
+    let platform = &ours.manifest_digest;
+    key.attach(&registry, "multi/platform", platform, platform, &image("multi/platform:v1")).unwrap();
+    let other = &theirs.manifest_digest;
+    key.attach(&registry, "multi/other", other, other, &image("multi/other:v1")).unwrap();
+    for repository in ["multi/index:v1", "multi/platform:v1"] {
+        let out = pull(repository);
+        assert!(out.status.success(), "{repository}: {}", describe_output(&out));
+    }
+    let out = pull("multi/other:v1");
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert!(stderr(&out).contains("no sigstore signature is attached to"), "{}", stderr(&out));
 
     // The signature is plain ECDSA P-256 over SHA-256 in DER, as OpenSSL checks it.
     std::fs::write(work.path().join("claim"), &claim).unwrap();
