@@ -11,7 +11,7 @@ seconds=${1:-60}
 shift || true
 cd "$(dirname "$0")"
 fuzz=$(pwd)
-all_targets=(layer template manifest reference registries_conf spec_check)
+all_targets=(layer template manifest reference registries_conf signature spec_check)
 targets=("$@")
 ((${#targets[@]})) || targets=("${all_targets[@]}")
 

@@ -72,3 +72,11 @@ pub fn plan_host_files(
         })
         .collect())
 }
+
+/// What the signature code makes of outside bytes: a signature from a lookaside or a registry
+/// (an OpenPGP message, checked against no trusted key), its claim (both claim types), a
+/// `signedIdentity` and a registries.d file. Returns whether the message was accepted as a valid
+/// signature, which with no trusted key must never happen.
+pub fn signature_inputs(message: &[u8], claim: &[u8], identity: &str, registries_d: &str) -> bool {
+    crate::signature::fuzz_inputs(message, claim, identity, registries_d)
+}

@@ -209,6 +209,17 @@ def registries_conf_seeds():
     write("registries_conf", "loopback", '[[registry]]\nlocation = "localhost:5000"\n' + FIELD + "[::1]:5000")
 
 
+def signature_seeds():
+    claim = ('{"critical": {"type": "atomic container signature", "image": {"docker-manifest-digest": "sha256:'
+             + "ab" * 32 + '"}, "identity": {"docker-reference": "reg.lan:5000/team/app:v1"}}, "optional": {}}')
+    identity = '{"type": "remapIdentity", "prefix": "reg.lan:5000/team", "signedPrefix": "quay.io/team"}'
+    registries_d = "docker:\n  reg.lan:5000/team:\n    lookaside: file:///var/lib/sigs\ndefault-docker:\n  use-sigstore-attachments: true\n"
+    # A signed message as skopeo writes it is kept in corpus/signature/skopeo-message (binary).
+    write("signature", "claim", FIELD + claim + FIELD + identity + FIELD + registries_d)
+    write("signature", "cosign", FIELD + claim.replace("atomic", "cosign").replace("signature\"", "image signature\"")
+          + FIELD + '{"type": "matchRepository"}' + FIELD + "default-docker: {}\n")
+
+
 def spec_seeds():
     hello = read("hello/rootfs/exports/config.json.template").replace("$ADDTL_MOUNTS", "").replace("$", "")
     write("spec_check", "hello", hello)
@@ -242,7 +253,7 @@ def spec_seeds():
 
 
 def main():
-    for target in ["layer", "template", "manifest", "reference", "registries_conf", "spec_check"]:
+    for target in ["layer", "template", "manifest", "reference", "registries_conf", "signature", "spec_check"]:
         directory = CORPUS / target
         if directory.exists():
             for old in directory.glob("seed-*"):
@@ -252,6 +263,7 @@ def main():
     manifest_seeds()
     reference_seeds()
     registries_conf_seeds()
+    signature_seeds()
     spec_seeds()
 
 

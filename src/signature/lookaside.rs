@@ -78,24 +78,35 @@ impl RegistriesD {
             let Some(text) = crate::registry::read_host_config_text(&path, MAX_CONFIG_FILE)? else { continue };
             let file: File = serde_saphyr::from_str(&text)
                 .map_err(|e| anyhow!("{} is not a valid registries.d file: {e}", path.display()))?;
-            if let Some(default) = file.default_docker {
-                if let Some(first) = origin.insert("default-docker".to_string(), path.clone()) {
-                    bail!("default-docker is configured both in {} and in {}", first.display(), path.display());
-                }
-                merged.default_docker = Some(default);
-            }
-            for (scope, namespace) in file.docker {
-                if let Some(first) = origin.insert(format!("docker {scope}"), path.clone()) {
-                    bail!(
-                        "docker namespace {scope} is configured both in {} and in {}",
-                        first.display(),
-                        path.display()
-                    );
-                }
-                merged.docker.insert(scope, namespace);
-            }
+            merged.merge(file, &path, &mut origin)?;
         }
         Ok(merged)
+    }
+
+    /// One file's text alone (for the fuzz target).
+    #[cfg(feature = "fuzzing")]
+    pub fn parse_text(text: &str) -> Result<RegistriesD> {
+        let file: File = serde_saphyr::from_str(text).map_err(|e| anyhow!("not a valid registries.d file: {e}"))?;
+        let mut conf = RegistriesD::default();
+        conf.merge(file, Path::new("-"), &mut BTreeMap::new())?;
+        Ok(conf)
+    }
+
+    /// Adds one file's namespaces; one given before, in another file, is an error.
+    fn merge(&mut self, file: File, path: &Path, origin: &mut BTreeMap<String, PathBuf>) -> Result<()> {
+        if let Some(default) = file.default_docker {
+            if let Some(first) = origin.insert("default-docker".to_string(), path.to_path_buf()) {
+                bail!("default-docker is configured both in {} and in {}", first.display(), path.display());
+            }
+            self.default_docker = Some(default);
+        }
+        for (scope, namespace) in file.docker {
+            if let Some(first) = origin.insert(format!("docker {scope}"), path.to_path_buf()) {
+                bail!("docker namespace {scope} is configured both in {} and in {}", first.display(), path.display());
+            }
+            self.docker.insert(scope, namespace);
+        }
+        Ok(())
     }
 
     /// The namespaces that may say something for `scopes` (most specific first), then

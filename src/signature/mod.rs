@@ -157,3 +157,28 @@ fn judge(claim: &[u8], kind: &str, digest: &Digest, identity: &SignedIdentity, p
     }
     identity.check(pulled, &claim.docker_reference)
 }
+
+/// See [`crate::fuzzing::signature_inputs`].
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_inputs(message: &[u8], claim: &[u8], identity: &str, registries_d: &str) -> bool {
+    let accepted = gpg::GpgKeys::parse(&[]).is_ok_and(|keys| keys.verify(message).is_ok());
+    let claims = [payload::SIMPLE_SIGNING, payload::COSIGN]
+        .iter()
+        .filter_map(|kind| payload::parse(claim, kind).ok())
+        .map(|c| (c.manifest_digest, c.docker_reference))
+        .collect::<Vec<_>>();
+    let reference: Result<oci_client::Reference, _> = "reg.lan:5000/team/app:v1".parse();
+    if let (Ok(identity), Ok(reference)) = (serde_json::from_str::<SignedIdentity>(identity), reference) {
+        if identity.validate().is_ok() {
+            let pulled = DockerRef::pulled(&reference);
+            for (_, reference) in &claims {
+                let _ = identity.check(&pulled, reference);
+            }
+        }
+    }
+    let _ = lookaside::RegistriesD::parse_text(registries_d).map(|conf| {
+        let scopes = vec!["reg.lan:5000/team/app".to_string(), "reg.lan:5000".to_string()];
+        (conf.lookaside(&scopes), conf.uses_sigstore_attachments(&scopes))
+    });
+    accepted
+}
