@@ -49,7 +49,8 @@ median_ms() {
 
 sysctr_pull() { SYSCTR_STORAGE=$W/store "$BIN" pull --signature-policy "$1" --registries-d "$W/registries.d" "$image"; }
 skopeo_copy() {
-  skopeo copy -q --src-tls-verify=false --policy "$1" --registries.d "$W/registries.d" "docker://$image" "oci:$W/peer:bench"
+  skopeo copy -q --remove-signatures --src-tls-verify=false --policy "$1" --registries.d "$W/registries.d" \
+    "docker://$image" "oci:$W/peer:bench"
 }
 sysctr_pull "$W/any.json" >/dev/null; skopeo_copy "$W/any.json" >/dev/null   # layers in place
 ours_signed=$(median_ms sysctr_pull "$W/signed.json")
