@@ -24,6 +24,8 @@ const MAX_CONFIG_FILE: u64 = 1024 * 1024;
 pub const MAX_SIGNATURE: u64 = 4 * 1024 * 1024;
 /// Most signatures read for one image.
 pub const MAX_SIGNATURES: usize = 64;
+/// Redirects followed for one signature; one from HTTPS to plain HTTP is never followed.
+const MAX_REDIRECTS: usize = 5;
 
 /// The merged registries.d configuration.
 #[derive(Debug, Default)]
@@ -143,6 +145,15 @@ pub async fn read_signatures(
             reqwest::Client::builder()
                 .connect_timeout(timeout)
                 .timeout(timeout)
+                .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                    let downgrade =
+                        attempt.url().scheme() != "https" && attempt.previous().iter().any(|u| u.scheme() == "https");
+                    if downgrade || attempt.previous().len() >= MAX_REDIRECTS {
+                        attempt.stop()
+                    } else {
+                        attempt.follow()
+                    }
+                }))
                 .build()
                 .context("creating the HTTP client for signatures")?,
         )
