@@ -15,7 +15,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::digest::Digest;
 use crate::reference::ImageRef;
-use crate::registry::{BlobStream, RegistryOptions, Source};
+use crate::registry::{BlobStream, FetchedImage, RegistryOptions, Source};
 use crate::signature::Requirements;
 use crate::store::{self, Compression, ImageToPublish, LayerToImport, Store};
 
@@ -66,16 +66,25 @@ pub async fn first_available(
     anyhow::bail!("no search registry gave the short name '{input}': {}", failures.join("; "))
 }
 
+/// The manifest and config of `image` with the signatures its policy requires checked (how
+/// each requirement was met), and the source its layers come from. Nothing is fetched for an
+/// image the policy rejects outright.
+pub(super) async fn fetch_checked(
+    image: &ImageRef,
+    options: &RegistryOptions,
+) -> Result<(Source, FetchedImage, Vec<String>)> {
+    let requirements = Requirements::for_image(image, options.signature_policy.as_deref())?;
+    let source = Source::new(image, options)?;
+    let fetched = source.fetch_image().await?;
+    let digests = [&fetched.named_digest, &fetched.manifest_digest];
+    let signatures = requirements.verify(image, &digests, &source, options).await?;
+    Ok((source, fetched, signatures))
+}
+
 /// Pulls `image` into the store: only layers not already present are downloaded.
 pub async fn pull(store: &Store, image: &ImageRef, options: &RegistryOptions) -> Result<Pulled> {
-    let requirements = Requirements::for_image(image, options.signature_policy.as_deref())
-        .with_context(|| format!("pulling {image}"))?;
-    let source = Source::new(image, options)?;
-    let fetched = source.fetch_image().await.with_context(|| format!("pulling {image}"))?;
-    let signatures = requirements
-        .verify(image, &[&fetched.named_digest, &fetched.manifest_digest], &source, options)
-        .await
-        .with_context(|| format!("pulling {image}"))?;
+    let (source, fetched, signatures) =
+        fetch_checked(image, options).await.with_context(|| format!("pulling {image}"))?;
 
     let diff_ids = fetched.config.rootfs().diff_ids();
     let layers = fetched.manifest.layers();

@@ -59,10 +59,9 @@ pub async fn check_update(layout: &Layout, name: &str, registry: &RegistryOption
     validate_container_name(name)?;
     let current = layout.read_info(name)?;
     let image = ImageRef::parse(&current.image).context("reading the installed image reference")?;
-    let requirements = crate::signature::Requirements::for_image(&image, registry.signature_policy.as_deref())?;
-    let source = crate::registry::Source::new(&image, registry)?;
-    let fetched = source.fetch_image().await.with_context(|| format!("checking {image} for a newer image"))?;
-    requirements.verify(&image, &[&fetched.named_digest, &fetched.manifest_digest], &source, registry).await?;
+    let (_, fetched, _) = super::pull::fetch_checked(&image, registry)
+        .await
+        .with_context(|| format!("checking {image} for a newer image"))?;
     Ok(UpdateCheck {
         name: name.to_string(),
         image: current.image,

@@ -107,12 +107,9 @@ impl ManifestHttp {
         what: &str,
         authorization: Authorization<'_>,
     ) -> Result<Vec<u8>> {
-        let url = self
-            .base
-            .join(&format!("v2/{}/manifests/{reference}", self.repository))
-            .with_context(|| format!("building the URL of manifest {reference}"))?;
-        let response = self.get(&url, &accept.join(", "), authorization).await?;
-        self.read_bounded(response, max, what, &format!("{what} is larger than {max} bytes")).await
+        self.fetch_manifest(reference, accept, max, what, authorization, false)
+            .await?
+            .with_context(|| format!("{what}: not found"))
     }
 
     /// [`ManifestHttp::manifest`], or `None` when the registry has no such manifest (404).
@@ -124,11 +121,23 @@ impl ManifestHttp {
         what: &str,
         authorization: Authorization<'_>,
     ) -> Result<Option<Vec<u8>>> {
+        self.fetch_manifest(reference, accept, max, what, authorization, true).await
+    }
+
+    async fn fetch_manifest(
+        &self,
+        reference: &str,
+        accept: &[&str],
+        max: u64,
+        what: &str,
+        authorization: Authorization<'_>,
+        missing_is_none: bool,
+    ) -> Result<Option<Vec<u8>>> {
         let url = self
             .base
             .join(&format!("v2/{}/manifests/{reference}", self.repository))
             .with_context(|| format!("building the URL of manifest {reference}"))?;
-        let Some(response) = self.get_unless_missing(&url, &accept.join(", "), authorization).await? else {
+        let Some(response) = self.get(&url, &accept.join(", "), authorization, missing_is_none).await? else {
             return Ok(None);
         };
         self.read_bounded(response, max, what, &format!("{what} is larger than {max} bytes")).await.map(Some)
@@ -158,22 +167,8 @@ impl ManifestHttp {
     }
 
     /// GET, answered within the timeout; a status other than success is an error that carries
-    /// the registry's own words.
-    async fn get(&self, url: &Url, accept: &str, authorization: Authorization<'_>) -> Result<Response> {
-        self.fetch(url, accept, authorization, false).await?.with_context(|| format!("GET {url}: not found"))
-    }
-
-    /// [`ManifestHttp::get`], with `None` for 404.
-    async fn get_unless_missing(
-        &self,
-        url: &Url,
-        accept: &str,
-        authorization: Authorization<'_>,
-    ) -> Result<Option<Response>> {
-        self.fetch(url, accept, authorization, true).await
-    }
-
-    async fn fetch(
+    /// the registry's own words, except 404 with `missing_is_none`, which is `None`.
+    async fn get(
         &self,
         url: &Url,
         accept: &str,

@@ -41,18 +41,6 @@ struct Policy {
     transports: BTreeMap<String, BTreeMap<String, Vec<Requirement>>>,
 }
 
-/// Where a requirement's keys are: exactly one of the three.
-#[derive(Debug, Default)]
-struct KeySource {
-    key_path: Option<PathBuf>,
-    key_paths: Option<Vec<PathBuf>>,
-    /// Base64 of the key file's content.
-    key_data: Option<String>,
-}
-
-/// A requirement. A field sysctr does not know (a newer one, such as `pki` or
-/// `rekorPublicKeyPaths`, or a typo) refuses the policy: skipping it could weaken what the
-/// administrator asked for.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", deny_unknown_fields)]
 enum Requirement {
@@ -135,15 +123,12 @@ fn evaluate_text(image: &ImageRef, text: &str) -> Result<(String, Vec<Check>)> {
             Requirement::InsecureAcceptAnything {} => {}
             Requirement::Reject {} => bail!("{image} is rejected (scope {scope}: \"reject\")"),
             Requirement::SignedBy { key_type, key_path, key_paths, key_data, signed_identity } => {
-                let keys =
-                    KeySource { key_path: key_path.clone(), key_paths: key_paths.clone(), key_data: key_data.clone() };
                 let context = || format!("scope {scope}: signedBy");
                 if key_type != "GPGKeys" {
                     bail!("{}: keyType '{key_type}' is not supported (only GPGKeys)", context());
                 }
-                signed_identity.validate().with_context(context)?;
-                let files = keys.read().with_context(context)?;
-                let described = format!("signedBy {}", keys.describe());
+                let keys = KeySource { key_path, key_paths, key_data };
+                let (files, described) = keys.read_for("signedBy", signed_identity).with_context(context)?;
                 let keys = GpgKeys::parse(&files).with_context(context)?;
                 checks.push(Check::SignedBy { keys, identity: signed_identity.clone(), described });
             }
@@ -156,8 +141,6 @@ fn evaluate_text(image: &ImageRef, text: &str) -> Result<(String, Vec<Check>)> {
                 rekor_public_key_data,
                 signed_identity,
             } => {
-                let keys =
-                    KeySource { key_path: key_path.clone(), key_paths: key_paths.clone(), key_data: key_data.clone() };
                 let context = || format!("scope {scope}: sigstoreSigned");
                 if fulcio.is_some() {
                     bail!("{}: fulcio (keyless) signatures are not supported; use keyPath or keyData", context());
@@ -165,9 +148,8 @@ fn evaluate_text(image: &ImageRef, text: &str) -> Result<(String, Vec<Check>)> {
                 if rekor_public_key_path.is_some() || rekor_public_key_data.is_some() {
                     bail!("{}: Rekor transparency-log checks are not supported", context());
                 }
-                signed_identity.validate().with_context(context)?;
-                let files = keys.read().with_context(context)?;
-                let described = format!("sigstoreSigned {}", keys.describe());
+                let keys = KeySource { key_path, key_paths, key_data };
+                let (files, described) = keys.read_for("sigstoreSigned", signed_identity).with_context(context)?;
                 let keys = SigstoreKeys::parse(&files).with_context(context)?;
                 checks.push(Check::SigstoreSigned { keys, identity: signed_identity.clone(), described });
             }
@@ -176,9 +158,27 @@ fn evaluate_text(image: &ImageRef, text: &str) -> Result<(String, Vec<Check>)> {
     Ok((scope, checks))
 }
 
-impl KeySource {
-    /// The key files' contents, each with where it came from.
-    fn read(&self) -> Result<Vec<(String, Vec<u8>)>> {
+/// Key files' contents, each with where it came from (a path, or `keyData`).
+type KeyFiles = Vec<(String, Vec<u8>)>;
+
+/// A requirement's key fields, borrowed from it: exactly one of the three must be given.
+struct KeySource<'a> {
+    key_path: &'a Option<PathBuf>,
+    key_paths: &'a Option<Vec<PathBuf>>,
+    /// Base64 of the key file's content.
+    key_data: &'a Option<String>,
+}
+
+impl KeySource<'_> {
+    /// Checks the requirement's `identity`, then reads its keys: their contents, each with where
+    /// it came from, and the requirement as messages name it (`KIND KEYS`).
+    fn read_for(&self, kind: &str, identity: &SignedIdentity) -> Result<(KeyFiles, String)> {
+        identity.validate()?;
+        Ok((self.read()?, format!("{kind} {}", self.describe())))
+    }
+
+    /// The key files' contents.
+    fn read(&self) -> Result<KeyFiles> {
         let given = [self.key_path.is_some(), self.key_paths.is_some(), self.key_data.is_some()];
         if given.iter().filter(|g| **g).count() != 1 {
             bail!("exactly one of keyPath, keyPaths and keyData must be given");
