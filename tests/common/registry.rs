@@ -333,7 +333,7 @@ impl Drop for Registry {
 }
 
 /// Picks a free port by binding 127.0.0.1:0 and closing it again.
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }

@@ -5,11 +5,12 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use base64::Engine as _;
 
 use super::common::image::write_oci_index_layout;
-use super::common::*;
+use super::common::{self, *};
 use super::{scratch, stderr};
 
 /// `sysctr ARGS --signature-policy POLICY --registries-d DIR`, nothing of the machine's own
@@ -211,7 +212,7 @@ struct LookasideServer {
 
 impl LookasideServer {
     fn serve(dir: &Path) -> LookasideServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = common::registry::free_port().unwrap();
         let child = Command::new("python3")
             .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
             .arg(dir)
@@ -221,12 +222,10 @@ impl LookasideServer {
             .spawn()
             .unwrap();
         let addr = format!("127.0.0.1:{port}");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(&addr).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        wait_for("the lookaside server", Duration::from_secs(10), Duration::from_millis(50), || {
+            Ok(common::registry::port_open(&addr).then_some(()))
+        })
+        .unwrap();
         LookasideServer { child, url: format!("http://{addr}") }
     }
 }

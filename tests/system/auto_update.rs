@@ -11,24 +11,27 @@ use anyhow::Result;
 use super::common::*;
 use super::{active_slot, greeting, sysctr_ok, wait_active, Setup};
 
+/// Puts `units` from `units/` and this build's binary where the package puts them, and checks
+/// that `systemd-analyze verify` finds nothing to say about the units.
+fn install_shipped_units(host: &TestHost, units: &[&str]) -> Result<()> {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("units");
+    let mut verify = vec!["systemd-analyze".to_string(), "verify".to_string()];
+    for unit in units {
+        std::fs::copy(shipped.join(unit), host.root().join("usr/lib/systemd/system").join(unit))?;
+        verify.push(format!("/usr/lib/systemd/system/{unit}"));
+    }
+    std::fs::copy(sysctr_bin(), host.root().join("usr/bin/sysctr"))?;
+    let verified = host.exec(&verify.iter().map(String::as_str).collect::<Vec<_>>())?;
+    assert!(verified.status.success() && verified.stderr.is_empty(), "{}", describe_output(&verified));
+    Ok(())
+}
+
 #[test]
 fn the_auto_update_timer_updates_what_may_be_updated() -> Result<()> {
     let setup = Setup::new();
     let image = setup.push(&hello_image(), "demo/hello");
     let host = TestHost::boot()?;
-    // As the package installs them.
-    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("units");
-    for unit in ["sysctr-auto-update.service", "sysctr-auto-update.timer"] {
-        std::fs::copy(units.join(unit), host.root().join("usr/lib/systemd/system").join(unit))?;
-    }
-    std::fs::copy(sysctr_bin(), host.root().join("usr/bin/sysctr"))?;
-    let verify = host.exec(&[
-        "systemd-analyze",
-        "verify",
-        "/usr/lib/systemd/system/sysctr-auto-update.service",
-        "/usr/lib/systemd/system/sysctr-auto-update.timer",
-    ])?;
-    assert!(verify.status.success() && verify.stderr.is_empty(), "{}", describe_output(&verify));
+    install_shipped_units(&host, &["sysctr-auto-update.service", "sysctr-auto-update.timer"])?;
 
     // --no-block: install returns once the start is queued; systemd brings the service up.
     let said =
@@ -73,18 +76,7 @@ fn a_file_dropped_in_etc_sysctr_is_applied() -> Result<()> {
     let setup = Setup::new();
     let image = setup.push(&hello_image(), "demo/hello");
     let host = TestHost::boot()?;
-    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("units");
-    for unit in ["sysctr-apply.service", "sysctr-apply.path"] {
-        std::fs::copy(units.join(unit), host.root().join("usr/lib/systemd/system").join(unit))?;
-    }
-    std::fs::copy(sysctr_bin(), host.root().join("usr/bin/sysctr"))?;
-    let verify = host.exec(&[
-        "systemd-analyze",
-        "verify",
-        "/usr/lib/systemd/system/sysctr-apply.service",
-        "/usr/lib/systemd/system/sysctr-apply.path",
-    ])?;
-    assert!(verify.status.success() && verify.stderr.is_empty(), "{}", describe_output(&verify));
+    install_shipped_units(&host, &["sysctr-apply.service", "sysctr-apply.path"])?;
     host.exec_ok(&["systemctl", "daemon-reload"])?;
     host.exec_ok(&["systemctl", "enable", "--now", "sysctr-apply.path"])?;
 
