@@ -1,14 +1,15 @@
-//! The one registry request that does not go through `oci-client`: the manifest (or index) GET.
+//! The registry requests that do not go through `oci-client`: manifests (and indexes), and the
+//! small blobs an image is judged by (its config, signature claims).
 //!
-//! `oci-client` configures the connection, gets the pull token and streams config and layer
-//! blobs (see [`super::remote`]). Its manifest calls (`pull_manifest_raw` and the ones built on
-//! it) read the whole answer into memory before returning it, so a registry could make a pull hold
-//! any amount of memory before the 4 MiB limit is even checked; and its HTTP client follows
-//! redirects with reqwest's default policy, which cannot be changed from outside. So this request
-//! is sent by a client of ours, with the bearer token `oci-client` obtained (or the credentials, to
-//! a registry that takes them directly): the answer is refused
-//! while reading, one chunk past the limit; a silence longer than the timeout is given up; and a
-//! redirect from HTTPS to plain HTTP is refused.
+//! `oci-client` gets the pull token and streams layers (see [`super::remote`]). Its manifest
+//! calls (`pull_manifest_raw` and the ones built on it) read the whole answer into memory before
+//! returning it, so a registry could make a pull hold any amount of memory before the 4 MiB limit
+//! is even checked; and its HTTP client follows redirects with reqwest's default policy, which
+//! cannot be changed from outside. So these requests are sent by a client of ours, with the bearer
+//! token `oci-client` obtained (or the credentials, to a registry that takes them directly): the
+//! answer is refused while reading, one chunk past the limit; a silence longer than the timeout is
+//! given up; and a redirect from HTTPS to plain HTTP is refused. A pull that has every layer
+//! already, from a registry that asks for no token, makes no `oci-client` client at all.
 //!
 //! The wording of transport errors ([`Describer`]) is shared with the `oci-client` requests.
 
@@ -24,6 +25,7 @@ use reqwest::{Response, Url};
 
 use super::auth::Credentials;
 use super::bounded::until_silent;
+use crate::digest::Digest;
 
 /// Redirects followed for one request, as reqwest's default policy.
 const MAX_REDIRECTS: usize = 10;
@@ -34,7 +36,7 @@ const MAX_ERROR_ANSWER: u64 = 64 * 1024;
 pub(super) const USER_AGENT: &str = concat!("sysctr/", env!("CARGO_PKG_VERSION"));
 
 /// Manifests of one repository of one registry.
-pub(super) struct ManifestHttp {
+pub(super) struct MetadataHttp {
     client: reqwest::Client,
     repository: String,
     base: Url,
@@ -54,14 +56,14 @@ impl std::fmt::Display for RedirectRefused {
 
 impl StdError for RedirectRefused {}
 
-impl ManifestHttp {
+impl MetadataHttp {
     pub fn new(
         registry: &str,
         repository: &str,
         plain_http: bool,
         timeout: Duration,
         roots: &[Vec<u8>],
-    ) -> Result<ManifestHttp> {
+    ) -> Result<MetadataHttp> {
         let scheme = if plain_http { "http" } else { "https" };
         let base = Url::parse(&format!("{scheme}://{registry}/"))
             .with_context(|| format!("'{registry}' is not a registry address"))?;
@@ -89,7 +91,7 @@ impl ManifestHttp {
             .user_agent(USER_AGENT)
             .build()
             .context("configuring the HTTP client for manifests")?;
-        Ok(ManifestHttp {
+        Ok(MetadataHttp {
             client,
             repository: repository.to_string(),
             base,
@@ -112,7 +114,7 @@ impl ManifestHttp {
             .with_context(|| format!("{what}: not found"))
     }
 
-    /// [`ManifestHttp::manifest`], or `None` when the registry has no such manifest (404).
+    /// [`MetadataHttp::manifest`], or `None` when the registry has no such manifest (404).
     pub async fn optional_manifest(
         &self,
         reference: &str,
@@ -141,6 +143,25 @@ impl ManifestHttp {
             return Ok(None);
         };
         self.read_bounded(response, max, what, &format!("{what} is larger than {max} bytes")).await.map(Some)
+    }
+
+    /// Blob `digest` of the repository, which its descriptor says is `size` bytes: more is
+    /// refused while reading. The caller checks the digest (which a shorter blob fails too).
+    pub async fn small_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        what: &str,
+        authorization: Authorization<'_>,
+    ) -> Result<Vec<u8>> {
+        let url = self
+            .base
+            .join(&format!("v2/{}/blobs/{digest}", self.repository))
+            .with_context(|| format!("building the URL of blob {digest}"))?;
+        let response =
+            self.get(&url, "*/*", authorization, false).await?.with_context(|| format!("{what}: not found"))?;
+        self.read_bounded(response, size, what, &format!("{what} is larger than the {size} bytes its descriptor gives"))
+            .await
     }
 
     /// Reads a whole body, refusing it once it passes `max` bytes (or announces more).
@@ -207,6 +228,7 @@ impl ManifestHttp {
 
     /// Sends the GET `request` for `url`, answered within the timeout.
     async fn send(&self, url: &Url, request: reqwest::RequestBuilder) -> Result<Response> {
+        tracing::debug!("GET {url}");
         match tokio::time::timeout(self.timeout, request.send()).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(err)) => Err(self.describer.describe(&err)),
@@ -233,6 +255,13 @@ impl ManifestHttp {
         let response = self.probe(None).await?;
         let challenge = response.headers().get(reqwest::header::WWW_AUTHENTICATE).and_then(|h| h.to_str().ok());
         Ok(challenge.and_then(bearer_realm))
+    }
+
+    /// Whether the registry's `/v2/` asks anonymous clients to authenticate.
+    pub async fn challenges(&self) -> Result<bool> {
+        let response = self.probe(None).await?;
+        Ok(response.status() == reqwest::StatusCode::UNAUTHORIZED
+            || response.headers().contains_key(reqwest::header::WWW_AUTHENTICATE))
     }
 
     /// Checks `credentials` against a registry that takes them directly (HTTP Basic): `Ok(true)`

@@ -197,7 +197,7 @@ enum Origin {
     /// Each place the image may come from (its mirrors, then its registry), and the one that gave
     /// the manifest, which the layers then come from too.
     Registry {
-        candidates: Vec<(config::Candidate, remote::RegistrySource)>,
+        places: Vec<RegistryPlace>,
         chosen: std::sync::OnceLock<usize>,
     },
     /// `oci:DIR` and `oci-archive:PATH`.
@@ -208,10 +208,9 @@ enum Origin {
 impl Source {
     pub fn new(image: &ImageRef, options: &RegistryOptions) -> Result<Source> {
         let from = match image {
-            ImageRef::Registry(reference) => Origin::Registry {
-                candidates: registry_candidates(reference, options)?,
-                chosen: std::sync::OnceLock::new(),
-            },
+            ImageRef::Registry(reference) => {
+                Origin::Registry { places: registry_places(reference, options)?, chosen: std::sync::OnceLock::new() }
+            }
             ImageRef::Layout { dir, tag } => Origin::Layout(layout::LayoutSource::new(dir, tag.as_deref())),
             ImageRef::OciArchive { path, tag } => Origin::Layout(layout::LayoutSource::archive(path, tag.as_deref())),
             ImageRef::DockerArchive { path, pick } => {
@@ -224,18 +223,18 @@ impl Source {
     /// Fetches the manifest (resolving an index to this host's platform) and the config: from a
     /// registry, from the first of its places that gives both, each failure said if none does.
     pub async fn fetch_image(&self) -> Result<FetchedImage> {
-        let Origin::Registry { candidates, chosen } = &self.from else { return self.fetch_from(None).await };
+        let Origin::Registry { places, chosen } = &self.from else { return self.fetch_from(None).await };
         let mut failures = Vec::new();
-        for (index, (candidate, source)) in candidates.iter().enumerate() {
-            match self.fetch_from(Some(source)).await {
+        for (index, place) in places.iter().enumerate() {
+            match async { self.fetch_from(Some(place.source()?)).await }.await {
                 Ok(image) => {
                     let _ = chosen.set(index);
                     return Ok(image);
                 }
-                Err(err) if candidates.len() == 1 => return Err(err),
+                Err(err) if places.len() == 1 => return Err(err),
                 Err(err) => {
-                    let what = if candidate.mirror { "mirror" } else { "registry" };
-                    failures.push(format!("{what} {}: {err:#}", candidate.repository));
+                    let what = if place.candidate.mirror { "mirror" } else { "registry" };
+                    failures.push(format!("{what} {}: {err:#}", place.candidate.repository));
                 }
             }
         }
@@ -275,10 +274,9 @@ impl Source {
     /// from; none for an image on disk.
     pub async fn sigstore_signatures(&self, digest: &Digest) -> Result<Vec<SigstoreAttachment>> {
         match &self.from {
-            Origin::Registry { candidates, chosen } => {
+            Origin::Registry { places, chosen } => {
                 let index = chosen.get().copied().context("signatures were asked for before the manifest")?;
-                let (_, source) = candidates.get(index).context("no such registry place")?;
-                source.sigstore_attachments(digest).await
+                places.get(index).context("no such registry place")?.source()?.sigstore_attachments(digest).await
             }
             Origin::Layout(_) | Origin::DockerArchive(_) => Ok(Vec::new()),
         }
@@ -288,10 +286,9 @@ impl Source {
     /// size its descriptor gives (or end short of it).
     pub async fn blob_stream(&self, digest: &Digest, size: u64) -> Result<BlobStream> {
         let stream = match &self.from {
-            Origin::Registry { candidates, chosen } => {
+            Origin::Registry { places, chosen } => {
                 let index = chosen.get().copied().context("a layer was asked for before the manifest")?;
-                let (_, source) = candidates.get(index).context("no such registry place")?;
-                source.blob_stream(digest, size).await?
+                places.get(index).context("no such registry place")?.source()?.blob_stream(digest, size).await?
             }
             Origin::Layout(s) => s.blob_stream(digest).await?,
             Origin::DockerArchive(s) => s.blob_stream(digest).await?,
@@ -304,20 +301,40 @@ impl Source {
     }
 }
 
-/// The places `reference` may be pulled from, as registries.conf says, each with its client.
-fn registry_candidates(
-    reference: &oci_client::Reference,
-    options: &RegistryOptions,
-) -> Result<Vec<(config::Candidate, remote::RegistrySource)>> {
+/// One place an image may be pulled from (a mirror, or the registry itself), whose client is
+/// made only if the place is tried: building an HTTP client loads the system's CA bundle, and
+/// finding credentials may run a helper program.
+struct RegistryPlace {
+    candidate: config::Candidate,
+    reference: oci_client::Reference,
+    plain_http: bool,
+    options: RegistryOptions,
+    credential_helpers: Vec<String>,
+    source: std::sync::OnceLock<remote::RegistrySource>,
+}
+
+impl RegistryPlace {
+    fn source(&self) -> Result<&remote::RegistrySource> {
+        if let Some(source) = self.source.get() {
+            return Ok(source);
+        }
+        let source =
+            remote::RegistrySource::new(&self.reference, &self.options, self.plain_http, &self.credential_helpers)?;
+        Ok(self.source.get_or_init(|| source))
+    }
+}
+
+/// The places `reference` may be pulled from, as registries.conf says, in the order they are tried.
+fn registry_places(reference: &oci_client::Reference, options: &RegistryOptions) -> Result<Vec<RegistryPlace>> {
     let conf = RegistriesConf::load(&options.registries_conf)?;
-    let helpers = conf.credential_helpers();
+    let credential_helpers = conf.credential_helpers();
     let name = format!("{}/{}", reference.registry(), reference.repository());
     let suffix = match (reference.digest(), reference.tag()) {
         (Some(digest), _) => format!("@{digest}"),
         (None, Some(tag)) => format!(":{tag}"),
         (None, None) => String::new(),
     };
-    let mut sources = Vec::new();
+    let mut places = Vec::new();
     for candidate in conf.candidates(&name, reference.digest().is_some())? {
         let text = format!("{}{suffix}", candidate.repository);
         let at: oci_client::Reference =
@@ -326,10 +343,16 @@ fn registry_candidates(
             Some(verify) => !verify,
             None => candidate.insecure || remote::is_loopback(at.registry()) || conf.is_insecure(at.registry()),
         };
-        let source = remote::RegistrySource::new(&at, options, plain_http, &helpers)?;
-        sources.push((candidate, source));
+        places.push(RegistryPlace {
+            candidate,
+            reference: at,
+            plain_http,
+            options: options.clone(),
+            credential_helpers: credential_helpers.clone(),
+            source: std::sync::OnceLock::new(),
+        });
     }
-    Ok(sources)
+    Ok(places)
 }
 
 /// Picks this host's manifest from an image index (os, architecture and, when given, variant).

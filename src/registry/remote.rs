@@ -1,7 +1,7 @@
 //! A registry, through `oci-client`: the client's configuration (plain HTTP or HTTPS, timeouts,
 //! CA certificates), the pull token (anonymous, or with the credentials of the auth files), and
-//! config and layer blobs, each stream held to its descriptor's
-//! size and given up after a silence. Manifests are the exception: they are fetched by
+//! layer blobs, each stream held to its descriptor's size and given up after a silence.
+//! Manifests, configs and signature claims are the exception: they are fetched by
 //! [`super::http`], with the token `oci-client` obtained (its module documentation says why).
 
 use std::net::IpAddr;
@@ -10,13 +10,13 @@ use anyhow::{Context, Result};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 use tokio::sync::OnceCell;
 use tokio_util::io::StreamReader;
 
 use super::auth::Credentials;
-use super::bounded::{until_silent, SizedReader};
-use super::http::{Authorization, Describer, ManifestHttp, USER_AGENT};
+use super::bounded::until_silent;
+use super::http::{Authorization, Describer, MetadataHttp, USER_AGENT};
 use super::{
     is_index, select_from_index, BlobStream, RegistryOptions, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, MAX_METADATA_SIZE,
     OCI_INDEX, OCI_MANIFEST,
@@ -31,12 +31,14 @@ const COSIGN_SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 const MAX_ATTACHMENTS: usize = 64;
 
 pub struct RegistrySource {
-    client: Client,
+    /// Made on first use (authentication, a layer): each client loads the system's CA bundle,
+    /// and a pull that has every layer and needs no token never uses one.
+    client: std::sync::OnceLock<Client>,
     /// CA certificates trusted for this registry beyond the system's (see [`super::certs`]).
     roots: Vec<Vec<u8>>,
     /// From the auth files, for this registry and repository; `None` pulls anonymously.
     credentials: Option<Credentials>,
-    manifests: ManifestHttp,
+    metadata: MetadataHttp,
     reference: Reference,
     plain_http: bool,
     timeout: std::time::Duration,
@@ -49,10 +51,12 @@ struct Session {
     /// The bearer token `oci-client` got, or `None` when the registry asks for none or takes the
     /// credentials directly.
     token: Option<String>,
-    /// The client blobs are pulled with. With a token, the one that authenticated, which sends
-    /// it (and gets a new one when it expires). Without, one that never authenticated: after an
-    /// authentication that got no token, `oci-client` probes `/v2/` again before every request.
-    blobs: Client,
+    /// The client layers are pulled with, when not [`RegistrySource::client`]. With a token,
+    /// that is the one that authenticated, which sends it (and gets a new one when it expires);
+    /// with credentials and no token, the one that sends them with every request. Otherwise
+    /// layers need a client that never authenticated: after an authentication that got no
+    /// token, `oci-client` probes `/v2/` again before every request.
+    own_blob_client: Option<Client>,
 }
 
 impl RegistrySource {
@@ -65,23 +69,31 @@ impl RegistrySource {
     ) -> Result<RegistrySource> {
         let registry = reference.resolve_registry().to_string();
         let roots = super::certs::registry_roots(&registry, options.cert_dir.as_deref())?;
-        let client = client(&registry, plain_http, options.timeout, &roots)?;
-        let manifests = ManifestHttp::new(&registry, reference.repository(), plain_http, options.timeout, &roots)?;
+        let metadata = MetadataHttp::new(&registry, reference.repository(), plain_http, options.timeout, &roots)?;
         let credentials = options
             .auth
             .lookup_with(credential_helpers, reference.registry(), reference.repository())
             .with_context(|| format!("looking up credentials for {}", reference.registry()))?;
         Ok(RegistrySource {
-            client,
+            client: std::sync::OnceLock::new(),
             roots,
             credentials,
-            manifests,
+            metadata,
             reference: reference.clone(),
             plain_http,
             timeout: options.timeout,
             describer: Describer::new(&registry, plain_http, options.timeout),
             session: OnceCell::new(),
         })
+    }
+
+    /// The `oci-client` client, made on first use.
+    fn client(&self) -> Result<&Client> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
+        let made = client(self.reference.resolve_registry(), self.plain_http, self.timeout, &self.roots)?;
+        Ok(self.client.get_or_init(|| made))
     }
 
     /// Authenticates once for pulls from the repository: with the credentials of the auth files
@@ -91,11 +103,16 @@ impl RegistrySource {
             .get_or_try_init(|| async {
                 let auth = match &self.credentials {
                     Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
+                    // A registry that challenges nobody gives no token: `oci-client` is not
+                    // asked for one, and its client stays one that never authenticated.
+                    None if !self.metadata.challenges().await? => {
+                        return Ok(Session { token: None, own_blob_client: None });
+                    }
                     None => RegistryAuth::Anonymous,
                 };
                 // `oci-client` sends the credentials to whatever token service the registry names.
                 if self.credentials.is_some() && !self.plain_http {
-                    if let Some(realm) = self.manifests.token_realm().await? {
+                    if let Some(realm) = self.metadata.token_realm().await? {
                         if !realm.starts_with("https://") {
                             anyhow::bail!(
                                 "registry {} sends its clients to a token service that is not HTTPS ({realm}); \
@@ -106,18 +123,17 @@ impl RegistrySource {
                     }
                 }
                 let token = self
-                    .client
+                    .client()?
                     .auth(&self.reference, &auth, RegistryOperation::Pull)
                     .await
                     .map_err(|err| self.describer.describe(&err))?;
-                // With credentials and no token, the client sends them with every request.
-                let blobs = match (&token, &self.credentials) {
+                let own_blob_client = match (&token, &self.credentials) {
                     (None, None) => {
-                        client(self.reference.resolve_registry(), self.plain_http, self.timeout, &self.roots)?
+                        Some(client(self.reference.resolve_registry(), self.plain_http, self.timeout, &self.roots)?)
                     }
-                    _ => self.client.clone(),
+                    _ => None,
                 };
-                Ok(Session { token, blobs })
+                Ok(Session { token, own_blob_client })
             })
             .await
     }
@@ -158,7 +174,7 @@ impl RegistrySource {
         let what = format!("the signatures of {digest} ({tag})");
         let raw = async {
             let authorization = self.authorization(self.session().await?);
-            self.manifests
+            self.metadata
                 .optional_manifest(&tag, &[OCI_MANIFEST, DOCKER_MANIFEST], MAX_METADATA_SIZE, &what, authorization)
                 .await
         }
@@ -192,7 +208,7 @@ impl RegistrySource {
         };
         let raw = async {
             let authorization = self.authorization(self.session().await?);
-            self.manifests.manifest(tag_or_digest, &accepted, MAX_METADATA_SIZE, &what, authorization).await
+            self.metadata.manifest(tag_or_digest, &accepted, MAX_METADATA_SIZE, &what, authorization).await
         }
         .await
         .with_context(|| format!("fetching {what}"))?;
@@ -214,10 +230,8 @@ impl RegistrySource {
         }
         let what = format!("{kind} {digest}");
         async {
-            let blob = self.open_blob(digest, size, &what).await?;
-            let mut bytes = Vec::with_capacity(size as usize);
-            SizedReader::new(blob, size, what.clone()).read_to_end(&mut bytes).await?;
-            Ok::<_, anyhow::Error>(bytes)
+            let authorization = self.authorization(self.session().await?);
+            self.metadata.small_blob(digest, size, &what, authorization).await
         }
         .await
         .with_context(|| format!("fetching {what}"))
@@ -238,10 +252,13 @@ impl RegistrySource {
         size: u64,
         what: &str,
     ) -> Result<impl AsyncRead + Send + Unpin + 'static> {
-        let blob = self
-            .session()
-            .await?
-            .blobs
+        tracing::debug!(registry = self.reference.resolve_registry(), "GET {what}");
+        let session = self.session().await?;
+        let client = match &session.own_blob_client {
+            Some(own) => own,
+            None => self.client()?,
+        };
+        let blob = client
             .pull_blob_stream(&self.reference, digest.as_str())
             .await
             .map_err(|err| self.describer.describe(&err))?;
@@ -281,7 +298,7 @@ fn uses_plain_http(registry: &str, options: &RegistryOptions) -> Result<bool> {
 pub async fn login(registry: &str, credentials: &Credentials, options: &RegistryOptions) -> Result<std::path::PathBuf> {
     let plain_http = uses_plain_http(registry, options)?;
     let roots = super::certs::registry_roots(registry, options.cert_dir.as_deref())?;
-    let http = ManifestHttp::new(registry, "", plain_http, options.timeout, &roots)?;
+    let http = MetadataHttp::new(registry, "", plain_http, options.timeout, &roots)?;
     if !http.check_basic(credentials).await? {
         // A token service: it refuses a pull token to wrong credentials.
         let reference: Reference = format!("{registry}/sysctr/login-check")

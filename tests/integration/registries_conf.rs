@@ -49,6 +49,40 @@ fn mirrors_blocked_registries_locations_and_short_names() {
     let images = sysctr(&storage("mirror"), &conf, &["images", "--json"]);
     assert!(String::from_utf8_lossy(&images.stdout).contains(&image), "{}", describe_output(&images));
 
+    // A place that is not tried is not prepared: no credential helper runs for the registry
+    // behind a mirror that gave the image.
+    let bin = work.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let asked = work.path().join("helper-asked");
+    let helper = bin.join("docker-credential-sysctrwitness");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh
+cat >> '{}'
+echo >> '{0}'
+exit 1
+",
+            asked.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    write(format!(
+        "credential-helpers = [\"sysctrwitness\"]\n[[registry]]\nlocation = \"{dead}\"\n\
+         [[registry.mirror]]\nlocation = \"{mirror_addr}\"\n"
+    ));
+    let out = Command::new(sysctr_bin())
+        .args(["pull", &image])
+        .env("SYSCTR_STORAGE", storage("witness"))
+        .env("CONTAINERS_REGISTRIES_CONF", &conf)
+        .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()))
+        .output()
+        .unwrap();
+    ok(&out);
+    let asked = std::fs::read_to_string(&asked).unwrap_or_default();
+    assert_eq!(asked.lines().collect::<Vec<_>>(), [mirror_addr.as_str()], "credentials were looked up for: {asked}");
+
     // A digest-only mirror is not asked for a tag; for a digest it is.
     write(format!(
         "[[registry]]\nlocation = \"{dead}\"\n[[registry.mirror]]\nlocation = \"{mirror_addr}\"\npull-from-mirror = \"digest-only\"\n"
