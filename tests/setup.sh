@@ -13,6 +13,7 @@ packages=(
   strace                                    # tests: the syscall trace that checks durable writes
   time openssl                              # tests: peak memory of a pull, a TLS certificate
   apache2-utils                             # tests: htpasswd, for a registry that wants a password
+  python3-cryptography                      # tests: a token service that signs registry tokens
   gnupg                                     # tests: GPG keys that sign images (skopeo --sign-by)
   dpkg-dev lintian rpm                      # packages: computed Depends, the .deb's check, rpmbuild
 )

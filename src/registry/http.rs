@@ -199,7 +199,7 @@ impl MetadataHttp {
         let mut request = self.client.get(url.clone()).header(ACCEPT, accept);
         match authorization {
             Authorization::Anonymous => {}
-            Authorization::Bearer(token) => request = request.bearer_auth(token),
+            Authorization::Bearer { token, .. } => request = request.bearer_auth(token),
             Authorization::Basic(credentials) => {
                 request = request.basic_auth(&credentials.username, Some(&credentials.password));
             }
@@ -216,7 +216,7 @@ impl MetadataHttp {
         if status == reqwest::StatusCode::UNAUTHORIZED {
             let registry = &self.describer.registry;
             let hint = match authorization {
-                Authorization::Anonymous => {
+                Authorization::Anonymous | Authorization::Bearer { anonymous: true, .. } => {
                     format!("registry {registry} requires credentials: `sysctr login {registry}`, or --authfile")
                 }
                 _ => format!("registry {registry} refused the credentials of the auth file"),
@@ -297,8 +297,12 @@ fn bearer_realm(challenge: &str) -> Option<String> {
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Authorization<'a> {
     Anonymous,
-    /// The bearer token `oci-client` got for the repository.
-    Bearer(&'a str),
+    /// The bearer token `oci-client` got for the repository: for the credentials of the auth
+    /// files (`anonymous: false`), or for nobody, as public repositories are read.
+    Bearer {
+        token: &'a str,
+        anonymous: bool,
+    },
     /// Credentials sent as they are, to a registry that asked for HTTP Basic.
     Basic(&'a Credentials),
 }

@@ -122,11 +122,18 @@ impl RegistrySource {
                         }
                     }
                 }
-                let token = self
-                    .client()?
-                    .auth(&self.reference, &auth, RegistryOperation::Pull)
-                    .await
-                    .map_err(|err| self.describer.describe(&err))?;
+                let token = self.client()?.auth(&self.reference, &auth, RegistryOperation::Pull).await.map_err(
+                    |err| match (&err, &self.credentials) {
+                        (oci_client::errors::OciDistributionError::AuthenticationFailure(answer), Some(_)) => {
+                            anyhow::anyhow!(
+                                "the token service of registry {} refused the credentials of the auth file: {}",
+                                self.reference.resolve_registry(),
+                                answer.chars().take(512).collect::<String>()
+                            )
+                        }
+                        _ => self.describer.describe(&err),
+                    },
+                )?;
                 let own_blob_client = match (&token, &self.credentials) {
                     (None, None) => {
                         Some(client(self.reference.resolve_registry(), self.plain_http, self.timeout, &self.roots)?)
@@ -141,7 +148,7 @@ impl RegistrySource {
     /// How the manifest request is authorized.
     fn authorization<'s>(&'s self, session: &'s Session) -> Authorization<'s> {
         match (&session.token, &self.credentials) {
-            (Some(token), _) => Authorization::Bearer(token),
+            (Some(token), credentials) => Authorization::Bearer { token, anonymous: credentials.is_none() },
             (None, Some(credentials)) => Authorization::Basic(credentials),
             (None, None) => Authorization::Anonymous,
         }

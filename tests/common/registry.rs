@@ -24,6 +24,58 @@ pub struct Registry {
     htpasswd: Option<PathBuf>,
     /// Serves HTTPS, with a certificate for 127.0.0.1 signed by [`Registry::ca_dir`]'s CA.
     tls: bool,
+    /// The token service whose tokens the registry takes (bearer-token authentication), if any.
+    token_service: Option<TokenService>,
+}
+
+/// `tests/token_service.py` on a loopback port: it issues the tokens a
+/// [`Registry::start_with_token_service`] registry checks.
+struct TokenService {
+    child: Child,
+    /// Holds the certificate and the log until the service is dropped.
+    _dir: tempfile::TempDir,
+    port: u16,
+    /// Its signing certificate, the registry's `rootcertbundle`.
+    cert: PathBuf,
+    log: PathBuf,
+}
+
+impl TokenService {
+    fn start(user: &str, password: &str) -> Result<TokenService> {
+        let dir = tempfile::Builder::new().prefix("sysctr-tokens.").tempdir_in("/var/tmp")?;
+        let (cert, log) = (dir.path().join("signer.crt"), dir.path().join("requests.log"));
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/token_service.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .args([&cert, &log])
+            .args(["--user", user, "--password", password])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting tests/token_service.py")?;
+        let mut stdout = child.stdout.take().context("the token service has no stdout")?;
+        let mut first_line = Vec::new();
+        let mut byte = [0u8; 1];
+        while stdout.read(&mut byte)? == 1 && byte[0] != b'\n' {
+            first_line.push(byte[0]);
+        }
+        let first_line = String::from_utf8_lossy(&first_line).into_owned();
+        let port = match first_line.trim().parse() {
+            Ok(port) => port,
+            Err(_) => {
+                let _ = child.kill();
+                bail!("tests/token_service.py did not start (it said '{first_line}')");
+            }
+        };
+        Ok(TokenService { child, _dir: dir, port, cert, log })
+    }
+}
+
+impl Drop for TokenService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// An HTTP response: status code, headers (names lower-cased) and body.
@@ -50,13 +102,13 @@ impl Registry {
     /// Starts a registry on a free ephemeral port of 127.0.0.1 and waits (≤ 10 s) until `GET /v2/`
     /// answers 200. Retries with another port if the chosen one was taken meanwhile.
     pub fn start() -> Result<Registry> {
-        Self::start_with(None, false)
+        Self::start_with(None, false, None)
     }
 
     /// Like [`start`](Self::start), serving HTTPS with a certificate from a CA of its own, made
     /// here with openssl (its certificate is in [`Registry::ca_dir`]).
     pub fn start_tls() -> Result<Registry> {
-        Self::start_with(None, true)
+        Self::start_with(None, true, None)
     }
 
     /// The directory holding `ca.crt`, the CA of a [`Registry::start_tls`] registry.
@@ -126,15 +178,33 @@ impl Registry {
     /// Like [`start`](Self::start), for a registry that takes only `user` with `password`
     /// (distribution's htpasswd authentication, HTTP Basic; the hash made by `htpasswd -B`).
     pub fn start_with_password(user: &str, password: &str) -> Result<Registry> {
-        Self::start_with(Some(htpasswd_entry(user, password)?), false)
+        Self::start_with(Some(htpasswd_entry(user, password)?), false, None)
     }
 
     /// Both: HTTPS with its own CA, and only `user` with `password`.
     pub fn start_tls_with_password(user: &str, password: &str) -> Result<Registry> {
-        Self::start_with(Some(htpasswd_entry(user, password)?), true)
+        Self::start_with(Some(htpasswd_entry(user, password)?), true, None)
     }
 
-    fn start_with(htpasswd: Option<Vec<u8>>, tls: bool) -> Result<Registry> {
+    /// A registry that takes bearer tokens only, from a token service of its own (as Docker Hub,
+    /// Quay and GHCR do): `user` with `password` may pull and push anything; anonymous clients
+    /// get tokens to pull repositories under `public/` only.
+    pub fn start_with_token_service(user: &str, password: &str) -> Result<Registry> {
+        Self::start_with(None, false, Some(TokenService::start(user, password)?))
+    }
+
+    /// What the token service granted, one JSON object per token request: `account` (null when
+    /// anonymous) and `access`, or `refused`.
+    pub fn token_requests(&self) -> Vec<serde_json::Value> {
+        let Some(service) = &self.token_service else { return Vec::new() };
+        std::fs::read_to_string(&service.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    fn start_with(htpasswd: Option<Vec<u8>>, tls: bool, token_service: Option<TokenService>) -> Result<Registry> {
         let dir = tempfile::Builder::new()
             .prefix("sysctr-registry.")
             .tempdir_in("/var/tmp")
@@ -148,7 +218,7 @@ impl Registry {
             }
             None => None,
         };
-        let mut reg = Registry { child: None, port: 0, dir, htpasswd, tls };
+        let mut reg = Registry { child: None, port: 0, dir, htpasswd, tls, token_service };
         if tls {
             reg.make_certificates()?;
         }
@@ -190,10 +260,18 @@ impl Registry {
             } else {
                 String::new()
             },
-            self.htpasswd.as_ref().map_or(String::new(), |path| format!(
-                "auth:\n  htpasswd:\n    realm: sysctr-test\n    path: {}\n",
-                path.display()
-            ))
+            match (&self.htpasswd, &self.token_service) {
+                (Some(path), _) => {
+                    format!("auth:\n  htpasswd:\n    realm: sysctr-test\n    path: {}\n", path.display())
+                }
+                (None, Some(service)) => format!(
+                    "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: sysctr-test-registry\n    \
+                     issuer: sysctr-test-tokens\n    rootcertbundle: {}\n",
+                    service.port,
+                    service.cert.display()
+                ),
+                (None, None) => String::new(),
+            }
         );
         std::fs::write(self.config_path(), config)?;
         let log = File::options().create(true).append(true).open(self.log_path())?;
@@ -218,7 +296,9 @@ impl Registry {
             }
             if let Ok(resp) = self.get("/v2/") {
                 // 401: up, and asking for the credentials it was told to.
-                if resp.status == 200 || (resp.status == 401 && self.htpasswd.is_some()) {
+                if resp.status == 200
+                    || (resp.status == 401 && (self.htpasswd.is_some() || self.token_service.is_some()))
+                {
                     return Ok(());
                 }
             }

@@ -1,5 +1,6 @@
 //! Credentials, as podman finds and writes them (containers-auth.json(5)), against a real
-//! registry that takes one user and password (distribution's htpasswd authentication).
+//! registry that takes one user and password (distribution's htpasswd authentication), and
+//! one behind a token service (bearer tokens, anonymous or traded for credentials).
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -141,4 +142,72 @@ fn private_registries_take_credentials_from_auth_files_login_and_helpers() {
     assert!(out.status.success(), "{}", describe_output(&out));
     let out = sysctr(&storage, &env, "", &["pull", &image]);
     assert_eq!(out.status.code(), Some(1), "logged out, still pulled: {}", describe_output(&out));
+}
+
+/// A registry behind a token service, as Docker Hub, Quay and GHCR are: a public repository is
+/// pulled with an anonymous token, a private one with a token the credentials were traded for,
+/// and every request of the pull (manifest, config, layers) carries it.
+#[test]
+fn bearer_token_registries_give_anonymous_and_credentialed_tokens() {
+    let registry = Registry::start_with_token_service(USER, PASSWORD).unwrap();
+    let work = scratch();
+    let (layout, _) = super::small_layout(work.path());
+    let (public, private) = (registry.image_ref("public/app:v1"), registry.image_ref("team/private:v1"));
+    for image in [&public, &private] {
+        push_with_credentials(&layout, "v1", image, &format!("{USER}:{PASSWORD}")).unwrap();
+    }
+    let host = registry.addr();
+    let storage = work.path().join("storage");
+    let asked = registry.token_requests().len();
+
+    let out = sysctr(&storage, &[], "", &["pull", &public]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let tokens = registry.token_requests().split_off(asked);
+    assert!(!tokens.is_empty(), "pulled without a token");
+    for token in &tokens {
+        assert!(token["account"].is_null(), "an anonymous pull sent an account: {token}");
+        assert_eq!(token["access"][0]["name"], "public/app", "{token}");
+        assert_eq!(token["access"][0]["actions"], serde_json::json!(["pull"]), "{token}");
+    }
+
+    // Private, anonymously: the token grants nothing, and the hint is to log in.
+    let out = sysctr(&storage, &[], "", &["pull", &private]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("requires credentials: `sysctr login {host}`, or --authfile")), "{err}");
+
+    // login trades the credentials for a token before saving them.
+    let saved = work.path().join("login/auth.json");
+    let login = |password: &str| {
+        let args = ["login", "--authfile", saved.to_str().unwrap(), "-u", USER, "--password-stdin", &host];
+        sysctr(&storage, &[], &format!("{password}\n"), &args)
+    };
+    let out = login("not-it");
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused the user name or password"));
+    assert!(!saved.exists(), "wrong credentials were saved");
+    assert!(login(PASSWORD).status.success());
+
+    let asked = registry.token_requests().len();
+    let out = sysctr(&storage, &[("REGISTRY_AUTH_FILE", saved.to_str().unwrap())], "", &["pull", &private]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let tokens = registry.token_requests().split_off(asked);
+    assert!(!tokens.is_empty() && tokens.iter().all(|t| t["account"] == USER), "{tokens:?}");
+
+    // Credentials the token service refuses are named as the auth file's.
+    let file = work.path().join("wrong.json");
+    std::fs::write(
+        &file,
+        serde_json::json!({"auths": {host.clone(): {"auth": auth_entry(USER, "wrong")}}}).to_string(),
+    )
+    .unwrap();
+    let out = sysctr(&storage, &[], "", &["rmi", &private]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let out = sysctr(&storage, &[("REGISTRY_AUTH_FILE", file.to_str().unwrap())], "", &["pull", &private]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("the token service of registry {host} refused the credentials of the auth file")),
+        "{err}"
+    );
 }
