@@ -270,6 +270,15 @@ impl Source {
         Ok(FetchedImage { named_digest, manifest_digest, manifest_raw, manifest, config_raw, config })
     }
 
+    /// The registry place the manifest came from (a mirror, or the registry itself), with the
+    /// image's tag or digest; `None` for an image on disk, or before [`Source::fetch_image`].
+    pub fn pulled_from(&self) -> Option<&oci_client::Reference> {
+        match &self.from {
+            Origin::Registry { places, chosen } => places.get(*chosen.get()?).map(|place| &place.reference),
+            Origin::Layout(_) | Origin::DockerArchive(_) => None,
+        }
+    }
+
     /// The sigstore signatures attached to manifest `digest` in the registry the manifest came
     /// from; none for an image on disk.
     pub async fn sigstore_signatures(&self, digest: &Digest) -> Result<Vec<SigstoreAttachment>> {

@@ -68,7 +68,11 @@ impl Requirements {
             return Ok(Vec::new());
         }
         let registries_d = RegistriesD::load(&options.registries_d)?;
-        let (_, scopes) = policy::scopes(image);
+        // Where signatures are read is configured for the place the image came from (a mirror
+        // has its own lookaside), as containers/image does; what they must claim is the name
+        // asked for.
+        let physical = source.pulled_from().map(|reference| ImageRef::Registry(reference.clone()));
+        let (_, scopes) = policy::scopes(physical.as_ref().unwrap_or(image));
         let mut met = Vec::new();
         for check in &self.checks {
             let refusal = |reason: String| {
@@ -87,9 +91,8 @@ impl Requirements {
                     let lookaside = registries_d.lookaside(&scopes);
                     let mut signatures = Vec::new();
                     for digest in &unique {
-                        let found =
-                            lookaside::read_signatures(&lookaside, reference.repository(), digest, options.timeout)
-                                .await?;
+                        let repository = source.pulled_from().unwrap_or(reference).repository();
+                        let found = lookaside::read_signatures(&lookaside, repository, digest, options.timeout).await?;
                         signatures.extend(found.into_iter().map(|signature| (*digest, signature)));
                     }
                     if signatures.is_empty() {
@@ -109,7 +112,10 @@ impl Requirements {
                         return Err(refusal(format!(
                             "registries.d ({}) does not set use-sigstore-attachments for {}, so no signature is read",
                             options.registries_d.display(),
-                            pulled.name()
+                            source.pulled_from().map_or_else(
+                                || pulled.name().to_string(),
+                                |r| format!("{}/{}", r.registry(), r.repository())
+                            )
                         )));
                     }
                     let mut attachments = Vec::new();

@@ -204,6 +204,71 @@ fn gpg_signatures_from_the_lookaside_are_required_by_the_policy() {
     assert!(pull("team/stranger:v1").status.code() == Some(1));
 }
 
+/// An image pulled from a mirror: its signatures are read where registries.d says for the mirror,
+/// under the mirror's repository path (as containers/image does), and must claim the name asked for.
+#[test]
+fn signatures_of_a_mirrored_image_are_read_from_the_mirrors_lookaside() {
+    let mirror = Registry::start().unwrap();
+    let dead = {
+        let mut registry = Registry::start().unwrap();
+        registry.stop();
+        registry.addr()
+    };
+    let work = scratch();
+    let (layout, _) = super::small_layout(work.path());
+    let trusted = GpgKey::generate("trusted").unwrap();
+    let (mirror_lookaside, default_lookaside) = (work.path().join("mirror-sigs"), work.path().join("default-sigs"));
+    std::fs::create_dir_all(&default_lookaside).unwrap();
+    let requested = format!("{dead}/team/app:v1");
+    trusted
+        .push_signed(&layout, "v1", &mirror.image_ref("mirrored/app:v1"), &mirror_lookaside, Some(&requested))
+        .unwrap();
+
+    let conf = work.path().join("registries.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nprefix = \"{dead}/team\"\nlocation = \"{dead}/team\"\n\
+             [[registry.mirror]]\nlocation = \"{}/mirrored\"\n",
+            mirror.addr()
+        ),
+    )
+    .unwrap();
+    let registries_d = work.path().join("registries.d");
+    std::fs::create_dir_all(&registries_d).unwrap();
+    std::fs::write(
+        registries_d.join("default.yaml"),
+        format!(
+            "default-docker:\n  lookaside: file://{}\ndocker:\n  {}:\n    lookaside: file://{}\n",
+            default_lookaside.display(),
+            mirror.addr(),
+            mirror_lookaside.display()
+        ),
+    )
+    .unwrap();
+    let key = work.path().join("trusted.gpg");
+    std::fs::write(&key, trusted.public_key(false).unwrap()).unwrap();
+    let policy = work.path().join("policy.json");
+    write_json(
+        &policy,
+        serde_json::json!({
+            "default": [{"type": "reject"}],
+            "transports": {"docker": {format!("{dead}/team"): [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": key}]}}
+        }),
+    );
+    let storage = work.path().join("storage");
+    let out = Command::new(sysctr_bin())
+        .args(["pull", &requested, "--signature-policy", policy.to_str().unwrap()])
+        .args(["--registries-d", registries_d.to_str().unwrap()])
+        .env("SYSCTR_STORAGE", &storage)
+        .env("CONTAINERS_REGISTRIES_CONF", &conf)
+        .env("REGISTRY_AUTH_FILE", storage.with_extension("no-auth.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(stderr(&out).contains("signed by key"), "{}", describe_output(&out));
+}
+
 /// `python3 -m http.server` over a directory, on a free loopback port.
 struct LookasideServer {
     child: std::process::Child,
