@@ -71,6 +71,19 @@ fn ostree_refs(storage: &Path) -> Vec<PathBuf> {
     refs
 }
 
+/// Every file under `dir` with its inode and modification time: a file rewritten, even with the
+/// same content, shows up as a new entry.
+fn files_with_times(dir: &Path) -> Vec<(PathBuf, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    walk(dir)
+        .into_iter()
+        .filter_map(|path| {
+            let meta = std::fs::symlink_metadata(&path).ok()?;
+            Some((path, meta.ino(), meta.mtime(), meta.mtime_nsec()))
+        })
+        .collect()
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -127,8 +140,13 @@ fn second_pull_reuses_layers_and_shared_layers_are_not_fetched_again() {
     assert!(stdout(&out).contains("2 layers fetched, 0 already present"), "{}", describe_output(&out));
     let out = run_sysctr(&storage, &["pull", &two]);
     assert!(stdout(&out).contains("1 layers fetched, 1 already present"), "{}", describe_output(&out));
+    // A pull that changes nothing writes nothing: every file of the store stays as it was.
+    let before = files_with_times(&storage);
     let out = run_sysctr(&storage, &["pull", &one]);
     assert!(stdout(&out).contains("0 layers fetched, 2 already present"), "{}", describe_output(&out));
+    let after = files_with_times(&storage);
+    let rewritten: Vec<_> = after.iter().filter(|entry| !before.contains(entry)).collect();
+    assert!(rewritten.is_empty(), "a pull that changed nothing rewrote {rewritten:?}");
     // For scripts: nothing changed, so exit 0 even with --detailed-exitcode.
     let out = run_sysctr(&storage, &["pull", "--json", "--detailed-exitcode", &one]);
     assert_eq!(out.status.code(), Some(0), "{}", describe_output(&out));

@@ -178,6 +178,15 @@ pub async fn pull(store: &Store, image: &ImageRef, options: &RegistryOptions) ->
         layer_refs.push((digest, commit));
     }
     let reference = image.canonical();
+    if layers_fetched == 0 {
+        if let Some(stored) = store.image(&reference)? {
+            if stored.manifest_digest == fetched.manifest_digest.to_string() {
+                // Recorded as it is already: no transaction, which would rewrite the refs and
+                // sync every object directory of the repository.
+                return Ok(Pulled { image: stored, layers_fetched, layers_present, skipped, signatures });
+            }
+        }
+    }
     // Flattening reads every layer's tree: blocking work, kept off the async workers.
     let repo_path = store.path().to_path_buf();
     let to_publish = (reference.clone(), fetched.manifest_digest.to_string(), fetched.manifest_raw, fetched.config_raw);
