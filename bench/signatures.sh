@@ -60,4 +60,5 @@ peer_any=$(median_ms skopeo_copy "$W/any.json")
 printf '%-7s %12s %12s %10s\n' side "signed (ms)" "any (ms)" "overhead"
 printf '%-7s %12s %12s %10s\n' sysctr "$ours_signed" "$ours_any" "$((ours_signed - ours_any))"
 printf '%-7s %12s %12s %10s\n' skopeo "$peer_signed" "$peer_any" "$((peer_signed - peer_any))"
-python3 -c "import sys; s,p=map(int,sys.argv[1:3]); print(f'signed pull, sysctr/skopeo: {s/p:.2f}x')" "$ours_signed" "$peer_signed"
+python3 -c "import sys; s,p,a,b=map(int,sys.argv[1:5]); print(f'signed pull, sysctr/skopeo: {s/p:.2f}x; unsigned: {a/b:.2f}x')" \
+  "$ours_signed" "$peer_signed" "$ours_any" "$peer_any"
