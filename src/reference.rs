@@ -89,7 +89,19 @@ impl ImageRef {
     /// The canonical text of the reference, as stored in the image's OSTree ref.
     pub fn canonical(&self) -> String {
         match self {
-            ImageRef::Registry(r) => r.whole(),
+            ImageRef::Registry(r) => {
+                let whole = r.whole();
+                // A registry host named like a transport (`oci:5000/app`, `dir:5000/app`) would
+                // read back as that transport: it keeps the `docker://` that made it a registry.
+                let reads_as_transport =
+                    ["oci:", "oci-archive:", "docker-archive:"].iter().any(|prefix| whole.starts_with(prefix))
+                        || unsupported_transport(&whole).is_some();
+                if reads_as_transport {
+                    format!("docker://{whole}")
+                } else {
+                    whole
+                }
+            }
             ImageRef::Layout { dir, tag } => with_suffix(format!("oci:{}", dir.display()), tag.as_deref()),
             ImageRef::OciArchive { path, tag } => {
                 with_suffix(format!("oci-archive:{}", path.display()), tag.as_deref())
@@ -345,6 +357,18 @@ mod tests {
             let err = format!("{:#}", ImageRef::parse(bad).expect_err(bad));
             assert!(err.contains("invalid image reference"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn registry_hosts_named_like_a_transport_keep_their_docker_prefix() {
+        for input in ["docker://oci:666/1", "docker://dir:5000/app:v1", "docker://oci-archive:1/x"] {
+            let reference = ImageRef::parse(input).expect(input);
+            let canonical = reference.canonical();
+            assert!(canonical.starts_with("docker://"), "{input} -> {canonical}");
+            assert_eq!(ImageRef::parse(&canonical).expect(&canonical), reference, "{input} -> {canonical}");
+        }
+        let plain = ImageRef::parse("docker://registry.example:5000/app:v1").expect("a plain reference");
+        assert_eq!(plain.canonical(), "registry.example:5000/app:v1");
     }
 
     #[test]
