@@ -68,16 +68,17 @@ pub async fn first_available(
 
 /// The manifest and config of `image` with the signatures its policy requires checked (how
 /// each requirement was met), and the source its layers come from. Nothing is fetched for an
-/// image the policy rejects outright.
+/// image the policy rejects outright, and only the manifest for one whose signatures fail.
 pub(super) async fn fetch_checked(
     image: &ImageRef,
     options: &RegistryOptions,
 ) -> Result<(Source, FetchedImage, Vec<String>)> {
     let requirements = Requirements::for_image(image, options.signature_policy.as_deref())?;
     let source = Source::new(image, options)?;
-    let fetched = source.fetch_image().await?;
-    let digests = [&fetched.named_digest, &fetched.manifest_digest];
+    let manifest = source.fetch_manifest().await?;
+    let digests = [&manifest.named_digest, &manifest.manifest_digest];
     let signatures = requirements.verify(image, &digests, &source, options).await?;
+    let fetched = source.fetch_config(manifest).await?;
     Ok((source, fetched, signatures))
 }
 

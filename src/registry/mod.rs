@@ -165,6 +165,18 @@ pub(crate) fn read_host_config_text(path: &std::path::Path, max: u64) -> Result<
         .transpose()
 }
 
+/// An image's manifest, resolved to this host's platform; what its signatures are checked
+/// against before anything else is fetched.
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    /// The digest of the manifest the reference names: an index for a multi-platform image. What
+    /// signatures are made for.
+    pub named_digest: Digest,
+    pub manifest_digest: Digest,
+    pub manifest_raw: Vec<u8>,
+    pub manifest: ImageManifest,
+}
+
 /// An image's manifest and config, resolved to this host's platform.
 #[derive(Debug, Clone)]
 pub struct FetchedImage {
@@ -220,16 +232,23 @@ impl Source {
         Ok(Source { from, max_layers: options.max_layers, progress: options.progress.clone() })
     }
 
-    /// Fetches the manifest (resolving an index to this host's platform) and the config: from a
-    /// registry, from the first of its places that gives both, each failure said if none does.
+    /// [`Source::fetch_manifest`], then [`Source::fetch_config`].
     pub async fn fetch_image(&self) -> Result<FetchedImage> {
-        let Origin::Registry { places, chosen } = &self.from else { return self.fetch_from(None).await };
+        let manifest = self.fetch_manifest().await?;
+        self.fetch_config(manifest).await
+    }
+
+    /// Fetches the manifest, resolving an index to this host's platform: from a registry, from
+    /// the first of its places that gives it, each failure said if none does. That place is the
+    /// one the config, the layers and the sigstore signatures then come from.
+    pub async fn fetch_manifest(&self) -> Result<FetchedManifest> {
+        let Origin::Registry { places, chosen } = &self.from else { return self.manifest_from(None).await };
         let mut failures = Vec::new();
         for (index, place) in places.iter().enumerate() {
-            match async { self.fetch_from(Some(place.source()?)).await }.await {
-                Ok(image) => {
+            match async { self.manifest_from(Some(place.source()?)).await }.await {
+                Ok(manifest) => {
                     let _ = chosen.set(index);
-                    return Ok(image);
+                    return Ok(manifest);
                 }
                 Err(err) if places.len() == 1 => return Err(err),
                 Err(err) => {
@@ -241,8 +260,8 @@ impl Source {
         bail!("no place the image may be pulled from gave it: {}", failures.join("; "))
     }
 
-    /// [`Source::fetch_image`] from one registry place (`registry`), or from the layout or archive.
-    async fn fetch_from(&self, registry: Option<&remote::RegistrySource>) -> Result<FetchedImage> {
+    /// [`Source::fetch_manifest`] from one registry place (`registry`), or from the layout or archive.
+    async fn manifest_from(&self, registry: Option<&remote::RegistrySource>) -> Result<FetchedManifest> {
         let (named_digest, manifest_digest, manifest_raw) = match (&self.from, registry) {
             (_, Some(s)) => s.resolve_manifest().await?,
             (Origin::Layout(s), None) => s.resolve_manifest().await?,
@@ -257,12 +276,22 @@ impl Source {
         if layers > self.max_layers {
             bail!("the image has {layers} layers, more than the {} accepted (--max-layers)", self.max_layers);
         }
+        Ok(FetchedManifest { named_digest, manifest_digest, manifest_raw, manifest })
+    }
+
+    /// The config `manifest` names, from where the manifest came, checked against its digest
+    /// and this host's platform.
+    pub async fn fetch_config(&self, manifest: FetchedManifest) -> Result<FetchedImage> {
+        let FetchedManifest { named_digest, manifest_digest, manifest_raw, manifest } = manifest;
         let config_digest = Digest::parse(manifest.config().digest().as_ref()).context("reading the config digest")?;
-        let config_raw = match (&self.from, registry) {
-            (_, Some(s)) => s.fetch_blob_bytes(&config_digest, manifest.config().size(), "the image config").await?,
-            (Origin::Layout(s), None) => s.fetch_blob_bytes(&config_digest).await?,
-            (Origin::DockerArchive(s), None) => s.fetch_blob_bytes(&config_digest).await?,
-            (Origin::Registry { .. }, None) => bail!("no registry to fetch from"),
+        let config_raw = match &self.from {
+            Origin::Registry { places, chosen } => {
+                let index = chosen.get().copied().context("the config was asked for before the manifest")?;
+                let source = places.get(index).context("no such registry place")?.source()?;
+                source.fetch_blob_bytes(&config_digest, manifest.config().size(), "the image config").await?
+            }
+            Origin::Layout(s) => s.fetch_blob_bytes(&config_digest).await?,
+            Origin::DockerArchive(s) => s.fetch_blob_bytes(&config_digest).await?,
         };
         config_digest.verify_bytes(&config_raw, "the image config")?;
         let config: ImageConfiguration = serde_json::from_slice(&config_raw).context("parsing the image config")?;
@@ -271,7 +300,7 @@ impl Source {
     }
 
     /// The registry place the manifest came from (a mirror, or the registry itself), with the
-    /// image's tag or digest; `None` for an image on disk, or before [`Source::fetch_image`].
+    /// image's tag or digest; `None` for an image on disk, or before [`Source::fetch_manifest`].
     pub fn pulled_from(&self) -> Option<&oci_client::Reference> {
         match &self.from {
             Origin::Registry { places, chosen } => places.get(*chosen.get()?).map(|place| &place.reference),

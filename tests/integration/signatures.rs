@@ -38,7 +38,7 @@ fn assert_refused(
     expected: &str,
     storage: &Path,
     registry: &Registry,
-    layer: &str,
+    info: &ImageInfo,
 ) -> Output {
     let before = std::fs::read_to_string(registry.log_path()).unwrap().len();
     let out = pull();
@@ -50,7 +50,9 @@ fn assert_refused(
     let images = run_sysctr(storage, &["images", "--json"]);
     assert!(json_items(&images.stdout, "ImageList").is_empty(), "{}", describe_output(&images));
     let log = std::fs::read_to_string(registry.log_path()).unwrap();
-    assert!(!log[before..].contains(&format!("/blobs/{layer}")), "a layer of a refused image was fetched");
+    for blob in info.layer_digests.iter().chain([&info.config_digest]) {
+        assert!(!log[before..].contains(&format!("/blobs/{blob}")), "{blob} of a refused image was fetched");
+    }
     out.clone()
 }
 
@@ -109,7 +111,6 @@ fn gpg_signatures_from_the_lookaside_are_required_by_the_policy() {
     .unwrap();
     let storage = work.path().join("storage");
     let pull = |repository: &str| sysctr(&storage, &policy, &registries_d, &["pull", &image(repository)]);
-    let layer = &info.layer_digests[0];
 
     let refusals = [
         ("team/unsigned:v1", "no signature was found in the lookaside".to_string()),
@@ -121,7 +122,7 @@ fn gpg_signatures_from_the_lookaside_are_required_by_the_policy() {
         ("team/swapped:v1", format!("it signs manifest {}, not {}", other.manifest_digest, info.manifest_digest)),
     ];
     for (repository, expected) in &refusals {
-        let out = assert_refused(|| pull(repository), expected, &storage, &registry, layer);
+        let out = assert_refused(|| pull(repository), expected, &storage, &registry, &info);
         assert!(
             stderr(&out)
                 .contains(&format!("is refused by the signature policy (scope docker \"{host}/team\": signedBy")),
@@ -327,10 +328,9 @@ fn sigstore_signatures_attached_in_the_registry_are_required_by_the_policy() {
     std::fs::create_dir_all(&registries_d).unwrap();
     let storage = work.path().join("storage");
     let pull = |repository: &str| sysctr(&storage, &policy, &registries_d, &["pull", &image(repository)]);
-    let layer = &info.layer_digests[0];
 
     // registries.d does not ask for attachments: none are looked for, so nothing is accepted.
-    assert_refused(|| pull("team/app:v1"), "does not set use-sigstore-attachments", &storage, &registry, layer);
+    assert_refused(|| pull("team/app:v1"), "does not set use-sigstore-attachments", &storage, &registry, &info);
 
     std::fs::write(registries_d.join("default.yaml"), "default-docker:\n  use-sigstore-attachments: true\n").unwrap();
     for (repository, expected) in [
@@ -338,7 +338,7 @@ fn sigstore_signatures_attached_in_the_registry_are_required_by_the_policy() {
         ("team/stranger:v1", "signature 1: it is not signed by any of the trusted keys".to_string()),
         ("team/elsewhere:v1", format!("it signs manifest {another}, not {digest}")),
     ] {
-        assert_refused(|| pull(repository), &expected, &storage, &registry, layer);
+        assert_refused(|| pull(repository), &expected, &storage, &registry, &info);
     }
     let out = pull("team/app:v1");
     assert!(out.status.success(), "{}", describe_output(&out));
