@@ -54,11 +54,6 @@ impl DockerRef {
     fn is_name_only(&self) -> bool {
         self.tag.is_none() && self.digest.is_none()
     }
-
-    /// `HOST[:PORT]/PATH`, without tag or digest.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
 }
 
 impl std::fmt::Display for DockerRef {

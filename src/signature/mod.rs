@@ -71,8 +71,11 @@ impl Requirements {
         // Where signatures are read is configured for the place the image came from (a mirror
         // has its own lookaside), as containers/image does; what they must claim is the name
         // asked for.
-        let physical = source.pulled_from().map(|reference| ImageRef::Registry(reference.clone()));
-        let (_, scopes) = policy::scopes(physical.as_ref().unwrap_or(image));
+        let place = match image {
+            ImageRef::Registry(reference) => Some(source.pulled_from().unwrap_or(reference)),
+            _ => None,
+        };
+        let (_, scopes) = policy::scopes(&place.map_or_else(|| image.clone(), |p| ImageRef::Registry(p.clone())));
         let mut met = Vec::new();
         for check in &self.checks {
             let refusal = |reason: String| {
@@ -85,14 +88,15 @@ impl Requirements {
             let ImageRef::Registry(reference) = image else {
                 return Err(refusal("only images from a registry carry signatures".to_string()));
             };
+            let place = place.unwrap_or(reference);
             let pulled = DockerRef::pulled(reference);
             let verdicts: Vec<Result<String>> = match check {
                 Check::SignedBy { keys, identity, .. } => {
                     let lookaside = registries_d.lookaside(&scopes);
                     let mut signatures = Vec::new();
                     for digest in &unique {
-                        let repository = source.pulled_from().unwrap_or(reference).repository();
-                        let found = lookaside::read_signatures(&lookaside, repository, digest, options.timeout).await?;
+                        let found =
+                            lookaside::read_signatures(&lookaside, place.repository(), digest, options.timeout).await?;
                         signatures.extend(found.into_iter().map(|signature| (*digest, signature)));
                     }
                     if signatures.is_empty() {
@@ -112,10 +116,7 @@ impl Requirements {
                         return Err(refusal(format!(
                             "registries.d ({}) does not set use-sigstore-attachments for {}, so no signature is read",
                             options.registries_d.display(),
-                            source.pulled_from().map_or_else(
-                                || pulled.name().to_string(),
-                                |r| format!("{}/{}", r.registry(), r.repository())
-                            )
+                            format_args!("{}/{}", place.registry(), place.repository())
                         )));
                     }
                     let mut attachments = Vec::new();

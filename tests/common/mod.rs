@@ -24,7 +24,7 @@ pub use fixtures::*;
 pub use host::TestHost;
 pub use image::{push, push_all, push_with_credentials, Compression, Image, ImageInfo, IndexInfo, Layer, TarFormat};
 pub use node_images::*;
-pub use registry::{HttpResponse, Registry};
+pub use registry::{dead_registry, HttpResponse, Registry};
 pub use signing::{GpgKey, SigstoreKey};
 pub use tree::{diff_listings, rootfs_differences, tree_listing, umoci_unpack, Entry, Kind};
 

@@ -412,6 +412,13 @@ impl Drop for Registry {
     }
 }
 
+/// The address of a registry that was started and stopped again: nothing answers there.
+pub fn dead_registry() -> String {
+    let mut registry = Registry::start().expect("starting a registry");
+    registry.stop();
+    registry.addr()
+}
+
 /// Picks a free port by binding 127.0.0.1:0 and closing it again.
 pub fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;

@@ -9,21 +9,20 @@ use super::{scratch, stderr};
 
 /// `sysctr ARGS` with the registries configuration at `conf`.
 fn sysctr(storage: &Path, conf: &Path, args: &[&str]) -> Output {
+    sysctr_with_env(storage, conf, &[], args)
+}
+
+/// [`sysctr`], with more environment variables.
+fn sysctr_with_env(storage: &Path, conf: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
     Command::new(sysctr_bin())
         .args(args)
         .env("SYSCTR_STORAGE", storage)
         .env("CONTAINERS_REGISTRIES_CONF", conf)
         .env("REGISTRY_AUTH_FILE", storage.with_extension("no-auth.json"))
         .env("RUST_BACKTRACE", "0")
+        .envs(env.iter().copied())
         .output()
         .unwrap()
-}
-
-/// A registry's address once it is stopped: nothing answers there.
-fn dead_registry() -> String {
-    let mut registry = Registry::start().unwrap();
-    registry.stop();
-    registry.addr()
 }
 
 #[test]
@@ -72,13 +71,8 @@ exit 1
         "credential-helpers = [\"sysctrwitness\"]\n[[registry]]\nlocation = \"{dead}\"\n\
          [[registry.mirror]]\nlocation = \"{mirror_addr}\"\n"
     ));
-    let out = Command::new(sysctr_bin())
-        .args(["pull", &image])
-        .env("SYSCTR_STORAGE", storage("witness"))
-        .env("CONTAINERS_REGISTRIES_CONF", &conf)
-        .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()))
-        .output()
-        .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = sysctr_with_env(&storage("witness"), &conf, &[("PATH", path.as_str())], &["pull", &image]);
     ok(&out);
     let asked = std::fs::read_to_string(&asked).unwrap_or_default();
     assert_eq!(asked.lines().collect::<Vec<_>>(), [mirror_addr.as_str()], "credentials were looked up for: {asked}");

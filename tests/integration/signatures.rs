@@ -33,6 +33,22 @@ fn write_json(path: &Path, value: serde_json::Value) {
 
 /// Pulls, and asserts that it gave one `error:` naming `expected`, stored nothing and fetched no
 /// layer of the image. Returns what the pull said.
+/// `WORK/policy.json`: images of docker `scope` must be signed by `key` (exported to
+/// `WORK/trusted.gpg`), everything else is rejected.
+fn policy_requiring(work: &Path, key: &GpgKey, scope: &str) -> std::path::PathBuf {
+    let key_file = work.join("trusted.gpg");
+    std::fs::write(&key_file, key.public_key(false).unwrap()).unwrap();
+    let policy = work.join("policy.json");
+    write_json(
+        &policy,
+        serde_json::json!({
+            "default": [{"type": "reject"}],
+            "transports": {"docker": {scope: [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": key_file}]}}
+        }),
+    );
+    policy
+}
+
 fn assert_refused(
     pull: impl FnOnce() -> Output,
     expected: &str,
@@ -90,18 +106,7 @@ fn gpg_signatures_from_the_lookaside_are_required_by_the_policy() {
     .unwrap();
 
     let host = registry.addr();
-    let key = work.path().join("trusted.gpg");
-    std::fs::write(&key, trusted.public_key(false).unwrap()).unwrap();
-    let policy = work.path().join("policy.json");
-    write_json(
-        &policy,
-        serde_json::json!({
-            "default": [{"type": "reject"}],
-            "transports": {"docker": {
-                format!("{host}/team"): [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": key}],
-            }}
-        }),
-    );
+    let policy = policy_requiring(work.path(), &trusted, &format!("{host}/team"));
     let registries_d = work.path().join("registries.d");
     std::fs::create_dir_all(&registries_d).unwrap();
     std::fs::write(
@@ -210,11 +215,7 @@ fn gpg_signatures_from_the_lookaside_are_required_by_the_policy() {
 #[test]
 fn signatures_of_a_mirrored_image_are_read_from_the_mirrors_lookaside() {
     let mirror = Registry::start().unwrap();
-    let dead = {
-        let mut registry = Registry::start().unwrap();
-        registry.stop();
-        registry.addr()
-    };
+    let dead = dead_registry();
     let work = scratch();
     let (layout, _) = super::small_layout(work.path());
     let trusted = GpgKey::generate("trusted").unwrap();
@@ -247,16 +248,7 @@ fn signatures_of_a_mirrored_image_are_read_from_the_mirrors_lookaside() {
         ),
     )
     .unwrap();
-    let key = work.path().join("trusted.gpg");
-    std::fs::write(&key, trusted.public_key(false).unwrap()).unwrap();
-    let policy = work.path().join("policy.json");
-    write_json(
-        &policy,
-        serde_json::json!({
-            "default": [{"type": "reject"}],
-            "transports": {"docker": {format!("{dead}/team"): [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": key}]}}
-        }),
-    );
+    let policy = policy_requiring(work.path(), &trusted, &format!("{dead}/team"));
     let storage = work.path().join("storage");
     let out = Command::new(sysctr_bin())
         .args(["pull", &requested, "--signature-policy", policy.to_str().unwrap()])
