@@ -68,9 +68,7 @@ impl MetadataHttp {
         let base = Url::parse(&format!("{scheme}://{registry}/"))
             .with_context(|| format!("'{registry}' is not a registry address"))?;
         let policy = reqwest::redirect::Policy::custom(|attempt| {
-            let downgrade =
-                attempt.url().scheme() != "https" && attempt.previous().iter().any(|u| u.scheme() == "https");
-            if downgrade {
+            if is_downgrade(&attempt) {
                 let to = attempt.url().to_string();
                 attempt.error(RedirectRefused(format!("redirected from HTTPS to plain HTTP ({to}); refused")))
             } else if attempt.previous().len() >= MAX_REDIRECTS {
@@ -282,6 +280,11 @@ impl MetadataHttp {
             status => bail!("GET {}: HTTP {status}", response.url()),
         }
     }
+}
+
+/// Whether a redirect leaves HTTPS for plain HTTP (after any HTTPS hop of the chain).
+pub(crate) fn is_downgrade(attempt: &reqwest::redirect::Attempt) -> bool {
+    attempt.url().scheme() != "https" && attempt.previous().iter().any(|u| u.scheme() == "https")
 }
 
 /// The `realm` of a `Bearer` challenge.

@@ -146,9 +146,7 @@ pub async fn read_signatures(
                 .connect_timeout(timeout)
                 .timeout(timeout)
                 .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                    let downgrade =
-                        attempt.url().scheme() != "https" && attempt.previous().iter().any(|u| u.scheme() == "https");
-                    if downgrade || attempt.previous().len() >= MAX_REDIRECTS {
+                    if crate::registry::is_downgrade(&attempt) || attempt.previous().len() >= MAX_REDIRECTS {
                         attempt.stop()
                     } else {
                         attempt.follow()
