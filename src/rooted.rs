@@ -66,6 +66,49 @@ impl RootedDir {
         Ok(RootedDir { fd, path: path.to_path_buf(), resolve })
     }
 
+    /// The directory `relative` beneath this one, as a handle of its own whose paths are resolved
+    /// by `resolve`: a target's own directory (reached as the target sees it) in which sysctr
+    /// owns every name, so that nothing below it is followed. `None` if it does not exist.
+    pub fn open_dir(&self, relative: &Path, resolve: Resolve) -> Result<Option<RootedDir>> {
+        match self.open_beneath(relative, OFlags::DIRECTORY | OFlags::RDONLY) {
+            Ok(fd) => Ok(Some(RootedDir { fd, path: self.path.join(relative), resolve })),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(resolve_error(e, &self.shown(relative))),
+        }
+    }
+
+    /// Where `relative` is on this machine, as this handle resolves it: its deepest existing
+    /// directory, resolved by the kernel and named by `/proc/self/fd`, with the missing rest
+    /// appended. For the few tools that need a path (a target's storage directory).
+    pub fn real_path(&self, relative: &Path) -> Result<PathBuf> {
+        let parts = components(relative)?;
+        let mut existing = parts.len();
+        let fd = loop {
+            let prefix: PathBuf = parts[..existing].iter().collect();
+            match self.open_beneath(&prefix, OFlags::DIRECTORY | OFlags::PATH) {
+                Ok(fd) => break fd,
+                Err(Errno::NOENT) if existing > 0 => existing -= 1,
+                Err(e) => return Err(resolve_error(e, &self.shown(&prefix))),
+            }
+        };
+        let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        let mut path = std::fs::read_link(&proc_path).with_context(|| format!("reading {proc_path}"))?;
+        path.extend(&parts[existing..]);
+        Ok(path)
+    }
+
+    /// Whether `relative` is a regular file once every symlink on the way, its last component
+    /// included, is followed as this handle resolves them.
+    pub fn is_file(&self, relative: &Path) -> Result<bool> {
+        let fd = match self.open_beneath(relative, OFlags::PATH) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::NOTDIR) => return Ok(false),
+            Err(e) => return Err(resolve_error(e, &self.shown(relative))),
+        };
+        let stat = rustix::fs::fstat(&fd).with_context(|| format!("inspecting {}", self.shown(relative)))?;
+        Ok(FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile)
+    }
+
     /// The directory as it was named when opened (for messages and for tools that need a path).
     pub fn path(&self) -> &Path {
         &self.path
@@ -293,10 +336,14 @@ impl RootedDir {
 
     /// Reads the regular file `relative`, refusing one larger than `max` bytes.
     pub fn read_file(&self, relative: &Path, max: u64) -> Result<Vec<u8>> {
-        use std::io::Read as _;
         let fd = self
             .open_beneath(relative, OFlags::RDONLY | OFlags::NOFOLLOW)
             .map_err(|e| resolve_error(e, &self.shown(relative)))?;
+        self.read_bounded(fd, relative, max)
+    }
+
+    fn read_bounded(&self, fd: OwnedFd, relative: &Path, max: u64) -> Result<Vec<u8>> {
+        use std::io::Read as _;
         let mut content = Vec::new();
         std::fs::File::from(fd)
             .take(max + 1)
@@ -306,6 +353,20 @@ impl RootedDir {
             bail!("{} is larger than {max} bytes", self.shown(relative));
         }
         Ok(content)
+    }
+
+    /// Reads `relative` as this handle resolves it, its last component included (a unit file
+    /// may be a link to another), refusing anything but a regular file of at most `max` bytes:
+    /// a FIFO or a device is never opened for reading.
+    pub fn read_file_followed(&self, relative: &Path, max: u64) -> Result<Vec<u8>> {
+        let fd = self
+            .open_beneath(relative, OFlags::RDONLY | OFlags::NONBLOCK)
+            .map_err(|e| resolve_error(e, &self.shown(relative)))?;
+        let stat = rustix::fs::fstat(&fd).with_context(|| format!("inspecting {}", self.shown(relative)))?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            bail!("{} is not a regular file", self.shown(relative));
+        }
+        self.read_bounded(fd, relative, max)
     }
 
     /// Removes the file or symlink `relative` (never what a symlink points at).

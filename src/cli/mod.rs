@@ -20,13 +20,14 @@ mod status;
 mod uninstall;
 mod update;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use crate::deploy::{self, Layout, DEFAULT_STORAGE};
 use crate::registry::{RegistryOptions, DEFAULT_REGISTRIES_CONF};
+use crate::rooted::{Resolve, RootedDir};
 use crate::store::{parse_size, LayerLimits};
 use crate::systemd::{Bus, HostManager, Offline};
 
@@ -314,11 +315,12 @@ pub async fn run() -> Result<i32> {
         return Ok(0);
     }
     let layout = layout(&opts)?;
-    // The one place that decides how systemd is reached.
-    let systemd = if layout.is_offline() {
-        HostManager::Offline(Offline::new(&layout.root))
-    } else {
+    // The one place that decides what the target is: the booted host this runs on, or a root
+    // on disk (`--root` other than `/`) where nothing runs. Everything else asks the manager.
+    let systemd = if layout.root == Path::new("/") {
         HostManager::Bus(Bus::new())
+    } else {
+        HostManager::Offline(Offline::new(&layout.root))
     };
     let systemd = &systemd;
     match &opts.command {
@@ -361,10 +363,13 @@ fn layout(opts: &Opts) -> Result<Layout> {
         Some(storage) => storage.clone(),
         None => opts.root.join(DEFAULT_STORAGE.trim_start_matches('/')),
     };
-    if !storage.starts_with(&opts.root) {
+    let Ok(in_root) = storage.strip_prefix(&opts.root) else {
         anyhow::bail!("the storage {} must be inside --root {}", storage.display(), opts.root.display());
-    }
-    Ok(Layout::new(&opts.root, &storage))
+    };
+    // Resolved as the target sees its own symlinks (`var -> /elsewhere` is the target's
+    // /elsewhere), so that the storage never lands on the machine composing the target.
+    let root = RootedDir::open(&opts.root, Resolve::InRoot)?;
+    Ok(Layout::new(&root.real_path(Path::new(""))?, &root.real_path(in_root)?))
 }
 
 /// Parses repeated `--set KEY=VALUE` arguments; a later one for the same key wins.

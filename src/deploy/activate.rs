@@ -3,16 +3,16 @@
 //! reloaded and the unit enabled. Every change is journaled first; starting and stopping is the
 //! caller's business.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
 use super::hostfs;
 use super::journal::Journal;
-use super::layout::{Deployment, Layout};
+use super::layout::{Deployment, Layout, TMPFILES_DIR, UNIT_DIR};
 use super::slot::{self, DROPIN_FILE, TMPFILES_FILE, UNIT_FILE};
 use super::uninstall::owns_tmpfiles;
-use crate::rooted::{Resolve, RootedDir};
+use crate::rooted::{EntryKind, Resolve, RootedDir};
 use crate::systemd::{ServiceManager, Tmpfiles};
 
 /// Activates `to` (already built in its slot), replacing `from` if there is one. Updates `to`'s
@@ -36,7 +36,9 @@ pub(super) async fn activate(
     }
 
     let to_dir = slot::slot_dir(layout, to);
-    let installed = hostfs::install(layout, &slot::staged_host_files(&to_dir)?, journal)?;
+    let host_files = slot::staged_host_files(&to_dir)?;
+    hostfs::refuse_over_own_files(&host_files, &own_host_paths(&name))?;
+    let installed = hostfs::install(layout, &host_files, journal)?;
     for path in &installed.kept_existing {
         notes.push(format!("not installed {path}: a file is already there, and sysctr never overwrites one"));
     }
@@ -45,31 +47,20 @@ pub(super) async fn activate(
     journal.save(&to_dir.join("info"))?;
     to.write(&to_dir)?;
 
-    let tmpfiles = layout.tmpfiles_file(&name);
-    let someone_elses =
-        std::fs::symlink_metadata(&tmpfiles).is_ok() && !from.is_some_and(|f| owns_tmpfiles(layout, &name, Some(f)));
+    let tmpfiles = Layout::tmpfiles_name(&name);
+    let shown = format!("/{TMPFILES_DIR}/{tmpfiles}");
+    let present = layout.host_subdir(TMPFILES_DIR)?.map(|dir| dir.kind(Path::new(&tmpfiles))).transpose()?.flatten();
+    let someone_elses = present.is_some() && !from.is_some_and(|f| owns_tmpfiles(layout, &name, Some(f)));
     if someone_elses && to_dir.join(TMPFILES_FILE).exists() {
-        bail!("{} exists and was not written by sysctr; move it away, or pick another --name", tmpfiles.display());
+        bail!("{shown} exists and was not written by sysctr; move it away, or pick another --name");
     } else if someone_elses {
-        notes.push(format!("left {} alone: sysctr did not write it", tmpfiles.display()));
-    } else {
-        place(layout, journal, &to_dir.join(TMPFILES_FILE), &tmpfiles)?;
-        if tmpfiles.exists() {
-            systemd.tmpfiles(Tmpfiles::Create, &tmpfiles)?;
-        }
+        notes.push(format!("left {shown} alone: sysctr did not write it"));
+    } else if place(layout, journal, &to_dir.join(TMPFILES_FILE), TMPFILES_DIR, &tmpfiles)? {
+        systemd.tmpfiles(Tmpfiles::Create, Path::new(&shown))?;
     }
     journal.units_changed()?;
-    place(layout, journal, &to_dir.join(UNIT_FILE), &layout.unit_file(&name))?;
-    let dropin_dir = layout.unit_dropin_dir(&name);
-    if !dropin_dir.exists() && to.has_service {
-        journal.created_dir(&dropin_dir)?;
-        std::fs::create_dir_all(&dropin_dir).with_context(|| format!("creating {}", dropin_dir.display()))?;
-    }
-    place(layout, journal, &to_dir.join(DROPIN_FILE), &dropin_dir.join(DROPIN_FILE))?;
-    if !to.has_service && dropin_dir.exists() {
-        journal.removed_dir(&dropin_dir)?;
-        let _ = std::fs::remove_dir(&dropin_dir);
-    }
+    place(layout, journal, &to_dir.join(UNIT_FILE), UNIT_DIR, &unit)?;
+    place_dropin(layout, journal, &to_dir.join(DROPIN_FILE), &name, to.has_service)?;
 
     let link = layout.link(&name);
     journal.save(&link)?;
@@ -83,22 +74,75 @@ pub(super) async fn activate(
     Ok(notes)
 }
 
-/// Enables the unit the way `systemctl --root` would: the previous deployment's `[Install]`
-/// links are removed, the new one's created.
-/// Copies `source` to `target` (a path under the root) when the slot has it, durably and beneath
-/// the root's handle; removes `target` when the slot has no such file.
-fn place(layout: &Layout, journal: &mut Journal, source: &Path, target: &Path) -> Result<()> {
+/// The host paths sysctr writes itself for container `name`: an image's host files may not
+/// take them, nor plant a symlink on the way to them.
+fn own_host_paths(name: &str) -> [String; 3] {
+    [
+        format!("/{UNIT_DIR}/{}", Layout::unit_name(name)),
+        format!("/{UNIT_DIR}/{}", Layout::dropin_dir_name(name)),
+        format!("/{TMPFILES_DIR}/{}", Layout::tmpfiles_name(name)),
+    ]
+}
+
+/// The host directory `dir` (one sysctr puts its own files in), created with its missing
+/// parents, each creation journaled.
+fn create_host_subdir(layout: &Layout, journal: &mut Journal, dir: &str) -> Result<RootedDir> {
     let host = layout.host_dir()?;
-    let relative = layout.host_relative(target)?;
-    journal.save(target)?;
-    if source.exists() {
-        let content = std::fs::read(source).with_context(|| format!("reading {}", source.display()))?;
-        if let Some(parent) = relative.parent() {
-            host.create_dir_all(parent)?;
+    for missing in host.missing_dirs(Path::new(dir))? {
+        journal.created_dir(&missing)?;
+        host.create_dir(&missing, 0o755)?;
+    }
+    layout.host_subdir(dir)?.with_context(|| format!("/{dir} vanished while it was being created"))
+}
+
+/// Copies the slot's `source` to `name` in the host directory `dir`, durably and beneath the
+/// root's handle; removes `name` when the slot has no such file. Returns whether the file is
+/// there afterwards.
+fn place(layout: &Layout, journal: &mut Journal, source: &Path, dir: &str, name: &str) -> Result<bool> {
+    let content = match std::fs::read(source) {
+        Ok(content) => Some(content),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", source.display())),
+    };
+    let host_dir = match (layout.host_subdir(dir)?, &content) {
+        (Some(host_dir), _) => host_dir,
+        (None, None) => return Ok(false),
+        (None, Some(_)) => create_host_subdir(layout, journal, dir)?,
+    };
+    journal.save(&PathBuf::from(dir).join(name))?;
+    match content {
+        Some(content) => host_dir.replace_file(Path::new(name), &content, 0o644)?,
+        None if host_dir.kind(Path::new(name))?.is_some() => host_dir.remove_file(Path::new(name))?,
+        None => {}
+    }
+    Ok(host_dir.kind(Path::new(name))?.is_some())
+}
+
+/// sysctr's drop-in for the unit of `name`, in a `NAME.service.d` directory that must be a real
+/// directory: it is created (journaled) when missing, never followed when it is a symlink.
+fn place_dropin(layout: &Layout, journal: &mut Journal, source: &Path, name: &str, has_service: bool) -> Result<()> {
+    let dropin_dir = Layout::dropin_dir_name(name);
+    let units = match layout.host_subdir(UNIT_DIR)? {
+        Some(units) => units,
+        None if has_service => create_host_subdir(layout, journal, UNIT_DIR)?,
+        None => return Ok(()),
+    };
+    match units.kind(Path::new(&dropin_dir))? {
+        Some(EntryKind::Dir) => {}
+        None if has_service => {
+            journal.created_dir(&Path::new(UNIT_DIR).join(&dropin_dir))?;
+            units.create_dir(Path::new(&dropin_dir), 0o755)?;
         }
-        host.replace_file(relative, &content, 0o644)?;
-    } else if host.kind(relative)?.is_some() {
-        host.remove_file(relative)?;
+        None => return Ok(()),
+        Some(_) => bail!(
+            "/{UNIT_DIR}/{dropin_dir} is not a directory (a symlink?): sysctr writes its drop-in there \
+             and follows no link; move it away"
+        ),
+    }
+    place(layout, journal, source, UNIT_DIR, &format!("{dropin_dir}/{DROPIN_FILE}"))?;
+    if !has_service && units.is_empty_dir(Path::new(&dropin_dir))? {
+        journal.removed_dir(&Path::new(UNIT_DIR).join(&dropin_dir))?;
+        units.remove_dir(Path::new(&dropin_dir))?;
     }
     Ok(())
 }

@@ -33,7 +33,7 @@ use super::update::{update, SwitchReport, UpdateRequest};
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
 use crate::store::Store;
-use crate::systemd::{check_dependencies_of_set, MissingUnit, ServiceManager};
+use crate::systemd::{check_dependencies_of_set, MissingUnit, ServiceManager, Target};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -174,6 +174,7 @@ async fn planned_units(
     layout: &Layout,
     entries: &[(Entry, ImageRef)],
     registry: &RegistryOptions,
+    target: Target,
 ) -> Result<Vec<(String, String)>> {
     let _lock = layout.lock()?;
     let store = Store::open_or_create(&layout.repo())?;
@@ -208,6 +209,7 @@ async fn planned_units(
             runtime: &runtime,
             user_values: &entry.set,
             uuid: current.as_ref().map_or("", |c| c.uuid.as_str()),
+            target,
         };
         if let Some(unit) =
             preview_unit(layout, &store, &request).with_context(|| format!("rendering the unit of {}", entry.name))?
@@ -228,8 +230,8 @@ pub async fn apply(
 ) -> Result<(Vec<Action>, Vec<String>)> {
     let entries = read_manifest(path, &registry.registries_conf)?;
     // The whole set's ordering first: nothing is installed if it would close a cycle.
-    let planned = planned_units(layout, &entries, registry).await?;
-    let mut notes: Vec<String> = check_dependencies_of_set(&layout.root, &planned)
+    let planned = planned_units(layout, &entries, registry, systemd.target()).await?;
+    let mut notes: Vec<String> = check_dependencies_of_set(&layout.host_dir()?, &planned)
         .with_context(|| format!("checking the units of {}", path.display()))?
         .iter()
         .map(ToString::to_string)
@@ -245,7 +247,7 @@ pub async fn apply(
                 name: Some(entry.name.clone()),
                 values: entry.set.clone(),
                 runtime: None,
-                start_now: entry.start && systemd.runs_units(),
+                start_now: entry.start && systemd.target().runs_units(),
                 no_block: false,
                 registry: registry.clone(),
                 replace_vendor_unit: entry.replace_vendor_unit,

@@ -183,6 +183,23 @@ pub struct Installed {
     pub kept_existing: Vec<String>,
 }
 
+/// Refuses host files that would take a path sysctr writes itself (`own`: the container's unit,
+/// drop-in directory and tmpfiles.d file), or a symlink on the way to one, through which sysctr
+/// would later write or remove.
+pub fn refuse_over_own_files(planned: &[PlannedFile], own: &[String]) -> Result<()> {
+    for file in planned {
+        let is_link = matches!(file.content, PlannedContent::Symlink { .. });
+        for own in own {
+            let under_own = file.path == *own || file.path.starts_with(&format!("{own}/"));
+            let on_the_way = is_link && own.starts_with(&format!("{}/", file.path));
+            if under_own || on_the_way {
+                bail!("the image's host file {} would take {own}, which sysctr writes itself", file.path);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Copies planned files onto the host, every path resolved beneath the host's root handle. Every
 /// path created is pushed on `journal` first, so a failure anywhere can undo all of it.
 pub fn install(layout: &Layout, planned: &[PlannedFile], journal: &mut Journal) -> Result<Installed> {
@@ -199,24 +216,23 @@ pub fn install(layout: &Layout, planned: &[PlannedFile], journal: &mut Journal) 
         }
         let parent = relative.parent().unwrap_or(Path::new(""));
         for dir in host.missing_dirs(parent)? {
-            journal.created_dir(&layout.root.join(&dir))?;
+            journal.created_dir(&dir)?;
             host.create_dir(&dir, 0o755)?;
             done.created_dirs.insert(0, format!("/{}", dir.display()));
         }
-        let target = layout.root.join(relative);
         match &file.content {
             PlannedContent::Dir { mode } => {
-                journal.created_dir(&target)?;
+                journal.created_dir(relative)?;
                 host.create_dir(relative, *mode)?;
                 done.created_dirs.insert(0, file.path.clone());
                 continue;
             }
             PlannedContent::Symlink { target: link } => {
-                journal.save(&target)?;
+                journal.save(relative)?;
                 host.symlink(relative, Path::new(link))
             }
             PlannedContent::File { bytes, mode } => {
-                journal.save(&target)?;
+                journal.save(relative)?;
                 host.create_file(relative, bytes, *mode)
             }
         }
@@ -251,7 +267,7 @@ pub fn remove(
         };
         if current == file.sha256 {
             if let Some(journal) = journal.as_deref_mut() {
-                journal.save(&layout.root.join(relative))?;
+                journal.save(relative)?;
             }
             host.remove_file(relative)?;
         } else {
@@ -263,7 +279,7 @@ pub fn remove(
         let relative = Path::new(dir.trim_start_matches('/'));
         if host.is_empty_dir(relative)? {
             if let Some(journal) = journal.as_deref_mut() {
-                journal.removed_dir(&layout.root.join(relative))?;
+                journal.removed_dir(relative)?;
             }
             host.remove_dir(relative)?;
         }

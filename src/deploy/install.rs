@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 
 use super::activate::activate;
 use super::journal::Journal;
-use super::layout::{Deployment, Layout};
+use super::layout::{Deployment, Layout, UNIT_DIR};
 use super::pull::pull;
 use super::recovery::lock_and_recover;
 use super::run::{run_once, RunRequest};
@@ -23,8 +23,13 @@ use crate::store::Store;
 use crate::systemd::{MissingUnit, ServiceManager};
 
 const RUNTIME_CANDIDATES: [&str; 3] = ["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc"];
-/// Where the system's packages put their units.
-const VENDOR_UNIT_DIRS: [&str; 2] = ["/usr/lib/systemd/system", "/lib/systemd/system"];
+/// Where units come from other than `/etc/systemd/system`, which a unit there masks: the
+/// system's packages, the local administrator's, and the runtime's.
+const VENDOR_UNIT_DIRS: [&str; 4] =
+    ["usr/lib/systemd/system", "lib/systemd/system", "usr/local/lib/systemd/system", "run/systemd/system"];
+/// The same for tmpfiles.d files, which one in `/etc/tmpfiles.d` masks.
+const VENDOR_TMPFILES_DIRS: [&str; 4] =
+    ["usr/lib/tmpfiles.d", "lib/tmpfiles.d", "usr/local/lib/tmpfiles.d", "run/tmpfiles.d"];
 
 /// A checked install request, as the CLI hands it over.
 #[derive(Debug, Clone)]
@@ -76,7 +81,7 @@ pub async fn install(
     let (lock, mut notes) = lock_and_recover(layout, systemd, Some(&name)).await?;
     refuse_existing(layout, &name, request.replace_vendor_unit)?;
     let runtime = find_runtime(layout, request.runtime.as_deref())?;
-    if request.start_now && !systemd.runs_units() {
+    if request.start_now && !systemd.target().runs_units() {
         bail!("--now cannot start anything in an offline root ({})", layout.root.display());
     }
 
@@ -115,13 +120,14 @@ pub async fn install(
         runtime: &runtime,
         user_values: &request.values,
         uuid: &uuid,
+        target: systemd.target(),
     };
     let mut journal = Journal::begin(&layout.transaction_dir(), &layout.root, &format!("install {name}"))?;
     let outcome = async {
         let (mut deployment, slot_notes) = build_slot(layout, &store, &slot_request, &mut journal)?;
         deployment.auto_update = request.auto_update;
         let unit = Layout::unit_name(&name);
-        if deployment.has_service && vendor_unit(layout, &name).is_some() {
+        if deployment.has_service && vendor_unit(layout, &name)?.is_some() {
             deployment.shadowed_vendor_unit_enabled = Some(systemd.is_enabled(&unit).await?);
         }
         let more = [slot_notes.notes, activate(layout, None, &mut deployment, systemd, &mut journal).await?].concat();
@@ -170,17 +176,16 @@ fn refuse_existing(layout: &Layout, name: &str, replace_vendor_unit: bool) -> Re
             bail!("'{name}' is not installed but {} exists; remove it or pick another --name", dir.display());
         }
     }
-    let unit = layout.unit_file(name);
-    if std::fs::symlink_metadata(&unit).is_ok() {
-        bail!("{} already exists and was not installed by sysctr; pick another --name", unit.display());
+    let unit = Layout::unit_name(name);
+    if layout.host_dir()?.kind(&Path::new(UNIT_DIR).join(&unit))?.is_some() {
+        bail!("/{UNIT_DIR}/{unit} already exists and was not installed by sysctr; pick another --name");
     }
     if !replace_vendor_unit {
-        if let Some(vendor) = vendor_unit(layout, name) {
+        let shadowed = [vendor_unit(layout, name)?, vendor_tmpfiles(layout, name)?];
+        if let Some(vendor) = shadowed.iter().flatten().next() {
             bail!(
-                "{} is a unit of the system's own packages ({}); installing '{name}' would shadow it. \
-                 Pick another --name, or pass --replace-vendor-unit to shadow it on purpose",
-                Layout::unit_name(name),
-                vendor.display()
+                "{vendor} comes from the system's packages, its administrator or its runtime; installing \
+                 '{name}' would mask it. Pick another --name, or pass --replace-vendor-unit to mask it on purpose"
             );
         }
     }
@@ -206,34 +211,44 @@ fn refuse_colliding_names(layout: &Layout, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The unit file of the system's packages that `NAME.service` would shadow, if there is one.
-pub(super) fn vendor_unit(layout: &Layout, name: &str) -> Option<PathBuf> {
-    VENDOR_UNIT_DIRS
-        .iter()
-        .map(|dir| layout.host_path(dir).join(Layout::unit_name(name)))
-        .find(|path| std::fs::symlink_metadata(path).is_ok())
+/// The unit file outside `/etc` that `NAME.service` would shadow, if there is one.
+pub(super) fn vendor_unit(layout: &Layout, name: &str) -> Result<Option<String>> {
+    first_present(layout, &VENDOR_UNIT_DIRS, &Layout::unit_name(name))
 }
 
-/// Picks the OCI runtime: `--runtime`, else runc from the usual places.
-/// Picks the OCI runtime, as a path on the host the container runs on (under the layout's root).
+/// The tmpfiles.d file outside `/etc` that `NAME.conf` would mask, if there is one.
+fn vendor_tmpfiles(layout: &Layout, name: &str) -> Result<Option<String>> {
+    first_present(layout, &VENDOR_TMPFILES_DIRS, &Layout::tmpfiles_name(name))
+}
+
+/// `/DIR/FILE` of the first of `dirs` that has `file`, looked up beneath the host's root.
+fn first_present(layout: &Layout, dirs: &[&str], file: &str) -> Result<Option<String>> {
+    let host = layout.host_dir()?;
+    for dir in dirs {
+        if host.kind(&Path::new(dir).join(file))?.is_some() {
+            return Ok(Some(format!("/{dir}/{file}")));
+        }
+    }
+    Ok(None)
+}
+
+/// Picks the OCI runtime, as a path on the host the container runs on, looked up beneath its
+/// root: `--runtime`, else runc from the usual places.
 pub(super) fn find_runtime(layout: &Layout, requested: Option<&Path>) -> Result<PathBuf> {
+    let host = layout.host_dir()?;
     if let Some(path) = requested {
         if !path.is_absolute() {
             bail!("--runtime must be an absolute path, got {}", path.display());
         }
-        if !layout.host_path(&path.to_string_lossy()).is_file() {
+        if !host.is_file(path)? {
             bail!("--runtime {} does not exist", path.display());
         }
         return Ok(path.to_path_buf());
     }
-    RUNTIME_CANDIDATES
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| layout.host_path(&p.to_string_lossy()).is_file())
-        .with_context(|| {
-            format!(
-                "no OCI runtime found (looked for {}); install runc or pass --runtime",
-                RUNTIME_CANDIDATES.join(", ")
-            )
-        })
+    for candidate in RUNTIME_CANDIDATES {
+        if host.is_file(Path::new(candidate))? {
+            return Ok(PathBuf::from(candidate));
+        }
+    }
+    bail!("no OCI runtime found (looked for {}); install runc or pass --runtime", RUNTIME_CANDIDATES.join(", "))
 }

@@ -138,6 +138,7 @@ impl Journal {
     }
 
     /// Records what is at `path` now (nothing, a file or a symlink), to restore it on undo.
+    /// `path` is relative to the root, or absolute beneath it.
     pub fn save(&mut self, path: &Path) -> Result<()> {
         let root = self.root_dir()?;
         let relative = beneath(&self.root, path)?;
@@ -354,8 +355,12 @@ impl Journal {
     }
 }
 
-/// `path` relative to `root`, which it must lie under.
+/// `path` relative to `root`: a host path is recorded relative to the root already, a path of
+/// the storage is absolute and must lie under the root.
 fn beneath<'p>(root: &Path, path: &'p Path) -> Result<&'p Path> {
+    if path.is_relative() {
+        return Ok(path);
+    }
     path.strip_prefix(root).map_err(|_| {
         anyhow::anyhow!("{} is outside {}: the transaction log is damaged", path.display(), root.display())
     })

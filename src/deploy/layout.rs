@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::rooted::{Resolve, RootedDir};
 
 pub const DEFAULT_STORAGE: &str = "/var/lib/sysctr";
+/// Where sysctr puts units, relative to the host's root.
+pub const UNIT_DIR: &str = "etc/systemd/system";
+/// Where sysctr puts tmpfiles.d files, relative to the host's root.
+pub const TMPFILES_DIR: &str = "etc/tmpfiles.d";
 const INFO_FILE: &str = "info";
 
 /// Paths of the store, the deployments and the files sysctr writes on the host.
@@ -25,11 +29,6 @@ pub struct Layout {
 impl Layout {
     pub fn new(root: &Path, storage: &Path) -> Layout {
         Layout { root: root.to_path_buf(), storage: storage.to_path_buf() }
-    }
-
-    /// An offline root (an OS image being composed): no systemd to talk to, nothing running.
-    pub fn is_offline(&self) -> bool {
-        self.root != Path::new("/")
     }
 
     pub fn repo(&self) -> PathBuf {
@@ -59,34 +58,29 @@ impl Layout {
         format!("{name}.service")
     }
 
-    pub fn unit_file(&self, name: &str) -> PathBuf {
-        self.host_path("/etc/systemd/system").join(Self::unit_name(name))
+    /// The drop-in directory sysctr adds its own unit settings to, in [`UNIT_DIR`].
+    pub fn dropin_dir_name(name: &str) -> String {
+        format!("{}.d", Self::unit_name(name))
     }
 
-    /// The drop-in directory sysctr adds its own unit settings to.
-    pub fn unit_dropin_dir(&self, name: &str) -> PathBuf {
-        self.host_path("/etc/systemd/system").join(format!("{}.d", Self::unit_name(name)))
-    }
-
-    pub fn tmpfiles_file(&self, name: &str) -> PathBuf {
-        self.host_path("/etc/tmpfiles.d").join(format!("{name}.conf"))
+    /// The tmpfiles.d file of a container, in [`TMPFILES_DIR`].
+    pub fn tmpfiles_name(name: &str) -> String {
+        format!("{name}.conf")
     }
 
     /// The host's root as a handle: every host path is resolved beneath it, symlinks as the
     /// host (or the OS image in `--root`) would see them, never on the machine running sysctr.
+    /// The one way to the host's files, on a booted host as in an offline root.
     pub fn host_dir(&self) -> Result<RootedDir> {
         RootedDir::open(&self.root, Resolve::InRoot)
     }
 
-    /// A path under `root` as the host names it, relative to the root (for [`Self::host_dir`]).
-    pub fn host_relative<'p>(&self, path: &'p Path) -> Result<&'p Path> {
-        path.strip_prefix(&self.root)
-            .with_context(|| format!("{} is not under the root {}", path.display(), self.root.display()))
-    }
-
-    /// A path of the host as seen from here (under `root`).
-    pub fn host_path(&self, absolute: &str) -> PathBuf {
-        self.root.join(absolute.trim_start_matches('/'))
+    /// A directory of the host that sysctr puts its own files in ([`UNIT_DIR`], [`TMPFILES_DIR`]),
+    /// reached as the host sees it; `None` if it does not exist. Nothing beneath the handle is
+    /// followed: every name sysctr touches there is one it writes itself, so a symlink in its
+    /// place (planted by an image's host files, say) is refused rather than written through.
+    pub fn host_subdir(&self, dir: &str) -> Result<Option<RootedDir>> {
+        self.host_dir()?.open_dir(Path::new(dir), Resolve::NoSymlinks)
     }
 
     /// Creates the storage directory, or makes an existing one, 0700 and root's: it holds images'

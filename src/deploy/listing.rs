@@ -46,7 +46,7 @@ pub async fn list(layout: &Layout, all: bool, systemd: &impl ServiceManager) -> 
 async fn service_state(d: &Deployment, systemd: &impl ServiceManager) -> String {
     if !d.has_service {
         "no service".to_string()
-    } else if !systemd.runs_units() {
+    } else if !systemd.target().runs_units() {
         "unknown".to_string()
     } else {
         match systemd.state(&Layout::unit_name(&d.name)).await {

@@ -34,7 +34,7 @@ use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
 use crate::spec::{self, RootUse};
 use crate::store::{checkout_image, Store, StoredImage};
-use crate::systemd::{ServiceManager, Tmpfiles};
+use crate::systemd::{ServiceManager, Target, Tmpfiles};
 use crate::template::{self, FileKind};
 
 const BUNDLE_PREFIX: &str = "sysctr-run-";
@@ -57,7 +57,7 @@ pub struct RunRequest {
 /// Runs the image once in the foreground and returns the container's exit code (128+N when it
 /// was killed by signal N); nothing is left behind.
 pub async fn run_once(layout: &Layout, request: &RunRequest, systemd: &impl ServiceManager) -> Result<i32> {
-    if !systemd.runs_units() {
+    if !systemd.target().runs_units() {
         bail!("`run` starts a container on this host; it cannot work in an offline root ({})", layout.root.display());
     }
     let runtime = find_runtime(layout, request.runtime.as_deref())?;
@@ -190,8 +190,16 @@ impl Bundle {
         validate_container_name(&name)?;
         let exports = Exports::read(lower)?;
         let uuid = uuid::Uuid::new_v4().to_string();
-        let slot_request =
-            SlotRequest { name: &name, slot: 0, image, runtime, user_values: &request.values, uuid: &uuid };
+        let slot_request = SlotRequest {
+            name: &name,
+            slot: 0,
+            image,
+            runtime,
+            user_values: &request.values,
+            uuid: &uuid,
+            // `run` refuses an offline root before it gets here.
+            target: Target::Booted,
+        };
         let (_, values) = resolve_values(layout, &slot_request, &self.dir, &exports.manifest)?;
         let checked = render_config(&exports, config, &values, &request.values, &name, lower, RootUse::Throwaway)?;
         for rewrite in &checked.rewrites {

@@ -18,7 +18,7 @@ use super::layout::{Deployment, Layout};
 use crate::rooted::{Resolve, RootedDir};
 use crate::spec::{self, CheckedConfig, RootUse};
 use crate::store::{checkout_image, Store, StoredImage};
-use crate::systemd::MissingUnit;
+use crate::systemd::{MissingUnit, Target};
 use crate::template::{self, FileKind, Forced, HostDefaults, Inputs};
 
 const RUN_ONCE_LABEL: &str = "atomic.run";
@@ -47,6 +47,8 @@ pub(super) struct SlotRequest<'a> {
     /// Only what the user set with `--set`.
     pub user_values: &'a BTreeMap<String, String>,
     pub uuid: &'a str,
+    /// What the container is installed into, as the service manager says.
+    pub target: Target,
 }
 
 /// Builds the slot in a staging directory, then moves it to `deployments/NAME.N`, replacing
@@ -109,11 +111,13 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
         );
         config_rewrites = config_json.rewrites;
         let unit = render_unit(exports.service_template.as_deref(), &forced, &values)?;
-        crate::systemd::install_links(&unit, &Layout::unit_name(name))?;
-        warnings.missing_units = crate::systemd::check_dependencies(&layout.root, &Layout::unit_name(name), &unit)?;
+        let host = layout.host_dir()?;
+        crate::systemd::check_install_links(&host, &unit, &Layout::unit_name(name))?;
+        warnings.missing_units = crate::systemd::check_dependencies(&host, &Layout::unit_name(name), &unit)?;
         write(&dir.join(UNIT_FILE), &unit)?;
-        let fit = layout.is_offline().then(|| (TARGET_SYSCTR, host_view(layout, &layout.storage)));
-        if fit.is_some() && layout.host_dir()?.kind(Path::new(TARGET_SYSCTR.trim_start_matches('/')))?.is_none() {
+        let facts = host_facts(request.target)?;
+        let fit = facts.fit_capabilities_at_start.then(|| (TARGET_SYSCTR, host_view(layout, &layout.storage)));
+        if fit.is_some() && host.kind(Path::new(TARGET_SYSCTR.trim_start_matches('/')))?.is_none() {
             warnings.notes.push(format!(
                 "the target has no {TARGET_SYSCTR}: at start, the unit cannot fit the capabilities offered \
                  to the target's bounding set, and runc refuses any the target cannot grant"
@@ -169,17 +173,8 @@ pub(super) fn resolve_values(
     manifest: &ExportsManifest,
 ) -> Result<(Forced, BTreeMap<String, String>)> {
     let (name, runtime) = (request.name, request.runtime.to_string_lossy().into_owned());
-    // In an OS image being composed, the container runs under the target's system manager, as
-    // root, with a bounding set known only once it boots: every capability sysctr knows is
-    // offered, and the unit narrows the config to the target's set at each start (see `dropin`).
-    // Nothing is taken from the machine that composes the image.
-    let (host_uid, host_gid, all_capabilities) = if layout.is_offline() {
-        (0, 0, template::all_process_capabilities(u32::MAX, u64::MAX))
-    } else {
-        let capabilities =
-            template::all_process_capabilities(template::host_cap_last_cap()?, template::host_bounding_set()?);
-        (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw(), capabilities)
-    };
+    let HostFacts { uid: host_uid, gid: host_gid, all_process_capabilities: all_capabilities, .. } =
+        host_facts(request.target)?;
     let forced = Forced {
         name: name.to_string(),
         destdir: host_view(layout, destdir),
@@ -201,6 +196,39 @@ pub(super) fn resolve_values(
         forced: &forced,
     })?;
     Ok((forced, values))
+}
+
+/// What a container is set up with that depends on the host it runs on.
+struct HostFacts {
+    uid: u32,
+    gid: u32,
+    all_process_capabilities: String,
+    /// Whether each start narrows the config to the capabilities the host can grant (see `dropin`).
+    fit_capabilities_at_start: bool,
+}
+
+/// On a booted host, the facts of the running one. In an OS image being composed, the container
+/// runs under the target's system manager, as root, with a bounding set known only once it boots:
+/// every capability sysctr knows is offered, and the unit narrows the config to the target's set
+/// at each start. Nothing is taken from the machine that composes the image.
+fn host_facts(target: Target) -> Result<HostFacts> {
+    Ok(match target {
+        Target::Booted => HostFacts {
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            all_process_capabilities: template::all_process_capabilities(
+                template::host_cap_last_cap()?,
+                template::host_bounding_set()?,
+            ),
+            fit_capabilities_at_start: false,
+        },
+        Target::Offline => HostFacts {
+            uid: 0,
+            gid: 0,
+            all_process_capabilities: template::all_process_capabilities(u32::MAX, u64::MAX),
+            fit_capabilities_at_start: true,
+        },
+    })
 }
 
 fn render_unit(service_template: Option<&str>, forced: &Forced, values: &BTreeMap<String, String>) -> Result<String> {

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod boundary;
+
 use super::journal::Journal;
 use super::*;
 use crate::digest::Digest;
@@ -13,17 +15,17 @@ use crate::store::{import_layer, Compression, ImageToPublish, LayerToImport, Sto
 use crate::systemd::fake::Fake;
 use crate::systemd::ServiceManager as _;
 
-const IMAGE: &str = "127.0.0.1:5000/test/svc:latest";
+pub(super) const IMAGE: &str = "127.0.0.1:5000/test/svc:latest";
 
-struct Host {
+pub(super) struct Host {
     _dir: tempfile::TempDir,
-    root: PathBuf,
-    layout: Layout,
+    pub(super) root: PathBuf,
+    pub(super) layout: Layout,
 }
 
 /// A root with a runtime to name in units, and an image in its store: a file, a tmpfiles
 /// template and a host file.
-fn host() -> Host {
+pub(super) fn host() -> Host {
     let dir = tempfile::Builder::new().prefix("sysctr-deploy.").tempdir_in("/var/tmp").unwrap();
     let root = dir.path().join("root");
     for sub in ["usr/sbin", "etc/systemd/system", "etc/tmpfiles.d", "usr/local"] {
@@ -41,8 +43,29 @@ fn publish(layout: &Layout, reference: &str, version: &str) {
 }
 
 /// [`publish`], with more files in the image.
-fn publish_with(layout: &Layout, reference: &str, version: &str, extra: &[(&str, &str)]) {
+pub(super) fn publish_with(layout: &Layout, reference: &str, version: &str, extra: &[(&str, &str)]) {
+    publish_tree(layout, reference, version, extra, &[]);
+}
+
+/// [`publish_with`], with symlinks too, as (path, target).
+pub(super) fn publish_tree(
+    layout: &Layout,
+    reference: &str,
+    version: &str,
+    extra: &[(&str, &str)],
+    links: &[(&str, &str)],
+) {
     let mut builder = tar::Builder::new(Vec::new());
+    for (path, target) in links {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        header.set_mode(0o777);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        builder.append_link(&mut header, path, target).unwrap();
+    }
     let mut files = vec![
         ("bin/sh", version.to_string()),
         ("exports/tmpfiles.template", "d /run/$NAME 0755 - - -\n".to_string()),
@@ -85,7 +108,7 @@ fn publish_with(layout: &Layout, reference: &str, version: &str, extra: &[(&str,
     store.publish(&image, &[(digest, imported.commit)]).unwrap();
 }
 
-fn install_request(name: &str, start_now: bool) -> InstallRequest {
+pub(super) fn install_request(name: &str, start_now: bool) -> InstallRequest {
     InstallRequest {
         image: ImageRef::parse(IMAGE).unwrap(),
         name: Some(name.to_string()),
@@ -113,7 +136,7 @@ fn update_request(name: &str, value: &str, rollback_on_failure: bool) -> UpdateR
 
 /// Every path under the root outside the storage, with file contents: what a failed command
 /// must leave as it was.
-fn host_files(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+pub(super) fn host_files(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
     let mut found = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -296,7 +319,7 @@ async fn an_undo_killed_half_way_is_run_again_to_the_same_end() {
     let host = host();
     let systemd = Fake::new();
     install(&host.layout, &install_request("svc", true), &systemd).await.unwrap();
-    let unit = host.layout.unit_file("svc");
+    let unit = host.root.join("etc/systemd/system/svc.service");
     let original = std::fs::read(&unit).unwrap();
 
     // An update that stopped the service and rewrote the unit, then died.
@@ -341,7 +364,7 @@ async fn an_offline_install_leaves_host_facts_to_the_target() {
     let bounding: Vec<&str> =
         config["process"]["capabilities"]["bounding"].as_array().unwrap().iter().filter_map(|c| c.as_str()).collect();
     assert_eq!(bounding.len(), 41, "every capability sysctr knows: {bounding:?}");
-    let dropin = std::fs::read_to_string(host.layout.unit_dropin_dir("svc").join("sysctr.conf")).unwrap();
+    let dropin = std::fs::read_to_string(host.root.join("etc/systemd/system/svc.service.d/sysctr.conf")).unwrap();
     assert!(
         dropin.contains("ExecStartPre=-/usr/bin/sysctr --storage '/var/lib/sysctr' fit-capabilities 'svc'\n"),
         "{dropin}"

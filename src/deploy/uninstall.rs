@@ -2,14 +2,17 @@
 //! interrupted uninstall is finished by the next command, so every step tolerates what an
 //! earlier attempt already removed.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{Context, Result};
 
 use super::hostfs;
 use super::journal::{Journal, Unrecorded};
-use super::layout::{Deployment, Layout};
+use super::layout::{Deployment, Layout, TMPFILES_DIR, UNIT_DIR};
 use super::recovery::lock_and_recover;
 use super::slot::{slot_dir, DROPIN_FILE, TMPFILES_FILE};
 use crate::reference::validate_container_name;
+use crate::rooted::{EntryKind, RootedDir};
 use crate::systemd::{ServiceManager, Tmpfiles, UnitState};
 
 /// What an uninstall did, for the user.
@@ -40,9 +43,13 @@ pub(super) async fn remove_container(
     let record =
         layout.read_info(name).or_else(|_| layout.read_slot_info(name, 0)).or_else(|_| layout.read_slot_info(name, 1));
     let unit = Layout::unit_name(name);
-    let unit_file = layout.unit_file(name);
-    if unit_file.exists() {
-        if systemd.runs_units() {
+    let units = layout.host_subdir(UNIT_DIR)?;
+    let has_unit = match &units {
+        Some(units) => units.kind(Path::new(&unit))?.is_some(),
+        None => false,
+    };
+    if let (Some(units), true) = (&units, has_unit) {
+        if systemd.target().runs_units() {
             let dependents = systemd.required_by(&unit).await?;
             if !dependents.is_empty() {
                 // Said before the stop: systemd stops them along with this unit.
@@ -53,8 +60,8 @@ pub(super) async fn remove_container(
             }
         }
         systemd.disable(&unit, None).await?;
-        remove_if_present(&unit_file)?;
-        notes.extend(remove_own_dropin(layout, name)?);
+        remove_if_present(units, Path::new(&unit))?;
+        notes.extend(remove_own_dropin(units, name)?);
         systemd.reload().await?;
         // The system's own unit of that name is visible again: as enabled as it was before.
         if record.as_ref().is_ok_and(|r| r.shadowed_vendor_unit_enabled == Some(true)) {
@@ -62,13 +69,16 @@ pub(super) async fn remove_container(
         }
     }
 
-    let tmpfiles = layout.tmpfiles_file(name);
-    if tmpfiles.exists() {
-        if owns_tmpfiles(layout, name, record.as_ref().ok()) {
-            systemd.tmpfiles(Tmpfiles::Remove, &tmpfiles)?;
-            remove_if_present(&tmpfiles)?;
-        } else {
-            notes.push(format!("kept {}: sysctr did not write it", tmpfiles.display()));
+    let tmpfiles = Layout::tmpfiles_name(name);
+    let shown = format!("/{TMPFILES_DIR}/{tmpfiles}");
+    if let Some(dir) = layout.host_subdir(TMPFILES_DIR)? {
+        if dir.kind(Path::new(&tmpfiles))?.is_some() {
+            if owns_tmpfiles(layout, name, record.as_ref().ok()) {
+                systemd.tmpfiles(Tmpfiles::Remove, Path::new(&shown))?;
+                remove_if_present(&dir, Path::new(&tmpfiles))?;
+            } else {
+                notes.push(format!("kept {shown}: sysctr did not write it"));
+            }
         }
     }
 
@@ -77,7 +87,11 @@ pub(super) async fn remove_container(
     }
 
     // The symlink goes first: from then on the name is free, whatever happens to the slots.
-    remove_if_present(&layout.link(name))?;
+    if let Err(e) = std::fs::remove_file(layout.link(name)) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return Err(e).with_context(|| format!("removing {}", layout.link(name).display()));
+        }
+    }
     for slot in [0, 1] {
         let dir = layout.slot(name, slot);
         if dir.exists() {
@@ -88,17 +102,22 @@ pub(super) async fn remove_container(
 }
 
 /// Removes sysctr's own drop-in, and the drop-in directory only once nothing else is in it: an
-/// administrator's drop-ins stay.
-fn remove_own_dropin(layout: &Layout, name: &str) -> Result<Vec<String>> {
-    let dir = layout.unit_dropin_dir(name);
-    remove_if_present(&dir.join(DROPIN_FILE))?;
-    match std::fs::remove_dir(&dir) {
-        Ok(()) => Ok(Vec::new()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
-            Ok(vec![format!("kept {}: it holds drop-ins sysctr did not write", dir.display())])
-        }
-        Err(e) => Err(e).with_context(|| format!("removing {}", dir.display())),
+/// administrator's drop-ins stay. Something else in the directory's place (a symlink) is left
+/// alone and said, never followed: the rest of the uninstall goes on.
+fn remove_own_dropin(units: &RootedDir, name: &str) -> Result<Vec<String>> {
+    let dir = PathBuf::from(Layout::dropin_dir_name(name));
+    let shown = format!("/{UNIT_DIR}/{}", dir.display());
+    match units.kind(&dir)? {
+        None => return Ok(Vec::new()),
+        Some(EntryKind::Dir) => {}
+        Some(_) => return Ok(vec![format!("left {shown} alone: it is not a directory, and sysctr did not create it")]),
+    }
+    remove_if_present(units, &dir.join(DROPIN_FILE))?;
+    if units.is_empty_dir(&dir)? {
+        units.remove_dir(&dir)?;
+        Ok(Vec::new())
+    } else {
+        Ok(vec![format!("kept {shown}: it holds drop-ins sysctr did not write")])
     }
 }
 
@@ -107,15 +126,18 @@ fn remove_own_dropin(layout: &Layout, name: &str) -> Result<Vec<String>> {
 pub(super) fn owns_tmpfiles(layout: &Layout, name: &str, record: Option<&Deployment>) -> bool {
     let Some(record) = record else { return false };
     let ours = std::fs::read(slot_dir(layout, record).join(TMPFILES_FILE));
-    let there = std::fs::read(layout.tmpfiles_file(name));
+    let there = layout.host_subdir(TMPFILES_DIR).and_then(|dir| {
+        dir.context("no tmpfiles.d directory")?.read_file(Path::new(&Layout::tmpfiles_name(name)), MAX_TMPFILES_FILE)
+    });
     matches!((ours, there), (Ok(a), Ok(b)) if a == b)
 }
 
-fn remove_if_present(path: &std::path::Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("removing {}", path.display()))
-        }
-        _ => Ok(()),
+/// A tmpfiles.d file larger than this is not sysctr's (rendered ones are a few lines).
+const MAX_TMPFILES_FILE: u64 = 1024 * 1024;
+
+fn remove_if_present(dir: &RootedDir, relative: &Path) -> Result<()> {
+    match dir.kind(relative)? {
+        Some(_) => dir.remove_file(relative),
+        None => Ok(()),
     }
 }

@@ -108,6 +108,7 @@ pub async fn update(layout: &Layout, request: &UpdateRequest, systemd: &impl Ser
         runtime: &runtime,
         user_values: &values,
         uuid: &current.uuid,
+        target: systemd.target(),
     };
     let mut journal = Journal::begin(&layout.transaction_dir(), &layout.root, &format!("update {}", request.name))?;
     let mut started = false;
@@ -184,7 +185,8 @@ async fn switch(
         bail!("{} ships no service while the installed deployment does; uninstall it instead", to.image);
     }
     let unit = Layout::unit_name(&to.name);
-    let was_active = from.has_service && systemd.runs_units() && systemd.state(&unit).await? == UnitState::Active;
+    let was_active =
+        from.has_service && systemd.target().runs_units() && systemd.state(&unit).await? == UnitState::Active;
     if was_active {
         journal.stopped(&unit)?;
         systemd.stop(&unit).await?;

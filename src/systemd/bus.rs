@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 use zbus::{proxy, Connection, OwnedObjectPath};
 
-use super::{ChangeLog, ServiceManager, Tmpfiles, UnitState};
+use super::{ChangeLog, ServiceManager, Target, Tmpfiles, UnitState};
 
 const DESTINATION: &str = "org.freedesktop.systemd1";
 /// How long a start or stop job may take before we stop waiting; systemd's own default job
@@ -146,8 +146,8 @@ impl Bus {
 }
 
 impl ServiceManager for Bus {
-    fn runs_units(&self) -> bool {
-        true
+    fn target(&self) -> Target {
+        Target::Booted
     }
 
     async fn reload(&self) -> Result<()> {

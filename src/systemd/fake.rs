@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Result};
 
-use super::{ChangeLog, ServiceManager, Tmpfiles, UnitState};
+use super::{ChangeLog, ServiceManager, Target, Tmpfiles, UnitState};
 
 #[derive(Debug, Default)]
 struct State {
@@ -71,8 +71,8 @@ impl Fake {
 }
 
 impl ServiceManager for Fake {
-    fn runs_units(&self) -> bool {
-        true
+    fn target(&self) -> Target {
+        Target::Booted
     }
 
     async fn reload(&self) -> Result<()> {

@@ -22,7 +22,7 @@ use std::path::Path;
 use anyhow::Result;
 
 pub use bus::Bus;
-pub use offline::{check_unit_name, install_links, Offline};
+pub use offline::{check_install_links, check_unit_name, install_links, Offline};
 pub use ordering::{check_dependencies, check_dependencies_of_set, MissingUnit};
 
 /// A unit's ActiveState, as systemd reports it.
@@ -83,11 +83,26 @@ pub trait ChangeLog: Send {
     fn disabling(&mut self, unit: &str) -> Result<()>;
 }
 
+/// What sysctr installs into. Decided once, with the manager, and asked by everything that
+/// depends on it: whether units can start, and which facts of the host a container is set up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A booted host whose system manager runs the units.
+    Booted,
+    /// A root on disk, such as an OS image being composed: nothing runs there.
+    Offline,
+}
+
+impl Target {
+    pub fn runs_units(self) -> bool {
+        self == Target::Booted
+    }
+}
+
 /// What `deploy` needs from systemd.
 pub trait ServiceManager: Sync {
-    /// Whether units run where this manager works: false for an offline root, where starting
-    /// and stopping are refused.
-    fn runs_units(&self) -> bool;
+    /// What this manager's host is.
+    fn target(&self) -> Target;
     fn reload(&self) -> impl Future<Output = Result<()>> + Send;
     /// Enables `unit` (its unit file is in place), recording each change in `changes` first.
     fn enable(&self, unit: &str, changes: &mut dyn ChangeLog) -> impl Future<Output = Result<()>> + Send;
@@ -129,8 +144,8 @@ macro_rules! delegate {
 }
 
 impl ServiceManager for HostManager {
-    fn runs_units(&self) -> bool {
-        delegate!(self, runs_units())
+    fn target(&self) -> Target {
+        delegate!(self, target())
     }
     async fn reload(&self) -> Result<()> {
         match self {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::{ChangeLog, ServiceManager, Tmpfiles, UnitState};
+use super::{ChangeLog, ServiceManager, Target, Tmpfiles, UnitState};
 use crate::rooted::{EntryKind, Resolve, RootedDir};
 
 const UNIT_DIR: &str = "etc/systemd/system";
@@ -55,8 +55,8 @@ impl Offline {
 }
 
 impl ServiceManager for Offline {
-    fn runs_units(&self) -> bool {
-        false
+    fn target(&self) -> Target {
+        Target::Offline
     }
 
     async fn reload(&self) -> Result<()> {
@@ -68,16 +68,18 @@ impl ServiceManager for Offline {
         let unit_file = Path::new(UNIT_DIR).join(unit);
         let text = host.read_file(&unit_file, MAX_UNIT_FILE).with_context(|| format!("enabling {unit}"))?;
         let text = String::from_utf8(text).with_context(|| format!("{} is not UTF-8", unit_file.display()))?;
+        // Everything is checked before the first link: what is there already stays as it is.
+        check_install_links(&host, &text, unit)?;
         for (link, target) in install_links(&text, unit)? {
             let link = Path::new(&link);
+            if host.kind(link)?.is_some() {
+                continue; // a link to this very unit, as the check found
+            }
             for dir in host.missing_dirs(link.parent().unwrap_or(Path::new("")))? {
-                changes.creating_dir(&self.root.join(&dir))?;
+                changes.creating_dir(&dir)?;
                 host.create_dir(&dir, 0o755)?;
             }
-            changes.saving(&self.root.join(link))?;
-            if host.kind(link)?.is_some() {
-                host.remove_file(link)?;
-            }
+            changes.saving(link)?;
             host.symlink(link, Path::new(&target)).with_context(|| format!("enabling {unit}"))?;
         }
         Ok(())
@@ -87,7 +89,7 @@ impl ServiceManager for Offline {
         let host = self.host()?;
         for link in self.links_to(&host, unit)? {
             if let Some(changes) = changes.as_deref_mut() {
-                changes.saving(&self.root.join(&link))?;
+                changes.saving(&link)?;
             }
             host.remove_file(&link).with_context(|| format!("disabling {unit}"))?;
         }
@@ -150,6 +152,41 @@ pub fn check_unit_name(name: &str) -> Result<()> {
     let valid_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || b":_.@\\-".contains(&b));
     if name.len() > 255 || !valid_chars || stem.is_none_or(str::is_empty) || name.starts_with('.') {
         bail!("'{name}' is not a unit name");
+    }
+    Ok(())
+}
+
+/// Where units other than the administrator's come from, relative to the root: an alias may not
+/// take the name of one of them.
+const OTHER_UNIT_DIRS: [&str; 4] =
+    ["run/systemd/system", "usr/local/lib/systemd/system", "usr/lib/systemd/system", "lib/systemd/system"];
+
+/// Checks, as `systemctl enable` does, that enabling `unit_name` creates its `[Install]` links
+/// without replacing anything: a path already there must be a link to this very unit. An
+/// `Alias=` must be of the unit's own type and must not name a unit the root already has.
+pub fn check_install_links(root: &RootedDir, unit_text: &str, unit_name: &str) -> Result<()> {
+    let unit_type = unit_name.rsplit_once('.').map(|(_, suffix)| suffix);
+    for (link, target) in install_links(unit_text, unit_name)? {
+        let link = Path::new(&link);
+        if let Some(alias) = link.strip_prefix(UNIT_DIR).ok().and_then(Path::to_str).filter(|a| !a.contains('/')) {
+            if alias.rsplit_once('.').map(|(_, suffix)| suffix) != unit_type {
+                bail!("{unit_name} has Alias={alias}: an alias must be of the unit's own type");
+            }
+            for dir in OTHER_UNIT_DIRS {
+                if root.kind(&Path::new(dir).join(alias))?.is_some() {
+                    bail!("{unit_name} has Alias={alias}, but the system has that unit (/{dir}/{alias})");
+                }
+            }
+        }
+        match root.kind(link)? {
+            None => {}
+            Some(EntryKind::Symlink) if root.read_link(link)? == Path::new(&target) => {}
+            Some(_) => bail!(
+                "enabling {unit_name} would replace /{}, which is not a link to it; \
+                 systemctl enable refuses that too",
+                link.display()
+            ),
+        }
     }
     Ok(())
 }
