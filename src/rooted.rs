@@ -79,7 +79,8 @@ impl RootedDir {
 
     /// Where `relative` is on this machine, as this handle resolves it: its deepest existing
     /// directory, resolved by the kernel and named by `/proc/self/fd`, with the missing rest
-    /// appended. For the few tools that need a path (a target's storage directory).
+    /// appended; a symlink leading nowhere in that rest is refused, since the path would follow
+    /// it. For the few tools that need a path (a target's storage directory).
     pub fn real_path(&self, relative: &Path) -> Result<PathBuf> {
         let parts = components(relative)?;
         let mut existing = parts.len();
@@ -91,6 +92,12 @@ impl RootedDir {
                 Err(e) => return Err(resolve_error(e, &self.shown(&prefix))),
             }
         };
+        if existing < parts.len() {
+            let first_missing: PathBuf = parts[..=existing].iter().collect();
+            if self.kind(&first_missing)?.is_some() {
+                bail!("{} is a symlink to nothing in {}", self.shown(&first_missing), self.path.display());
+            }
+        }
         let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
         let mut path = std::fs::read_link(&proc_path).with_context(|| format!("reading {proc_path}"))?;
         path.extend(&parts[existing..]);

@@ -327,6 +327,80 @@ fn archives_install_offline_under_their_file_name() {
     assert_eq!(std::fs::read_link(root.join(&deployment)).unwrap(), Path::new("hello-v1.0"));
 }
 
+/// A target whose own `var/lib/sysctr` and `etc/systemd` are absolute symlinks: they mean the
+/// target's directories of that name. The storage, the deployments and the units land inside the target;
+/// the machine composing it gets nothing, at install as at uninstall.
+#[test]
+fn a_target_with_absolute_symlinks_is_composed_inside_itself() {
+    let work = scratch();
+    let layout = work.path().join("layout");
+    busybox_service_image(&[]).cmd(&["/bin/true"]).write_oci_layout(&layout, "v1").unwrap();
+    let root = work.path().join("root");
+    let outside = work.path().join("outside");
+    let inside = root.join(outside.strip_prefix("/").unwrap());
+    for dir in ["storage", "systemd/system"] {
+        std::fs::create_dir_all(outside.join(dir)).unwrap();
+    }
+    // Where the links lead as the target sees them.
+    std::fs::create_dir_all(inside.join("systemd")).unwrap();
+    for dir in ["usr/sbin", "etc", "var/lib"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    std::fs::write(root.join("usr/sbin/runc"), "#!/bin/sh\n").unwrap();
+    std::os::unix::fs::symlink(outside.join("storage"), root.join("var/lib/sysctr")).unwrap();
+    std::os::unix::fs::symlink(outside.join("systemd"), root.join("etc/systemd")).unwrap();
+    let sysctr = |args: &[&str]| {
+        Command::new(sysctr_bin())
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .env_remove("SYSCTR_STORAGE")
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap()
+    };
+    let listing = || {
+        let mut found: Vec<PathBuf> = walkdir(&outside);
+        found.sort();
+        found
+    };
+    let before = listing();
+
+    let image = format!("oci:{}:v1", layout.display());
+    // The storage link leads nowhere in the target: refused, rather than followed out of it.
+    let out = sysctr(&["install", "--name", "svc", &image]);
+    assert!(stderr(&out).contains("var/lib/sysctr is a symlink to nothing in"), "{}", describe_output(&out));
+    assert_eq!(listing(), before, "the composing machine got files");
+
+    std::fs::create_dir_all(inside.join("storage")).unwrap();
+    let out = sysctr(&["install", "--name", "svc", &image]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(inside.join("systemd/system/svc.service").is_file(), "{}", describe_output(&out));
+    assert!(inside.join("storage/deployments/svc.0/rootfs").is_dir());
+    assert_eq!(listing(), before, "the composing machine got files");
+
+    let out = sysctr(&["uninstall", "svc"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(!inside.join("systemd/system/svc.service").exists());
+    assert_eq!(listing(), before, "the composing machine lost or got files");
+}
+
+/// Every path beneath `dir`.
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        for entry in std::fs::read_dir(&current).unwrap() {
+            let path = entry.unwrap().path();
+            if std::fs::symlink_metadata(&path).unwrap().is_dir() {
+                stack.push(path.clone());
+            }
+            found.push(path);
+        }
+    }
+    found
+}
+
 /// `strace -f -e trace=connect` of `sysctr pull REF`: its output and the connect calls to an
 /// internet address.
 fn pull_traced(storage: &Path, reference: &str, trace: &Path) -> (Output, Vec<String>) {
