@@ -7,7 +7,9 @@
 //!   the journal with its fields, at `-v` level: `journalctl SYSCTR_CONTAINER=NAME` shows what
 //!   was done to one container. Notes then go there too, instead of standard error.
 
+use std::borrow::Cow;
 use std::fmt::Display;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -49,6 +51,39 @@ pub fn warning(message: impl Display) {
     }
 }
 
+/// `text` from outside (an image's labels) made safe to print on a terminal: control characters,
+/// which could move the cursor, clear the screen or start a line that looks like sysctr's own, and
+/// the marks that reverse the direction of text are written as escapes (`\n`, `\x1b`,
+/// `\u{202e}`); a backslash is doubled so that the escapes read back unambiguously.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    let needs_escape = |c: char| c == '\\' || c.is_control() || is_direction_mark(c);
+    if !text.contains(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_ascii_control() => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c if needs_escape(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The Unicode marks that change the order in which the text around them is displayed.
+fn is_direction_mark(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// Sets up `-q`, `-v` and the log, once, before the command runs.
 pub fn init(verbosity: u8, quiet: bool) {
     QUIET.store(quiet, Ordering::Relaxed);
@@ -78,4 +113,26 @@ pub fn init(verbosity: u8, quiet: bool) {
     });
     // A second init (tests calling the CLI twice) keeps the first.
     let _ = tracing_subscriber::registry().with(filter).with(journald).with(stderr).try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_escapes_what_a_terminal_would_act_on() {
+        let cases = [
+            ("plain text, é, 𝄞", "plain text, é, 𝄞"),
+            ("\u{1b}[2J\u{1b}[H", "\\x1b[2J\\x1b[H"),
+            ("a\nb\rc\td", "a\\nb\\rc\\td"),
+            ("\0\u{7}\u{7f}", "\\x00\\x07\\x7f"),
+            ("\u{9b}31m\u{85}", "\\u{9b}31m\\u{85}"),
+            ("safe\u{202e}txt.exe", "safe\\u{202e}txt.exe"),
+            ("C:\\x1b", "C:\\\\x1b"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(printable(text), expected, "{text:?}");
+        }
+        assert!(matches!(printable("no escapes"), Cow::Borrowed(_)));
+    }
 }

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use anyhow::{anyhow, bail, Context as _, Result};
 use tera::{Context, Tera};
 
-use super::substitute::{lookup, Piece, Pieces, TemplateError};
+use super::substitute::{Piece, Pieces, TemplateError};
+use super::tmpfiles::Tmpfiles;
+use super::unit::Unit;
 use super::variables::Forced;
 
 /// The built-in unit for images that ship no `service.template`.
@@ -17,17 +19,90 @@ const DEFAULT_UNIT_FILE: &str = "default.service";
 /// How a rendered file is read, which decides what a value may contain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
-    /// A systemd unit or a tmpfiles.d file: one entry per line. A value may not contain a line
-    /// break or a NUL, nor end with a backslash right before a line break (systemd would join the
-    /// next line to it), so that a value can never add or remove directives.
+    /// A tmpfiles.d file: every value stays within one field of its line (see [`super::tmpfiles`]).
+    Tmpfiles,
+    /// Any other line-oriented text (a renamed host path): a value may not contain a line break
+    /// or a NUL, nor end with a backslash right before a line break (which would join the next
+    /// line to it), so that a value can never add or remove lines. Units go through
+    /// [`render_unit`].
     LineOriented,
     /// Any other file (`config.json`, host files): values go in as they are.
     Raw,
 }
 
+/// Where a value came from, which decides whether it must be escaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// Computed by sysctr itself ([`Forced`]): `EXEC_START` is a whole command line on purpose.
+    Sysctr,
+    /// Given with `--set` or by the image (`manifest.json` defaults): one value, kept as is.
+    Outside,
+}
+
+/// The syntax of a kind of file: writes template text and values to the output, escaping or
+/// refusing each value for the place it lands in.
+pub(super) trait Syntax {
+    fn text(&mut self, out: &mut String, literal: &str) -> Result<()>;
+    /// An error names `variable` and the file.
+    fn value(&mut self, out: &mut String, variable: &str, value: &str, origin: Origin) -> Result<()>;
+    /// Called once the whole template is written.
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Values written as they are.
+struct Verbatim;
+
+impl Syntax for Verbatim {
+    fn text(&mut self, out: &mut String, literal: &str) -> Result<()> {
+        out.push_str(literal);
+        Ok(())
+    }
+
+    fn value(&mut self, out: &mut String, _: &str, value: &str, _: Origin) -> Result<()> {
+        out.push_str(value);
+        Ok(())
+    }
+}
+
 /// Substitutes `values` into `text`, the content of `file_name`, checking values as `kind` needs.
+/// Every value counts as given from outside: sysctr's own command lines only go into units, see
+/// [`render_unit`].
 pub fn render_file(file_name: &str, text: &str, kind: FileKind, values: &BTreeMap<String, String>) -> Result<String> {
-    let line_oriented = kind == FileKind::LineOriented;
+    let lookup = |name: &str| values.get(name).map(|value| (value.as_str(), Origin::Outside));
+    match kind {
+        FileKind::Tmpfiles => render(file_name, text, true, &mut Tmpfiles::new(file_name), lookup),
+        FileKind::LineOriented => render(file_name, text, true, &mut Verbatim, lookup),
+        FileKind::Raw => render(file_name, text, false, &mut Verbatim, lookup),
+    }
+}
+
+/// Renders a systemd unit template. The values of `forced` are sysctr's own and go in as they
+/// are (`ExecStart=$EXEC_START` is a whole command line); every other value comes from outside
+/// and is escaped so that systemd reads it back as exactly one value (see [`super::unit`]), or
+/// refused with an error naming it.
+pub fn render_unit(file_name: &str, text: &str, forced: &Forced, values: &BTreeMap<String, String>) -> Result<String> {
+    let forced = forced.variables();
+    let lookup = |name: &str| {
+        let builtin = forced.iter().find(|(variable, _)| *variable == name);
+        match builtin {
+            Some((_, value)) => Some((value.as_str(), Origin::Sysctr)),
+            None => values.get(name).map(|value| (value.as_str(), Origin::Outside)),
+        }
+    };
+    render(file_name, text, true, &mut Unit::new(file_name), lookup)
+}
+
+/// Substitutes the values `lookup` gives into `text`, written with `syntax`. A line-oriented file
+/// also refuses values that would add or join lines.
+fn render<'v>(
+    file_name: &str,
+    text: &str,
+    line_oriented: bool,
+    syntax: &mut dyn Syntax,
+    lookup: impl Fn(&str) -> Option<(&'v str, Origin)>,
+) -> Result<String> {
     let mut out = String::with_capacity(text.len());
     // The variable whose value ends `out` with a backslash, if any.
     let mut trailing_backslash: Option<&str> = None;
@@ -39,20 +114,23 @@ pub fn render_file(file_name: &str, text: &str, kind: FileKind, values: &BTreeMa
                         return Err(continuation_error(variable, file_name));
                     }
                 }
-                out.push_str(literal);
+                syntax.text(&mut out, literal)?;
             }
             Piece::Variable(name) => {
-                let value = lookup(values, name).map_err(|err| file_error(file_name, err))?;
+                let (value, origin) = lookup(name)
+                    .ok_or_else(|| file_error(file_name, TemplateError::Unreplaced { variable: name.to_owned() }))?;
                 if line_oriented {
                     check_line_value(name, value, file_name)?;
                 }
-                if !value.is_empty() {
-                    trailing_backslash = value.ends_with('\\').then_some(name);
+                let before = out.len();
+                syntax.value(&mut out, name, value, origin)?;
+                if out.len() > before {
+                    trailing_backslash = out.ends_with('\\').then_some(name);
                 }
-                out.push_str(value);
             }
         }
     }
+    syntax.finish()?;
     Ok(out)
 }
 

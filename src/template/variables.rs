@@ -111,21 +111,28 @@ pub fn resolve(inputs: &Inputs<'_>) -> Result<BTreeMap<String, String>> {
         values.insert("PIDFILE".to_owned(), pidfile);
     }
     values.insert(UUID.to_owned(), inputs.uuid.to_owned());
-    let forced_values = [
-        ("NAME", forced.name.clone()),
-        ("DESTDIR", forced.destdir.clone()),
-        ("EXEC_START", forced.exec_start.clone()),
-        ("EXEC_STOP", forced.exec_stop.clone()),
-        ("EXEC_STARTPRE", forced.exec_startpre.clone()),
-        ("EXEC_STOPPOST", forced.exec_stoppost.clone()),
-        ("HOST_UID", forced.host_uid.to_string()),
-        ("HOST_GID", forced.host_gid.to_string()),
-        ("IMAGE_NAME", forced.image_name.clone()),
-        ("IMAGE_ID", forced.image_id.clone()),
-    ];
-    debug_assert!(forced_values.iter().map(|(k, _)| *k).eq(FORCED_VARIABLES));
-    values.extend(forced_values.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    values.extend(forced.variables().into_iter().map(|(k, v)| (k.to_owned(), v)));
     Ok(values)
+}
+
+impl Forced {
+    /// Each forced variable with its value, in the order of [`FORCED_VARIABLES`].
+    pub(super) fn variables(&self) -> [(&'static str, String); 10] {
+        let variables = [
+            ("NAME", self.name.clone()),
+            ("DESTDIR", self.destdir.clone()),
+            ("EXEC_START", self.exec_start.clone()),
+            ("EXEC_STOP", self.exec_stop.clone()),
+            ("EXEC_STARTPRE", self.exec_startpre.clone()),
+            ("EXEC_STOPPOST", self.exec_stoppost.clone()),
+            ("HOST_UID", self.host_uid.to_string()),
+            ("HOST_GID", self.host_gid.to_string()),
+            ("IMAGE_NAME", self.image_name.clone()),
+            ("IMAGE_ID", self.image_id.clone()),
+        ];
+        debug_assert!(variables.iter().map(|(k, _)| *k).eq(FORCED_VARIABLES));
+        variables
+    }
 }
 
 /// Parses a `--set NAME=VALUE` argument. The value may be empty and may contain `=`.
