@@ -206,7 +206,7 @@ impl Bundle {
             crate::output::note(format!("config.json rewritten for this runc: {rewrite}"));
         }
         if let Some(text) = &exports.tmpfiles_template {
-            let rendered = template::render_file("tmpfiles.template", text, FileKind::LineOriented, &values)?;
+            let rendered = template::render_file("tmpfiles.template", text, FileKind::Tmpfiles, &values)?;
             let path = self.dir.join(TMPFILES_FILE);
             std::fs::write(&path, rendered).with_context(|| format!("writing {}", path.display()))?;
             self.tmpfiles = Some(path);

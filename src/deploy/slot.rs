@@ -125,7 +125,7 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
         }
         write(&dir.join(DROPIN_FILE), &dropin(&runtime, name, fit))?;
         if let Some(text) = &exports.tmpfiles_template {
-            let tmpfiles = template::render_file("tmpfiles.template", text, FileKind::LineOriented, &values)?;
+            let tmpfiles = template::render_file("tmpfiles.template", text, FileKind::Tmpfiles, &values)?;
             write(&dir.join(TMPFILES_FILE), &tmpfiles)?;
         }
     }
@@ -233,7 +233,7 @@ fn host_facts(target: Target) -> Result<HostFacts> {
 
 fn render_unit(service_template: Option<&str>, forced: &Forced, values: &BTreeMap<String, String>) -> Result<String> {
     match service_template {
-        Some(text) => template::render_file("service.template", text, FileKind::LineOriented, values),
+        Some(text) => template::render_unit("service.template", text, forced, values),
         None => template::default_unit(forced),
     }
 }
