@@ -55,10 +55,12 @@ impl ImageRef {
         let invalid = || format!("invalid image reference '{input}'");
         if let Some(rest) = trimmed.strip_prefix("oci:") {
             let (dir, tag) = split_tag(rest, "directory", "oci:").with_context(invalid)?;
+            let dir = absolute(dir, PathColons::NotInLast).with_context(invalid)?;
             return Ok(ImageRef::Layout { dir, tag });
         }
         if let Some(rest) = trimmed.strip_prefix("oci-archive:") {
             let (path, tag) = split_tag(rest, "archive path", "oci-archive:").with_context(invalid)?;
+            let path = absolute(path, PathColons::NotInLast).with_context(invalid)?;
             return Ok(ImageRef::OciArchive { path, tag });
         }
         if let Some(rest) = trimmed.strip_prefix("docker-archive:") {
@@ -221,7 +223,41 @@ fn parse_docker_archive(rest: &str) -> Result<ImageRef> {
             Some(ArchivePick::Ref(name.to_string()))
         }
     };
-    Ok(ImageRef::DockerArchive { path: PathBuf::from(path), pick })
+    let path = absolute(PathBuf::from(path), PathColons::None)?;
+    Ok(ImageRef::DockerArchive { path, pick })
+}
+
+/// Where a ':' may stand in the path of an image on disk for its reference to read back the
+/// same: nowhere in a docker archive's, not in the last component of the others'.
+#[derive(Clone, Copy)]
+enum PathColons {
+    None,
+    NotInLast,
+}
+
+/// `path` made absolute against the current directory, so that the reference names the same
+/// image whatever directory it is read from later (`update`, the auto-update timer). Lexically:
+/// symlinks and `..` are left for when the image is read. A path already absolute is kept as
+/// it is.
+fn absolute(path: PathBuf, colons: PathColons) -> Result<PathBuf> {
+    if path.is_absolute() {
+        return Ok(path);
+    }
+    let absolute = std::path::absolute(&path)
+        .with_context(|| format!("making {} absolute (against the current directory)", path.display()))?;
+    let text = absolute.to_string_lossy();
+    let colon = match colons {
+        PathColons::None => text.contains(':'),
+        PathColons::NotInLast => text.rsplit('/').next().is_some_and(|last| last.contains(':')),
+    };
+    if colon {
+        bail!(
+            "{} is {}, which holds a ':' where the reference would read as a tag; give the path in another way",
+            path.display(),
+            absolute.display()
+        );
+    }
+    Ok(absolute)
 }
 
 /// The `WORD` of a `WORD:…` reference that is not a registry name, if any.
@@ -248,6 +284,28 @@ fn unsupported_transport(input: &str) -> Option<&str> {
         return None;
     }
     Some(word)
+}
+
+/// A registry name (`HOST[:PORT]`), or a name below one (`HOST[:PORT]/PATH`: a repository, a
+/// registries.conf prefix, a policy or registries.d scope, `*.DOMAIN` wildcards included), in the
+/// form two names are compared in: the host in lower case, as DNS compares names, and without
+/// `:443`, the port HTTPS reaches anyway when none is given. A loopback host keeps `:443`:
+/// sysctr speaks plain HTTP to it, whose default port is 80. The path is left as it is.
+///
+/// Every comparison of registry names (registries.conf entries, the `transports.docker` scopes
+/// of the signature policy, registries.d namespaces) puts both sides through this; what is
+/// connected to is still the name as given.
+pub fn canonical_registry_name(name: &str) -> String {
+    let (host, path) = match name.find('/') {
+        Some(slash) => name.split_at(slash),
+        None => (name, ""),
+    };
+    let host = host.to_ascii_lowercase();
+    let host = match host.strip_suffix(":443") {
+        Some(bare) if !bare.is_empty() && !crate::registry::is_loopback(&host) => bare.to_string(),
+        _ => host,
+    };
+    format!("{host}{path}")
 }
 
 /// Checks a container name: it is used as a systemd unit name, a directory name under the storage
@@ -304,7 +362,37 @@ mod tests {
             ImageRef::parse("oci:/srv/images/etcd:3.4").unwrap(),
             ImageRef::Layout { dir: "/srv/images/etcd".into(), tag: Some("3.4".into()) }
         );
-        assert_eq!(ImageRef::parse("oci:./etcd").unwrap(), ImageRef::Layout { dir: "./etcd".into(), tag: None });
+    }
+
+    /// A relative path is made absolute against the directory it was given in: `update` and the
+    /// auto-update timer read the stored reference from elsewhere.
+    #[test]
+    fn paths_on_disk_are_made_absolute() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            ImageRef::parse("oci:./etcd:v1").unwrap(),
+            ImageRef::Layout { dir: cwd.join("etcd"), tag: Some("v1".into()) }
+        );
+        assert_eq!(
+            ImageRef::parse("oci:images/etcd").unwrap().canonical(),
+            format!("oci:{}/images/etcd", cwd.display())
+        );
+        assert_eq!(
+            ImageRef::parse("oci-archive:etcd.tar").unwrap(),
+            ImageRef::OciArchive { path: cwd.join("etcd.tar"), tag: None }
+        );
+        assert_eq!(
+            ImageRef::parse("docker-archive:./all.tar:@1").unwrap(),
+            ImageRef::DockerArchive { path: cwd.join("all.tar"), pick: Some(ArchivePick::Index(1)) }
+        );
+        // `..` is kept for when the path is read, as a symlink would be.
+        assert_eq!(ImageRef::parse("oci:../x").unwrap(), ImageRef::Layout { dir: cwd.join("../x"), tag: None });
+        for relative in ["oci:./etcd:v1", "oci-archive:x.tar", "docker-archive:all.tar:busybox", "oci:."] {
+            let parsed = ImageRef::parse(relative).unwrap();
+            assert!(parsed.canonical().contains(&cwd.display().to_string()), "{relative}: {parsed}");
+            assert_eq!(ImageRef::parse(&parsed.canonical()).unwrap(), parsed, "{relative}");
+        }
+        assert_eq!(ImageRef::parse("oci:/srv/x:v1").unwrap().canonical(), "oci:/srv/x:v1");
     }
 
     #[test]
@@ -312,10 +400,6 @@ mod tests {
         assert_eq!(
             ImageRef::parse("oci-archive:/srv/images/etcd.tar:3.4").unwrap(),
             ImageRef::OciArchive { path: "/srv/images/etcd.tar".into(), tag: Some("3.4".into()) }
-        );
-        assert_eq!(
-            ImageRef::parse("oci-archive:etcd.tar").unwrap(),
-            ImageRef::OciArchive { path: "etcd.tar".into(), tag: None }
         );
         let docker = |path: &str, pick: Option<ArchivePick>| ImageRef::DockerArchive { path: path.into(), pick };
         assert_eq!(ImageRef::parse("docker-archive:/srv/all.tar").unwrap(), docker("/srv/all.tar", None));

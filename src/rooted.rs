@@ -231,17 +231,15 @@ impl RootedDir {
 
     /// Replaces (or creates) the regular file `relative` so that a crash leaves either the old
     /// or the new content: a temporary file beside it, fsynced, renamed over it, then the
-    /// directory fsynced.
+    /// directory fsynced. The temporary file has a name no one can guess, is created exclusively
+    /// (never through a symlink, never over anything already there) with `mode` from the start,
+    /// and is the only thing removed if the write fails: whatever else is in the directory,
+    /// planted or not, is left alone.
     pub fn replace_file(&self, relative: &Path, content: &[u8], mode: u32) -> Result<()> {
         let (parent, name) = self.parent_of(relative)?;
-        let mut temp_name = b".".to_vec();
-        temp_name.extend_from_slice(name.as_bytes());
-        temp_name.extend_from_slice(format!(".sysctr-{}", std::process::id()).as_bytes());
-        let temp_name = OsStr::from_bytes(&temp_name);
-        let _ = rustix::fs::unlinkat(&parent, temp_name, AtFlags::empty());
-        let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = rustix::fs::openat(&parent, temp_name, flags, Mode::from_raw_mode(mode & 0o777))
+        let (fd, temp_name) = create_temporary(&parent, name, mode)
             .with_context(|| format!("creating a temporary file beside {}", self.shown(relative)))?;
+        let temp_name = temp_name.as_os_str();
         let written = (|| -> Result<()> {
             rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
             let mut file = std::fs::File::from(fd);
@@ -428,6 +426,60 @@ impl RootedDir {
     pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
     }
+
+    /// Refuses a directory that someone other than the user running sysctr (or root) could
+    /// change under sysctr's feet: one owned by another user, or one that its group or everyone
+    /// may write to without the sticky bit (which would let them rename or remove what sysctr
+    /// puts there). For the directories of files sysctr writes but does not own the place of,
+    /// such as the auth file `--authfile` names.
+    pub fn refuse_if_others_can_write(&self) -> Result<()> {
+        let stat = rustix::fs::fstat(&self.fd).with_context(|| format!("inspecting {}", self.path.display()))?;
+        let us = rustix::process::geteuid().as_raw();
+        if stat.st_uid != us && stat.st_uid != 0 {
+            bail!(
+                "refusing to write into {}: it is owned by uid {}, not by the user running sysctr (uid {us}) or root, \
+                 so its owner could replace what sysctr writes there",
+                self.path.display(),
+                stat.st_uid
+            );
+        }
+        let mode = stat.st_mode & 0o7777;
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            let who = if mode & 0o002 != 0 { "everyone" } else { "its group" };
+            bail!(
+                "refusing to write into {}: {who} may write to it (mode {mode:04o}) and it has no sticky bit, \
+                 so others could replace what sysctr writes there; remove that write permission or use another directory",
+                self.path.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// The content of the regular file `relative`, at most `max` bytes; `None` when nothing is
+    /// there. Anything else at that name (a symlink above all, which is never followed here, a
+    /// FIFO, a directory) is an error, and nothing waits on it.
+    pub fn read_regular_file(&self, relative: &Path, max: u64) -> Result<Option<Vec<u8>>> {
+        use std::io::Read as _;
+        let fd = match self.open_beneath(relative, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(Errno::LOOP) => bail!("{} is a symlink, which is not followed here", self.shown(relative)),
+            Err(e) => return Err(resolve_error(e, &self.shown(relative))),
+        };
+        let stat = rustix::fs::fstat(&fd).with_context(|| format!("inspecting {}", self.shown(relative)))?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            bail!("{} is not a regular file", self.shown(relative));
+        }
+        let mut content = Vec::new();
+        std::fs::File::from(fd)
+            .take(max + 1)
+            .read_to_end(&mut content)
+            .with_context(|| format!("reading {}", self.shown(relative)))?;
+        if content.len() as u64 > max {
+            bail!("{} is larger than {max} bytes", self.shown(relative));
+        }
+        Ok(Some(content))
+    }
 }
 
 /// The normal components of a relative (or `/`-rooted) path; `..` is refused as a name.
@@ -465,6 +517,25 @@ fn resolve_error(errno: Errno, shown: &str) -> anyhow::Error {
         Errno::LOOP => anyhow::anyhow!("{shown} goes through a symlink, which is not followed here"),
         other => anyhow::Error::new(other).context(format!("resolving {shown}")),
     }
+}
+
+/// Creates a new regular file beside `name` in `parent`, named `.NAME.RANDOM.tmp`, exclusively
+/// and without following anything, readable by no one beyond `mode` from its first byte. A name
+/// that is taken (by anyone) is never reused, touched or removed: another is drawn.
+fn create_temporary(parent: &OwnedFd, name: &OsStr, mode: u32) -> Result<(OwnedFd, std::ffi::OsString)> {
+    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    for _ in 0..16 {
+        let mut temp_name = b".".to_vec();
+        temp_name.extend_from_slice(name.as_bytes());
+        temp_name.extend_from_slice(format!(".{}.tmp", uuid::Uuid::new_v4().simple()).as_bytes());
+        let temp_name = OsStr::from_bytes(&temp_name).to_os_string();
+        match rustix::fs::openat(parent, &temp_name, flags, Mode::from_raw_mode(mode & 0o777)) {
+            Ok(fd) => return Ok((fd, temp_name)),
+            Err(Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    bail!("every temporary name tried was taken")
 }
 
 #[cfg(test)]

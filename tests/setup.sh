@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   pkg-config gcc libostree-dev libssl-dev   # build: libostree for the store, OpenSSL for HTTPS
   ostree runc dbus systemd-container        # run: the runtime, and systemd-nspawn for test hosts
+  golang-github-containers-common           # run: /etc/containers/policy.json, the signature policy
   docker-registry umoci skopeo              # tests: a real registry, reference unpacker, pusher
   busybox-static etcd-server etcd-client   # tests: the payload of the service images...
   containerd containernetworking-plugins    # ...and of the CRI runtime's image
@@ -25,6 +26,12 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# sysctr pulls nothing without a signature policy: put the package's default back if it was
+# removed since (a deleted conffile stays deleted on a plain reinstall).
+if [ ! -e /etc/containers/policy.json ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall -o Dpkg::Options::=--force-confmiss \
+    golang-github-containers-common
 fi
 # Where systemd runs, Debian starts these on install; the tests run their own, on the same
 # loopback addresses.

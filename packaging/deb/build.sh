@@ -34,7 +34,9 @@ done
 install -D -m 644 "$docs/completions/sysctr.bash" "$stage/usr/share/bash-completion/completions/sysctr"
 install -D -m 644 "$docs/completions/_sysctr" "$stage/usr/share/zsh/vendor-completions/_sysctr"
 install -D -m 644 "$docs/completions/sysctr.fish" "$stage/usr/share/fish/vendor_completions.d/sysctr.fish"
-# Depends: the shared libraries the binary links, as dpkg-shlibdeps finds them, and what it runs.
+# Depends: the shared libraries the binary links, as dpkg-shlibdeps finds them, what it runs, and
+# the signature policy /etc/containers/policy.json (golang-github-containers-common), without
+# which nothing is pulled.
 shlibs=$(mktemp -d)
 trap 'rm -rf "$stage" "$docs" "$shlibs"' EXIT
 mkdir -p "$shlibs/debian"
@@ -47,7 +49,7 @@ Package: sysctr
 Version: $version
 Architecture: $arch
 Maintainer: sysctr maintainers <maintainers@sysctr.invalid>
-Depends: $libs, runc, systemd
+Depends: $libs, runc, systemd, golang-github-containers-common
 Section: admin
 Priority: optional
 Description: system containers: OCI images run by runc as plain systemd services

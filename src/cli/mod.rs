@@ -198,7 +198,8 @@ pub struct ConnectionArgs {
     pub registries_conf: PathBuf,
 
     /// Follow this signature policy (containers-policy.json(5)) instead of
-    /// /etc/containers/policy.json.
+    /// /etc/containers/policy.json, without which nothing is pulled (as with podman and skopeo).
+    /// With --root too, the policy is this machine's, not the root's.
     #[arg(long, value_name = "PATH")]
     pub signature_policy: Option<PathBuf>,
 

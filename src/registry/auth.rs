@@ -25,6 +25,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use crate::rooted::{Resolve, RootedDir};
+
 /// The name of the auth files among registries.conf's `credential-helpers`.
 pub const AUTH_FILES: &str = "containers-auth.json";
 /// The largest auth file read.
@@ -140,8 +142,13 @@ impl AuthFile {
     /// The file at `path`, or `None` if there is none.
     fn read(path: &Path) -> Result<Option<AuthFile>> {
         let Some(text) = super::read_host_config(path, MAX_AUTH_FILE)? else { return Ok(None) };
+        Self::parse(&text, path).map(Some)
+    }
+
+    /// The file's content, read from `path`.
+    fn parse(text: &[u8], path: &Path) -> Result<AuthFile> {
         // serde's message may quote the file, secrets included: only its kind and place are said.
-        let parsed = serde_json::from_slice(&text).map_err(|e| {
+        serde_json::from_slice(text).map_err(|e| {
             let kind = match e.classify() {
                 serde_json::error::Category::Io => "unreadable",
                 serde_json::error::Category::Syntax => "not JSON",
@@ -149,8 +156,7 @@ impl AuthFile {
                 serde_json::error::Category::Eof => "cut short",
             };
             anyhow!("{} is not a valid auth file: {kind} at line {}", path.display(), e.line())
-        })?;
-        Ok(Some(parsed))
+        })
     }
 
     fn credentials(&self, registry: &str, repository: &str) -> Result<Option<Credentials>> {
@@ -279,41 +285,71 @@ fn run_helper(program: &str, registry: &str, timeout: Duration) -> Result<Option
 /// Saves `credentials` for `registry` in `file` (created 0600, other entries kept), as `podman
 /// login` does.
 pub fn save(file: &Path, registry: &str, credentials: &Credentials) -> Result<()> {
-    let mut auth = AuthFile::read(file)?.unwrap_or_default();
+    let target = WriteTarget::open(file, true)?.context("no directory for the auth file")?;
+    let mut auth = target.read()?.unwrap_or_default();
     let entry = auth.auths.entry(registry.to_string()).or_default();
     entry.auth = Some(encode_auth(credentials));
-    write(file, &auth)
+    target.write(&auth)
 }
 
 /// Removes the credentials for `registry` from `file`; whether there were any.
 pub fn remove(file: &Path, registry: &str) -> Result<bool> {
-    let Some(mut auth) = AuthFile::read(file)? else { return Ok(false) };
+    let Some(target) = WriteTarget::open(file, false)? else { return Ok(false) };
+    let Some(mut auth) = target.read()? else { return Ok(false) };
     let before = auth.auths.len();
     auth.auths.retain(|key, _| key != registry && normalize_key(key) != registry);
     if auth.auths.len() == before {
         return Ok(false);
     }
-    write(file, &auth)?;
+    target.write(&auth)?;
     Ok(true)
 }
 
-/// Replaces `file` durably: a private temporary file, synced, renamed over it.
-fn write(file: &Path, auth: &AuthFile) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let dir = file.parent().ok_or_else(|| anyhow!("{} has no directory", file.display()))?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let temp = dir.join(format!(".{}.new", file.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
-    let text = serde_json::to_vec_pretty(auth).context("writing the auth file")?;
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temp)
-        .with_context(|| format!("writing {}", temp.display()))?;
-    out.write_all(&text).and_then(|()| out.sync_all()).with_context(|| format!("writing {}", temp.display()))?;
-    std::fs::rename(&temp, file).with_context(|| format!("writing {}", file.display()))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))
+/// The auth file `login` and `logout` write, reached through a handle on its directory: a
+/// directory that others could change under sysctr's feet is refused, the file itself is read
+/// without following a symlink, and it is replaced through
+/// [`RootedDir::replace_file`](crate::rooted::RootedDir::replace_file) (an exclusive temporary
+/// file of an unguessable name, 0600 from its first byte, synced, renamed over the file, the
+/// directory synced).
+struct WriteTarget {
+    file: PathBuf,
+    dir: RootedDir,
+    name: PathBuf,
+}
+
+impl WriteTarget {
+    /// The handle on `file`'s directory, made (0700, as podman does) when `create` is set and it
+    /// is missing; `None` when it is missing and not to be made.
+    fn open(file: &Path, create: bool) -> Result<Option<WriteTarget>> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        let name = file.file_name().ok_or_else(|| anyhow!("{} does not name a file", file.display()))?;
+        let dir = match file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        if create {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+        } else if !dir.exists() {
+            return Ok(None);
+        }
+        let dir = RootedDir::open(dir, Resolve::NoSymlinks)?;
+        dir.refuse_if_others_can_write().with_context(|| format!("writing the auth file {}", file.display()))?;
+        Ok(Some(WriteTarget { file: file.to_path_buf(), dir, name: PathBuf::from(name) }))
+    }
+
+    fn read(&self) -> Result<Option<AuthFile>> {
+        let Some(text) = self.dir.read_regular_file(&self.name, MAX_AUTH_FILE)? else { return Ok(None) };
+        AuthFile::parse(&text, &self.file).map(Some)
+    }
+
+    fn write(&self, auth: &AuthFile) -> Result<()> {
+        let text = serde_json::to_vec_pretty(auth).context("writing the auth file")?;
+        self.dir.replace_file(&self.name, &text, 0o600)
+    }
 }
 
 #[cfg(test)]
@@ -355,6 +391,80 @@ mod tests {
         assert!(remove(&file, "new.example").unwrap());
         assert!(!remove(&file, "new.example").unwrap());
         assert_eq!(files.lookup("new.example", "x").unwrap(), None);
+    }
+
+    /// A directory where planted entries can be found, and a victim file outside it.
+    fn private_dir() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let auth_dir = dir.path().join("containers");
+        std::fs::create_dir(&auth_dir).unwrap();
+        std::fs::set_permissions(&auth_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        (dir, auth_dir, victim)
+    }
+
+    #[test]
+    fn symlinks_planted_beside_or_at_the_auth_file_are_never_followed() {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let (_dir, auth_dir, victim) = private_dir();
+        let file = auth_dir.join("auth.json");
+        // The temporary names used before: fixed, or the process id.
+        let planted =
+            [auth_dir.join(".auth.json.new"), auth_dir.join(format!(".auth.json.sysctr-{}", std::process::id()))];
+        for link in &planted {
+            std::os::unix::fs::symlink(&victim, link).unwrap();
+        }
+        save(&file, "reg.lan", &creds("u", "p")).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        for link in &planted {
+            assert_eq!(std::fs::read_link(link).unwrap(), victim, "{} was removed", link.display());
+        }
+        let meta = std::fs::symlink_metadata(&file).unwrap();
+        assert!(meta.is_file());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(meta.uid(), rustix::process::geteuid().as_raw());
+        let names = std::fs::read_dir(&auth_dir).unwrap().count();
+        assert_eq!(names, planted.len() + 1, "a temporary file was left behind");
+
+        // A symlink at the file itself: neither read through nor written through.
+        std::fs::remove_file(&file).unwrap();
+        std::fs::write(&victim, r#"{"auths": {"victim.lan": {"auth": "dTpw"}}}"#).unwrap();
+        std::os::unix::fs::symlink(&victim, &file).unwrap();
+        for result in [save(&file, "reg.lan", &creds("u", "p")), remove(&file, "victim.lan").map(|_| ())] {
+            let err = format!("{:#}", result.unwrap_err());
+            assert!(err.contains("auth.json is a symlink"), "{err}");
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), r#"{"auths": {"victim.lan": {"auth": "dTpw"}}}"#);
+        assert_eq!(std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777, 0o644);
+        assert_eq!(std::fs::read_link(&file).unwrap(), victim);
+    }
+
+    #[test]
+    fn an_auth_file_is_not_written_where_others_may_replace_it() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let (_dir, auth_dir, _) = private_dir();
+        let file = auth_dir.join("auth.json");
+        let set_mode = |mode| std::fs::set_permissions(&auth_dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        save(&file, "reg.lan", &creds("u", "p")).unwrap();
+        set_mode(0o777);
+        let err = format!("{:#}", save(&file, "reg.lan", &creds("u", "changed")).unwrap_err());
+        assert!(err.contains(&auth_dir.display().to_string()) && err.contains("everyone may write to it"), "{err}");
+        let err = format!("{:#}", remove(&file, "reg.lan").unwrap_err());
+        assert!(err.contains("no sticky bit"), "{err}");
+        // Sticky, as /tmp: others may not replace or remove what is not theirs.
+        set_mode(0o1777);
+        save(&file, "reg.lan", &creds("u", "sticky")).unwrap();
+        set_mode(0o700);
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(&auth_dir, Some(12345), None).unwrap();
+            let err = format!("{:#}", save(&file, "reg.lan", &creds("u", "changed")).unwrap_err());
+            assert!(err.contains(&auth_dir.display().to_string()) && err.contains("owned by uid 12345"), "{err}");
+            std::os::unix::fs::chown(&auth_dir, Some(0), None).unwrap();
+        }
+        let files = AuthFiles { explicit: Some(file) };
+        assert_eq!(files.lookup("reg.lan", "x").unwrap(), Some(creds("u", "sticky")));
     }
 
     #[test]

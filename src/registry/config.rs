@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
-use crate::reference::ImageRef;
+use crate::reference::{canonical_registry_name, ImageRef};
 
 /// The largest configuration file read.
 const MAX_CONF_FILE: u64 = 1024 * 1024;
@@ -147,7 +147,8 @@ impl RegistriesConf {
             if entry.prefix.starts_with("*.") && !entry.location.is_empty() {
                 bail!("[[registry]] prefix '{}': a wildcard prefix takes no location", entry.prefix);
             }
-            self.registries.retain(|known| known.prefix != entry.prefix);
+            let same = canonical_registry_name(&entry.prefix);
+            self.registries.retain(|known| canonical_registry_name(&known.prefix) != same);
             self.registries.push(entry);
         }
         if let Some(search) = file.unqualified_search_registries {
@@ -170,28 +171,40 @@ impl RegistriesConf {
     }
 
     /// The `[[registry]]` that applies to `name` (`HOST[:PORT]/PATH`): the longest matching
-    /// prefix, a wildcard (`*.example.com`, on the host only) after any other.
-    fn entry_for(&self, name: &str) -> Option<&RegistryEntry> {
+    /// prefix, a wildcard (`*.example.com`, on the host only) after any other; with the part of
+    /// `name` below that prefix. Names are compared canonical ([`canonical_registry_name`]).
+    fn entry_for(&self, name: &str) -> Option<(&RegistryEntry, String)> {
+        let name = canonical_registry_name(name);
         // A wildcard names hosts, whatever their port.
         let host = name.split('/').next().unwrap_or_default();
         let host = host.rsplit_once(':').map_or(host, |(host, _)| host);
         let exact = self
             .registries
             .iter()
-            .filter(|e| !e.prefix.starts_with("*.") && under(name, &e.prefix))
-            .max_by_key(|e| e.prefix.len());
-        exact.or_else(|| {
-            self.registries
-                .iter()
-                .filter(|e| e.prefix.strip_prefix('*').is_some_and(|domain| host.ends_with(domain)))
-                .max_by_key(|e| e.prefix.len())
-        })
+            .filter_map(|e| {
+                let prefix = canonical_registry_name(&e.prefix);
+                let below = name.strip_prefix(&prefix).filter(|rest| rest.is_empty() || rest.starts_with('/'))?;
+                (!prefix.starts_with("*.")).then(|| (e, prefix.len(), below.to_string()))
+            })
+            .max_by_key(|(_, length, _)| *length);
+        if let Some((entry, _, below)) = exact {
+            return Some((entry, below));
+        }
+        self.registries
+            .iter()
+            .filter_map(|e| {
+                let prefix = canonical_registry_name(&e.prefix);
+                let domain = prefix.strip_prefix('*')?;
+                host.ends_with(domain).then_some((e, prefix.len()))
+            })
+            .max_by_key(|(_, length)| *length)
+            .map(|(entry, _)| (entry, String::new()))
     }
 
     /// Where to pull `name` (`HOST[:PORT]/PATH`) from, in order: the mirrors that take this kind
     /// of pull (`by_digest`), then the registry's location. A blocked registry is an error.
     pub fn candidates(&self, name: &str, by_digest: bool) -> Result<Vec<Candidate>> {
-        let Some(entry) = self.entry_for(name) else {
+        let Some((entry, below)) = self.entry_for(name) else {
             return Ok(vec![Candidate { repository: name.to_string(), insecure: false, mirror: false }]);
         };
         if entry.blocked {
@@ -201,7 +214,7 @@ impl RegistriesConf {
             if entry.prefix.starts_with("*.") || location.is_empty() {
                 name.to_string()
             } else {
-                format!("{location}{}", &name[entry.prefix.len()..])
+                format!("{location}{below}")
             }
         };
         let mut candidates = Vec::new();
@@ -225,7 +238,7 @@ impl RegistriesConf {
 
     /// Whether the registry `host` (`HOST[:PORT]`) is marked `insecure`.
     pub fn is_insecure(&self, host: &str) -> bool {
-        self.entry_for(host).is_some_and(|e| e.insecure)
+        self.entry_for(host).is_some_and(|(e, _)| e.insecure)
     }
 
     /// The fully qualified names (`HOST[:PORT]/PATH`) a short name (`etcd`, `library/etcd`) may
@@ -315,11 +328,6 @@ fn short_name(input: &str) -> Option<(&str, &str)> {
     }
 }
 
-/// Whether `name` is `prefix` or lies below it (at a `/`).
-fn under(name: &str, prefix: &str) -> bool {
-    name.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,6 +388,45 @@ mod tests {
         assert!(conf.is_insecure("reg.corp.example:5000") && conf.is_insecure("corp.example.reg.corp.example"));
         assert!(!conf.is_insecure("mirror.lan:5000") && !conf.is_insecure("corp.example"));
         assert_eq!(repositories(&conf.candidates("other.lan/x", false).unwrap()), ["other.lan/x"]);
+    }
+
+    /// Host names compare as DNS compares them, and `:443` is where HTTPS goes anyway; another
+    /// port is another registry.
+    #[test]
+    fn registry_hosts_compare_without_case_and_without_the_https_port() {
+        let conf = conf(
+            r#"
+            [[registry]]
+            prefix = "registry.lan"
+            blocked = true
+
+            [[registry]]
+            prefix = "Mirrored.LAN:443/team"
+            location = "internal.lan/t"
+
+            [[registry]]
+            prefix = "*.Corp.Example"
+            insecure = true
+            "#,
+        );
+        for name in ["Registry.LAN:443/app", "registry.lan/app", "REGISTRY.lan:443"] {
+            let err = conf.candidates(name, false).unwrap_err().to_string();
+            assert!(err.contains("blocked by registries.conf"), "{name}: {err}");
+        }
+        for other in ["registry.lan:5000/app", "registry.lan:4430/app", "registry.lan.other/app"] {
+            assert_eq!(repositories(&conf.candidates(other, false).unwrap()), [other], "{other}");
+        }
+        assert_eq!(repositories(&conf.candidates("mirrored.lan/team/app", false).unwrap()), ["internal.lan/t/app"]);
+        assert_eq!(repositories(&conf.candidates("MIRRORED.lan:443/team/a", false).unwrap()), ["internal.lan/t/a"]);
+        assert!(conf.is_insecure("reg.CORP.example:443") && conf.is_insecure("Reg.corp.example"));
+        // On loopback, sysctr speaks plain HTTP: port 443 is not its default there.
+        let local = super::RegistriesConf::default();
+        assert_eq!(repositories(&local.candidates("localhost:443/x", false).unwrap()), ["localhost:443/x"]);
+        assert_eq!(crate::reference::canonical_registry_name("Localhost:443/x"), "localhost:443/x");
+        // A later drop-in's entry for the same place replaces the earlier one.
+        let mut conf = conf.clone();
+        conf.merge("[[registry]]\nprefix = \"REGISTRY.LAN:443\"\n").unwrap();
+        assert!(conf.candidates("registry.lan/app", false).is_ok());
     }
 
     #[test]

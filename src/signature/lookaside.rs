@@ -103,10 +103,12 @@ impl RegistriesD {
             self.default_docker = Some(default);
         }
         for (scope, namespace) in file.docker {
-            if let Some(first) = origin.insert(format!("docker {scope}"), path.to_path_buf()) {
+            // Matched against the policy's scopes, whose registry names are canonical.
+            let canonical = crate::reference::canonical_registry_name(&scope);
+            if let Some(first) = origin.insert(format!("docker {canonical}"), path.to_path_buf()) {
                 bail!("docker namespace {scope} is configured both in {} and in {}", first.display(), path.display());
             }
-            self.docker.insert(scope, namespace);
+            self.docker.insert(canonical, namespace);
         }
         Ok(())
     }
@@ -227,6 +229,22 @@ async fn read_url(client: &reqwest::Client, url: &str, timeout: Duration) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn namespaces_match_registry_hosts_canonically() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), "docker:\n  Sigs.LAN:443/team:\n    lookaside: https://sigs.lan/t\n")
+            .unwrap();
+        let conf = RegistriesD::load(dir.path()).unwrap();
+        let scopes_of = |text: &str| super::super::policy::scopes(&crate::reference::ImageRef::parse(text).unwrap()).1;
+        for same in ["sigs.lan/team/app:v1", "SIGS.lan:443/team/app"] {
+            assert_eq!(conf.lookaside(&scopes_of(same)), "https://sigs.lan/t", "{same}");
+        }
+        assert_eq!(conf.lookaside(&scopes_of("sigs.lan:5000/team/app")), DEFAULT_LOOKASIDE);
+        std::fs::write(dir.path().join("b.yaml"), "docker:\n  sigs.lan/team:\n    lookaside: https://x\n").unwrap();
+        let err = RegistriesD::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("is configured both in"), "{err}");
+    }
 
     #[test]
     fn the_most_specific_namespace_applies_and_duplicates_are_refused() {

@@ -41,10 +41,8 @@ impl Requirements {
     /// Reads the policy (`policy`, or the default file) for `image`; refuses it if the policy
     /// rejects it or cannot be followed.
     pub fn for_image(image: &ImageRef, policy: Option<&Path>) -> Result<Requirements> {
-        Ok(match policy::evaluate(image, policy)? {
-            Some((scope, checks)) => Requirements { scope, checks },
-            None => Requirements { scope: String::new(), checks: Vec::new() },
-        })
+        let (scope, checks) = policy::evaluate(image, policy)?;
+        Ok(Requirements { scope, checks })
     }
 
     /// Checks every signature requirement for `image`, with the signatures `source` and the

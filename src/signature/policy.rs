@@ -10,9 +10,14 @@
 //! `insecureAcceptAnything` accepts and `reject` refuses at once. `signedBy` (GPG keys) and
 //! `sigstoreSigned` (a public key) have their keys read here, so that a policy that cannot be
 //! followed is refused before anything is fetched; the signatures are checked once the manifest
-//! digest is known (see [`super::Requirements::verify`]). Without the default file (no
-//! containers-common), every image is accepted, as before such a file existed; a
-//! `--signature-policy` that cannot be read is an error.
+//! digest is known (see [`super::Requirements::verify`]). As in podman and skopeo, there is no
+//! policy without a file: when the default file is missing (its package, containers-common, is not
+//! installed), nothing is pulled, and the error says how to make one; a `--signature-policy` that
+//! cannot be read is an error too. With `--root`, the policy is still this machine's own file:
+//! the machine that pulls decides what it accepts, not the tree it composes.
+//!
+//! Registry names in `transports.docker` scopes and in images are compared canonical
+//! ([`crate::reference::canonical_registry_name`]): `Registry.LAN:443/app` is `registry.lan/app`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +29,7 @@ use serde::Deserialize;
 use super::gpg::GpgKeys;
 use super::identity::SignedIdentity;
 use super::sigstore::SigstoreKeys;
-use crate::reference::ImageRef;
+use crate::reference::{canonical_registry_name, ImageRef};
 
 /// Where the policy is read from by default.
 pub const DEFAULT_POLICY: &str = "/etc/containers/policy.json";
@@ -94,25 +99,49 @@ impl Check {
 }
 
 /// What the policy asks of `image`: the scope that applied and the signature checks left.
-/// A `reject`, or a policy that cannot be followed, is an error.
-pub fn evaluate(image: &ImageRef, explicit: Option<&Path>) -> Result<Option<(String, Vec<Check>)>> {
-    let path = explicit.map_or_else(|| PathBuf::from(DEFAULT_POLICY), Path::to_path_buf);
-    let text = match crate::registry::read_host_config_text(&path, MAX_POLICY_FILE)? {
-        Some(text) => text,
-        None if explicit.is_none() => return Ok(None),
-        None => bail!("the signature policy {} does not exist", path.display()),
-    };
-    evaluate_text(image, &text).map(Some).with_context(|| format!("signature policy {}", path.display()))
+/// A `reject`, a missing policy, or a policy that cannot be followed, is an error.
+pub fn evaluate(image: &ImageRef, explicit: Option<&Path>) -> Result<(String, Vec<Check>)> {
+    match explicit {
+        Some(path) => evaluate_file(image, path, true),
+        None => evaluate_file(image, Path::new(DEFAULT_POLICY), false),
+    }
 }
+
+/// [`evaluate`] with the policy at `path`, which the user named (`given`) or is the default.
+fn evaluate_file(image: &ImageRef, path: &Path, given: bool) -> Result<(String, Vec<Check>)> {
+    let text = match crate::registry::read_host_config_text(path, MAX_POLICY_FILE)? {
+        Some(text) => text,
+        None if given => bail!("the signature policy {} does not exist", path.display()),
+        None => bail!(
+            "there is no signature policy {path}, and without one nothing is pulled (as with podman and \
+             skopeo). Install the distribution's default policy (Debian, Ubuntu: the package \
+             golang-github-containers-common; Fedora, RHEL: containers-common), or write your own \
+             (containers-policy.json(5)): {ACCEPT_ANYTHING} in {path} accepts every image unchecked. \
+             --signature-policy names another file",
+            path = path.display()
+        ),
+    };
+    evaluate_text(image, &text).with_context(|| format!("signature policy {}", path.display()))
+}
+
+/// The policy that accepts every image, as distributions ship it.
+const ACCEPT_ANYTHING: &str = r#"{"default":[{"type":"insecureAcceptAnything"}]}"#;
 
 fn evaluate_text(image: &ImageRef, text: &str) -> Result<(String, Vec<Check>)> {
     let policy: Policy = serde_json::from_str(text).map_err(|e| anyhow!("not a valid policy: {e}"))?;
     let (transport, scopes) = scopes(image);
-    let by_transport = policy.transports.get(transport);
+    // Each scope of the transport by the name it is matched on, with the key as written.
+    let mut by_transport: BTreeMap<String, (&String, &Vec<Requirement>)> = BTreeMap::new();
+    for (key, requirements) in policy.transports.get(transport).into_iter().flatten() {
+        let name = if transport == "docker" { canonical_registry_name(key) } else { key.clone() };
+        if let Some((first, _)) = by_transport.insert(name, (key, requirements)) {
+            bail!("the {transport} scopes \"{first}\" and \"{key}\" name the same place");
+        }
+    }
     let (scope, requirements) = scopes
         .iter()
         .chain(std::iter::once(&String::new()))
-        .find_map(|scope| by_transport.and_then(|t| t.get(scope)).map(|r| (format!("{transport} \"{scope}\""), r)))
+        .find_map(|scope| by_transport.get(scope).map(|(key, r)| (format!("{transport} \"{key}\""), *r)))
         .unwrap_or_else(|| ("default".to_string(), &policy.default));
     if requirements.is_empty() {
         bail!("the requirements of {scope} are empty, which the format does not allow");
@@ -216,7 +245,8 @@ impl KeySource<'_> {
 pub fn scopes(image: &ImageRef) -> (&'static str, Vec<String>) {
     match image {
         ImageRef::Registry(reference) => {
-            let name = format!("{}/{}", reference.registry(), reference.repository());
+            let host = canonical_registry_name(reference.registry());
+            let name = format!("{host}/{}", reference.repository());
             let mut scopes = Vec::new();
             match (reference.digest(), reference.tag()) {
                 (Some(digest), _) => scopes.push(format!("{name}@{digest}")),
@@ -231,7 +261,7 @@ pub fn scopes(image: &ImageRef) -> (&'static str, Vec<String>) {
                     None => break,
                 }
             }
-            let host = reference.registry().rsplit_once(':').map_or(reference.registry(), |(h, _)| h);
+            let host = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
             let mut domain = host;
             while let Some((_, parent)) = domain.split_once('.') {
                 scopes.push(format!("*.{parent}"));
@@ -354,9 +384,48 @@ mod tests {
     }
 
     #[test]
-    fn only_an_explicit_policy_must_exist() {
+    fn a_missing_policy_is_refused_with_how_to_make_one() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("policy.json");
-        assert!(evaluate(&image("reg.lan/x"), Some(&missing)).is_err());
+        let err = evaluate(&image("reg.lan/x"), Some(&missing)).map(|(scope, _)| scope).unwrap_err().to_string();
+        assert!(err.contains(&format!("the signature policy {} does not exist", missing.display())), "{err}");
+        // The default file: missing, nothing is accepted either, and the message says what to do.
+        for reference in ["reg.lan/x", "oci:/srv/x:v1"] {
+            let err =
+                evaluate_file(&image(reference), &missing, false).map(|(scope, _)| scope).unwrap_err().to_string();
+            assert!(err.contains(&format!("there is no signature policy {}", missing.display())), "{err}");
+            assert!(err.contains("golang-github-containers-common") && err.contains("containers-common"), "{err}");
+            assert!(err.contains(ACCEPT_ANYTHING), "{err}");
+        }
+        // What the message suggests works.
+        std::fs::write(&missing, ACCEPT_ANYTHING).unwrap();
+        assert!(evaluate_file(&image("reg.lan/x"), &missing, false).is_ok_and(|(_, checks)| checks.is_empty()));
+    }
+
+    /// Registry hosts in scopes compare as DNS compares them, `:443` being HTTPS's own port.
+    #[test]
+    fn policy_scopes_compare_registry_hosts_canonically() {
+        let policy = r#"{
+            "default": [{"type": "insecureAcceptAnything"}],
+            "transports": {"docker": {
+                "registry.lan/app": [{"type": "reject"}],
+                "Other.LAN:443": [{"type": "reject"}],
+                "*.Corp.Example": [{"type": "reject"}]
+            }}
+        }"#;
+        for refused in ["Registry.LAN:443/app:v1", "registry.lan/app", "REGISTRY.lan/app"] {
+            let err = check_text(&image(refused), policy).unwrap_err().to_string();
+            assert!(err.contains("is rejected (scope docker \"registry.lan/app\""), "{refused}: {err}");
+        }
+        let err = check_text(&image("other.lan/x:1"), policy).unwrap_err().to_string();
+        assert!(err.contains("scope docker \"Other.LAN:443\""), "{err}");
+        assert!(check_text(&image("a.CORP.example:443/x:1"), policy).is_err());
+        for accepted in ["registry.lan:5000/app:v1", "registry.lan:4430/app", "other.lan:8443/x", "registry.lan/app2"] {
+            assert_eq!(check_text(&image(accepted), policy).unwrap(), 0, "{accepted}");
+        }
+        let twice = r#"{"default": [{"type": "reject"}], "transports": {"docker": {
+            "reg.lan": [{"type": "reject"}], "REG.lan:443": [{"type": "insecureAcceptAnything"}]}}}"#;
+        let err = check_text(&image("reg.lan/x"), twice).unwrap_err().to_string();
+        assert!(err.contains("name the same place"), "{err}");
     }
 }

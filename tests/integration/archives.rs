@@ -449,3 +449,40 @@ fn unsupported_transports_are_refused_without_network() {
     }
     assert!(ostree_refs(&storage).is_empty());
 }
+
+/// An image named by a relative path is stored with its absolute path: `update`, run from
+/// another directory (as the auto-update timer is), reads the same image, and a new image
+/// tagged there is found.
+#[test]
+fn a_relative_image_path_is_stored_absolute_and_updates_from_elsewhere() {
+    let work = scratch();
+    let layout = work.path().join("images/hello");
+    busybox_service_image(&[]).cmd(&["/bin/true"]).write_oci_layout(&layout, "v1").unwrap();
+    let root = work.path().join("root");
+    std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
+    std::fs::write(root.join("usr/sbin/runc"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(root.join("usr/sbin/runc"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let sysctr_in = |dir: &Path, args: &[&str]| {
+        Command::new(sysctr_bin())
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .current_dir(dir)
+            .env_remove("SYSCTR_STORAGE")
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap()
+    };
+    let out = sysctr_in(work.path(), &["install", "oci:./images/hello:v1"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let info = std::fs::read_to_string(root.join("var/lib/sysctr/deployments/hello-v1/info")).unwrap();
+    let absolute = format!("oci:{}:v1", layout.display());
+    assert!(info.contains(&format!("\"{absolute}\"")), "{info}");
+
+    // A new image under the same tag, then an update from elsewhere.
+    busybox_service_image(&[]).cmd(&["/bin/false"]).write_oci_layout(&layout, "v1").unwrap();
+    let out = sysctr_in(Path::new("/"), &["update", "hello-v1"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let deployment = root.join("var/lib/sysctr/deployments/hello-v1");
+    assert_eq!(std::fs::read_link(&deployment).unwrap(), Path::new("hello-v1.1"), "{}", describe_output(&out));
+}
