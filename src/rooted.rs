@@ -268,15 +268,12 @@ impl RootedDir {
     /// over it, so there is never a moment without one; then the directory is synced.
     pub fn replace_symlink(&self, relative: &Path, target: &Path) -> Result<()> {
         let (parent, name) = self.parent_of(relative)?;
-        let mut temp_name = b".".to_vec();
-        temp_name.extend_from_slice(name.as_bytes());
-        temp_name.extend_from_slice(b".new");
-        let temp_name = OsStr::from_bytes(&temp_name);
-        let _ = rustix::fs::unlinkat(&parent, temp_name, AtFlags::empty());
-        rustix::fs::symlinkat(target, &parent, temp_name)
+        let ((), temp_name) = with_temporary_name(name, |temp_name| rustix::fs::symlinkat(target, &parent, temp_name))
             .with_context(|| format!("creating a symlink beside {}", self.shown(relative)))?;
-        rustix::fs::renameat(&parent, temp_name, &parent, name)
-            .with_context(|| format!("switching {} to {}", self.shown(relative), target.display()))?;
+        if let Err(e) = rustix::fs::renameat(&parent, &temp_name, &parent, name) {
+            let _ = rustix::fs::unlinkat(&parent, &temp_name, AtFlags::empty());
+            return Err(e).with_context(|| format!("switching {} to {}", self.shown(relative), target.display()));
+        }
         rustix::fs::fsync(&parent).with_context(|| format!("syncing the directory of {}", self.shown(relative)))
     }
 
@@ -339,12 +336,14 @@ impl RootedDir {
         Ok(PathBuf::from(OsStr::from_bytes(target.as_bytes())))
     }
 
-    /// Reads the regular file `relative`, refusing one larger than `max` bytes.
+    /// Reads the regular file `relative` (not following it; a FIFO or device is refused without
+    /// waiting), refusing one larger than `max` bytes.
     pub fn read_file(&self, relative: &Path, max: u64) -> Result<Vec<u8>> {
-        let fd = self
-            .open_beneath(relative, OFlags::RDONLY | OFlags::NOFOLLOW)
-            .map_err(|e| resolve_error(e, &self.shown(relative)))?;
-        self.read_bounded(fd, relative, max)
+        self.read_regular(relative, max, OFlags::NOFOLLOW)?.ok_or_else(|| self.not_found(relative))
+    }
+
+    fn not_found(&self, relative: &Path) -> anyhow::Error {
+        anyhow::Error::new(Errno::NOENT).context(format!("reading {}", self.shown(relative)))
     }
 
     fn read_bounded(&self, fd: OwnedFd, relative: &Path, max: u64) -> Result<Vec<u8>> {
@@ -364,14 +363,7 @@ impl RootedDir {
     /// may be a link to another), refusing anything but a regular file of at most `max` bytes:
     /// a FIFO or a device is never opened for reading.
     pub fn read_file_followed(&self, relative: &Path, max: u64) -> Result<Vec<u8>> {
-        let fd = self
-            .open_beneath(relative, OFlags::RDONLY | OFlags::NONBLOCK)
-            .map_err(|e| resolve_error(e, &self.shown(relative)))?;
-        let stat = rustix::fs::fstat(&fd).with_context(|| format!("inspecting {}", self.shown(relative)))?;
-        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
-            bail!("{} is not a regular file", self.shown(relative));
-        }
-        self.read_bounded(fd, relative, max)
+        self.read_regular(relative, max, OFlags::empty())?.ok_or_else(|| self.not_found(relative))
     }
 
     /// Removes the file or symlink `relative` (never what a symlink points at).
@@ -459,26 +451,25 @@ impl RootedDir {
     /// there. Anything else at that name (a symlink above all, which is never followed here, a
     /// FIFO, a directory) is an error, and nothing waits on it.
     pub fn read_regular_file(&self, relative: &Path, max: u64) -> Result<Option<Vec<u8>>> {
-        use std::io::Read as _;
-        let fd = match self.open_beneath(relative, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK) {
+        self.read_regular(relative, max, OFlags::NOFOLLOW)
+    }
+
+    /// Opens `relative` without blocking (a FIFO never waits for a writer) and reads it if it is
+    /// a regular file of at most `max` bytes; `None` when nothing is there.
+    fn read_regular(&self, relative: &Path, max: u64, follow: OFlags) -> Result<Option<Vec<u8>>> {
+        let fd = match self.open_beneath(relative, OFlags::RDONLY | OFlags::NONBLOCK | follow) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => return Ok(None),
-            Err(Errno::LOOP) => bail!("{} is a symlink, which is not followed here", self.shown(relative)),
+            Err(Errno::LOOP) if follow.contains(OFlags::NOFOLLOW) => {
+                bail!("{} is a symlink, which is not followed here", self.shown(relative))
+            }
             Err(e) => return Err(resolve_error(e, &self.shown(relative))),
         };
         let stat = rustix::fs::fstat(&fd).with_context(|| format!("inspecting {}", self.shown(relative)))?;
         if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
             bail!("{} is not a regular file", self.shown(relative));
         }
-        let mut content = Vec::new();
-        std::fs::File::from(fd)
-            .take(max + 1)
-            .read_to_end(&mut content)
-            .with_context(|| format!("reading {}", self.shown(relative)))?;
-        if content.len() as u64 > max {
-            bail!("{} is larger than {max} bytes", self.shown(relative));
-        }
-        Ok(Some(content))
+        self.read_bounded(fd, relative, max).map(Some)
     }
 }
 
@@ -524,13 +515,24 @@ fn resolve_error(errno: Errno, shown: &str) -> anyhow::Error {
 /// that is taken (by anyone) is never reused, touched or removed: another is drawn.
 fn create_temporary(parent: &OwnedFd, name: &OsStr, mode: u32) -> Result<(OwnedFd, std::ffi::OsString)> {
     let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    with_temporary_name(name, |temp_name| {
+        rustix::fs::openat(parent, temp_name, flags, Mode::from_raw_mode(mode & 0o777))
+    })
+}
+
+/// Runs `create` on fresh, unpredictable names beside `name` until one was free: whatever
+/// someone planted at a name is never opened, followed, truncated or removed.
+fn with_temporary_name<T>(
+    name: &OsStr,
+    mut create: impl FnMut(&OsStr) -> Result<T, Errno>,
+) -> Result<(T, std::ffi::OsString)> {
     for _ in 0..16 {
         let mut temp_name = b".".to_vec();
         temp_name.extend_from_slice(name.as_bytes());
         temp_name.extend_from_slice(format!(".{}.tmp", uuid::Uuid::new_v4().simple()).as_bytes());
         let temp_name = OsStr::from_bytes(&temp_name).to_os_string();
-        match rustix::fs::openat(parent, &temp_name, flags, Mode::from_raw_mode(mode & 0o777)) {
-            Ok(fd) => return Ok((fd, temp_name)),
+        match create(&temp_name) {
+            Ok(created) => return Ok((created, temp_name)),
             Err(Errno::EXIST) => {}
             Err(e) => return Err(e.into()),
         }
@@ -573,6 +575,27 @@ mod tests {
         let names: Vec<_> = std::fs::read_dir(&outside).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["victim"]);
         assert_eq!(std::fs::read_to_string(outside.join("victim")).unwrap(), "precious");
+    }
+
+    /// A FIFO or device where a file is read is refused at once, never waited on or read
+    /// without end; a name planted where a symlink's temporary once was is left alone.
+    #[test]
+    fn reads_never_wait_and_replacing_a_symlink_leaves_planted_names_alone() {
+        let (_dir, root, _) = tree();
+        nix::unistd::mkfifo(&root.join("etc/fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", root.join("etc/zero")).unwrap();
+        let tree = RootedDir::open(&root, Resolve::InRoot).unwrap();
+        let err = tree.read_file(Path::new("etc/fifo"), 10).unwrap_err().to_string();
+        assert!(err.contains("is not a regular file"), "{err}");
+        assert!(tree.read_file_followed(Path::new("etc/fifo"), 10).is_err());
+        // The root's /dev/zero, which it does not have; never this machine's.
+        assert!(is_not_found(&tree.read_file_followed(Path::new("etc/zero"), 10).unwrap_err()));
+
+        tree.symlink(Path::new("link"), Path::new("slot.0")).unwrap();
+        std::fs::write(root.join(".link.new"), "someone's").unwrap();
+        tree.replace_symlink(Path::new("link"), Path::new("slot.1")).unwrap();
+        assert_eq!(std::fs::read_link(root.join("link")).unwrap(), Path::new("slot.1"));
+        assert_eq!(std::fs::read_to_string(root.join(".link.new")).unwrap(), "someone's");
     }
 
     #[test]
