@@ -15,6 +15,8 @@ mod common;
 mod hostile_registry;
 #[path = "integration/layers.rs"]
 mod layers;
+#[path = "integration/locking.rs"]
+mod locking;
 #[path = "integration/mount.rs"]
 mod mount;
 #[path = "integration/output.rs"]
