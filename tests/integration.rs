@@ -15,6 +15,10 @@ mod common;
 mod hostile_registry;
 #[path = "integration/layers.rs"]
 mod layers;
+#[path = "integration/locking.rs"]
+mod locking;
+#[path = "integration/mount.rs"]
+mod mount;
 #[path = "integration/output.rs"]
 mod output;
 #[path = "integration/registries_conf.rs"]

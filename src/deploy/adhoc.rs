@@ -1,11 +1,19 @@
 //! Looking into images outside any service: `mount` shows a container's rootfs, or a checkout
-//! of an image, read-only at a directory (a bind mount remounted read-only, nosuid and nodev);
-//! image checkouts live in `STORAGE/mounts/` until `umount`.
+//! of an image, read-only at a directory; image checkouts live in `STORAGE/mounts/` until
+//! `umount`.
+//!
+//! The view is made with the mount API: a detached copy of the rootfs's mount
+//! (`open_tree(OPEN_TREE_CLONE)`), made read-only, nosuid and nodev while still detached
+//! (`mount_setattr`), then attached at the directory (`move_mount`). It is never reachable
+//! writable, or with the image's setuid files and device nodes honoured.
 
+use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use nix::mount::{mount, umount, MsFlags};
+use nix::mount::umount;
+use rustix::fs::CWD;
+use rustix::mount::{MoveMountFlags, OpenTreeFlags};
 use sha2::{Digest as _, Sha256};
 
 use super::images::stored_image;
@@ -44,21 +52,54 @@ pub fn mount_readonly(layout: &Layout, source: &MountSource, dir: &Path) -> Resu
             checkout
         }
     };
-    let bind = mount(Some(&rootfs), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .with_context(|| format!("bind-mounting {} on {}", rootfs.display(), dir.display()));
-    let readonly = bind.and_then(|()| {
-        // An image's setuid files and device nodes mean nothing to the user looking at them.
-        let flags =
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-        mount(None::<&str>, dir, None::<&str>, flags, None::<&str>)
-            .with_context(|| format!("making {} read-only", dir.display()))
-    });
-    if let Err(err) = readonly {
-        let _ = umount(dir);
+    if let Err(err) = attach_readonly_view(&rootfs, dir) {
         if let MountSource::Image(_) = source {
             let _ = std::fs::remove_dir_all(&rootfs);
         }
         return Err(err);
+    }
+    Ok(())
+}
+
+/// Attaches a read-only, nosuid, nodev view of the directory `source` at `target` (not
+/// recursive: mounts beneath `source` are not part of it).
+fn attach_readonly_view(source: &Path, target: &Path) -> Result<()> {
+    let tree = rustix::mount::open_tree(CWD, source, OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC)
+        .with_context(|| format!("copying the mount of {}", source.display()))?;
+    // An image's setuid files and device nodes mean nothing to the user looking at them.
+    set_readonly_nosuid_nodev(&tree)
+        .with_context(|| format!("making the view of {} read-only, nosuid and nodev", source.display()))?;
+    rustix::mount::move_mount(&tree, "", CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
+        .with_context(|| format!("mounting the view of {} on {}", source.display(), target.display()))
+}
+
+/// `mount_setattr(2)` on the detached mount `tree` (an `open_tree` fd): read-only, nosuid,
+/// nodev. rustix has no wrapper for this system call, hence the one `unsafe` of sysctr.
+#[allow(unsafe_code)]
+fn set_readonly_nosuid_nodev(tree: &OwnedFd) -> Result<()> {
+    use nix::libc;
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: the arguments are those mount_setattr(2) takes: an open file descriptor, a
+    // NUL-terminated (empty) path with AT_EMPTY_PATH so that the descriptor itself is meant, and
+    // a pointer to a `mount_attr` with its size; both stay alive across the call, which only
+    // reads them.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if result != 0 {
+        return Err(std::io::Error::last_os_error()).context("mount_setattr");
     }
     Ok(())
 }

@@ -110,29 +110,61 @@ impl Layout {
         Ok(())
     }
 
-    /// Takes the storage-wide lock that every mutating command holds while it runs.
+    /// Takes the storage-wide lock that every mutating command holds while it runs. A command
+    /// that finds it held says so once and waits, trying again every 100 ms, for at most
+    /// `SYSCTR_LOCK_TIMEOUT` (seconds, or a duration such as `30m`; 10 minutes by default).
     pub fn lock(&self) -> Result<Flock<File>> {
+        /// How long a command waits for another one to finish when `SYSCTR_LOCK_TIMEOUT` is unset.
+        const DEFAULT_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+        const LOCK_TIMEOUT_VAR: &str = "SYSCTR_LOCK_TIMEOUT";
+        const RETRY_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+        fn lock_timeout() -> Result<std::time::Duration> {
+            let Some(value) = std::env::var_os(LOCK_TIMEOUT_VAR) else { return Ok(DEFAULT_LOCK_TIMEOUT) };
+            let value = value.to_string_lossy();
+            match value.trim().parse::<u64>() {
+                Ok(seconds) => Ok(std::time::Duration::from_secs(seconds)),
+                Err(_) => humantime::parse_duration(value.trim()).with_context(|| {
+                    format!("{LOCK_TIMEOUT_VAR}={value}: expected a number of seconds or a duration such as 30m")
+                }),
+            }
+        }
+
         // The storage is laid out at its first use, so that installs and uninstalls never leave
         // a directory behind that was not there before.
         self.create_private_storage()?;
         let deployments = self.deployments();
         std::fs::create_dir_all(&deployments).with_context(|| format!("creating {}", deployments.display()))?;
         let path = self.storage.join("lock");
-        let file = File::options()
+        let mut file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => Ok(lock),
-            Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
-                eprintln!("waiting for another sysctr command to finish (lock {})", path.display());
-                Flock::lock(file, FlockArg::LockExclusive)
-                    .map_err(|(_, e)| e)
-                    .with_context(|| format!("locking {}", path.display()))
+        let mut waiting: Option<(std::time::Instant, std::time::Duration)> = None;
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Ok(lock),
+                Err((returned, nix::errno::Errno::EWOULDBLOCK)) => file = returned,
+                Err((_, e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
             }
-            Err((_, e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+            let (since, timeout) = match waiting {
+                Some(started) => started,
+                None => {
+                    let timeout = lock_timeout()?;
+                    eprintln!("waiting for another sysctr command to finish (lock {})", path.display());
+                    *waiting.insert((std::time::Instant::now(), timeout))
+                }
+            };
+            if since.elapsed() >= timeout {
+                anyhow::bail!(
+                    "another sysctr command still holds the lock {} after {} ({LOCK_TIMEOUT_VAR} sets how long to wait)",
+                    path.display(),
+                    humantime::format_duration(timeout)
+                );
+            }
+            std::thread::sleep(RETRY_EVERY.min(timeout.saturating_sub(since.elapsed())));
         }
     }
 

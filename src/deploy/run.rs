@@ -29,9 +29,10 @@ use super::exports::Exports;
 use super::install::find_runtime;
 use super::layout::Layout;
 use super::pull::pull;
-use super::slot::{render_config, resolve_values, runs_once, SlotRequest};
+use super::slot::{render_config, resolve_values, runs_once, SlotRequest, MAX_ACCOUNTS_FILE};
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
+use crate::rooted::{EntryKind, Resolve, RootedDir};
 use crate::spec::{self, RootUse};
 use crate::store::{checkout_image, Store, StoredImage};
 use crate::systemd::{ServiceManager, Target, Tmpfiles};
@@ -137,7 +138,7 @@ impl Bundle {
         let mut value: serde_json::Value = if runs_once(&config) {
             self.render_image_files(layout, image, &config, request, runtime, &lower)?
         } else {
-            let mut generated = generated_config(&config, &lower, &self.id, request)?;
+            let mut generated = generated_config(&config, &lower, &self.id, &request.command)?;
             generated["root"]["readonly"] = serde_json::Value::Bool(false);
             generated
         };
@@ -257,28 +258,53 @@ impl Bundle {
     }
 }
 
+/// The config of an image without templates, generated from its image config; `command`, when
+/// not empty, replaces the image's.
 fn generated_config(
     config: &ImageConfiguration,
     lower: &Path,
     hostname: &str,
-    request: &RunRequest,
+    command: &[String],
 ) -> Result<serde_json::Value> {
-    let passwd = std::fs::read_to_string(lower.join("etc/passwd")).ok();
-    let group = std::fs::read_to_string(lower.join("etc/group")).ok();
+    let (passwd, group) = image_accounts(lower)?;
     let inputs = spec::GenerateInputs { hostname, passwd: passwd.as_deref(), group: group.as_deref() };
-    let generated = match (spec::generate(config, &inputs), request.command.is_empty()) {
+    let generated = match (spec::generate(config, &inputs), command.is_empty()) {
         (Ok(text), _) => text,
         // An image with nothing to run can still run a command given here.
         (Err(_), false) => {
             let mut with_cmd = config.clone();
             let mut inner = with_cmd.config().clone().unwrap_or_default();
-            inner.set_cmd(Some(request.command.clone()));
+            inner.set_cmd(Some(command.to_vec()));
             with_cmd.set_config(Some(inner));
             spec::generate(&with_cmd, &inputs)?
         }
         (Err(err), true) => return Err(err),
     };
     serde_json::from_str(&generated).context("reading the generated config")
+}
+
+/// The image's `/etc/passwd` and `/etc/group`, to resolve its user by name, read as install
+/// reads them: resolved inside the image (`/etc -> /host/etc` stays in the image; a symlink at the
+/// end is not followed), regular files only (a FIFO would wait for a writer, a device might
+/// never end) of at most [`MAX_ACCOUNTS_FILE`] bytes. A file that cannot be used is left out,
+/// with a note saying why.
+fn image_accounts(lower: &Path) -> Result<(Option<String>, Option<String>)> {
+    let image_root = RootedDir::open(lower, Resolve::InRoot)?;
+    let read = |name: &str| -> Option<String> {
+        let path = Path::new(name);
+        let content = match image_root.kind(path) {
+            Ok(None) => return None,
+            Ok(Some(EntryKind::File)) => image_root
+                .read_file(path, MAX_ACCOUNTS_FILE)
+                .and_then(|bytes| String::from_utf8(bytes).with_context(|| format!("/{name} is not UTF-8"))),
+            Ok(Some(_)) => Err(anyhow::anyhow!("/{name} is not a regular file")),
+            Err(err) => Err(err),
+        };
+        content
+            .map_err(|err| crate::output::note(format!("the image's /{name} is not used to find its user: {err:#}")))
+            .ok()
+    };
+    Ok((read("etc/passwd"), read("etc/group")))
 }
 
 /// Unmounts and removes a bundle directory. A mount that cannot be removed keeps the directory:
@@ -322,6 +348,7 @@ fn remove_stale_bundles(layout: &Layout, runtime: &Path, systemd: &impl ServiceM
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::OpenOptionsExt as _;
 
     #[test]
     fn exit_codes_are_a_shells() {
@@ -329,5 +356,92 @@ mod tests {
         assert_eq!(exit_code(ExitStatus::from_raw(0)), 0);
         assert_eq!(exit_code(ExitStatus::from_raw(Signal::SIGTERM as i32)), 143);
         assert_eq!(exit_code(ExitStatus::from_raw(Signal::SIGINT as i32)), 130);
+    }
+
+    /// An image config that runs as the user `marker`, found only in a file outside the image.
+    fn marker_user_config() -> ImageConfiguration {
+        serde_json::from_value(serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"User": "marker", "Cmd": ["/bin/true"]},
+            "rootfs": {"type": "layers", "diff_ids": []}
+        }))
+        .unwrap()
+    }
+
+    const MARKER_PASSWD: &str = "marker:x:4242:4343::/:/bin/sh\n";
+
+    /// Generates the config of an image whose `etc/passwd` is whatever `plant` put there, on a
+    /// thread: it must neither take long nor use the marker user.
+    fn generate_with(plant: impl FnOnce(&Path, &Path)) -> (tempfile::TempDir, Result<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (lower, outside) = (dir.path().join("lower"), dir.path().join("outside"));
+        std::fs::create_dir_all(lower.join("etc")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        plant(&lower, &outside);
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let thread_lower = lower.clone();
+        std::thread::spawn(move || {
+            let generated = generated_config(&marker_user_config(), &thread_lower, "host", &[]);
+            let _ = sender.send(generated.map(|value| value.to_string()).map_err(|err| anyhow::anyhow!("{err:#}")));
+        });
+        let result = receiver.recv_timeout(std::time::Duration::from_secs(20));
+        if result.is_err() {
+            // Frees a thread stuck opening a FIFO for reading, before failing.
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+                .open(lower.join("etc/passwd"));
+        }
+        let result = result.expect("reading the image's etc/passwd did not finish within 20 s");
+        (dir, result)
+    }
+
+    fn assert_marker_unused(what: &str, result: &Result<String>) {
+        match result {
+            Ok(text) => assert!(!text.contains("4242"), "{what}: the marker user was used: {text}"),
+            Err(err) => assert!(err.to_string().contains("/etc/passwd"), "{what}: unclear error: {err}"),
+        }
+    }
+
+    #[test]
+    fn run_reads_the_images_accounts_inside_the_image_only() {
+        use std::os::unix::fs::symlink;
+        // A symlink to a file of this machine, absolute and relative.
+        let (_dir, result) = generate_with(|lower, outside| {
+            std::fs::write(outside.join("passwd"), MARKER_PASSWD).unwrap();
+            symlink(outside.join("passwd"), lower.join("etc/passwd")).unwrap();
+        });
+        assert_marker_unused("absolute symlink", &result);
+        let (_dir, result) = generate_with(|lower, outside| {
+            std::fs::write(outside.join("passwd"), MARKER_PASSWD).unwrap();
+            symlink("../../outside/passwd", lower.join("etc/passwd")).unwrap();
+        });
+        assert_marker_unused("relative symlink", &result);
+        // Its directory a symlink to this machine's directory.
+        let (_dir, result) = generate_with(|lower, outside| {
+            std::fs::write(outside.join("passwd"), MARKER_PASSWD).unwrap();
+            std::fs::remove_dir(lower.join("etc")).unwrap();
+            symlink(outside, lower.join("etc")).unwrap();
+        });
+        assert_marker_unused("etc a symlink", &result);
+        // A FIFO nobody writes to: reading it must not wait for a writer.
+        let (_dir, result) = generate_with(|lower, _| {
+            nix::unistd::mkfifo(&lower.join("etc/passwd"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        });
+        assert_marker_unused("FIFO", &result);
+        // Larger than any real passwd file: not read whole, not used.
+        let (_dir, result) = generate_with(|lower, _| {
+            let mut huge = MARKER_PASSWD.to_string();
+            huge.push_str(&"\n".repeat(5 * 1024 * 1024));
+            std::fs::write(lower.join("etc/passwd"), huge).unwrap();
+        });
+        assert_marker_unused("huge file", &result);
+        // The image's own file is used.
+        let (_dir, result) = generate_with(|lower, _| {
+            std::fs::write(lower.join("etc/passwd"), MARKER_PASSWD).unwrap();
+        });
+        let text = result.unwrap();
+        assert!(text.contains("\"uid\":4242") && text.contains("\"gid\":4343"), "{text}");
     }
 }

@@ -27,7 +27,7 @@ pub(super) const DROPIN_FILE: &str = "sysctr.conf";
 pub(super) const TMPFILES_FILE: &str = "tmpfiles.conf";
 pub(super) const HOSTFS_DIR: &str = "hostfs";
 /// The largest `/etc/passwd` or `/etc/group` of an image read to resolve its `User`.
-const MAX_ACCOUNTS_FILE: u64 = 4 * 1024 * 1024;
+pub(super) const MAX_ACCOUNTS_FILE: u64 = 4 * 1024 * 1024;
 
 /// What building a slot has to tell the user.
 #[derive(Debug, Default)]

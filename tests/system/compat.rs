@@ -8,6 +8,7 @@
 use std::io::Read;
 use std::process::Stdio;
 
+use anyhow::Context as _;
 use serde_json::{json, Value};
 
 use super::*;
@@ -476,16 +477,31 @@ fn host_has(host: &TestHost, path: &str) -> bool {
     std::fs::symlink_metadata(host.root().join(path.trim_start_matches('/'))).is_ok()
 }
 
+/// Removes `path` from the test host, so that an install that must create it starts without it:
+/// the hosts are overlays of this machine's `/`, where a package may have made it (podman's makes
+/// `/etc/cni/net.d`). Only the host's overlay changes, never this machine.
+fn clear_on_host(host: &TestHost, path: &str) -> Result<()> {
+    let on_host = host.root().join(path.trim_start_matches('/'));
+    match std::fs::symlink_metadata(&on_host) {
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&on_host),
+        Ok(_) => std::fs::remove_file(&on_host),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+    .with_context(|| format!("removing {path} from the test host"))
+}
+
 #[test]
 fn every_shape_of_atomic_images_installs_updates_rolls_back_and_uninstalls() -> Result<()> {
     let setup = Setup::new();
     let host = TestHost::boot()?;
     for shape in shapes() {
         let image = setup.push(&shape.image, &format!("compat/{}", shape.name));
-        let before = snapshot(&host);
         for path in shape.host_paths {
+            clear_on_host(&host, path)?;
             assert!(!host_has(&host, path), "{path} exists before {} is installed", shape.name);
         }
+        let before = snapshot(&host);
         let unit = format!("{}.service", shape.name);
 
         let mut install = vec!["install", "--now", "--name", shape.name];
