@@ -29,10 +29,9 @@ use super::exports::Exports;
 use super::install::find_runtime;
 use super::layout::Layout;
 use super::pull::pull;
-use super::slot::{render_config, resolve_values, runs_once, SlotRequest, MAX_ACCOUNTS_FILE};
+use super::slot::{image_accounts, render_config, resolve_values, runs_once, SlotRequest};
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
-use crate::rooted::{EntryKind, Resolve, RootedDir};
 use crate::spec::{self, RootUse};
 use crate::store::{checkout_image, Store, StoredImage};
 use crate::systemd::{ServiceManager, Target, Tmpfiles};
@@ -281,30 +280,6 @@ fn generated_config(
         (Err(err), true) => return Err(err),
     };
     serde_json::from_str(&generated).context("reading the generated config")
-}
-
-/// The image's `/etc/passwd` and `/etc/group`, to resolve its user by name, read as install
-/// reads them: resolved inside the image (`/etc -> /host/etc` stays in the image; a symlink at the
-/// end is not followed), regular files only (a FIFO would wait for a writer, a device might
-/// never end) of at most [`MAX_ACCOUNTS_FILE`] bytes. A file that cannot be used is left out,
-/// with a note saying why.
-fn image_accounts(lower: &Path) -> Result<(Option<String>, Option<String>)> {
-    let image_root = RootedDir::open(lower, Resolve::InRoot)?;
-    let read = |name: &str| -> Option<String> {
-        let path = Path::new(name);
-        let content = match image_root.kind(path) {
-            Ok(None) => return None,
-            Ok(Some(EntryKind::File)) => image_root
-                .read_file(path, MAX_ACCOUNTS_FILE)
-                .and_then(|bytes| String::from_utf8(bytes).with_context(|| format!("/{name} is not UTF-8"))),
-            Ok(Some(_)) => Err(anyhow::anyhow!("/{name} is not a regular file")),
-            Err(err) => Err(err),
-        };
-        content
-            .map_err(|err| crate::output::note(format!("the image's /{name} is not used to find its user: {err:#}")))
-            .ok()
-    };
-    Ok((read("etc/passwd"), read("etc/group")))
 }
 
 /// Unmounts and removes a bundle directory. A mount that cannot be removed keeps the directory:

@@ -27,7 +27,7 @@ pub(super) const DROPIN_FILE: &str = "sysctr.conf";
 pub(super) const TMPFILES_FILE: &str = "tmpfiles.conf";
 pub(super) const HOSTFS_DIR: &str = "hostfs";
 /// The largest `/etc/passwd` or `/etc/group` of an image read to resolve its `User`.
-pub(super) const MAX_ACCOUNTS_FILE: u64 = 4 * 1024 * 1024;
+const MAX_ACCOUNTS_FILE: u64 = 4 * 1024 * 1024;
 
 /// What building a slot has to tell the user.
 #[derive(Debug, Default)]
@@ -319,18 +319,31 @@ pub(super) fn render_config(
     if let Some(text) = &exports.config_verbatim {
         return spec::check(text, "the image's /exports/config.json", root_use);
     }
-    // The image's own files, its symlinks resolved inside it: `/etc -> /host/etc` must not make
-    // this read the host's users.
-    let image_root = RootedDir::open(rootfs, Resolve::InRoot)?;
-    let read = |path: &str| {
-        image_root.read_file(Path::new(path), MAX_ACCOUNTS_FILE).ok().and_then(|bytes| String::from_utf8(bytes).ok())
-    };
-    let (passwd, group) = (read("etc/passwd"), read("etc/group"));
+    let (passwd, group) = image_accounts(rootfs)?;
     let generated = spec::generate(
         config,
         &spec::GenerateInputs { hostname: name, passwd: passwd.as_deref(), group: group.as_deref() },
     )?;
     spec::check(&generated, "the generated config.json", root_use)
+}
+
+/// The image's `/etc/passwd` and `/etc/group`, to resolve its user by name: resolved inside the
+/// image (`/etc -> /host/etc` must not make this read the host's users; a symlink at the end is
+/// not followed), regular files only (a FIFO would wait for a writer, a device might never end)
+/// of at most [`MAX_ACCOUNTS_FILE`] bytes. A file that cannot be used is left out, with a note
+/// saying why.
+pub(super) fn image_accounts(rootfs: &Path) -> Result<(Option<String>, Option<String>)> {
+    let image_root = RootedDir::open(rootfs, Resolve::InRoot)?;
+    let read = |name: &str| -> Option<String> {
+        let content = image_root.read_regular_file(Path::new(name), MAX_ACCOUNTS_FILE).and_then(|bytes| {
+            bytes.map(String::from_utf8).transpose().with_context(|| format!("/{name} is not UTF-8"))
+        });
+        content
+            .map_err(|err| crate::output::note(format!("the image's /{name} is not used to find its user: {err:#}")))
+            .ok()
+            .flatten()
+    };
+    Ok((read("etc/passwd"), read("etc/group")))
 }
 
 /// Writes the rendered host files under `dir`, at their host paths, modes kept. The image chose
