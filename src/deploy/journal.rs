@@ -295,7 +295,7 @@ impl ChangeLog for Journal {
 }
 
 /// For changes that are not undone: made while undoing, or by an uninstall, which goes forward.
-pub(super) struct Unrecorded;
+pub(in crate::deploy) struct Unrecorded;
 
 impl ChangeLog for Unrecorded {
     fn saving(&mut self, _: &Path) -> Result<()> {

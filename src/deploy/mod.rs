@@ -5,51 +5,46 @@
 //! - `STORAGE/repo`: the OSTree store (see [`crate::store`]);
 //! - `STORAGE/deployments/NAME.0`, `NAME.1`: slots, each with `rootfs/` (read-only checkout),
 //!   `config.json`, `info` (JSON, [`Deployment`]), the rendered unit, drop-in, tmpfiles.d file
-//!   and host files (see `slot`);
+//!   and host files;
 //! - `STORAGE/deployments/NAME -> NAME.N`: the active slot, switched by rename(2) only;
 //! - `STORAGE/.transaction/`: the journal of a command under way (see `journal`);
 //! - `ROOT/etc/systemd/system/NAME.service` (+ `NAME.service.d/sysctr.conf`),
 //!   `ROOT/etc/tmpfiles.d/NAME.conf`, and the host files from the image's `hostfs`.
 //!
-//! Where things happen: `pull` (registry → store), `slot` (build and render a slot),
-//! `activate` (make a slot the live one), `install`, `update` (and rollback), `uninstall`,
-//! `recovery` (lock, then undo or finish an interrupted command), `apply` (converge to a file),
-//! `images` (info, rmi, prune), `listing` (list, images), `adhoc` (mount, umount), `run` (run
-//! once, also what `install` does with an image labelled `atomic.run=once`).
+//! Four layers, each calling only the ones below it:
+//! - `verbs`: what the CLI asks for. `install`, `update` (and rollback), `uninstall`, `apply`
+//!   (converge to a file, through the other verbs), `run` (once, also what `install` does with
+//!   an image labelled `atomic.run=once`), `listing` (list, status, images), `images` (info,
+//!   rmi, prune), `adhoc` (mount, umount), `pull` (registry → store), and `recovery` (the lock
+//!   every mutating verb takes first, then undo or finish an interrupted command).
+//! - `deployment`: one container's deployment. `slot` (build and render a slot, before the host
+//!   is touched), `exports` (the image's templates), `hostfs` (its host files), `activate` (make
+//!   a slot the live one), `teardown` (take a container off the host).
+//! - `host`: where everything lives. `layout` (paths, the host's root handle, records, the
+//!   lock) and `facts` (the runtime, the names a container would mask, ids and capabilities).
+//! - `journal`: the transaction log every change above is recorded in before it is made.
 
-mod activate;
-mod adhoc;
-mod apply;
-mod exports;
-mod hostfs;
-mod images;
-mod install;
+mod deployment;
+mod host;
 mod journal;
-mod layout;
-mod listing;
-mod pull;
-mod recovery;
-mod run;
-mod slot;
-mod uninstall;
-mod update;
+mod verbs;
 
-pub use adhoc::{mount_readonly, unmount, MountSource};
-pub use apply::{apply, plan, Action, Change, PlannedStep};
-pub use images::{info, prune, rmi, ImageInfo, PruneReport};
-pub use install::{install, InstallOutcome, InstallReport, InstallRequest};
-pub use layout::{Deployment, InstalledFile, Layout, DEFAULT_STORAGE};
-pub use listing::{images, list, status, ContainerRow, ContainerStatus, ImageRow, SlotStatus};
-pub use pull::{first_available, pull, Pulled};
-pub use recovery::{pending, recover, PendingTransaction};
-pub use run::{run_once, RunRequest};
-pub use slot::fit_capabilities;
-pub use uninstall::{uninstall, UninstallReport};
-pub use update::{check_update, rollback, update, SwitchReport, UpdateCheck, UpdateRequest};
+pub use deployment::slot::fit_capabilities;
+pub use host::layout::{Deployment, InstalledFile, Layout, DEFAULT_STORAGE};
+pub use verbs::adhoc::{mount_readonly, unmount, MountSource};
+pub use verbs::apply::{apply, plan, Action, Change, PlannedStep};
+pub use verbs::images::{info, prune, rmi, ImageInfo, PruneReport};
+pub use verbs::install::{install, InstallOutcome, InstallReport, InstallRequest};
+pub use verbs::listing::{images, list, status, ContainerRow, ContainerStatus, ImageRow, SlotStatus};
+pub use verbs::pull::{first_available, pull, Pulled};
+pub use verbs::recovery::{pending, recover, PendingTransaction};
+pub use verbs::run::{run_once, RunRequest};
+pub use verbs::uninstall::{uninstall, UninstallReport};
+pub use verbs::update::{check_update, rollback, update, SwitchReport, UpdateCheck, UpdateRequest};
 #[cfg(test)]
 mod tests;
 #[cfg(feature = "fuzzing")]
-pub(crate) use {
+pub(crate) use deployment::{
     exports::ExportsManifest,
     hostfs::{plan as plan_host_files, PlannedContent},
 };

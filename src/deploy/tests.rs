@@ -15,17 +15,17 @@ use crate::store::{import_layer, Compression, ImageToPublish, LayerToImport, Sto
 use crate::systemd::fake::Fake;
 use crate::systemd::ServiceManager as _;
 
-pub(super) const IMAGE: &str = "127.0.0.1:5000/test/svc:latest";
+pub(in crate::deploy) const IMAGE: &str = "127.0.0.1:5000/test/svc:latest";
 
-pub(super) struct Host {
+pub(in crate::deploy) struct Host {
     _dir: tempfile::TempDir,
-    pub(super) root: PathBuf,
-    pub(super) layout: Layout,
+    pub(in crate::deploy) root: PathBuf,
+    pub(in crate::deploy) layout: Layout,
 }
 
 /// A root with a runtime to name in units, and an image in its store: a file, a tmpfiles
 /// template and a host file.
-pub(super) fn host() -> Host {
+pub(in crate::deploy) fn host() -> Host {
     let dir = tempfile::Builder::new().prefix("sysctr-deploy.").tempdir_in("/var/tmp").unwrap();
     let root = dir.path().join("root");
     for sub in ["usr/sbin", "etc/systemd/system", "etc/tmpfiles.d", "usr/local"] {
@@ -43,12 +43,12 @@ fn publish(layout: &Layout, reference: &str, version: &str) {
 }
 
 /// [`publish`], with more files in the image.
-pub(super) fn publish_with(layout: &Layout, reference: &str, version: &str, extra: &[(&str, &str)]) {
+pub(in crate::deploy) fn publish_with(layout: &Layout, reference: &str, version: &str, extra: &[(&str, &str)]) {
     publish_tree(layout, reference, version, extra, &[]);
 }
 
 /// [`publish_with`], with symlinks too, as (path, target).
-pub(super) fn publish_tree(
+pub(in crate::deploy) fn publish_tree(
     layout: &Layout,
     reference: &str,
     version: &str,
@@ -108,7 +108,7 @@ pub(super) fn publish_tree(
     store.publish(&image, &[(digest, imported.commit)]).unwrap();
 }
 
-pub(super) fn install_request(name: &str, start_now: bool) -> InstallRequest {
+pub(in crate::deploy) fn install_request(name: &str, start_now: bool) -> InstallRequest {
     InstallRequest {
         image: ImageRef::parse(IMAGE).unwrap(),
         name: Some(name.to_string()),
@@ -136,7 +136,7 @@ fn update_request(name: &str, value: &str, rollback_on_failure: bool) -> UpdateR
 
 /// Every path under the root outside the storage, with file contents: what a failed command
 /// must leave as it was.
-pub(super) fn host_files(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+pub(in crate::deploy) fn host_files(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
     let mut found = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {

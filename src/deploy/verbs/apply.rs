@@ -25,11 +25,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use super::install::{find_runtime, install, InstallOutcome, InstallRequest};
-use super::layout::Layout;
+use super::install::{install, InstallOutcome, InstallRequest};
 use super::pull::pull;
-use super::slot::{preview_unit, runs_once, SlotRequest};
 use super::update::{update, SwitchReport, UpdateRequest};
+use crate::deploy::deployment::slot::{preview_unit, runs_once, SlotRequest};
+use crate::deploy::host::facts::find_runtime;
+use crate::deploy::host::layout::Layout;
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
 use crate::store::Store;

@@ -1,40 +1,20 @@
-//! `uninstall`: stop and disable the unit, remove what install wrote, keep the image. An
-//! interrupted uninstall is finished by the next command, so every step tolerates what an
-//! earlier attempt already removed.
+//! Taking a container off the host, whatever is left of it: its unit stopped, disabled and
+//! removed with sysctr's drop-in, its tmpfiles.d file and host files if they are still the ones
+//! sysctr wrote, then its deployment slots. Every step tolerates what an earlier, interrupted
+//! attempt already removed, so that it can be run again to the same end.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
 use super::hostfs;
-use super::journal::{Journal, Unrecorded};
-use super::layout::{Deployment, Layout, TMPFILES_DIR, UNIT_DIR};
-use super::recovery::lock_and_recover;
-use super::slot::{slot_dir, DROPIN_FILE, TMPFILES_FILE};
-use crate::reference::validate_container_name;
+use crate::deploy::host::layout::{Deployment, Layout, DROPIN_FILE, TMPFILES_DIR, TMPFILES_FILE, UNIT_DIR};
+use crate::deploy::journal::Unrecorded;
 use crate::rooted::{EntryKind, RootedDir};
 use crate::systemd::{ServiceManager, Tmpfiles, UnitState};
 
-/// What an uninstall did, for the user.
-#[derive(Debug, Default)]
-pub struct UninstallReport {
-    pub notes: Vec<String>,
-}
-
-#[tracing::instrument(name = "uninstall", skip_all, fields(container = %name))]
-pub async fn uninstall(layout: &Layout, name: &str, systemd: &impl ServiceManager) -> Result<UninstallReport> {
-    validate_container_name(name)?;
-    let (_lock, mut notes) = lock_and_recover(layout, systemd, Some(name)).await?;
-    layout.read_info(name)?;
-    let mut journal = Journal::begin(&layout.transaction_dir(), &layout.root, &format!("uninstall {name}"))?;
-    journal.uninstalling(name)?;
-    notes.extend(remove_container(layout, name, systemd).await?);
-    journal.commit()?;
-    Ok(UninstallReport { notes })
-}
-
 /// Removes everything of an installed container but its image, whatever is left of it.
-pub(super) async fn remove_container(
+pub(in crate::deploy) async fn remove_container(
     layout: &Layout,
     name: &str,
     systemd: &impl ServiceManager,
@@ -123,9 +103,9 @@ fn remove_own_dropin(units: &RootedDir, name: &str) -> Result<Vec<String>> {
 
 /// Whether the tmpfiles.d file of `name` is the one sysctr wrote: the copy kept in the active
 /// slot, unchanged.
-pub(super) fn owns_tmpfiles(layout: &Layout, name: &str, record: Option<&Deployment>) -> bool {
+pub(in crate::deploy) fn owns_tmpfiles(layout: &Layout, name: &str, record: Option<&Deployment>) -> bool {
     let Some(record) = record else { return false };
-    let ours = std::fs::read(slot_dir(layout, record).join(TMPFILES_FILE));
+    let ours = std::fs::read(layout.slot_dir(record).join(TMPFILES_FILE));
     let there = layout.host_subdir(TMPFILES_DIR).and_then(|dir| {
         dir.context("no tmpfiles.d directory")?.read_file(Path::new(&Layout::tmpfiles_name(name)), MAX_TMPFILES_FILE)
     });

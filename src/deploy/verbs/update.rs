@@ -7,13 +7,13 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use super::activate::activate;
 use super::install::with_undo_problems;
-use super::journal::Journal;
-use super::layout::{Deployment, Layout};
 use super::pull::pull;
 use super::recovery::lock_and_recover;
-use super::slot::{build_slot, SlotRequest};
+use crate::deploy::deployment::activate::activate;
+use crate::deploy::deployment::slot::{build_slot, SlotRequest};
+use crate::deploy::host::layout::{Deployment, Layout};
+use crate::deploy::journal::Journal;
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
 use crate::store::Store;

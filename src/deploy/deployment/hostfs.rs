@@ -10,8 +10,8 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest as _, Sha256};
 
 use super::exports::ExportsManifest;
-use super::journal::Journal;
-use super::layout::{InstalledFile, Layout};
+use crate::deploy::host::layout::{InstalledFile, Layout};
+use crate::deploy::journal::Journal;
 use crate::rooted::EntryKind;
 use crate::template::{render_file, FileKind};
 

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use std::collections::BTreeMap;
 
-use super::layout::{Deployment, Layout};
+use crate::deploy::host::layout::{Deployment, Layout};
 use crate::digest::Digest;
 use crate::store::Store;
 use crate::systemd::{ServiceManager, UnitState};

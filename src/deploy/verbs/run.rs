@@ -25,11 +25,11 @@ use nix::unistd::Pid;
 use oci_spec::image::ImageConfiguration;
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::exports::Exports;
-use super::install::find_runtime;
-use super::layout::Layout;
 use super::pull::pull;
-use super::slot::{image_accounts, render_config, resolve_values, runs_once, SlotRequest};
+use crate::deploy::deployment::exports::Exports;
+use crate::deploy::deployment::slot::{image_accounts, render_config, resolve_values, runs_once, SlotRequest};
+use crate::deploy::host::facts::find_runtime;
+use crate::deploy::host::layout::{Layout, TMPFILES_FILE};
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
 use crate::spec::{self, RootUse};
@@ -38,7 +38,6 @@ use crate::systemd::{ServiceManager, Target, Tmpfiles};
 use crate::template::{self, FileKind};
 
 const BUNDLE_PREFIX: &str = "sysctr-run-";
-const TMPFILES_FILE: &str = "tmpfiles.conf";
 
 /// A one-off run request.
 #[derive(Debug, Clone)]

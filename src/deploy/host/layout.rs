@@ -15,6 +15,12 @@ pub const DEFAULT_STORAGE: &str = "/var/lib/sysctr";
 pub const UNIT_DIR: &str = "etc/systemd/system";
 /// Where sysctr puts tmpfiles.d files, relative to the host's root.
 pub const TMPFILES_DIR: &str = "etc/tmpfiles.d";
+/// The files of a deployment slot, beside `rootfs/`, `config.json` and `info`: the rendered unit,
+/// sysctr's drop-in, the tmpfiles.d file and the host files as rendered for that slot.
+pub(in crate::deploy) const UNIT_FILE: &str = "unit.service";
+pub(in crate::deploy) const DROPIN_FILE: &str = "sysctr.conf";
+pub(in crate::deploy) const TMPFILES_FILE: &str = "tmpfiles.conf";
+pub(in crate::deploy) const HOSTFS_DIR: &str = "hostfs";
 const INFO_FILE: &str = "info";
 
 /// Paths of the store, the deployments and the files sysctr writes on the host.
@@ -52,6 +58,11 @@ impl Layout {
     /// `deployments/NAME.N`: a slot, N in {0, 1}.
     pub fn slot(&self, name: &str, slot: u8) -> PathBuf {
         self.deployments().join(format!("{name}.{slot}"))
+    }
+
+    /// The slot directory of a deployment.
+    pub fn slot_dir(&self, deployment: &Deployment) -> PathBuf {
+        self.slot(&deployment.name, deployment.slot)
     }
 
     pub fn unit_name(name: &str) -> String {

@@ -17,7 +17,7 @@ use rustix::mount::{MoveMountFlags, OpenTreeFlags};
 use sha2::{Digest as _, Sha256};
 
 use super::images::stored_image;
-use super::layout::Layout;
+use crate::deploy::host::layout::Layout;
 use crate::reference::{validate_container_name, ImageRef};
 use crate::spec;
 use crate::store::{checkout_image, Store};

@@ -10,26 +10,18 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::activate::activate;
-use super::journal::Journal;
-use super::layout::{Deployment, Layout, UNIT_DIR};
 use super::pull::pull;
 use super::recovery::lock_and_recover;
 use super::run::{run_once, RunRequest};
-use super::slot::{build_slot, runs_once, SlotRequest};
+use crate::deploy::deployment::activate::activate;
+use crate::deploy::deployment::slot::{build_slot, runs_once, SlotRequest};
+use crate::deploy::host::facts::{find_runtime, vendor_tmpfiles, vendor_unit};
+use crate::deploy::host::layout::{Deployment, Layout, UNIT_DIR};
+use crate::deploy::journal::Journal;
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
 use crate::store::Store;
 use crate::systemd::{MissingUnit, ServiceManager};
-
-const RUNTIME_CANDIDATES: [&str; 3] = ["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc"];
-/// Where units come from other than `/etc/systemd/system`, which a unit there masks: the
-/// system's packages, the local administrator's, and the runtime's.
-const VENDOR_UNIT_DIRS: [&str; 4] =
-    ["usr/lib/systemd/system", "lib/systemd/system", "usr/local/lib/systemd/system", "run/systemd/system"];
-/// The same for tmpfiles.d files, which one in `/etc/tmpfiles.d` masks.
-const VENDOR_TMPFILES_DIRS: [&str; 4] =
-    ["usr/lib/tmpfiles.d", "lib/tmpfiles.d", "usr/local/lib/tmpfiles.d", "run/tmpfiles.d"];
 
 /// A checked install request, as the CLI hands it over.
 #[derive(Debug, Clone)]
@@ -156,7 +148,7 @@ pub async fn install(
     }
 }
 
-pub(super) fn with_undo_problems(err: anyhow::Error, problems: Vec<String>) -> anyhow::Error {
+pub(in crate::deploy) fn with_undo_problems(err: anyhow::Error, problems: Vec<String>) -> anyhow::Error {
     if problems.is_empty() {
         err
     } else {
@@ -209,46 +201,4 @@ fn refuse_colliding_names(layout: &Layout, name: &str) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The unit file outside `/etc` that `NAME.service` would shadow, if there is one.
-pub(super) fn vendor_unit(layout: &Layout, name: &str) -> Result<Option<String>> {
-    first_present(layout, &VENDOR_UNIT_DIRS, &Layout::unit_name(name))
-}
-
-/// The tmpfiles.d file outside `/etc` that `NAME.conf` would mask, if there is one.
-fn vendor_tmpfiles(layout: &Layout, name: &str) -> Result<Option<String>> {
-    first_present(layout, &VENDOR_TMPFILES_DIRS, &Layout::tmpfiles_name(name))
-}
-
-/// `/DIR/FILE` of the first of `dirs` that has `file`, looked up beneath the host's root.
-fn first_present(layout: &Layout, dirs: &[&str], file: &str) -> Result<Option<String>> {
-    let host = layout.host_dir()?;
-    for dir in dirs {
-        if host.kind(&Path::new(dir).join(file))?.is_some() {
-            return Ok(Some(format!("/{dir}/{file}")));
-        }
-    }
-    Ok(None)
-}
-
-/// Picks the OCI runtime, as a path on the host the container runs on, looked up beneath its
-/// root: `--runtime`, else runc from the usual places.
-pub(super) fn find_runtime(layout: &Layout, requested: Option<&Path>) -> Result<PathBuf> {
-    let host = layout.host_dir()?;
-    if let Some(path) = requested {
-        if !path.is_absolute() {
-            bail!("--runtime must be an absolute path, got {}", path.display());
-        }
-        if !host.is_file(path)? {
-            bail!("--runtime {} does not exist", path.display());
-        }
-        return Ok(path.to_path_buf());
-    }
-    for candidate in RUNTIME_CANDIDATES {
-        if host.is_file(Path::new(candidate))? {
-            return Ok(PathBuf::from(candidate));
-        }
-    }
-    bail!("no OCI runtime found (looked for {}); install runc or pass --runtime", RUNTIME_CANDIDATES.join(", "))
 }

@@ -69,7 +69,7 @@ pub async fn first_available(
 /// The manifest and config of `image` with the signatures its policy requires checked (how
 /// each requirement was met), and the source its layers come from. Nothing is fetched for an
 /// image the policy rejects outright, and only the manifest for one whose signatures fail.
-pub(super) async fn fetch_checked(
+pub(in crate::deploy) async fn fetch_checked(
     image: &ImageRef,
     options: &RegistryOptions,
 ) -> Result<(Source, FetchedImage, Vec<String>)> {

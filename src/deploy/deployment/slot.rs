@@ -6,15 +6,16 @@
 //! `hostfs/` (the host files as rendered for this slot) and `info`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use oci_spec::image::ImageConfiguration;
 
 use super::exports::{Exports, ExportsManifest};
 use super::hostfs::{self, PlannedContent};
-use super::journal::Journal;
-use super::layout::{Deployment, Layout};
+use crate::deploy::host::facts::{host_facts, HostFacts};
+use crate::deploy::host::layout::{Deployment, Layout, DROPIN_FILE, HOSTFS_DIR, TMPFILES_FILE, UNIT_FILE};
+use crate::deploy::journal::Journal;
 use crate::rooted::{Resolve, RootedDir};
 use crate::spec::{self, CheckedConfig, RootUse};
 use crate::store::{checkout_image, Store, StoredImage};
@@ -22,16 +23,12 @@ use crate::systemd::{MissingUnit, Target};
 use crate::template::{self, FileKind, Forced, HostDefaults, Inputs};
 
 const RUN_ONCE_LABEL: &str = "atomic.run";
-pub(super) const UNIT_FILE: &str = "unit.service";
-pub(super) const DROPIN_FILE: &str = "sysctr.conf";
-pub(super) const TMPFILES_FILE: &str = "tmpfiles.conf";
-pub(super) const HOSTFS_DIR: &str = "hostfs";
 /// The largest `/etc/passwd` or `/etc/group` of an image read to resolve its `User`.
 const MAX_ACCOUNTS_FILE: u64 = 4 * 1024 * 1024;
 
 /// What building a slot has to tell the user.
 #[derive(Debug, Default)]
-pub(super) struct SlotNotes {
+pub(in crate::deploy) struct SlotNotes {
     pub notes: Vec<String>,
     /// Dependencies of the unit on units this host does not have.
     pub missing_units: Vec<MissingUnit>,
@@ -39,7 +36,7 @@ pub(super) struct SlotNotes {
 
 /// Everything a slot is built from.
 #[derive(Debug)]
-pub(super) struct SlotRequest<'a> {
+pub(in crate::deploy) struct SlotRequest<'a> {
     pub name: &'a str,
     pub slot: u8,
     pub image: &'a StoredImage,
@@ -54,7 +51,7 @@ pub(super) struct SlotRequest<'a> {
 /// Builds the slot in a staging directory, then moves it to `deployments/NAME.N`, replacing
 /// a slot left there by an older deployment only once the new one is complete. Returns warnings
 /// for the user along with the deployment.
-pub(super) fn build_slot(
+pub(in crate::deploy) fn build_slot(
     layout: &Layout,
     store: &Store,
     request: &SlotRequest,
@@ -160,13 +157,13 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
 }
 
 /// Whether an image is labelled to run once (`atomic.run=once`) rather than be kept as a service.
-pub(super) fn runs_once(config: &ImageConfiguration) -> bool {
+pub(in crate::deploy) fn runs_once(config: &ImageConfiguration) -> bool {
     let labels = config.config().as_ref().and_then(|c| c.labels().as_ref());
     labels.and_then(|l| l.get(RUN_ONCE_LABEL)).map(String::as_str) == Some("once")
 }
 
 /// The forced values and the final template values of a container whose files live in `destdir`.
-pub(super) fn resolve_values(
+pub(in crate::deploy) fn resolve_values(
     layout: &Layout,
     request: &SlotRequest,
     destdir: &Path,
@@ -198,39 +195,6 @@ pub(super) fn resolve_values(
     Ok((forced, values))
 }
 
-/// What a container is set up with that depends on the host it runs on.
-struct HostFacts {
-    uid: u32,
-    gid: u32,
-    all_process_capabilities: String,
-    /// Whether each start narrows the config to the capabilities the host can grant (see `dropin`).
-    fit_capabilities_at_start: bool,
-}
-
-/// On a booted host, the facts of the running one. In an OS image being composed, the container
-/// runs under the target's system manager, as root, with a bounding set known only once it boots:
-/// every capability sysctr knows is offered, and the unit narrows the config to the target's set
-/// at each start. Nothing is taken from the machine that composes the image.
-fn host_facts(target: Target) -> Result<HostFacts> {
-    Ok(match target {
-        Target::Booted => HostFacts {
-            uid: nix::unistd::getuid().as_raw(),
-            gid: nix::unistd::getgid().as_raw(),
-            all_process_capabilities: template::all_process_capabilities(
-                template::host_cap_last_cap()?,
-                template::host_bounding_set()?,
-            ),
-            fit_capabilities_at_start: false,
-        },
-        Target::Offline => HostFacts {
-            uid: 0,
-            gid: 0,
-            all_process_capabilities: template::all_process_capabilities(u32::MAX, u64::MAX),
-            fit_capabilities_at_start: true,
-        },
-    })
-}
-
 fn render_unit(service_template: Option<&str>, forced: &Forced, values: &BTreeMap<String, String>) -> Result<String> {
     match service_template {
         Some(text) => template::render_unit("service.template", text, forced, values),
@@ -240,7 +204,7 @@ fn render_unit(service_template: Option<&str>, forced: &Forced, values: &BTreeMa
 
 /// The unit a slot built from `request` would install, read from the store without a checkout;
 /// `None` for an image that ships no service.
-pub(super) fn preview_unit(layout: &Layout, store: &Store, request: &SlotRequest) -> Result<Option<String>> {
+pub(in crate::deploy) fn preview_unit(layout: &Layout, store: &Store, request: &SlotRequest) -> Result<Option<String>> {
     let read = |path: &str| -> Result<Option<String>> {
         store
             .read_image_file(&request.image.commit, path)?
@@ -280,7 +244,7 @@ fn dropin(runtime: &str, name: &str, fit: Option<(&str, String)>) -> String {
 
 /// Where containers installed into an OS image (`--root`) expect sysctr on the target, as the
 /// package installs it.
-pub(super) const TARGET_SYSCTR: &str = "/usr/bin/sysctr";
+pub(in crate::deploy) const TARGET_SYSCTR: &str = "/usr/bin/sysctr";
 
 /// Narrows the active `config.json` of `name` to the bounding set of this process, which systemd
 /// started with the unit's own. Returns the capabilities removed. Takes no lock: it runs inside a
@@ -302,7 +266,7 @@ pub fn fit_capabilities(layout: &Layout, name: &str) -> Result<Vec<String>> {
 
 /// The container's `config.json`: the image's template rendered, its verbatim config, or one
 /// generated from the image config; checked against the contract, legacy shapes rewritten.
-pub(super) fn render_config(
+pub(in crate::deploy) fn render_config(
     exports: &Exports,
     config: &ImageConfiguration,
     values: &BTreeMap<String, String>,
@@ -332,7 +296,7 @@ pub(super) fn render_config(
 /// not followed), regular files only (a FIFO would wait for a writer, a device might never end)
 /// of at most [`MAX_ACCOUNTS_FILE`] bytes. A file that cannot be used is left out, with a note
 /// saying why.
-pub(super) fn image_accounts(rootfs: &Path) -> Result<(Option<String>, Option<String>)> {
+pub(in crate::deploy) fn image_accounts(rootfs: &Path) -> Result<(Option<String>, Option<String>)> {
     let image_root = RootedDir::open(rootfs, Resolve::InRoot)?;
     let read = |name: &str| -> Option<String> {
         let content = image_root.read_regular_file(Path::new(name), MAX_ACCOUNTS_FILE).and_then(|bytes| {
@@ -370,7 +334,7 @@ fn stage_host_files(dir: &Path, planned: &[hostfs::PlannedFile]) -> Result<()> {
 }
 
 /// The host files staged in a slot, ready to install.
-pub(super) fn staged_host_files(slot_dir: &Path) -> Result<Vec<hostfs::PlannedFile>> {
+pub(in crate::deploy) fn staged_host_files(slot_dir: &Path) -> Result<Vec<hostfs::PlannedFile>> {
     let dir = slot_dir.join(HOSTFS_DIR);
     if !dir.exists() {
         return Ok(Vec::new());
@@ -389,9 +353,4 @@ fn host_view(layout: &Layout, path: &Path) -> String {
         Ok(rest) => format!("/{}", rest.to_string_lossy()),
         Err(_) => path.to_string_lossy().into_owned(),
     }
-}
-
-/// The slot directory of a deployment.
-pub(super) fn slot_dir(layout: &Layout, deployment: &Deployment) -> PathBuf {
-    layout.slot(&deployment.name, deployment.slot)
 }

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use nix::fcntl::Flock;
 
-use super::journal::{Interrupted, Journal};
-use super::layout::Layout;
-use super::uninstall::remove_container;
+use crate::deploy::deployment::teardown::remove_container;
+use crate::deploy::host::layout::Layout;
+use crate::deploy::journal::{Interrupted, Journal};
 use crate::systemd::ServiceManager;
 
 const PENDING_DIR: &str = ".pending";
@@ -43,7 +43,7 @@ impl PendingTransaction {
 /// Takes the lock every mutating command holds, then recovers an interrupted command. `container`
 /// is the one the command is about: it is refused while that container has a transaction set
 /// aside. Returns notes for the user.
-pub(super) async fn lock_and_recover(
+pub(in crate::deploy) async fn lock_and_recover(
     layout: &Layout,
     systemd: &impl ServiceManager,
     container: Option<&str>,

@@ -8,16 +8,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::hostfs;
-use super::journal::Journal;
-use super::layout::{Deployment, Layout, TMPFILES_DIR, UNIT_DIR};
-use super::slot::{self, DROPIN_FILE, TMPFILES_FILE, UNIT_FILE};
-use super::uninstall::owns_tmpfiles;
+use super::slot;
+use super::teardown::owns_tmpfiles;
+use crate::deploy::host::layout::{Deployment, Layout, DROPIN_FILE, TMPFILES_DIR, TMPFILES_FILE, UNIT_DIR, UNIT_FILE};
+use crate::deploy::journal::Journal;
 use crate::rooted::{EntryKind, Resolve, RootedDir};
 use crate::systemd::{ServiceManager, Tmpfiles};
 
 /// Activates `to` (already built in its slot), replacing `from` if there is one. Updates `to`'s
 /// record with the host files actually installed. Returns notes for the user.
-pub(super) async fn activate(
+pub(in crate::deploy) async fn activate(
     layout: &Layout,
     from: Option<&Deployment>,
     to: &mut Deployment,
@@ -35,7 +35,7 @@ pub(super) async fn activate(
         notes.extend(hostfs::remove(layout, &from.installed_files, &from.created_dirs, Some(&mut *journal))?);
     }
 
-    let to_dir = slot::slot_dir(layout, to);
+    let to_dir = layout.slot_dir(to);
     let host_files = slot::staged_host_files(&to_dir)?;
     hostfs::refuse_over_own_files(&host_files, &own_host_paths(&name))?;
     let installed = hostfs::install(layout, &host_files, journal)?;

@@ -6,9 +6,9 @@ use anyhow::{bail, Context, Result};
 use oci_spec::image::ImageConfiguration;
 use serde::Serialize;
 
-use super::exports::ExportsManifest;
-use super::layout::{Deployment, Layout};
 use super::recovery::lock_and_recover;
+use crate::deploy::deployment::exports::ExportsManifest;
+use crate::deploy::host::layout::{Deployment, Layout};
 use crate::reference::ImageRef;
 use crate::store::{Pruned, Store, StoredImage};
 use crate::systemd::ServiceManager;
@@ -142,7 +142,7 @@ pub async fn prune(layout: &Layout, systemd: &impl ServiceManager) -> Result<Pru
     Ok(PruneReport { store, slots })
 }
 
-pub(super) fn stored_image(store: &Store, image: &ImageRef) -> Result<StoredImage> {
+pub(in crate::deploy) fn stored_image(store: &Store, image: &ImageRef) -> Result<StoredImage> {
     store
         .image(&image.canonical())?
         .with_context(|| format!("{image} is not in the store (`sysctr images` lists what is)"))

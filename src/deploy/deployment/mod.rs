@@ -1,0 +1,8 @@
+//! One container's deployment: a slot built and rendered before the host is touched, made the
+//! live one, or taken off the host (see the `deploy` module doc).
+
+pub(super) mod activate;
+pub(super) mod exports;
+pub(super) mod hostfs;
+pub(super) mod slot;
+pub(super) mod teardown;
