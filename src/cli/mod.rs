@@ -205,7 +205,7 @@ pub struct ConnectionArgs {
 
     /// Where signatures are found (containers-registries.d(5)): the lookaside of each registry
     /// namespace, and whether sigstore signatures are attached in the registry.
-    #[arg(long, value_name = "DIR", default_value = crate::signature::DEFAULT_REGISTRIES_D)]
+    #[arg(long, value_name = "DIR", default_value = crate::registry::DEFAULT_REGISTRIES_D)]
     pub registries_d: PathBuf,
 
     /// Trust the CA certificates (`*.crt`) of this directory for the registry, instead of its

@@ -49,6 +49,9 @@ pub(crate) const MAX_METADATA_SIZE: u64 = 4 * 1024 * 1024;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Where containers-registries.conf(5) is read from by default.
 pub const DEFAULT_REGISTRIES_CONF: &str = "/etc/containers/registries.conf";
+/// Where containers-registries.d(5), which says where signatures are found, is read from by
+/// default.
+pub const DEFAULT_REGISTRIES_D: &str = "/etc/containers/registries.d";
 /// Most layers accepted in a manifest by default.
 pub const DEFAULT_MAX_LAYERS: usize = 500;
 
@@ -135,7 +138,7 @@ impl Default for RegistryOptions {
             auth: AuthFiles::default(),
             cert_dir: None,
             signature_policy: None,
-            registries_d: PathBuf::from(crate::signature::DEFAULT_REGISTRIES_D),
+            registries_d: PathBuf::from(DEFAULT_REGISTRIES_D),
             progress: Progress::default(),
         }
     }

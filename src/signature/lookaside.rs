@@ -14,8 +14,6 @@ use serde::Deserialize;
 use crate::digest::Digest;
 use crate::rooted::{EntryKind, Resolve, RootedDir};
 
-/// Where registries.d is read from by default.
-pub const DEFAULT_REGISTRIES_D: &str = "/etc/containers/registries.d";
 /// The lookaside when registries.d names none, as containers/image has it for root.
 pub const DEFAULT_LOOKASIDE: &str = "file:///var/lib/containers/sigstore";
 /// The largest registries.d file read.

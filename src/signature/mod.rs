@@ -27,7 +27,6 @@ use identity::{DockerRef, SignedIdentity};
 use lookaside::RegistriesD;
 use policy::Check;
 
-pub use lookaside::DEFAULT_REGISTRIES_D;
 pub use policy::DEFAULT_POLICY;
 
 /// What the policy asks of one image beyond being pulled.
