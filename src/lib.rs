@@ -35,3 +35,24 @@ pub mod template;
 /// libostree writes and checks out trees recursively, about 600 bytes of stack per directory
 /// level: the default 2 MiB ends near 3,500 levels, this goes well past 10,000.
 pub const THREAD_STACK_SIZE: usize = 16 * 1024 * 1024;
+
+/// Tests only: owners for fixtures (files, tar entries) that anyone can run the tests with. Only
+/// root may give a file an owner other than itself, and a `bare` OSTree repository gives each
+/// object the owner its tar entry names.
+#[cfg(test)]
+pub(crate) mod test_owner {
+    /// The effective (uid, gid) of the user running the tests: root's in CI.
+    pub fn ours() -> (u32, u32) {
+        (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw())
+    }
+
+    /// An owner other than root's where the tests run as root, to see that an owner is carried
+    /// as given and not defaulted; [`ours`] otherwise, the only owner a user may give.
+    pub fn another() -> (u32, u32) {
+        if rustix::process::geteuid().is_root() {
+            (1000, 100)
+        } else {
+            ours()
+        }
+    }
+}

@@ -623,10 +623,11 @@ mod tests {
     fn modes_owners_and_kinds_are_exact() {
         let (_dir, root, _) = tree();
         let tree = RootedDir::open(&root, Resolve::NoSymlinks).unwrap();
-        tree.create_fifo(Path::new("etc/fifo"), 0o4640, 12, 34).unwrap();
+        let (uid, gid) = crate::test_owner::another();
+        tree.create_fifo(Path::new("etc/fifo"), 0o4640, uid, gid).unwrap();
         let meta = std::fs::symlink_metadata(root.join("etc/fifo")).unwrap();
         assert!(meta.file_type().is_fifo());
-        assert_eq!((meta.mode() & 0o7777, meta.uid(), meta.gid()), (0o4640, 12, 34));
+        assert_eq!((meta.mode() & 0o7777, meta.uid(), meta.gid()), (0o4640, uid, gid));
         tree.create_dir(Path::new("tmp"), 0o1777).unwrap();
         assert_eq!(std::fs::metadata(root.join("tmp")).unwrap().permissions().mode() & 0o7777, 0o1777);
         tree.replace_file(Path::new("etc/conf"), b"one", 0o600).unwrap();

@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/setup.sh
 # crash-hooks: the crash tests kill sysctr after each journaled step (never in release builds).
-cargo test --locked --features crash-hooks "$@"
+# test-support: the in-memory systemd, for tests in tests/ as for the unit tests.
+cargo test --locked --features crash-hooks,test-support "$@"

@@ -55,28 +55,47 @@ pub(in crate::deploy) fn publish_tree(
     extra: &[(&str, &str)],
     links: &[(&str, &str)],
 ) {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (path, target) in links {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Symlink);
-        header.set_size(0);
-        header.set_mode(0o777);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(0);
-        builder.append_link(&mut header, path, target).unwrap();
-    }
+    let (uid, gid) = crate::test_owner::ours();
     let mut files = vec![
         ("bin/sh", version.to_string()),
         ("exports/tmpfiles.template", "d /run/$NAME 0755 - - -\n".to_string()),
         ("exports/hostfs/usr/local/svc.conf", format!("{version}\n")),
     ];
     files.extend(extra.iter().map(|(path, content)| (*path, content.to_string())));
+    // Every directory is given, the root too, owned as the files are: one only implied would
+    // be root's (`0755 0:0`), which only root could check out.
+    let dirs: std::collections::BTreeSet<&Path> = files
+        .iter()
+        .map(|(path, _)| *path)
+        .chain(links.iter().map(|(path, _)| *path))
+        .flat_map(|path| Path::new(path).ancestors().skip(1))
+        .collect();
+    let mut builder = tar::Builder::new(Vec::new());
+    for dir in dirs {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_size(0);
+        header.set_mode(0o755);
+        header.set_uid(uid.into());
+        header.set_gid(gid.into());
+        header.set_mtime(0);
+        builder.append_data(&mut header, Path::new("./").join(dir), std::io::empty()).unwrap();
+    }
+    for (path, target) in links {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        header.set_mode(0o777);
+        header.set_uid(uid.into());
+        header.set_gid(gid.into());
+        header.set_mtime(0);
+        builder.append_link(&mut header, path, target).unwrap();
+    }
     for (path, content) in &files {
         let mut header = tar::Header::new_gnu();
         header.set_mode(0o755);
-        header.set_uid(0);
-        header.set_gid(0);
+        header.set_uid(uid.into());
+        header.set_gid(gid.into());
         header.set_mtime(0);
         header.set_size(content.len() as u64);
         builder.append_data(&mut header, path, content.as_bytes()).unwrap();

@@ -656,14 +656,19 @@ mod tests {
         let repo = ostree::Repo::new_for_path(&path);
         repo.create(ostree::RepoMode::Bare, gio::Cancellable::NONE).unwrap();
         repo.prepare_transaction(gio::Cancellable::NONE).unwrap();
-        // vfs_cap_data revision 2, effective, permitted = CAP_NET_RAW: what `setcap cap_net_raw+ep` writes.
-        let capability =
-            (b"security.capability\0".to_vec(), vec![1u8, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        // vfs_cap_data revision 2, effective, permitted = CAP_NET_RAW: what `setcap cap_net_raw+ep`
+        // writes. Only root may write one; anyone else, an xattr of the user namespace.
+        let xattr = if rustix::process::geteuid().is_root() {
+            (b"security.capability\0".to_vec(), vec![1u8, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        } else {
+            (b"user.sysctr.test\0".to_vec(), b"value".to_vec())
+        };
+        let ((uid, gid), (other_uid, other_gid)) = (crate::test_owner::ours(), crate::test_owner::another());
         let cases: [(&[u8], u32, u32, u32, Xattrs); 4] = [
-            (b"", 0, 0, 0o644, vec![]),
-            (b"hello\n", 1000, 100, 0o4755, vec![]),
-            (&[7u8; 100_000], 0, 0, 0o600, vec![]),
-            (b"#!/bin/ping", 0, 0, 0o755, vec![capability]),
+            (b"", uid, gid, 0o644, vec![]),
+            (b"hello\n", other_uid, other_gid, 0o4755, vec![]),
+            (&[7u8; 100_000], uid, gid, 0o600, vec![]),
+            (b"#!/bin/ping", uid, gid, 0o755, vec![xattr]),
         ];
         for (content, uid, gid, mode, xattrs) in cases {
             let variant = xattrs_variant(xattrs.clone());
@@ -712,8 +717,9 @@ mod tests {
                 header.set_link_name("y").unwrap();
             }
             header.set_mode(0o644);
-            header.set_uid(0);
-            header.set_gid(0);
+            let (uid, gid) = crate::test_owner::ours();
+            header.set_uid(uid.into());
+            header.set_gid(gid.into());
             header.set_mtime(0);
             header.set_size(0);
             header.set_cksum();

@@ -392,14 +392,25 @@ fn write_image_commit(repo: &ostree::Repo, image: &ImageToPublish, layers: &[(Di
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_owner;
 
-    /// An uncompressed layer: (path, Some(content)) is a file, (path, None) a directory.
+    /// The owner of the layers' entries, as a tar header gives it. A checkout gives every file
+    /// and directory the owner the image names, which only root may choose freely: layers
+    /// that are checked out name no other owner, and give their root directory and every
+    /// directory they hold, or the checkout would give them root's (`0755 0:0`).
+    fn owner() -> (u64, u64) {
+        let (uid, gid) = test_owner::ours();
+        (uid.into(), gid.into())
+    }
+
+    /// An uncompressed layer with its root directory: (path, Some(content)) is a file, (path,
+    /// None) a directory.
     fn layer(entries: &[(&str, Option<&str>)]) -> (Vec<u8>, LayerToImport) {
         let mut builder = tar::Builder::new(Vec::new());
-        for (path, content) in entries {
+        for (path, content) in [("./", None)].iter().chain(entries) {
             let mut header = tar::Header::new_gnu();
-            header.set_uid(0);
-            header.set_gid(0);
+            header.set_uid(owner().0);
+            header.set_gid(owner().1);
             header.set_mtime(0);
             match content {
                 Some(text) => {
@@ -502,15 +513,16 @@ mod tests {
         assert_eq!(std::fs::read_to_string(root.join("u")).unwrap(), "now a file");
     }
 
-    /// A tar of directories `(path, mode, uid)` and files `(path, content)`, in that order.
-    fn tar_with(dirs: &[(&str, u32, u64)], files: &[(&str, &str)]) -> Vec<u8> {
+    /// A tar of directories `(path, mode, (uid, gid))` and files `(path, content)` (owned by
+    /// [`owner`]), in that order.
+    fn tar_with(dirs: &[(&str, u32, (u32, u32))], files: &[(&str, &str)]) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());
-        for (path, mode, uid) in dirs {
+        for (path, mode, (uid, gid)) in dirs {
             let mut header = tar::Header::new_gnu();
             header.set_entry_type(tar::EntryType::Directory);
             header.set_mode(*mode);
-            header.set_uid(*uid);
-            header.set_gid(*uid);
+            header.set_uid((*uid).into());
+            header.set_gid((*gid).into());
             header.set_mtime(0);
             header.set_size(0);
             builder.append_data(&mut header, path, std::io::empty()).unwrap();
@@ -518,8 +530,8 @@ mod tests {
         for (path, content) in files {
             let mut header = tar::Header::new_gnu();
             header.set_mode(0o644);
-            header.set_uid(0);
-            header.set_gid(0);
+            header.set_uid(owner().0);
+            header.set_gid(owner().1);
             header.set_mtime(0);
             header.set_size(content.len() as u64);
             builder.append_data(&mut header, path, content.as_bytes()).unwrap();
@@ -532,15 +544,15 @@ mod tests {
         (blob, to_import)
     }
 
-    /// A tar of entries in order: `(path, kind)` where kind is `d` (directory), `p` (FIFO) or
-    /// `l:TARGET` (symlink).
+    /// A tar of its root directory, then of entries in order: `(path, kind)` where kind is `d`
+    /// (directory), `p` (FIFO) or `l:TARGET` (symlink).
     fn tar_of(entries: &[(&str, &str)]) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());
-        for (path, kind) in entries {
+        for (path, kind) in [("./", "d")].iter().chain(entries) {
             let mut header = tar::Header::new_gnu();
             header.set_mode(0o755);
-            header.set_uid(0);
-            header.set_gid(0);
+            header.set_uid(owner().0);
+            header.set_gid(owner().1);
             header.set_mtime(0);
             header.set_size(0);
             match *kind {
@@ -562,9 +574,12 @@ mod tests {
         let victim = tempfile::tempdir().unwrap();
         let target = format!("l:{}", victim.path().display());
         let planted = [("x", "d"), ("x/f", "p"), ("y", "p"), ("y/inner", "d"), ("keep", "d"), ("keep/p", "p")];
+        // The layer below gives `y` its owner: the planted layer makes it a FIFO, then a
+        // directory again, implied by `y/inner`, which keeps the metadata of the layer below.
+        let below = tar_of(&[("y", "d")]);
         // The symlink in the next layer, and in the same layer.
-        let next_layer = vec![tar_of(&planted), tar_of(&[("x", target.as_str())])];
-        let same_layer = vec![tar_of(&[&planted[..], &[("x", target.as_str()), ("keep", "d")]].concat())];
+        let next_layer = vec![below.clone(), tar_of(&planted), tar_of(&[("x", target.as_str())])];
+        let same_layer = vec![below, tar_of(&[&planted[..], &[("x", target.as_str()), ("keep", "d")]].concat())];
         for layers in [next_layer, same_layer] {
             let (_dir, root) =
                 flatten_blobs(layers.into_iter().map(|t| blob(t.clone(), t, Compression::None)).collect());
@@ -578,26 +593,32 @@ mod tests {
         }
     }
 
-    fn mode_and_owner(path: &std::path::Path) -> (u32, u32) {
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::symlink_metadata(path).unwrap();
-        (meta.mode() & 0o7777, meta.uid())
+    /// The mode and owner the image gives `path`: what its checkout has. Read from the commit,
+    /// as the implied directories are root's, which only root could check out.
+    fn mode_and_owner(store: &Store, commit: &str, path: &str) -> (u32, u32) {
+        let (root, _) = store.repo.read_commit(commit, gio::Cancellable::NONE).unwrap();
+        let info = root
+            .resolve_relative_path(path)
+            .query_info("unix::mode,unix::uid", gio::FileQueryInfoFlags::NOFOLLOW_SYMLINKS, gio::Cancellable::NONE)
+            .unwrap();
+        (info.attribute_uint32("unix::mode") & 0o7777, info.attribute_uint32("unix::uid"))
     }
 
     #[test]
     fn implied_directories_keep_the_metadata_of_the_layer_below() {
-        let lower = tar_with(&[("t", 0o1777, 0), ("h", 0o700, 1000), ("s", 0o2775, 0)], &[]);
-        let upper = tar_with(&[("s/x", 0o750, 0)], &[("t/a", "a"), ("h/b", "b"), ("s/x/y/z", "z"), ("n/e/w", "w")]);
-        let (_dir, root) = flatten_blobs(vec![
+        let (ours, another) = (test_owner::ours(), test_owner::another());
+        let lower = tar_with(&[("t", 0o1777, ours), ("h", 0o700, another), ("s", 0o2775, ours)], &[]);
+        let upper = tar_with(&[("s/x", 0o750, ours)], &[("t/a", "a"), ("h/b", "b"), ("s/x/y/z", "z"), ("n/e/w", "w")]);
+        let (_dir, store, commit) = publish_blobs(vec![
             blob(lower.clone(), lower, Compression::None),
             blob(upper.clone(), upper, Compression::None),
         ]);
-        assert_eq!(mode_and_owner(&root.join("t")), (0o1777, 0));
-        assert_eq!(mode_and_owner(&root.join("h")), (0o700, 1000));
-        assert_eq!(mode_and_owner(&root.join("s")), (0o2775, 0));
-        assert_eq!(mode_and_owner(&root.join("s/x")), (0o750, 0), "an explicit entry wins");
+        assert_eq!(mode_and_owner(&store, &commit, "t"), (0o1777, ours.0));
+        assert_eq!(mode_and_owner(&store, &commit, "h"), (0o700, another.0));
+        assert_eq!(mode_and_owner(&store, &commit, "s"), (0o2775, ours.0));
+        assert_eq!(mode_and_owner(&store, &commit, "s/x"), (0o750, ours.0), "an explicit entry wins");
         for new in ["s/x/y", "n", "n/e"] {
-            assert_eq!(mode_and_owner(&root.join(new)), (0o755, 0), "{new}");
+            assert_eq!(mode_and_owner(&store, &commit, new), (0o755, 0), "{new}");
         }
     }
 
@@ -612,8 +633,8 @@ mod tests {
             header.set_entry_type(tar::EntryType::XGlobalHeader);
             header.set_path("pax_global_header").unwrap();
             header.set_mode(0o666);
-            header.set_uid(0);
-            header.set_gid(0);
+            header.set_uid(owner().0);
+            header.set_gid(owner().1);
             header.set_mtime(0);
             header.set_size(record.len() as u64);
             header.set_cksum();
@@ -622,7 +643,10 @@ mod tests {
             builder.finish().unwrap();
         }
         tar.truncate(tar.len() - 1024); // the end-of-archive blocks
-        tar.extend(tar_with(&[("d", 0o755, 0)], &[("d/one", "1"), ("d/two", "2"), ("d/three", "3")]));
+        tar.extend(tar_with(
+            &[("./", 0o755, test_owner::ours()), ("d", 0o755, test_owner::ours())],
+            &[("d/one", "1"), ("d/two", "2"), ("d/three", "3")],
+        ));
         let third = tar.len() / 3;
         let mut gzip = Vec::new();
         let mut zstd = Vec::new();
@@ -657,7 +681,7 @@ mod tests {
                 let refused = err.downcast_ref::<LimitExceeded>().expect("a LimitExceeded");
                 assert_eq!((refused.limit, refused.value), (Limit::Depth, 256), "{err:#}");
 
-                let lower = tar_with(&[("d", 0o700, 0)], &[("d/lower", "lower")]);
+                let lower = tar_with(&[("d", 0o700, test_owner::ours())], &[("d/lower", "lower")]);
                 let raised = LayerLimits { depth: 6000, path_length: 16 << 10, ..LayerLimits::DEFAULT };
                 let (_dir, store, commit) = publish_blobs_within(
                     vec![blob(lower.clone(), lower, Compression::None), blob(upper.clone(), upper, Compression::None)],

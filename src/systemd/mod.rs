@@ -4,14 +4,14 @@
 //!   job's result). No `systemctl` subprocess anywhere.
 //! - [`Offline`]: an OS image tree (`--root`): units are enabled by their `[Install]` symlinks,
 //!   as `systemctl --root` does, and nothing runs.
-//! - `fake::Fake` (tests only): in memory, to test install, update, rollback, uninstall and
-//!   recovery without a host.
+//! - `fake::Fake` (unit tests, and the tests in `tests/` with the cargo feature `test-support`):
+//!   in memory, to test install, update, rollback, uninstall and recovery without a host.
 //!
 //! Changes a manager makes to files go through a [`ChangeLog`] first, so that `deploy`'s
 //! transaction journal can undo them.
 
 mod bus;
-#[cfg(test)]
+#[cfg(any(test, feature = "test-support"))]
 pub mod fake;
 mod offline;
 mod ordering;

@@ -94,9 +94,11 @@ impl Layout {
         self.host_dir()?.open_dir(Path::new(dir), Resolve::NoSymlinks)
     }
 
-    /// Creates the storage directory, or makes an existing one, 0700 and root's: it holds images'
-    /// setuid files and file capabilities, which no other user may reach (whatever `--storage`
-    /// names, and before systemd-tmpfiles has ever run).
+    /// Creates the storage directory, or makes an existing one, 0700 and owned by the user
+    /// running sysctr (its effective uid and gid: root's, as sysctr is normally run): it holds
+    /// images' setuid files and file capabilities, which no other user may reach (whatever
+    /// `--storage` names, and before systemd-tmpfiles has ever run). A storage owned by another
+    /// user is taken over when sysctr runs as root, and refused otherwise.
     fn create_private_storage(&self) -> Result<()> {
         use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
         if let Some(parent) = self.storage.parent() {
@@ -112,9 +114,18 @@ impl Layout {
         if !meta.is_dir() {
             anyhow::bail!("the storage {} is not a directory", self.storage.display());
         }
-        if meta.mode() & 0o077 != 0 || meta.uid() != 0 {
-            nix::unistd::chown(&self.storage, Some(nix::unistd::Uid::from_raw(0)), Some(nix::unistd::Gid::from_raw(0)))
-                .with_context(|| format!("making {} root's", self.storage.display()))?;
+        let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+        if meta.uid() != uid.as_raw() && !uid.is_root() {
+            anyhow::bail!(
+                "the storage {} belongs to uid {}, not to the user running sysctr (uid {uid}); \
+                 run sysctr as that user or as root, or name another --storage",
+                self.storage.display(),
+                meta.uid()
+            );
+        }
+        if meta.mode() & 0o077 != 0 || meta.uid() != uid.as_raw() {
+            nix::unistd::chown(&self.storage, Some(uid), Some(gid))
+                .with_context(|| format!("making {} owned by uid {uid}", self.storage.display()))?;
             std::fs::set_permissions(&self.storage, std::fs::Permissions::from_mode(0o700))
                 .with_context(|| format!("making {} private (0700)", self.storage.display()))?;
         }
@@ -294,4 +305,24 @@ fn yes() -> bool {
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
 fn is_true(value: &bool) -> bool {
     *value
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    use super::*;
+
+    #[test]
+    fn the_storage_is_made_private_and_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = dir.path().join("var/lib/sysctr");
+        std::fs::create_dir_all(&storage).unwrap();
+        std::fs::set_permissions(&storage, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let layout = Layout::new(dir.path(), &storage);
+        drop(layout.lock().unwrap());
+        let meta = std::fs::metadata(&storage).unwrap();
+        let (uid, gid) = crate::test_owner::ours();
+        assert_eq!((meta.mode() & 0o7777, meta.uid(), meta.gid()), (0o700, uid, gid));
+    }
 }
