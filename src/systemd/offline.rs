@@ -73,7 +73,7 @@ impl ServiceManager for Offline {
         for (link, target) in install_links(&text, unit)? {
             let link = Path::new(&link);
             if host.kind(link)?.is_some() {
-                continue; // a link to this very unit, as the check found
+                continue; // a link to a unit of this name, as the check found
             }
             for dir in host.missing_dirs(link.parent().unwrap_or(Path::new("")))? {
                 changes.creating_dir(&dir)?;
@@ -162,8 +162,10 @@ const OTHER_UNIT_DIRS: [&str; 4] =
     ["run/systemd/system", "usr/local/lib/systemd/system", "usr/lib/systemd/system", "lib/systemd/system"];
 
 /// Checks, as `systemctl enable` does, that enabling `unit_name` creates its `[Install]` links
-/// without replacing anything: a path already there must be a link to this very unit. An
-/// `Alias=` must be of the unit's own type and must not name a unit the root already has.
+/// without replacing anything: a path already there must be a link to a unit file of this
+/// very name (systemd takes `/lib/systemd/system/NAME` and `/etc/systemd/system/NAME` for the
+/// same unit). An `Alias=` must be of the unit's own type and must not name a unit the root
+/// already has.
 pub fn check_install_links(root: &RootedDir, unit_text: &str, unit_name: &str) -> Result<()> {
     let unit_type = unit_name.rsplit_once('.').map(|(_, suffix)| suffix);
     for (link, target) in install_links(unit_text, unit_name)? {
@@ -180,7 +182,7 @@ pub fn check_install_links(root: &RootedDir, unit_text: &str, unit_name: &str) -
         }
         match root.kind(link)? {
             None => {}
-            Some(EntryKind::Symlink) if root.read_link(link)? == Path::new(&target) => {}
+            Some(EntryKind::Symlink) if root.read_link(link)?.file_name() == Path::new(&target).file_name() => {}
             Some(_) => bail!(
                 "enabling {unit_name} would replace /{}, which is not a link to it; \
                  systemctl enable refuses that too",

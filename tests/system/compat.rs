@@ -543,9 +543,10 @@ fn what_atomic_images_need_rewritten_or_set_is_said() -> Result<()> {
     let setup = Setup::new();
     let host = TestHost::boot()?;
 
-    // The 0.3.0 config's legacy shapes are rewritten, said at install and kept in the record.
+    // The 0.3.0 config's legacy shapes are rewritten, said at install and kept in the record. (Not
+    // named `legacy`: Debian's systemd ships /usr/lib/tmpfiles.d/legacy.conf, which that would mask.)
     let image = setup.push(&atomic_system(), "compat/atomic-system");
-    let out = host.run_sysctr(&["install", "--name", "legacy", &image])?;
+    let out = host.run_sysctr(&["install", "--name", "legacy-config", &image])?;
     assert!(out.status.success(), "{}", describe_output(&out));
     let notes = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -553,16 +554,17 @@ fn what_atomic_images_need_rewritten_or_set_is_said() -> Result<()> {
         "{notes}"
     );
     assert!(notes.contains("linux.capabilities (OCI 0.x) moved to process.capabilities"), "{notes}");
-    let info: Value = serde_json::from_str(&host_file(&host, "/var/lib/sysctr/deployments/legacy/info").unwrap())?;
+    let info: Value =
+        serde_json::from_str(&host_file(&host, "/var/lib/sysctr/deployments/legacy-config/info").unwrap())?;
     assert_eq!(
         info["config_rewrites"],
         json!(["capabilities-moved-to-process", "rlimits-moved-to-process", "empty-seccomp-removed"])
     );
     let config: Value =
-        serde_json::from_str(&host_file(&host, "/var/lib/sysctr/deployments/legacy/config.json").unwrap())?;
+        serde_json::from_str(&host_file(&host, "/var/lib/sysctr/deployments/legacy-config/config.json").unwrap())?;
     let bounding = config["process"]["capabilities"]["bounding"].as_array().unwrap();
     assert!(bounding.contains(&json!("CAP_SYS_ADMIN")), "ALL_PROCESS_CAPABILITIES went into the moved set");
-    sysctr_ok(&host, &["uninstall", "legacy"]);
+    sysctr_ok(&host, &["uninstall", "legacy-config"]);
 
     // A variable with no default is named, as atomic's tests expect.
     let image = setup.push(&atomic_system_update(), "compat/atomic-system-update");
