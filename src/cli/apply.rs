@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::{print_json, ChangeReport, ContainerChange, RegistryArgs};
+use super::{print_json, ChangeAction, ChangeReport, ContainerChange, RegistryArgs};
 use crate::deploy::{self, Action, Change, Layout};
 use crate::systemd::HostManager;
 
@@ -42,10 +42,10 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &ApplyOpts) -> Re
             .map(|step| ContainerChange {
                 name: step.name,
                 action: match step.change {
-                    Change::Install => "install",
-                    Change::Update => "update",
-                    Change::Remove => "remove",
-                    Change::Unchanged => "unchanged",
+                    Change::Install => ChangeAction::Install,
+                    Change::Update => ChangeAction::Update,
+                    Change::Remove => ChangeAction::Remove,
+                    Change::Unchanged => ChangeAction::Unchanged,
                 },
                 detail: Some(step.reason),
             })
@@ -57,17 +57,17 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &ApplyOpts) -> Re
             .into_iter()
             .map(|action| {
                 let (action, name) = match action {
-                    Action::Installed(name) => ("installed", name),
-                    Action::Updated(name) => ("updated", name),
-                    Action::Unchanged(name) => ("unchanged", name),
-                    Action::Removed(name) => ("removed", name),
+                    Action::Installed(name) => (ChangeAction::Installed, name),
+                    Action::Updated(name) => (ChangeAction::Updated, name),
+                    Action::Unchanged(name) => (ChangeAction::Unchanged, name),
+                    Action::Removed(name) => (ChangeAction::Removed, name),
                 };
                 ContainerChange { name, action, detail: None }
             })
             .collect();
         (containers, notes)
     };
-    let changed = containers.iter().any(|c| c.action != "unchanged");
+    let changed = containers.iter().any(|c| c.action != ChangeAction::Unchanged);
     if opts.report.json {
         print_json("ApplyResult", &ApplyResult { changed, dry_run: opts.dry_run, containers, notes })?;
         return Ok(opts.report.exit_code(changed));
@@ -77,7 +77,7 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &ApplyOpts) -> Re
     }
     for container in containers {
         match (opts.dry_run, container.detail) {
-            (true, Some(reason)) if container.action == "unchanged" => {
+            (true, Some(reason)) if container.action == ChangeAction::Unchanged => {
                 crate::say!("unchanged {}: {reason}", container.name)
             }
             (true, Some(reason)) => crate::say!("would {} {}: {reason}", container.action, container.name),

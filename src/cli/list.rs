@@ -31,7 +31,7 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &ListOpts) -> Res
                 r.name.clone(),
                 r.image.clone(),
                 short_id(&r.image_id).to_string(),
-                r.state.clone(),
+                r.state.to_string(),
                 r.slot.to_string(),
                 r.created.clone(),
                 r.runtime.clone(),

@@ -449,15 +449,104 @@ impl ChangeReport {
 #[derive(Debug, serde::Serialize)]
 struct ContainerChange {
     name: String,
-    /// `installed`, `updated`, `removed`, `unchanged`, `update-available`, `up-to-date`.
-    action: &'static str,
+    action: ChangeAction,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
+}
+
+/// What a change report says of one container, in JSON and in text alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum ChangeAction {
+    /// Done (`apply`, `update`).
+    Installed,
+    Updated,
+    Removed,
+    Unchanged,
+    /// Found by `update --check`.
+    UpdateAvailable,
+    UpToDate,
+    /// `update --all` could not update (or check) this one.
+    Failed,
+    /// Planned by `apply --dry-run`.
+    Install,
+    Update,
+    Remove,
+}
+
+impl ChangeAction {
+    /// Every action, for tests that pin their names.
+    #[cfg(test)]
+    const ALL: [ChangeAction; 10] = [
+        ChangeAction::Installed,
+        ChangeAction::Updated,
+        ChangeAction::Removed,
+        ChangeAction::Unchanged,
+        ChangeAction::UpdateAvailable,
+        ChangeAction::UpToDate,
+        ChangeAction::Failed,
+        ChangeAction::Install,
+        ChangeAction::Update,
+        ChangeAction::Remove,
+    ];
+
+    /// The name, as in JSON output.
+    fn as_str(self) -> &'static str {
+        match self {
+            ChangeAction::Installed => "installed",
+            ChangeAction::Updated => "updated",
+            ChangeAction::Removed => "removed",
+            ChangeAction::Unchanged => "unchanged",
+            ChangeAction::UpdateAvailable => "update-available",
+            ChangeAction::UpToDate => "up-to-date",
+            ChangeAction::Failed => "failed",
+            ChangeAction::Install => "install",
+            ChangeAction::Update => "update",
+            ChangeAction::Remove => "remove",
+        }
+    }
+}
+
+impl std::fmt::Display for ChangeAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn change_actions_serialize_as_their_names() {
+        let names: Vec<String> =
+            ChangeAction::ALL.iter().map(|a| serde_json::to_value(a).unwrap().as_str().unwrap().to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "installed",
+                "updated",
+                "removed",
+                "unchanged",
+                "update-available",
+                "up-to-date",
+                "failed",
+                "install",
+                "update",
+                "remove"
+            ]
+        );
+        for action in ChangeAction::ALL {
+            assert_eq!(serde_json::to_value(action).unwrap(), action.as_str());
+            assert_eq!(action.to_string(), action.as_str());
+        }
+    }
+
+    #[test]
+    fn container_change_json_is_unchanged() {
+        let change = ContainerChange { name: "web".into(), action: ChangeAction::UpdateAvailable, detail: None };
+        assert_eq!(serde_json::to_string(&change).unwrap(), r#"{"name":"web","action":"update-available"}"#);
+    }
 
     #[test]
     fn parses_install() {

@@ -1,7 +1,7 @@
 use anyhow::{bail, Result};
 
 use super::install::short_id;
-use super::{parse_sets, print_json, ChangeReport, ContainerChange, RegistryArgs};
+use super::{parse_sets, print_json, ChangeAction, ChangeReport, ContainerChange, RegistryArgs};
 use crate::deploy::{self, Layout, SwitchReport, UpdateRequest};
 use crate::systemd::HostManager;
 
@@ -73,7 +73,7 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &UpdateOpts) -> R
                 eprintln!("error: {name}: {err:#}");
                 containers.push(ContainerChange {
                     name: name.clone(),
-                    action: "failed",
+                    action: ChangeAction::Failed,
                     detail: Some(format!("{err:#}")),
                 });
                 failed.push(name.as_str());
@@ -81,7 +81,7 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &UpdateOpts) -> R
             Err(err) => return Err(err),
         }
     }
-    let changed = containers.iter().any(|c| matches!(c.action, "updated" | "update-available"));
+    let changed = containers.iter().any(|c| matches!(c.action, ChangeAction::Updated | ChangeAction::UpdateAvailable));
     if opts.report.json {
         print_json("UpdateResult", &UpdateResult { changed, check: opts.check, containers })?;
     }
@@ -100,10 +100,10 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &UpdateOpts) -> R
 async fn check(layout: &Layout, opts: &UpdateOpts, name: &str) -> Result<ContainerChange> {
     let found = deploy::check_update(layout, name, &opts.registry.options()).await?;
     let (action, detail) = if found.available == found.installed {
-        ("up-to-date", format!("up to date ({}, {})", found.image, found.installed))
+        (ChangeAction::UpToDate, format!("up to date ({}, {})", found.image, found.installed))
     } else {
         (
-            "update-available",
+            ChangeAction::UpdateAvailable,
             format!(
                 "a newer image is available: {} is {} (installed: {})",
                 found.image, found.available, found.installed
@@ -134,10 +134,12 @@ async fn update(layout: &Layout, systemd: &HostManager, opts: &UpdateOpts, name:
         print_switch(name, &report, "updated");
     }
     Ok(match report {
-        SwitchReport::UpToDate => ContainerChange { name: name.to_string(), action: "unchanged", detail: None },
+        SwitchReport::UpToDate => {
+            ContainerChange { name: name.to_string(), action: ChangeAction::Unchanged, detail: None }
+        }
         SwitchReport::Switched { from, to, .. } => ContainerChange {
             name: name.to_string(),
-            action: "updated",
+            action: ChangeAction::Updated,
             detail: Some(format!("{} ({}) -> {} ({})", from.image, from.image_id, to.image, to.image_id)),
         },
     })

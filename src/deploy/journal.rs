@@ -60,8 +60,26 @@ enum Step {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Record {
+    /// The command, as `sysctr COMMAND` would be written.
     command: String,
+    /// The container the command is about. Absent from the journals of older versions, which
+    /// recorded it only as the command's last word.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    container: Option<String>,
     steps: Vec<Step>,
+}
+
+impl Record {
+    /// The container this record's command is about.
+    fn container(&self) -> Option<String> {
+        self.container.clone().or_else(|| container_from_older_command(&self.command))
+    }
+}
+
+/// The container of a journal written before it recorded one: the last word of its command
+/// (`update NAME`, `uninstall NAME`, ...).
+fn container_from_older_command(command: &str) -> Option<String> {
+    command.split_whitespace().last().map(str::to_string)
 }
 
 /// An open transaction. Either [`commit`](Journal::commit) it or [`undo`](Journal::undo) it.
@@ -87,8 +105,9 @@ pub enum Interrupted {
 }
 
 impl Journal {
-    /// Opens a transaction in `dir`, which must not exist (a leftover is recovered first).
-    pub fn begin(dir: &Path, root: &Path, command: &str) -> Result<Journal> {
+    /// Opens a transaction in `dir`, which must not exist (a leftover is recovered first), for the
+    /// command `verb container` (`update web`).
+    pub fn begin(dir: &Path, root: &Path, verb: &str, container: &str) -> Result<Journal> {
         std::fs::create_dir(dir).with_context(|| format!("starting a transaction in {}", dir.display()))?;
         #[cfg(feature = "crash-hooks")]
         let crash_after = std::env::var(CRASH_AFTER_STEPS_ENV).ok().and_then(|v| v.parse().ok());
@@ -97,7 +116,11 @@ impl Journal {
         let journal = Journal {
             dir: dir.to_path_buf(),
             root: root.to_path_buf(),
-            record: Record { command: command.to_string(), steps: Vec::new() },
+            record: Record {
+                command: format!("{verb} {container}"),
+                container: Some(container.to_string()),
+                steps: Vec::new(),
+            },
             crash_after,
         };
         journal.persist()?;
@@ -127,10 +150,13 @@ impl Journal {
         }))
     }
 
-    /// The command of the transaction in `dir`, if its journal can be read.
-    pub fn command_in(dir: &Path) -> Option<String> {
+    /// The command of the transaction in `dir` and the container it is about, if its journal can
+    /// be read.
+    pub fn command_in(dir: &Path) -> Option<(String, Option<String>)> {
         let bytes = std::fs::read(dir.join(JOURNAL_FILE)).ok()?;
-        serde_json::from_slice::<Record>(&bytes).ok().map(|r| r.command).filter(|c| !c.is_empty())
+        let record = serde_json::from_slice::<Record>(&bytes).ok().filter(|r| !r.command.is_empty())?;
+        let container = record.container();
+        Some((record.command, container))
     }
 
     pub fn command(&self) -> &str {
@@ -401,7 +427,7 @@ mod tests {
         std::os::unix::fs::symlink("slot.0", &link).unwrap();
 
         let transaction = dir.path().join(".transaction");
-        let mut journal = Journal::begin(&transaction, dir.path(), "test").unwrap();
+        let mut journal = Journal::begin(&transaction, dir.path(), "test", "svc").unwrap();
         journal.save(&file).unwrap();
         std::fs::write(&file, "new").unwrap();
         journal.save(&link).unwrap();
@@ -416,7 +442,7 @@ mod tests {
         let Some(Interrupted::Undo(found)) = Journal::interrupted(&transaction, dir.path()).unwrap() else {
             panic!("the interrupted transaction was not found");
         };
-        assert_eq!(found.command(), "test");
+        assert_eq!(found.command(), "test svc");
         assert!(found.undo(&crate::systemd::fake::Fake::new()).await.is_empty());
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "old");
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o7777, 0o640);
@@ -440,7 +466,7 @@ mod tests {
         std::fs::write(root.join("run/state"), "target's").unwrap();
 
         let transaction = root.join(".transaction");
-        let mut journal = Journal::begin(&transaction, &root, "test").unwrap();
+        let mut journal = Journal::begin(&transaction, &root, "test", "svc").unwrap();
         journal.save(&root.join("var/run/state")).unwrap();
         journal.save(&outside.join("victim")).expect_err("a path outside the root");
         std::fs::write(root.join("run/state"), "changed").unwrap();
@@ -451,6 +477,7 @@ mod tests {
         std::fs::create_dir(&transaction).unwrap();
         let record = Record {
             command: "damaged".into(),
+            container: None,
             steps: vec![Step::Path {
                 path: outside.join("victim"),
                 previous: Previous::Symlink { target: "/".into() },
@@ -467,9 +494,31 @@ mod tests {
     fn a_second_transaction_cannot_start_over_an_interrupted_one() {
         let dir = tempfile::tempdir().unwrap();
         let transaction = dir.path().join(".transaction");
-        let journal = Journal::begin(&transaction, dir.path(), "first").unwrap();
-        assert!(Journal::begin(&transaction, dir.path(), "second").is_err());
+        let journal = Journal::begin(&transaction, dir.path(), "first", "svc").unwrap();
+        assert!(Journal::begin(&transaction, dir.path(), "second", "svc").is_err());
         journal.commit().unwrap();
-        Journal::begin(&transaction, dir.path(), "third").unwrap();
+        Journal::begin(&transaction, dir.path(), "third", "svc").unwrap();
+    }
+
+    #[test]
+    fn the_journal_records_its_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let transaction = dir.path().join(".transaction");
+        let journal = Journal::begin(&transaction, dir.path(), "update", "web").unwrap();
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(transaction.join(JOURNAL_FILE)).unwrap()).unwrap();
+        assert_eq!((&written["command"], &written["container"]), (&"update web".into(), &"web".into()));
+        assert_eq!(Journal::command_in(&transaction), Some(("update web".to_string(), Some("web".to_string()))));
+        journal.commit().unwrap();
+    }
+
+    #[test]
+    fn an_older_journal_without_a_container_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let transaction = dir.path().join(".transaction");
+        std::fs::create_dir(&transaction).unwrap();
+        std::fs::write(transaction.join(JOURNAL_FILE), r#"{"command":"uninstall web","steps":[]}"#).unwrap();
+        assert_eq!(Journal::command_in(&transaction), Some(("uninstall web".to_string(), Some("web".to_string()))));
+        assert!(matches!(Journal::interrupted(&transaction, dir.path()).unwrap(), Some(Interrupted::Undo(_))));
     }
 }

@@ -258,7 +258,7 @@ async fn update_rolls_back_unless_told_not_to_and_rollback_switches_slots() {
 
 /// Leaves an interrupted update of `name` behind, as a crash would: the unit was stopped.
 fn interrupted_update(layout: &Layout, name: &str) {
-    let mut journal = Journal::begin(&layout.transaction_dir(), &layout.root, &format!("update {name}")).unwrap();
+    let mut journal = Journal::begin(&layout.transaction_dir(), &layout.root, "update", name).unwrap();
     journal.stopped(&format!("{name}.service")).unwrap();
     drop(journal);
 }
@@ -342,7 +342,7 @@ async fn an_undo_killed_half_way_is_run_again_to_the_same_end() {
     let original = std::fs::read(&unit).unwrap();
 
     // An update that stopped the service and rewrote the unit, then died.
-    let mut journal = Journal::begin(&host.layout.transaction_dir(), &host.layout.root, "update svc").unwrap();
+    let mut journal = Journal::begin(&host.layout.transaction_dir(), &host.layout.root, "update", "svc").unwrap();
     journal.stopped("svc.service").unwrap();
     systemd.stop("svc.service").await.unwrap();
     journal.save(&unit).unwrap();

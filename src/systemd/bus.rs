@@ -21,6 +21,29 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a freshly started service must stay up to count as started.
 const SETTLE_TIME: Duration = Duration::from_millis(1500);
 
+/// A job [`Bus::run_job`] asks systemd for and waits on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Job {
+    Start,
+    Stop,
+}
+
+impl Job {
+    /// The verb, as messages say it: "asking systemd to start UNIT".
+    fn as_str(self) -> &'static str {
+        match self {
+            Job::Start => "start",
+            Job::Stop => "stop",
+        }
+    }
+}
+
+impl std::fmt::Display for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[proxy(
     interface = "org.freedesktop.systemd1.Manager",
     default_service = "org.freedesktop.systemd1",
@@ -99,13 +122,13 @@ impl Bus {
         Ok(&self.connected().await?.manager)
     }
 
-    async fn run_job(&self, unit: &str, verb: &str) -> Result<()> {
+    async fn run_job(&self, unit: &str, verb: Job) -> Result<()> {
         let manager = self.manager().await?;
         // Listen before asking, or a fast job's signal could be missed.
         let mut removed = manager.receive_job_removed().await.context("listening for systemd job results")?;
         let job = match verb {
-            "start" => manager.start_unit(unit, "replace").await,
-            _ => manager.stop_unit(unit, "replace").await,
+            Job::Start => manager.start_unit(unit, "replace").await,
+            Job::Stop => manager.stop_unit(unit, "replace").await,
         }
         .with_context(|| format!("asking systemd to {verb} {unit}"))?;
         let wait = async {
@@ -173,7 +196,7 @@ impl ServiceManager for Bus {
     }
 
     async fn start(&self, unit: &str) -> Result<()> {
-        self.run_job(unit, "start").await
+        self.run_job(unit, Job::Start).await
     }
 
     async fn queue_start(&self, unit: &str) -> Result<()> {
@@ -186,7 +209,7 @@ impl ServiceManager for Bus {
     }
 
     async fn stop(&self, unit: &str) -> Result<()> {
-        self.run_job(unit, "stop").await
+        self.run_job(unit, Job::Stop).await
     }
 
     /// A simple service's start job succeeds as soon as its process is forked: look again a
@@ -240,5 +263,15 @@ impl ServiceManager for Bus {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Job;
+
+    #[test]
+    fn job_verbs_read_as_in_messages() {
+        assert_eq!([Job::Start, Job::Stop].map(|job| job.to_string()), ["start", "stop"]);
     }
 }

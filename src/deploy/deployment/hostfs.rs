@@ -383,7 +383,7 @@ mod tests {
         );
 
         let layout = Layout::new(host.path(), &host.path().join("var/lib/sysctr"));
-        let mut journal = Journal::begin(&host.path().join(".t1"), host.path(), "test").unwrap();
+        let mut journal = Journal::begin(&host.path().join(".t1"), host.path(), "test", "svc").unwrap();
         let installed = install(&layout, &planned, &mut journal).unwrap();
         assert_eq!(std::fs::read_to_string(host.path().join("etc/demo/demo.conf")).unwrap(), "port=81\n");
         let mode = std::fs::metadata(host.path().join("usr/local/bin/d1ctl")).unwrap().permissions().mode();
@@ -394,9 +394,12 @@ mod tests {
         assert_eq!(empty.permissions().mode() & 0o7777, 0o750);
 
         // A second install of the same files keeps what is there.
-        let again =
-            install(&layout, &planned, &mut Journal::begin(&host.path().join(".t2"), host.path(), "test").unwrap())
-                .unwrap();
+        let again = install(
+            &layout,
+            &planned,
+            &mut Journal::begin(&host.path().join(".t2"), host.path(), "test", "svc").unwrap(),
+        )
+        .unwrap();
         assert_eq!(again.kept_existing.len(), 2);
         assert!(again.created_dirs.is_empty());
         assert!(again.files.is_empty());

@@ -114,7 +114,7 @@ pub async fn install(
         uuid: &uuid,
         target: systemd.target(),
     };
-    let mut journal = Journal::begin(&layout.transaction_dir(), &layout.root, &format!("install {name}"))?;
+    let mut journal = Journal::begin(&layout.transaction_dir(), &layout.root, "install", &name)?;
     let outcome = async {
         let (mut deployment, slot_notes) = build_slot(layout, &store, &slot_request, &mut journal)?;
         deployment.auto_update = request.auto_update;

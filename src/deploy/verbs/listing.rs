@@ -16,9 +16,7 @@ pub struct ContainerRow {
     pub name: String,
     pub image: String,
     pub image_id: String,
-    /// `running`, `failed`, `inactive`, `no service`, `unknown` when systemd cannot be asked, or
-    /// `previous` for a slot that is not the active one.
-    pub state: String,
+    pub state: ServiceState,
     pub created: String,
     pub slot: u8,
     pub runtime: String,
@@ -35,7 +33,7 @@ pub async fn list(layout: &Layout, all: bool, systemd: &impl ServiceManager) -> 
         let previous = if all { layout.read_slot_info(&name, 1 - d.slot).ok() } else { None };
         rows.push(ContainerRow::new(d, state));
         if let Some(previous) = previous {
-            rows.push(ContainerRow::new(previous, "previous".to_string()));
+            rows.push(ContainerRow::new(previous, ServiceState::Previous));
         }
     }
     Ok(rows)
@@ -43,17 +41,75 @@ pub async fn list(layout: &Layout, all: bool, systemd: &impl ServiceManager) -> 
 
 /// The state of a deployment's service as `list` and `status` show it. They work where systemd
 /// cannot be asked (an offline root, no bus): the state is then `unknown`.
-async fn service_state(d: &Deployment, systemd: &impl ServiceManager) -> String {
+async fn service_state(d: &Deployment, systemd: &impl ServiceManager) -> ServiceState {
     if !d.has_service {
-        "no service".to_string()
+        ServiceState::NoService
     } else if !systemd.target().runs_units() {
-        "unknown".to_string()
+        ServiceState::Unknown
     } else {
         match systemd.state(&Layout::unit_name(&d.name)).await {
-            Ok(UnitState::Active) => "running".to_string(),
-            Ok(other) => other.as_str().to_string(),
-            Err(_) => "unknown".to_string(),
+            Ok(state) => ServiceState::from(state),
+            Err(_) => ServiceState::Unknown,
         }
+    }
+}
+
+/// A container's state as `list` and `status` show it, in JSON and in text alike: its service's
+/// systemd state (`active` reads `running`), or why there is none to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceState {
+    Running,
+    Reloading,
+    Inactive,
+    Failed,
+    Activating,
+    Deactivating,
+    /// Any other state systemd may report (`maintenance`, `refreshing`, ...).
+    Other,
+    /// The container was installed without a service.
+    #[serde(rename = "no service")]
+    NoService,
+    /// systemd cannot be asked (an offline root, no bus).
+    Unknown,
+    /// A slot that is not the active one.
+    Previous,
+}
+
+impl ServiceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceState::Running => "running",
+            ServiceState::Reloading => "reloading",
+            ServiceState::Inactive => "inactive",
+            ServiceState::Failed => "failed",
+            ServiceState::Activating => "activating",
+            ServiceState::Deactivating => "deactivating",
+            ServiceState::Other => "other",
+            ServiceState::NoService => "no service",
+            ServiceState::Unknown => "unknown",
+            ServiceState::Previous => "previous",
+        }
+    }
+}
+
+impl From<UnitState> for ServiceState {
+    fn from(state: UnitState) -> ServiceState {
+        match state {
+            UnitState::Active => ServiceState::Running,
+            UnitState::Reloading => ServiceState::Reloading,
+            UnitState::Inactive => ServiceState::Inactive,
+            UnitState::Failed => ServiceState::Failed,
+            UnitState::Activating => ServiceState::Activating,
+            UnitState::Deactivating => ServiceState::Deactivating,
+            UnitState::Other => ServiceState::Other,
+        }
+    }
+}
+
+impl std::fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -61,8 +117,7 @@ async fn service_state(d: &Deployment, systemd: &impl ServiceManager) -> String 
 #[derive(Debug, Serialize)]
 pub struct ContainerStatus {
     pub name: String,
-    /// As in [`ContainerRow::state`].
-    pub state: String,
+    pub state: ServiceState,
     pub unit: Option<String>,
     /// Whether `update --all` updates it.
     pub auto_update: bool,
@@ -121,7 +176,7 @@ pub async fn status(layout: &Layout, name: &str, systemd: &impl ServiceManager) 
 }
 
 impl ContainerRow {
-    fn new(d: Deployment, state: String) -> ContainerRow {
+    fn new(d: Deployment, state: ServiceState) -> ContainerRow {
         ContainerRow {
             name: d.name,
             image: d.image,
@@ -169,4 +224,45 @@ pub fn images(layout: &Layout) -> Result<Vec<ImageRow>> {
         });
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServiceState;
+    use crate::systemd::UnitState;
+
+    #[test]
+    fn service_states_serialize_as_list_and_status_show_them() {
+        let all = [
+            (ServiceState::Running, "running"),
+            (ServiceState::Reloading, "reloading"),
+            (ServiceState::Inactive, "inactive"),
+            (ServiceState::Failed, "failed"),
+            (ServiceState::Activating, "activating"),
+            (ServiceState::Deactivating, "deactivating"),
+            (ServiceState::Other, "other"),
+            (ServiceState::NoService, "no service"),
+            (ServiceState::Unknown, "unknown"),
+            (ServiceState::Previous, "previous"),
+        ];
+        for (state, name) in all {
+            assert_eq!(serde_json::to_value(state).unwrap(), name);
+            assert_eq!(state.to_string(), name);
+        }
+    }
+
+    #[test]
+    fn unit_states_show_as_systemd_names_them_but_active_reads_running() {
+        for state in [
+            UnitState::Reloading,
+            UnitState::Inactive,
+            UnitState::Failed,
+            UnitState::Activating,
+            UnitState::Deactivating,
+            UnitState::Other,
+        ] {
+            assert_eq!(ServiceState::from(state).as_str(), state.as_str());
+        }
+        assert_eq!(ServiceState::from(UnitState::Active), ServiceState::Running);
+    }
 }

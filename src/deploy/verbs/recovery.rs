@@ -161,7 +161,9 @@ fn park(layout: &Layout) -> Result<PendingTransaction> {
 }
 
 fn describe(dir: &Path) -> PendingTransaction {
-    let command = Journal::command_in(dir);
-    let container = command.as_deref().and_then(|c| c.split_whitespace().last()).map(str::to_string);
+    let (command, container) = match Journal::command_in(dir) {
+        Some((command, container)) => (Some(command), container),
+        None => (None, None),
+    };
     PendingTransaction { container, command, dir: dir.to_path_buf() }
 }

@@ -22,7 +22,7 @@ pub async fn uninstall(layout: &Layout, name: &str, systemd: &impl ServiceManage
     validate_container_name(name)?;
     let (_lock, mut notes) = lock_and_recover(layout, systemd, Some(name)).await?;
     layout.read_info(name)?;
-    let mut journal = Journal::begin(&layout.transaction_dir(), &layout.root, &format!("uninstall {name}"))?;
+    let mut journal = Journal::begin(&layout.transaction_dir(), &layout.root, "uninstall", name)?;
     journal.uninstalling(name)?;
     notes.extend(remove_container(layout, name, systemd).await?);
     journal.commit()?;

@@ -110,7 +110,7 @@ pub async fn update(layout: &Layout, request: &UpdateRequest, systemd: &impl Ser
         uuid: &current.uuid,
         target: systemd.target(),
     };
-    let mut journal = Journal::begin(&layout.transaction_dir(), &layout.root, &format!("update {}", request.name))?;
+    let mut journal = Journal::begin(&layout.transaction_dir(), &layout.root, "update", &request.name)?;
     let mut started = false;
     let outcome = async {
         let (mut next, slot_notes) = build_slot(layout, &store, &slot_request, &mut journal)?;
@@ -152,7 +152,7 @@ pub async fn rollback(layout: &Layout, name: &str, systemd: &impl ServiceManager
     let previous = layout
         .read_slot_info(name, 1 - current.slot)
         .with_context(|| format!("{name} has no previous deployment to roll back to"))?;
-    let mut journal = Journal::begin(&layout.transaction_dir(), &layout.root, &format!("rollback {name}"))?;
+    let mut journal = Journal::begin(&layout.transaction_dir(), &layout.root, "rollback", name)?;
     match switch(layout, &current, previous, systemd, &mut journal, &mut false).await {
         Ok((to, notes)) => {
             journal.commit()?;
