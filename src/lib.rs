@@ -6,14 +6,20 @@
 //!
 //! - [`digest`]: `sha256:` digests and a reader that verifies one to the last byte.
 //! - [`reference`]: image references (`docker://…`, `oci:DIR[:TAG]`, `oci-archive:`, `docker-archive:`) and container names.
-//! - [`registry`]: fetches manifests, configs and digest-checked layer streams.
-//! - [`rooted`]: a directory handle beneath which paths are resolved by the kernel, never joined.
+//! - [`registry`]: fetches manifests, configs and digest-checked layer streams, as the host's
+//!   registries.conf, credentials and certificates say.
+//! - [`signature`]: the host's signature policy, checked once a manifest is fetched.
+//! - [`rooted`]: a directory handle beneath which paths are resolved by the kernel, never joined:
+//!   the one way to a tree someone else chose (an image, a target root, a shared directory).
 //! - [`store`]: the OSTree repository: layer import, image refs, union checkout.
 //! - [`spec`]: runc `config.json`: generated from an image config, or validated when rendered.
-//! - [`template`]: `$VAR` substitution, variable precedence, the built-in default unit.
-//! - [`systemd`]: the systemd Manager over D-Bus: reload, enable, start/stop and job results.
-//! - [`deploy`]: the only orchestrator: deployments, host files, transactions, on-disk state.
-//! - [`cli`]: command-line parsing and output.
+//! - [`template`]: `$VAR` substitution (outside values escaped for units and tmpfiles.d files),
+//!   variable precedence, the built-in default unit.
+//! - [`systemd`]: the one seam in front of systemd: what the target is (booted or offline), the
+//!   Manager over D-Bus, an offline root's `[Install]` links, unit ordering checks.
+//! - [`deploy`]: the only orchestrator, in layers: verbs, a container's deployment, the host's
+//!   files and facts, the transaction journal.
+//! - [`cli`]: command-line parsing and output; [`output`]: notes, warnings and printable text.
 //! - `fuzzing` (cargo feature `fuzzing` only): entry points for the fuzz targets in `fuzz/`.
 
 pub mod cli;
