@@ -69,12 +69,12 @@ impl Layout {
         format!("{name}.service")
     }
 
-    /// The drop-in directory sysctr adds its own unit settings to, in [`UNIT_DIR`].
+    /// The drop-in directory sysctr adds its own unit settings to, in `UNIT_DIR`.
     pub fn dropin_dir_name(name: &str) -> String {
         format!("{}.d", Self::unit_name(name))
     }
 
-    /// The tmpfiles.d file of a container, in [`TMPFILES_DIR`].
+    /// The tmpfiles.d file of a container, in `TMPFILES_DIR`.
     pub fn tmpfiles_name(name: &str) -> String {
         format!("{name}.conf")
     }
@@ -86,7 +86,7 @@ impl Layout {
         RootedDir::open(&self.root, Resolve::InRoot)
     }
 
-    /// A directory of the host that sysctr puts its own files in ([`UNIT_DIR`], [`TMPFILES_DIR`]),
+    /// A directory of the host that sysctr puts its own files in (`UNIT_DIR`, `TMPFILES_DIR`),
     /// reached as the host sees it; `None` if it does not exist. Nothing beneath the handle is
     /// followed: every name sysctr touches there is one it writes itself, so a symlink in its
     /// place (planted by an image's host files, say) is refused rather than written through.
