@@ -341,12 +341,14 @@ impl Describer {
         let registry = &self.registry;
         let mut chain = Vec::new();
         let mut request = None;
+        let mut tls = None;
         let mut source = Some(err);
         while let Some(e) = source {
             if let Some(refused) = e.downcast_ref::<RedirectRefused>() {
                 return anyhow!("registry {registry} {refused}");
             }
             request = request.or_else(|| request_error(e));
+            tls = tls.or_else(|| tls_failure(e));
             chain.push(e.to_string());
             source = e.source();
         }
@@ -364,18 +366,18 @@ impl Describer {
                 seconds(self.timeout)
             );
         }
-        if chain.contains("certificate verify failed") || chain.contains("certificate") && chain.contains("unknown") {
+        if tls == Some(TlsFailure::UntrustedCertificate) {
             return anyhow!(
                 "registry {registry} has a certificate this host does not trust ({chain}); put its CA in {}/{registry}/ca.crt, or pass --cert-dir",
                 super::certs::CERTS_DIRS[0]
             );
         }
-        if chain.contains("wrong version number") {
+        if tls == Some(TlsFailure::NotHttps) {
             return anyhow!(
                 "registry {registry} does not speak HTTPS ({chain}); pass --tls-verify=false to use plain HTTP"
             );
         }
-        if connect || chain.contains("dns error") || chain.contains("Connection refused") {
+        if connect || chain_has_io_error(err, io::ErrorKind::ConnectionRefused) {
             let hint = if self.plain_http {
                 String::new()
             } else {
@@ -388,6 +390,41 @@ impl Describer {
         }
         anyhow!("{chain}")
     }
+}
+
+/// Why a TLS handshake failed, from OpenSSL's own reason codes in the error's causes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TlsFailure {
+    /// The registry's certificate is not trusted here (or it refused ours as of an unknown CA).
+    UntrustedCertificate,
+    /// What came back was no TLS at all: a plain HTTP server.
+    NotHttps,
+}
+
+/// OpenSSL's library code for its SSL errors, and the reasons told apart (from `sslerr.h`).
+const ERR_LIB_SSL: i32 = 20;
+const SSL_R_CERTIFICATE_VERIFY_FAILED: i32 = 134;
+const SSL_R_TLSV1_ALERT_UNKNOWN_CA: i32 = 1048;
+const SSL_R_WRONG_VERSION_NUMBER: i32 = 267;
+
+fn tls_failure(err: &(dyn StdError + 'static)) -> Option<TlsFailure> {
+    let stack = err.downcast_ref::<openssl::error::ErrorStack>()?;
+    stack.errors().iter().filter(|e| e.library_code() == ERR_LIB_SSL).find_map(|e| match e.reason_code() {
+        SSL_R_CERTIFICATE_VERIFY_FAILED | SSL_R_TLSV1_ALERT_UNKNOWN_CA => Some(TlsFailure::UntrustedCertificate),
+        SSL_R_WRONG_VERSION_NUMBER => Some(TlsFailure::NotHttps),
+        _ => None,
+    })
+}
+
+fn chain_has_io_error(err: &(dyn StdError + 'static), kind: io::ErrorKind) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if e.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == kind) {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The reqwest error this error is, or wraps without a source link: `oci-client` passes them on

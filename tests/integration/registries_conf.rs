@@ -163,6 +163,24 @@ fn a_registry_ca_is_trusted_from_its_certificate_directory() {
     assert!(out.status.success(), "{}", describe_output(&out));
 }
 
+/// HTTPS asked of a registry that speaks plain HTTP: said as such, with what to pass instead.
+#[test]
+fn a_plain_http_registry_asked_for_https_is_named_as_such() {
+    let registry = Registry::start().unwrap();
+    let work = scratch();
+    let (layout, _) = super::small_layout(work.path());
+    let image = registry.image_ref("team/plain:v1");
+    push(&layout, "v1", &image).unwrap();
+    let out = sysctr(
+        &work.path().join("storage"),
+        &work.path().join("registries.conf"),
+        &["pull", "--tls-verify=true", &image],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let err = stderr(&out);
+    assert!(err.contains("does not speak HTTPS") && err.contains("--tls-verify=false"), "{err}");
+}
+
 /// The host's signature policy decides before anything is fetched: the most specific scope's
 /// requirements apply, and a signature requirement whose keys cannot be read refuses the image
 /// rather than pass it unchecked.
