@@ -70,34 +70,26 @@ pub(in crate::deploy) fn publish_tree(
         .chain(links.iter().map(|(path, _)| *path))
         .flat_map(|path| Path::new(path).ancestors().skip(1))
         .collect();
-    let mut builder = tar::Builder::new(Vec::new());
-    for dir in dirs {
+    let header = |kind: tar::EntryType, mode: u32, size: usize| {
         let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Directory);
-        header.set_size(0);
-        header.set_mode(0o755);
+        header.set_entry_type(kind);
+        header.set_size(size as u64);
+        header.set_mode(mode);
         header.set_uid(uid.into());
         header.set_gid(gid.into());
         header.set_mtime(0);
+        header
+    };
+    let mut builder = tar::Builder::new(Vec::new());
+    for dir in dirs {
+        let mut header = header(tar::EntryType::Directory, 0o755, 0);
         builder.append_data(&mut header, Path::new("./").join(dir), std::io::empty()).unwrap();
     }
     for (path, target) in links {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Symlink);
-        header.set_size(0);
-        header.set_mode(0o777);
-        header.set_uid(uid.into());
-        header.set_gid(gid.into());
-        header.set_mtime(0);
-        builder.append_link(&mut header, path, target).unwrap();
+        builder.append_link(&mut header(tar::EntryType::Symlink, 0o777, 0), path, target).unwrap();
     }
     for (path, content) in &files {
-        let mut header = tar::Header::new_gnu();
-        header.set_mode(0o755);
-        header.set_uid(uid.into());
-        header.set_gid(gid.into());
-        header.set_mtime(0);
-        header.set_size(content.len() as u64);
+        let mut header = header(tar::EntryType::Regular, 0o755, content.len());
         builder.append_data(&mut header, path, content.as_bytes()).unwrap();
     }
     let tar = builder.into_inner().unwrap();

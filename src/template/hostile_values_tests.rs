@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{check_json_string_values, render_file, render_unit, test_values as values, FileKind, Forced};
+use super::variables::tests::forced;
+use super::{check_json_string_values, render_file, render_unit, test_values as values, FileKind};
 
 /// Values that would change the structure of a line if inserted raw.
 const HOSTILE: [&str; 11] = [
@@ -20,21 +21,6 @@ const HOSTILE: [&str; 11] = [
     "-",
     "é ü 𝄞",
 ];
-
-fn forced() -> Forced {
-    Forced {
-        name: "etcd".to_owned(),
-        destdir: "/var/lib/containers/atomic/etcd.0".to_owned(),
-        exec_start: "/usr/bin/runc --systemd-cgroup run 'etcd'".to_owned(),
-        exec_stop: "/usr/bin/runc --systemd-cgroup kill 'etcd'".to_owned(),
-        exec_startpre: String::new(),
-        exec_stoppost: String::new(),
-        host_uid: 0,
-        host_gid: 0,
-        image_name: "docker.io/library/etcd:latest".to_owned(),
-        image_id: "sha256:abcd".to_owned(),
-    }
-}
 
 fn unit(text: &str, pairs: &[(&str, &str)]) -> anyhow::Result<String> {
     render_unit("service.template", text, &forced(), &values(pairs))

@@ -164,7 +164,7 @@ fn check_user_variable(name: &str) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::template::test_values as map;
 
@@ -172,7 +172,8 @@ mod tests {
         HostDefaults { runtime: "/usr/bin/runc".to_owned(), all_process_capabilities: "\"CAP_CHOWN\"".to_owned() }
     }
 
-    fn forced() -> Forced {
+    /// The values sysctr computes for an etcd container, as the template tests use them.
+    pub(in crate::template) fn forced() -> Forced {
         Forced {
             name: "etcd".to_owned(),
             destdir: "/var/lib/containers/atomic/etcd.0".to_owned(),
