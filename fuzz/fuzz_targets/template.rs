@@ -10,6 +10,9 @@
 //! - `render_file` of a raw file is `substitute`;
 //! - a line-oriented file rendered has the template's line breaks, NULs and line continuations
 //!   (a backslash ending a line), no more;
+//! - a tmpfiles.d file rendered has, line by line, the fields of the template rendered with a
+//!   neutral value (`x`) for every placeholder: a value adds no field, removes none, and turns no
+//!   entry into a comment (a line left blank is no entry either way);
 //! - in a template that is valid JSON once rendered, every placeholder inside a JSON string has
 //!   its values checked by `check_json_string_values`, and a value that passes the check never
 //!   changes the JSON structure: the token stream, strings taken as one token each, is that of
@@ -66,8 +69,27 @@ fuzz_target!(|data: &[u8]| {
         );
     }
 
+    tmpfiles_lines_keep_their_fields(template, &names, &values);
     json_strings_keep_structure(template, &names, &values);
 });
+
+/// See the module doc: values stay within the fields of their tmpfiles.d line.
+fn tmpfiles_lines_keep_their_fields(
+    template: &str,
+    names: &std::collections::BTreeSet<String>,
+    values: &BTreeMap<String, String>,
+) {
+    let Ok(rendered) = render_file("f.conf", template, FileKind::Tmpfiles, values) else { return };
+    let neutral: BTreeMap<String, String> = names.iter().map(|n| (n.clone(), "x".to_string())).collect();
+    let base = substitute(template, &neutral).expect("every placeholder has a value");
+    let shape = |line: &str| (line.trim_start().starts_with('#'), line.split_whitespace().count());
+    assert_eq!(rendered.lines().count(), base.lines().count(), "a value added a line: {rendered:?}");
+    for (line, base_line) in rendered.lines().zip(base.lines()) {
+        if !line.trim().is_empty() && !shape(base_line).0 {
+            assert_eq!(shape(line), shape(base_line), "a value changed the fields of {base_line:?}: {line:?}");
+        }
+    }
+}
 
 /// See the module doc: values placed inside JSON strings stay there, and every placeholder
 /// inside a JSON string is one whose values are checked.

@@ -297,6 +297,19 @@ fn tmpfiles_values_stay_one_field() {
     }
 }
 
+/// A value cannot turn an entry into a comment, which would drop it.
+#[test]
+fn tmpfiles_values_never_make_a_line_a_comment() {
+    for (template, value) in [("$TYPE /run/x 0755 - - -\n", "#"), ("$TYPE#d /run/x\n", "")] {
+        let err = render_file("tmpfiles.template", template, FileKind::Tmpfiles, &values(&[("TYPE", value)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'TYPE'") && err.contains("a comment"), "{template:?}: {err}");
+    }
+    let inside = render_file("tmpfiles.template", "d /run/$X 0755\n", FileKind::Tmpfiles, &values(&[("X", "#x")]));
+    assert_eq!(inside.unwrap(), "d /run/#x 0755\n");
+}
+
 #[test]
 fn tmpfiles_values_never_leave_a_field_empty() {
     for text in

@@ -45,6 +45,9 @@ impl<'f> Tmpfiles<'f> {
         let Some(empty) = self.empty_field.take() else { return Ok(()) };
         let ends_line = next.is_none_or(|c| c == '\n');
         let ends_field = ends_line || next.is_some_and(char::is_whitespace);
+        if empty.at_line_start && next == Some('#') {
+            bail!("value of '{}' is empty and would make a line of '{}' a comment", empty.variable, self.file_name);
+        }
         if ends_field && !(empty.at_line_start && ends_line) {
             bail!(
                 "value of '{}' is empty and makes up a whole field in '{}', which would shift the fields \
@@ -89,6 +92,9 @@ impl Syntax for Tmpfiles<'_> {
         }
         if let Some(c) = value.chars().find(|&c| c.is_whitespace() || matches!(c, '"' | '\'' | '\\')) {
             bail!("value of '{variable}' contains {c:?}, which would split or unquote a field of '{file_name}'");
+        }
+        if self.place == Place::LineStart && value.starts_with('#') {
+            bail!("value of '{variable}' starts with '#', which would make a line of '{file_name}' a comment");
         }
         if value.contains('%') {
             bail!(
