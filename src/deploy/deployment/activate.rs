@@ -110,12 +110,12 @@ fn place(layout: &Layout, journal: &mut Journal, source: &Path, dir: &str, name:
         (None, Some(_)) => create_host_subdir(layout, journal, dir)?,
     };
     journal.save(&PathBuf::from(dir).join(name))?;
-    match content {
-        Some(content) => host_dir.replace_file(Path::new(name), &content, 0o644)?,
+    match &content {
+        Some(content) => host_dir.replace_file(Path::new(name), content, 0o644)?,
         None if host_dir.kind(Path::new(name))?.is_some() => host_dir.remove_file(Path::new(name))?,
         None => {}
     }
-    Ok(host_dir.kind(Path::new(name))?.is_some())
+    Ok(content.is_some())
 }
 
 /// sysctr's drop-in for the unit of `name`, in a `NAME.service.d` directory that must be a real
