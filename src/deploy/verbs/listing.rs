@@ -48,7 +48,7 @@ async fn service_state(d: &Deployment, systemd: &impl ServiceManager) -> Service
         ServiceState::Unknown
     } else {
         match systemd.state(&Layout::unit_name(&d.name)).await {
-            Ok(state) => ServiceState::from(state),
+            Ok(state) => ServiceState::Unit(state),
             Err(_) => ServiceState::Unknown,
         }
     }
@@ -56,19 +56,11 @@ async fn service_state(d: &Deployment, systemd: &impl ServiceManager) -> Service
 
 /// A container's state as `list` and `status` show it, in JSON and in text alike: its service's
 /// systemd state (`active` reads `running`), or why there is none to show.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServiceState {
-    Running,
-    Reloading,
-    Inactive,
-    Failed,
-    Activating,
-    Deactivating,
-    /// Any other state systemd may report (`maintenance`, `refreshing`, ...).
-    Other,
+    /// What systemd reports for the service.
+    Unit(UnitState),
     /// The container was installed without a service.
-    #[serde(rename = "no service")]
     NoService,
     /// systemd cannot be asked (an offline root, no bus).
     Unknown,
@@ -79,13 +71,8 @@ pub enum ServiceState {
 impl ServiceState {
     pub fn as_str(self) -> &'static str {
         match self {
-            ServiceState::Running => "running",
-            ServiceState::Reloading => "reloading",
-            ServiceState::Inactive => "inactive",
-            ServiceState::Failed => "failed",
-            ServiceState::Activating => "activating",
-            ServiceState::Deactivating => "deactivating",
-            ServiceState::Other => "other",
+            ServiceState::Unit(UnitState::Active) => "running",
+            ServiceState::Unit(state) => state.as_str(),
             ServiceState::NoService => "no service",
             ServiceState::Unknown => "unknown",
             ServiceState::Previous => "previous",
@@ -93,17 +80,9 @@ impl ServiceState {
     }
 }
 
-impl From<UnitState> for ServiceState {
-    fn from(state: UnitState) -> ServiceState {
-        match state {
-            UnitState::Active => ServiceState::Running,
-            UnitState::Reloading => ServiceState::Reloading,
-            UnitState::Inactive => ServiceState::Inactive,
-            UnitState::Failed => ServiceState::Failed,
-            UnitState::Activating => ServiceState::Activating,
-            UnitState::Deactivating => ServiceState::Deactivating,
-            UnitState::Other => ServiceState::Other,
-        }
+impl Serialize for ServiceState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -234,13 +213,13 @@ mod tests {
     #[test]
     fn service_states_serialize_as_list_and_status_show_them() {
         let all = [
-            (ServiceState::Running, "running"),
-            (ServiceState::Reloading, "reloading"),
-            (ServiceState::Inactive, "inactive"),
-            (ServiceState::Failed, "failed"),
-            (ServiceState::Activating, "activating"),
-            (ServiceState::Deactivating, "deactivating"),
-            (ServiceState::Other, "other"),
+            (ServiceState::Unit(UnitState::Active), "running"),
+            (ServiceState::Unit(UnitState::Reloading), "reloading"),
+            (ServiceState::Unit(UnitState::Inactive), "inactive"),
+            (ServiceState::Unit(UnitState::Failed), "failed"),
+            (ServiceState::Unit(UnitState::Activating), "activating"),
+            (ServiceState::Unit(UnitState::Deactivating), "deactivating"),
+            (ServiceState::Unit(UnitState::Other), "other"),
             (ServiceState::NoService, "no service"),
             (ServiceState::Unknown, "unknown"),
             (ServiceState::Previous, "previous"),
@@ -261,8 +240,8 @@ mod tests {
             UnitState::Deactivating,
             UnitState::Other,
         ] {
-            assert_eq!(ServiceState::from(state).as_str(), state.as_str());
+            assert_eq!(ServiceState::Unit(state).as_str(), state.as_str());
         }
-        assert_eq!(ServiceState::from(UnitState::Active), ServiceState::Running);
+        assert_eq!(ServiceState::Unit(UnitState::Active).as_str(), "running");
     }
 }
