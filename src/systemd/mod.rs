@@ -25,6 +25,23 @@ pub use bus::Bus;
 pub use offline::{check_install_links, check_unit_name, install_links, Offline};
 pub use ordering::{check_dependencies, check_dependencies_of_set, MissingUnit};
 
+/// Where systemd loads system units from, relative to the root, in its order of precedence. The
+/// first, `/etc/systemd/system`, is the administrator's, where sysctr installs units; a unit
+/// there masks one of the same name in the others.
+pub const UNIT_DIRS: [&str; 5] = [
+    "etc/systemd/system",
+    "run/systemd/system",
+    "usr/local/lib/systemd/system",
+    "usr/lib/systemd/system",
+    "lib/systemd/system",
+];
+
+/// The unit directories other than `/etc/systemd/system`: the runtime's, the local
+/// administrator's and the system's packages'.
+pub fn units_elsewhere() -> &'static [&'static str] {
+    &UNIT_DIRS[1..]
+}
+
 /// A unit's ActiveState, as systemd reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnitState {

@@ -156,11 +156,6 @@ pub fn check_unit_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Where units other than the administrator's come from, relative to the root: an alias may not
-/// take the name of one of them.
-const OTHER_UNIT_DIRS: [&str; 4] =
-    ["run/systemd/system", "usr/local/lib/systemd/system", "usr/lib/systemd/system", "lib/systemd/system"];
-
 /// Checks, as `systemctl enable` does, that enabling `unit_name` creates its `[Install]` links
 /// without replacing anything: a path already there must be a link to a unit file of this
 /// very name (systemd takes `/lib/systemd/system/NAME` and `/etc/systemd/system/NAME` for the
@@ -174,7 +169,7 @@ pub fn check_install_links(root: &RootedDir, unit_text: &str, unit_name: &str) -
             if alias.rsplit_once('.').map(|(_, suffix)| suffix) != unit_type {
                 bail!("{unit_name} has Alias={alias}: an alias must be of the unit's own type");
             }
-            for dir in OTHER_UNIT_DIRS {
+            for dir in super::units_elsewhere() {
                 if root.kind(&Path::new(dir).join(alias))?.is_some() {
                     bail!("{unit_name} has Alias={alias}, but the system has that unit (/{dir}/{alias})");
                 }

@@ -9,16 +9,9 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use super::offline::check_unit_name;
+use super::UNIT_DIRS;
 use crate::rooted::RootedDir;
 
-/// Where unit files are looked up, relative to the root, in systemd's order of precedence.
-const UNIT_DIRS: [&str; 5] = [
-    "etc/systemd/system",
-    "run/systemd/system",
-    "usr/local/lib/systemd/system",
-    "usr/lib/systemd/system",
-    "lib/systemd/system",
-];
 const DEPENDENCY_KEYS: [&str; 9] =
     ["After", "Before", "Requires", "Requisite", "Wants", "BindsTo", "PartOf", "RequiredBy", "WantedBy"];
 /// The largest unit file of the root that is read to follow its ordering.

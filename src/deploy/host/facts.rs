@@ -12,11 +12,8 @@ use crate::systemd::Target;
 use crate::template;
 
 const RUNTIME_CANDIDATES: [&str; 3] = ["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc"];
-/// Where units come from other than `/etc/systemd/system`, which a unit there masks: the
+/// Where tmpfiles.d files come from other than `/etc/tmpfiles.d`, where one masks them: the
 /// system's packages, the local administrator's, and the runtime's.
-const VENDOR_UNIT_DIRS: [&str; 4] =
-    ["usr/lib/systemd/system", "lib/systemd/system", "usr/local/lib/systemd/system", "run/systemd/system"];
-/// The same for tmpfiles.d files, which one in `/etc/tmpfiles.d` masks.
 const VENDOR_TMPFILES_DIRS: [&str; 4] =
     ["usr/lib/tmpfiles.d", "lib/tmpfiles.d", "usr/local/lib/tmpfiles.d", "run/tmpfiles.d"];
 
@@ -55,7 +52,7 @@ pub(in crate::deploy) fn host_facts(target: Target) -> Result<HostFacts> {
 
 /// The unit file outside `/etc` that `NAME.service` would shadow, if there is one.
 pub(in crate::deploy) fn vendor_unit(layout: &Layout, name: &str) -> Result<Option<String>> {
-    first_present(layout, &VENDOR_UNIT_DIRS, &Layout::unit_name(name))
+    first_present(layout, crate::systemd::units_elsewhere(), &Layout::unit_name(name))
 }
 
 /// The tmpfiles.d file outside `/etc` that `NAME.conf` would mask, if there is one.
