@@ -6,6 +6,9 @@
 #
 #   bash fuzz/run.sh 20                  # 20 s per target
 #   bash fuzz/run.sh 600 layer template  # some targets only
+#
+# With SYSCTR_FUZZ_SEED=N (as CI runs it) each target starts from its corpus only, with that
+# seed: a gate that finds again what it found before, rather than new inputs left by earlier runs.
 set -euo pipefail
 seconds=${1:-60}
 shift || true
@@ -57,9 +60,14 @@ fuzz_one() {
   # New inputs go to the first corpus directory, outside the repository; corpus/TARGET holds
   # the seeds and every input that once found a bug, and is replayed first.
   local work=$CARGO_TARGET_DIR/corpus/$t log=$CARGO_TARGET_DIR/logs/$t.log extra=()
-  mkdir -p "$work" "$fuzz/artifacts/$t"
   local options=(-max_total_time="$seconds" -timeout=25 -rss_limit_mb=4096 -print_final_stats=1
                  -artifact_prefix="$fuzz/artifacts/$t/")
+  if [ -n "${SYSCTR_FUZZ_SEED:-}" ]; then
+    work=$CARGO_TARGET_DIR/corpus-seeded/$t
+    rm -rf "$work"
+    options+=(-seed="$SYSCTR_FUZZ_SEED")
+  fi
+  mkdir -p "$work" "$fuzz/artifacts/$t"
   if [ -f "$fuzz/options/$t" ]; then read -r -a extra < "$fuzz/options/$t"; options+=("${extra[@]}"); fi
   if [ -f "$fuzz/dict/$t.dict" ]; then options+=(-dict="$fuzz/dict/$t.dict"); fi
   if "$bin/$t" "${options[@]}" "$work" "$fuzz/corpus/$t" >"$log" 2>&1; then

@@ -240,12 +240,20 @@ enum PathColons {
 /// symlinks and `..` are left for when the image is read. A path already absolute is kept as
 /// it is.
 fn absolute(path: PathBuf, colons: PathColons) -> Result<PathBuf> {
+    // A reference is read back trimmed, and a control character names no file anyone meant.
+    let text = path.to_string_lossy();
+    if text.chars().any(char::is_control) || text.ends_with(char::is_whitespace) {
+        bail!("the path {text:?} holds a control character or ends in white space");
+    }
     if path.is_absolute() {
         return Ok(path);
     }
     let absolute = std::path::absolute(&path)
         .with_context(|| format!("making {} absolute (against the current directory)", path.display()))?;
     let text = absolute.to_string_lossy();
+    if text.ends_with(char::is_whitespace) {
+        bail!("{} is {text:?}, which ends in white space; give the path in another way", path.display());
+    }
     let colon = match colons {
         PathColons::None => text.contains(':'),
         PathColons::NotInLast => text.rsplit('/').next().is_some_and(|last| last.contains(':')),
@@ -391,6 +399,11 @@ mod tests {
             let parsed = ImageRef::parse(relative).unwrap();
             assert!(parsed.canonical().contains(&cwd.display().to_string()), "{relative}: {parsed}");
             assert_eq!(ImageRef::parse(&parsed.canonical()).unwrap(), parsed, "{relative}");
+        }
+        // Made absolute, `x /.` would end in the white space a reference is trimmed of.
+        for odd in ["oci:e\te\x0c\t/.", "oci:x /.", "oci-archive:a\tb", "oci:/srv/x\u{1}"] {
+            let err = ImageRef::parse(odd).unwrap_err();
+            assert!(format!("{err:#}").contains("white space"), "{odd:?}: {err:#}");
         }
         assert_eq!(ImageRef::parse("oci:/srv/x:v1").unwrap().canonical(), "oci:/srv/x:v1");
     }
