@@ -17,6 +17,7 @@ packages=(
   python3-cryptography                      # tests: a token service that signs registry tokens
   gnupg                                     # tests: GPG keys that sign images (skopeo --sign-by)
   dpkg-dev lintian rpm                      # packages: computed Depends, the .deb's check, rpmbuild
+  mkosi debootstrap                         # tests: the OS image recipe of examples/os-image
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -16,6 +16,8 @@ mod durable;
 mod hostile;
 #[path = "system/names.rs"]
 mod names;
+#[path = "system/os_image.rs"]
+mod os_image;
 #[path = "system/package.rs"]
 mod package;
 #[path = "system/registries.rs"]

@@ -38,6 +38,8 @@ pub struct TestHost {
     leader: u32,
     mounted: bool,
     boots: u32,
+    /// Booted with `--private-network`: no interface but loopback, nothing shared with this machine.
+    private_network: bool,
 }
 
 impl TestHost {
@@ -58,6 +60,7 @@ impl TestHost {
             leader: 0,
             mounted: false,
             boots: 0,
+            private_network: false,
         };
         // From here on, Drop cleans up whatever was set up.
         for d in ["upper", "work", "root"] {
@@ -78,6 +81,48 @@ impl TestHost {
         let mut mask = vec!["systemctl".to_string(), format!("--root={root}"), "mask".into()];
         mask.extend(units_to_mask(&host.root()));
         cmd_ok(&mask.iter().map(String::as_str).collect::<Vec<_>>())?;
+        host.start()?;
+        Ok(host)
+    }
+
+    /// Boots an OS tree (an image built elsewhere, e.g. by mkosi) as it is: on an overlay whose
+    /// lower dir is `tree`, so the tree itself is left as it was built, with no network at all
+    /// (`--private-network`). Unlike [`boot`](Self::boot), the machine id is the tree's own (an
+    /// image's first boot generates it) and only the units of `mask` are masked. Waits (≤ 60 s)
+    /// for `running` or `degraded`; Drop cleans up as for [`boot`](Self::boot).
+    pub fn boot_tree(tree: &Path, mask: &[&str]) -> Result<TestHost> {
+        let dir = tempfile::Builder::new()
+            .prefix("testtree.")
+            .tempdir_in("/var/tmp")
+            .context("creating the test host dir")?
+            .keep();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let mut host = TestHost {
+            name: format!("tt{}n{}", std::process::id(), n),
+            dir,
+            nspawn: None,
+            leader: 0,
+            mounted: false,
+            boots: 0,
+            private_network: true,
+        };
+        for d in ["upper", "work", "root"] {
+            std::fs::create_dir(host.dir.join(d))?;
+        }
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            tree.display(),
+            host.upper().display(),
+            host.dir.join("work").display()
+        );
+        let root = host.root().to_string_lossy().into_owned();
+        cmd_ok(&["mount", "-t", "overlay", "overlay", "-o", &opts, &root])?;
+        host.mounted = true;
+        if !mask.is_empty() {
+            let mut argv = vec!["systemctl".to_string(), format!("--root={root}"), "mask".into()];
+            argv.extend(mask.iter().map(|u| u.to_string()));
+            cmd_ok(&argv.iter().map(String::as_str).collect::<Vec<_>>())?;
+        }
         host.start()?;
         Ok(host)
     }
@@ -133,6 +178,7 @@ impl TestHost {
             .args(["--boot", "-M", &self.name])
             .args(["--register=no", "--keep-unit", "--console=pipe", "--link-journal=no"])
             .arg("--capability=all")
+            .args(self.private_network.then_some("--private-network"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -7,7 +7,9 @@
 //! - [`fixtures`]: ready-made images (a busybox service image, a three-layer whiteout image, ...).
 //! - [`tree`]: filesystem listings to compare a rootfs against `umoci unpack`.
 //! - [`signing`]: GPG and sigstore keys, and images signed with them.
-//! - [`host`]: a throw-away systemd host (`systemd-nspawn --boot` on an overlay of `/`).
+//! - [`host`]: a throw-away systemd host (`systemd-nspawn --boot` on an overlay of `/`, or of an
+//!   OS tree built elsewhere).
+//! - [`mkosi`]: an OS tree built by mkosi from a recipe, its caches kept between runs.
 //!
 //! Every test binary uses only part of this, hence the blanket `allow(dead_code)`.
 #![allow(dead_code, unused_imports)]
@@ -15,6 +17,7 @@
 pub mod fixtures;
 pub mod host;
 pub mod image;
+pub mod mkosi;
 pub mod node_images;
 pub mod registry;
 pub mod signing;
@@ -23,6 +26,7 @@ pub mod tree;
 pub use fixtures::*;
 pub use host::TestHost;
 pub use image::{push, push_all, push_with_credentials, Compression, Image, ImageInfo, IndexInfo, Layer, TarFormat};
+pub use mkosi::OsImage;
 pub use node_images::*;
 pub use registry::{dead_registry, HttpResponse, Registry};
 pub use signing::{GpgKey, SigstoreKey};
