@@ -49,9 +49,6 @@ fn monotonic(host: &TestHost, unit: &str, property: &str) -> u64 {
 
 #[test]
 fn the_mkosi_recipe_builds_a_node_that_serves_cri_at_an_offline_first_boot() -> Result<()> {
-    // The booted tree runs units named as those of the other node tests: with --keep-unit they
-    // would share cgroups (tests/common/host.rs), so these tests take turns.
-    let _ports = lock_etcd_ports();
     let work = tempfile::Builder::new().prefix("sysctr-os-image.").tempdir_in("/var/tmp")?;
     let recipe = examples_dir().join("os-image");
 
@@ -115,6 +112,9 @@ fn the_mkosi_recipe_builds_a_node_that_serves_cri_at_an_offline_first_boot() -> 
     assert_eq!(std::fs::read_to_string(tree.join("etc/machine-id"))?, "uninitialized\n");
 
     // First boot, no network at all: only the console wizard, which needs a terminal, is masked.
+    // The tree runs units named as those of the other node tests: booted with --keep-unit, they
+    // would share cgroups (tests/common/host.rs), so the boots take turns.
+    let _units = lock_etcd_ports();
     let started = Instant::now();
     let host = TestHost::boot_tree(tree, &["systemd-firstboot.service"])?;
     let running = started.elapsed();
