@@ -2,7 +2,7 @@
 //! kept across test runs on the same machine, so that reruns are fast:
 //! - the package cache (mkosi `--cache`), in `CACHE/mkosi-packages`;
 //! - the incremental cache (the tree right after the package installation, `node.cache-pre-inst`),
-//!   in `CACHE/os-image-KEY/`, KEY being a hash of the recipe's `mkosi.conf`: a changed recipe
+//!   in `CACHE/os-image/`, with a hash of the recipe's `mkosi.conf` beside it: a changed recipe
 //!   starts from a fresh one, and one older than a week is rebuilt (security updates).
 //!
 //! CACHE is `$SYSCTR_TEST_CACHE` or `/var/cache/sysctr-tests`. A build holds an exclusive lock on
@@ -56,7 +56,7 @@ impl OsImage {
         let key = &hex::encode(Sha256::digest(&conf))[..16];
         let cache = test_cache_dir();
         let packages = cache.join("mkosi-packages");
-        let out = cache.join(format!("os-image-{key}"));
+        let out = cache.join("os-image");
         std::fs::create_dir_all(&packages)?;
         std::fs::create_dir_all(out.join(OUTPUT_SUBDIR))?;
         let lock_file = File::create(out.join("lock"))?;
@@ -73,13 +73,16 @@ impl OsImage {
         // mkosi 14 reuses OUTPUT.cache-pre-inst only when OUTPUT.cache-pre-dev exists as well,
         // which it makes only for recipes with a build script.
         let pre_inst = dir.join(format!("{output}.cache-pre-inst"));
-        let stale = std::fs::metadata(&pre_inst)
+        let key_file = out.join("mkosi.conf.sha256");
+        let old = std::fs::metadata(&pre_inst)
             .and_then(|m| m.modified())
             .map(|t| SystemTime::now().duration_since(t).unwrap_or_default() > CACHE_MAX_AGE)
             .unwrap_or(false);
-        if stale {
-            std::fs::remove_dir_all(&pre_inst).context("removing a stale incremental cache")?;
+        let other_recipe = std::fs::read_to_string(&key_file).map(|k| k != key).unwrap_or(true);
+        if pre_inst.exists() && (old || other_recipe) {
+            std::fs::remove_dir_all(&pre_inst).context("removing an outdated incremental cache")?;
         }
+        std::fs::write(&key_file, key)?;
         std::fs::create_dir_all(dir.join(format!("{output}.cache-pre-dev")))?;
         let cold = !pre_inst.is_dir();
 
