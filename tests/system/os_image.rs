@@ -147,6 +147,10 @@ fn the_mkosi_recipe_builds_a_node_that_serves_cri_at_an_offline_first_boot() -> 
     let subnet = host.exec_ok(&["cat", "/run/flannel/subnet.env"])?;
     assert!(subnet.contains("FLANNEL_SUBNET=10.1."), "{subnet}");
 
+    // The first boot's presets enabled nothing the image did not (99-node.preset).
+    let enabled = host.exec(&["systemctl", "is-enabled", "sysctr-apply.path"])?;
+    assert_eq!(String::from_utf8_lossy(&enabled.stdout).trim(), "disabled");
+
     // sysctr-apply.service found everything of /etc/sysctr installed.
     assert_eq!(unit_property(&host, "sysctr-apply.service", "Result"), "success");
     let said = host.journal("sysctr-apply.service");
