@@ -61,7 +61,13 @@ cat > "$stage/DEBIAN/postinst" <<'SCRIPT'
 #!/bin/sh
 set -e
 if [ "$1" = configure ]; then
-  systemd-tmpfiles --create sysctr.conf || true
+  # Installed into an image root (dpkg --root, an image builder's chroot), /proc may be absent
+  # and systemd-tmpfiles refuses to run: the storage of sysctr.conf is then made directly.
+  if [ -e /proc/self ]; then
+    systemd-tmpfiles --create sysctr.conf || true
+  else
+    install -d -m 0700 -o root -g root /var/lib/sysctr
+  fi
   if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 fi
 SCRIPT

@@ -111,6 +111,21 @@ fn the_mkosi_recipe_builds_a_node_that_serves_cri_at_an_offline_first_boot() -> 
     assert!(tree.join("etc/systemd/system/multi-user.target.wants/etcd.service").is_symlink());
     assert_eq!(std::fs::read_to_string(tree.join("etc/machine-id"))?, "uninitialized\n");
 
+    // A tree without /etc/hosts, as a minimal one is (here netbase ships it), and a container
+    // whose config sysctr generates, which shares the host's /etc/hosts: runc refuses a bind
+    // mount without a source, so each start mounts an empty stand-in instead, and says so.
+    std::fs::remove_file(tree.join("etc/hosts"))?;
+    let plain = images.join("plain");
+    Image::new()
+        .layer(busybox_layer())
+        .cmd(&["/bin/sh", "-c", "echo \"hosts: $(wc -c < /etc/hosts) bytes\"; exec sleep 1000000"])
+        .write_oci_layout(&plain, "latest")?;
+    let composed = Command::new(sysctr_bin())
+        .args(["--root", tree.to_str().context("tree path")?, "install", "--name", "plain"])
+        .arg(format!("oci:{}", plain.display()))
+        .output()?;
+    assert!(composed.status.success(), "{}", describe_output(&composed));
+
     // First boot, no network at all: only the console wizard, which needs a terminal, is masked.
     // The tree runs units named as those of the other node tests: booted with --keep-unit, they
     // would share cgroups (tests/common/host.rs), so the boots take turns.
@@ -132,6 +147,19 @@ fn the_mkosi_recipe_builds_a_node_that_serves_cri_at_an_offline_first_boot() -> 
     })?;
     let cri = started.elapsed();
     eprintln!("boot: running after {:.1} s, CRI served after {:.1} s", running.as_secs_f64(), cri.as_secs_f64());
+
+    for unit in ["etcd", "flannel", "containerd"] {
+        let said = host.journal(&format!("{unit}.service"));
+        assert!(said.contains(&format!("{unit}: /etc/hosts is absent on this host")), "{said}");
+    }
+
+    wait_active(&host, "plain.service");
+    wait_for("the plain container to say what it found", Duration::from_secs(30), Duration::from_millis(100), || {
+        Ok(host.journal("plain.service").contains("hosts: 0 bytes").then_some(()))
+    })
+    .with_context(|| host.journal("plain.service"))?;
+    let said = host.journal("plain.service");
+    assert!(said.contains("plain: /etc/hosts is absent on this host"), "{said}");
 
     let links = host.exec_ok(&["ls", "/sys/class/net"])?;
     assert_eq!(links.split_whitespace().collect::<Vec<_>>(), ["lo"], "the booted tree has a network");
