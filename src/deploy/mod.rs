@@ -30,7 +30,8 @@ mod journal;
 mod verbs;
 
 pub use deployment::slot::fit_capabilities;
-pub use host::layout::{Deployment, InstalledFile, Layout, DEFAULT_STORAGE};
+pub use host::layout::{Deployment, InstalledFile, Layout, Origin, DEFAULT_STORAGE, IMAGE_STORAGE};
+pub use host::reproducible::clamp_image_times;
 pub use verbs::adhoc::{mount_readonly, unmount, MountSource};
 pub use verbs::apply::{apply, plan, Action, Change, PlannedStep};
 pub use verbs::images::{info, prune, rmi, ImageInfo, PruneReport};

@@ -15,6 +15,7 @@ use super::exports::{Exports, ExportsManifest};
 use super::hostfs::{self, PlannedContent};
 use crate::deploy::host::facts::{host_facts, HostFacts};
 use crate::deploy::host::layout::{Deployment, Layout, DROPIN_FILE, HOSTFS_DIR, TMPFILES_FILE, UNIT_FILE};
+use crate::deploy::host::reproducible;
 use crate::deploy::journal::Journal;
 use crate::rooted::{Resolve, RootedDir};
 use crate::spec::{self, CheckedConfig, RootUse};
@@ -109,7 +110,7 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
         config_rewrites = config_json.rewrites;
         let unit = render_unit(exports.service_template.as_deref(), &forced, &values)?;
         let host = layout.host_dir()?;
-        crate::systemd::check_install_links(&host, &unit, &Layout::unit_name(name))?;
+        crate::systemd::check_install_links(&host, &unit, &Layout::unit_name(name), layout.unit_dir())?;
         warnings.missing_units = crate::systemd::check_dependencies(&host, &Layout::unit_name(name), &unit)?;
         write(&dir.join(UNIT_FILE), &unit)?;
         let facts = host_facts(request.target)?;
@@ -140,7 +141,7 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
         image_id: forced.image_id.clone(),
         manifest_digest: image.manifest_digest.clone(),
         ostree_commit: image.commit.clone(),
-        created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        created: humantime::format_rfc3339_seconds(reproducible::now()?).to_string(),
         values: request.user_values.clone(),
         uuid: request.uuid.to_string(),
         runtime,

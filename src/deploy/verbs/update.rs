@@ -57,6 +57,7 @@ pub struct UpdateCheck {
 /// Asks the installed image's source for its manifest digest now; changes nothing.
 pub async fn check_update(layout: &Layout, name: &str, registry: &RegistryOptions) -> Result<UpdateCheck> {
     validate_container_name(name)?;
+    layout.refuse_image_owned(name, "update")?;
     let current = layout.read_info(name)?;
     let image = ImageRef::parse(&current.image).context("reading the installed image reference")?;
     let (_, fetched, _) = super::pull::fetch_checked(&image, registry)
@@ -73,6 +74,7 @@ pub async fn check_update(layout: &Layout, name: &str, registry: &RegistryOption
 #[tracing::instrument(name = "update", skip_all, fields(container = %request.name))]
 pub async fn update(layout: &Layout, request: &UpdateRequest, systemd: &impl ServiceManager) -> Result<SwitchReport> {
     validate_container_name(&request.name)?;
+    layout.refuse_image_owned(&request.name, "update")?;
     tracing::info!(image = %request.rebase.as_ref().map_or_else(|| "the installed one".to_string(), ToString::to_string), "updating");
     let (_lock, recovered) = lock_and_recover(layout, systemd, Some(&request.name)).await?;
     let current = layout.read_info(&request.name)?;
@@ -147,6 +149,7 @@ pub async fn update(layout: &Layout, request: &UpdateRequest, systemd: &impl Ser
 
 pub async fn rollback(layout: &Layout, name: &str, systemd: &impl ServiceManager) -> Result<SwitchReport> {
     validate_container_name(name)?;
+    layout.refuse_image_owned(name, "roll back")?;
     let (_lock, recovered) = lock_and_recover(layout, systemd, Some(name)).await?;
     let current = layout.read_info(name)?;
     let previous = layout
