@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 mod boundary;
+mod image_mode;
 
 use super::journal::Journal;
 use super::*;

@@ -450,10 +450,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = dir.path().join("var/lib/sysctr");
         std::fs::create_dir_all(&storage).unwrap();
-        std::fs::set_permissions(storage, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&storage, std::fs::Permissions::from_mode(0o755)).unwrap();
         let layout = Layout::new(dir.path(), &storage);
         drop(layout.lock().unwrap());
-        let meta = std::fs::metadata(storage).unwrap();
+        let meta = std::fs::metadata(&storage).unwrap();
         let (uid, gid) = crate::test_owner::ours();
         assert_eq!((meta.mode() & 0o7777, meta.uid(), meta.gid()), (0o700, uid, gid));
     }

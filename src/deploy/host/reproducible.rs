@@ -64,19 +64,26 @@ pub fn clamp_image_times(layout: &Layout) -> Result<()> {
     Ok(())
 }
 
-/// Clamps `relative` (beneath `host`) and, if it is a directory, everything beneath it.
+/// Clamps `relative` (beneath `host`) and, if it is a directory, everything beneath it; then the
+/// directories on the way to it, which sysctr may have created or added to.
 fn clamp_path(host: &RootedDir, relative: &Path, epoch: Timespec) -> Result<()> {
-    let (Some(parent), Some(name)) = (relative.parent(), relative.file_name()) else { return Ok(()) };
-    let Some(parent) = host.open_dir(parent, Resolve::InRoot)? else { return Ok(()) };
-    clamp_entry(&parent, Path::new(name), epoch)
+    let mut recursive = true;
+    for path in relative.ancestors() {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else { continue };
+        if let Some(parent) = host.open_dir(parent, Resolve::InRoot)? {
+            clamp_entry(&parent, Path::new(name), epoch, recursive)?;
+        }
+        recursive = false;
+    }
+    Ok(())
 }
 
-fn clamp_entry(dir: &RootedDir, name: &Path, epoch: Timespec) -> Result<()> {
+fn clamp_entry(dir: &RootedDir, name: &Path, epoch: Timespec, recursive: bool) -> Result<()> {
     let Some(kind) = dir.kind(name)? else { return Ok(()) };
-    if kind == EntryKind::Dir {
+    if kind == EntryKind::Dir && recursive {
         if let Some(inner) = dir.open_dir(name, Resolve::NoSymlinks)? {
             for entry in inner.list_dir(Path::new(""))? {
-                clamp_entry(&inner, Path::new(&entry), epoch)?;
+                clamp_entry(&inner, Path::new(&entry), epoch, true)?;
             }
         }
     }
