@@ -163,6 +163,10 @@ pub enum Command {
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
 pub struct FitCapabilitiesOpts {
+    /// Leave the slot as it is and write the fitted config.json into this directory, the bundle
+    /// runc runs (containers an OS image provides, whose slot is read-only).
+    #[arg(long, value_name = "DIR")]
+    pub bundle: Option<PathBuf>,
     pub name: String,
 }
 
@@ -359,7 +363,7 @@ async fn dispatch(opts: &Opts, layout: &Layout, systemd: &HostManager) -> Result
         Command::Recover(o) => recover::run(layout, systemd, o).await,
         Command::FitCapabilities(o) => {
             crate::reference::validate_container_name(&o.name)?;
-            let dropped = deploy::fit_capabilities(layout, &o.name)?;
+            let dropped = deploy::fit_capabilities(layout, &o.name, o.bundle.as_deref())?;
             if !dropped.is_empty() {
                 println!("{}: not in this host's bounding set, left out: {}", o.name, dropped.join(", "));
             }

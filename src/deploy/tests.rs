@@ -384,10 +384,10 @@ async fn an_offline_install_leaves_host_facts_to_the_target() {
 
     // What that start does, here with this process's bounding set.
     let ours = crate::template::host_bounding_set().unwrap();
-    let dropped = fit_capabilities(&host.layout, "svc").unwrap();
+    let dropped = fit_capabilities(&host.layout, "svc", None).unwrap();
     let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
     let kept = config["process"]["capabilities"]["effective"].as_array().unwrap().len();
     assert_eq!(kept, ours.count_ones().min(41) as usize, "kept: {config}; dropped: {dropped:?}");
     assert_eq!(kept + dropped.len(), 41);
-    assert!(fit_capabilities(&host.layout, "svc").unwrap().is_empty(), "a second start changes nothing");
+    assert!(fit_capabilities(&host.layout, "svc", None).unwrap().is_empty(), "a second start changes nothing");
 }

@@ -6,11 +6,12 @@
 //! `hostfs/` (the host files as rendered for this slot) and `info`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use oci_spec::image::ImageConfiguration;
 
+use super::bundle;
 use super::exports::{Exports, ExportsManifest};
 use super::hostfs::{self, PlannedContent};
 use crate::deploy::host::facts::{host_facts, HostFacts};
@@ -114,7 +115,11 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
         warnings.missing_units = crate::systemd::check_dependencies(&host, &Layout::unit_name(name), &unit)?;
         write(&dir.join(UNIT_FILE), &unit)?;
         let facts = host_facts(request.target)?;
-        let fit = facts.fit_capabilities_at_start.then(|| (TARGET_SYSCTR, host_view(layout, &layout.storage)));
+        let fit = facts.fit_capabilities_at_start.then(|| StartFit {
+            sysctr: TARGET_SYSCTR,
+            storage: host_view(layout, &layout.storage),
+            bundle: layout.os_image.then(|| bundle::bundle_dir(name)),
+        });
         if fit.is_some() && host.kind(Path::new(TARGET_SYSCTR.trim_start_matches('/')))?.is_none() {
             warnings.notes.push(format!(
                 "the target has no {TARGET_SYSCTR}: at start, the unit cannot fit the capabilities offered \
@@ -176,7 +181,11 @@ pub(in crate::deploy) fn resolve_values(
     let forced = Forced {
         name: name.to_string(),
         destdir: host_view(layout, destdir),
-        exec_start: format!("{runtime} --systemd-cgroup run '{name}'"),
+        exec_start: if layout.os_image {
+            format!("{runtime} --systemd-cgroup run --bundle '{}' '{name}'", bundle::bundle_dir(name).display())
+        } else {
+            format!("{runtime} --systemd-cgroup run '{name}'")
+        },
         exec_stop: format!("{runtime} --systemd-cgroup kill '{name}'"),
         exec_startpre: String::new(),
         exec_stoppost: String::new(),
@@ -223,10 +232,20 @@ pub(in crate::deploy) fn preview_unit(layout: &Layout, store: &Store, request: &
     render_unit(read("exports/service.template")?.as_deref(), &forced, &values).map(Some)
 }
 
+/// How each start of a container installed into an OS image fits its config to the host.
+struct StartFit {
+    /// sysctr and the storage, as the target sees them.
+    sysctr: &'static str,
+    storage: String,
+    /// Where the fitted config is written when the slot is read-only at run time (`--os-image`):
+    /// the unit's runc runs that bundle (see `bundle`).
+    bundle: Option<PathBuf>,
+}
+
 /// sysctr's own unit settings, added as a drop-in so that they apply whatever the image's
-/// template says. `fit` (sysctr's path and the storage, as the target sees them) makes each
-/// start narrow the config to the capabilities the target can grant (see `fit_capabilities`).
-fn dropin(runtime: &str, name: &str, fit: Option<(&str, String)>) -> String {
+/// template says. `fit` makes each start narrow the config to the capabilities the target can
+/// grant (see `fit_capabilities`).
+fn dropin(runtime: &str, name: &str, fit: Option<StartFit>) -> String {
     let mut text = format!(
         "# Written by sysctr. A container whose init ignores SIGTERM, or state left by a crash,\n\
          # must not outlive a stop nor block the next start.\n\
@@ -234,11 +253,19 @@ fn dropin(runtime: &str, name: &str, fit: Option<(&str, String)>) -> String {
          ExecStartPre=-{runtime} --systemd-cgroup delete --force '{name}'\n\
          ExecStopPost=-{runtime} --systemd-cgroup delete --force '{name}'\n"
     );
-    if let Some((sysctr, storage)) = fit {
-        text.push_str(&format!(
+    match fit {
+        Some(StartFit { sysctr, storage, bundle: None }) => text.push_str(&format!(
             "# Installed into an OS image: fit the capabilities to this host's bounding set.\n\
              ExecStartPre=-{sysctr} --storage '{storage}' fit-capabilities '{name}'\n"
-        ));
+        )),
+        // Not to be ignored: runc runs the bundle this writes.
+        Some(StartFit { sysctr, storage, bundle: Some(bundle) }) => text.push_str(&format!(
+            "# Provided by the OS image, whose /usr is read-only: the config fitted to this host is\n\
+             # written to the bundle runc runs.\n\
+             ExecStartPre={sysctr} --storage '{storage}' fit-capabilities --bundle '{}' '{name}'\n",
+            bundle.display()
+        )),
+        None => {}
     }
     text
 }
@@ -249,16 +276,24 @@ pub(in crate::deploy) const TARGET_SYSCTR: &str = "/usr/bin/sysctr";
 
 /// Narrows the active `config.json` of `name` to the bounding set of this process, which systemd
 /// started with the unit's own. Returns the capabilities removed. Takes no lock: it runs inside a
-/// start that a locked `update` may be waiting for, and the file is replaced atomically.
-pub fn fit_capabilities(layout: &Layout, name: &str) -> Result<Vec<String>> {
+/// start that a locked `update` may be waiting for, and the file is replaced atomically. With
+/// `bundle`, the slot is left as it is (an OS image's, read-only) and the fitted config is
+/// written as the bundle there, at every start (see `bundle`).
+pub fn fit_capabilities(layout: &Layout, name: &str, bundle: Option<&Path>) -> Result<Vec<String>> {
     let record = layout.read_info(name)?;
-    let slot = RootedDir::open(&layout.slot(name, record.slot), Resolve::NoSymlinks)?;
+    let slot_dir = layout.slot(name, record.slot);
+    let slot = RootedDir::open(&slot_dir, Resolve::NoSymlinks)?;
     let config = slot.read_file(Path::new("config.json"), spec::MAX_CONFIG_SIZE)?;
     let config = String::from_utf8(config).with_context(|| format!("the config.json of '{name}' is not UTF-8"))?;
     let bounding = template::host_bounding_set()?;
-    let Some((narrowed, dropped)) = spec::narrow_capabilities(&config, bounding)
-        .with_context(|| format!("fitting the capabilities of '{name}' to this host"))?
-    else {
+    let narrowed = spec::narrow_capabilities(&config, bounding)
+        .with_context(|| format!("fitting the capabilities of '{name}' to this host"))?;
+    if let Some(bundle) = bundle {
+        let (fitted, dropped) = narrowed.unwrap_or((config, Vec::new()));
+        bundle::write_bundle(layout, &fitted, &bundle::on_host(layout, &slot_dir), bundle)?;
+        return Ok(dropped);
+    }
+    let Some((narrowed, dropped)) = narrowed else {
         return Ok(Vec::new());
     };
     slot.replace_file(Path::new("config.json"), narrowed.as_bytes(), 0o644)?;

@@ -260,3 +260,44 @@ fn listing_with_hashes(dir: &Path) -> BTreeMap<PathBuf, String> {
     }
     found
 }
+
+/// Each start of an image container fits its config into a bundle under /run, leaving the slot
+/// under the read-only /usr as it is; runc runs that bundle, whose root is the slot's rootfs.
+#[tokio::test]
+async fn the_start_time_fit_of_an_image_container_writes_a_bundle_under_run() {
+    let image = image_root();
+    let template = r#"{"ociVersion": "1.0.0", "root": {"path": "rootfs", "readonly": true},
+        "process": {"args": ["/bin/sh"], "capabilities": {"bounding": [$ALL_PROCESS_CAPABILITIES]}}}"#;
+    publish_with(&image.layout, IMAGE, "v1", &[("exports/config.json.template", template)]);
+    install(&image.layout, &install_request("svc", false), &composer(&image.root)).await.unwrap();
+    let units = image.root.join(VENDOR_UNITS);
+    let dropin = std::fs::read_to_string(units.join("svc.service.d/sysctr.conf")).unwrap();
+    assert!(
+        dropin.contains(
+            "\nExecStartPre=/usr/bin/sysctr --storage '/usr/lib/sysctr' fit-capabilities --bundle '/run/sysctr/svc' 'svc'\n"
+        ),
+        "{dropin}"
+    );
+    let unit = std::fs::read_to_string(units.join("svc.service")).unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/sbin/runc --systemd-cgroup run --bundle '/run/sysctr/svc' 'svc'\n"),
+        "{unit}"
+    );
+
+    // What the drop-in does at start, on the booted image: its storage is the image's.
+    let slot_config = image.root.join("usr/lib/sysctr/deployments/svc.0/config.json");
+    let before = std::fs::read(&slot_config).unwrap();
+    let at_start = Layout::new(&image.root, &image.root.join(IMAGE_STORAGE));
+    let dropped = fit_capabilities(&at_start, "svc", Some(Path::new("/run/sysctr/svc"))).unwrap();
+    assert_eq!(std::fs::read(&slot_config).unwrap(), before, "the slot under /usr was written");
+    let bundle = image.root.join("run/sysctr/svc/config.json");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&bundle).unwrap()).unwrap();
+    assert_eq!(config["root"]["path"], "/usr/lib/sysctr/deployments/svc.0/rootfs");
+    let kept = config["process"]["capabilities"]["bounding"].as_array().unwrap().len();
+    assert_eq!(kept + dropped.len(), 41);
+    // Written again at the next start, whatever was left there.
+    std::fs::write(&bundle, "stale").unwrap();
+    fit_capabilities(&at_start, "svc", Some(Path::new("/run/sysctr/svc"))).unwrap();
+    assert!(std::fs::read_to_string(&bundle).unwrap().contains("/usr/lib/sysctr/deployments/svc.0/rootfs"));
+    assert!(!image.root.join("var/lib/sysctr/deployments").exists(), "the run needs nothing under /var");
+}
