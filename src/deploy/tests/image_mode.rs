@@ -301,3 +301,46 @@ async fn the_start_time_fit_of_an_image_container_writes_a_bundle_under_run() {
     assert!(std::fs::read_to_string(&bundle).unwrap().contains("/usr/lib/sysctr/deployments/svc.0/rootfs"));
     assert!(!image.root.join("var/lib/sysctr/deployments").exists(), "the run needs nothing under /var");
 }
+
+/// Objects of a repository by inode: (inode, size) of each object file.
+fn objects(repo: &Path) -> BTreeMap<PathBuf, (u64, u64)> {
+    listing_with_hashes(&repo.join("objects"))
+        .into_keys()
+        .filter_map(|path| {
+            let meta = std::fs::symlink_metadata(repo.join("objects").join(&path)).unwrap();
+            meta.is_file().then(|| (path, (meta.ino(), meta.len())))
+        })
+        .collect()
+}
+
+/// The host installs an image its OS image already has: taken from /usr with no fetch, and its
+/// objects hard-linked, not stored twice.
+#[tokio::test]
+async fn an_image_the_os_image_has_is_installed_on_the_host_without_storing_it_twice() {
+    let image = image_root();
+    publish_with(&image.layout, IMAGE, "v1", &[("usr/share/big", &"x".repeat(1 << 20))]);
+    install(&image.layout, &install_request("svc", false), &composer(&image.root)).await.unwrap();
+    let host = booted(&image.root);
+    let systemd = Fake::new();
+    // No registry answers: the image can only come from /usr.
+    install(&host, &install_request("own", false), &systemd).await.unwrap();
+    assert_eq!(host.read_info("own").unwrap().image, image.layout.read_info("svc").unwrap().image);
+    assert!(host.link("own").join("rootfs/bin/sh").is_file());
+
+    let (usr, var) = (objects(&image.layout.repo()), objects(&host.repo()));
+    let usr_inodes: std::collections::BTreeSet<u64> = usr.values().map(|(ino, _)| *ino).collect();
+    let shared: u64 = var.values().filter(|(ino, _)| usr_inodes.contains(ino)).map(|(_, len)| len).sum();
+    let twice: u64 = var.values().filter(|(ino, _)| !usr_inodes.contains(ino)).map(|(_, len)| len).sum();
+    eprintln!("objects in /var's repo: {}, {shared} bytes shared with /usr's, {twice} bytes of its own", var.len());
+    assert!(!var.is_empty() && shared > 1 << 20);
+    assert_eq!(twice, 0, "objects stored twice: {var:?}");
+
+    // The host's copy does not depend on /usr's: gone with an OS image that drops it, the
+    // host's container still checks out again.
+    std::fs::remove_dir_all(image.root.join(IMAGE_STORAGE)).unwrap();
+    let store = crate::store::Store::open(&host.repo()).unwrap();
+    let stored = store.image(&ImageRef::parse(IMAGE).unwrap().canonical()).unwrap().unwrap();
+    let dest = image.root.join("var/tmp-checkout");
+    crate::store::checkout_image(&store, &stored.commit, &dest).unwrap();
+    assert!(dest.join("bin/sh").is_file());
+}

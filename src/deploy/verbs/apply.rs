@@ -26,7 +26,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use super::install::{install, InstallOutcome, InstallRequest};
-use super::pull::pull;
+use super::pull::{from_the_os_image, pull};
 use super::update::{update, SwitchReport, UpdateRequest};
 use crate::deploy::deployment::slot::{preview_unit, runs_once, SlotRequest};
 use crate::deploy::host::facts::find_runtime;
@@ -209,7 +209,10 @@ async fn planned_units(
         }
         let stored = match store.image(&image.canonical())? {
             Some(stored) => stored,
-            None => pull(&store, image, registry).await?.image,
+            None => match from_the_os_image(layout, &store, image)? {
+                Some(stored) => stored,
+                None => pull(&store, image, registry).await?.image,
+            },
         };
         let config: oci_spec::image::ImageConfiguration =
             serde_json::from_slice(&stored.config_raw).context("reading the stored image config")?;

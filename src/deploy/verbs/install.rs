@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::pull::pull;
+use super::pull::{from_the_os_image, pull};
 use super::recovery::lock_and_recover;
 use super::run::{run_once, RunRequest};
 use crate::deploy::deployment::activate::activate;
@@ -79,7 +79,11 @@ pub async fn install(
     }
 
     let store = Store::open_or_create(&layout.repo())?;
-    let image = match store.image(&request.image.canonical())? {
+    let stored = match store.image(&request.image.canonical())? {
+        Some(image) => Some(image),
+        None => from_the_os_image(layout, &store, &request.image)?,
+    };
+    let image = match stored {
         Some(image) => image,
         None => {
             let pulled = pull(&store, &request.image, &request.registry).await?;
