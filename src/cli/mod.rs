@@ -659,6 +659,37 @@ mod tests {
     }
 
     #[test]
+    fn os_image_needs_a_root_and_puts_the_store_under_its_usr() {
+        let opts = Opts::try_parse_from(["sysctr", "--os-image", "list"]).unwrap();
+        let err = format!("{:#}", layout(&opts).unwrap_err());
+        assert!(err.contains("--os-image") && err.contains("needs --root"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap();
+        let opts = Opts::try_parse_from(["sysctr", "--root", root, "--os-image", "--storage", root, "list"]).unwrap();
+        assert!(format!("{:#}", layout(&opts).unwrap_err()).contains("cannot be used with --os-image"));
+
+        let opts = Opts::try_parse_from(["sysctr", "--root", root, "--os-image", "list"]).unwrap();
+        let image = layout(&opts).unwrap();
+        let real = dir.path().canonicalize().unwrap();
+        assert!(image.os_image);
+        assert_eq!(image.storage, real.join("usr/lib/sysctr"));
+        assert_eq!(image.state, real.join("var/lib/sysctr"));
+        assert_eq!((image.unit_dir(), image.tmpfiles_dir()), ("usr/lib/systemd/system", "usr/lib/tmpfiles.d"));
+
+        let opts = Opts::try_parse_from(["sysctr", "--root", root, "list"]).unwrap();
+        let host = layout(&opts).unwrap();
+        assert!(!host.os_image);
+        assert_eq!(
+            (host.storage.clone(), host.state.clone()),
+            (real.join("var/lib/sysctr"), real.join("var/lib/sysctr"))
+        );
+        assert_eq!(host.unit_dir(), "etc/systemd/system");
+        assert!(!dir.path().join("usr").exists() && !dir.path().join("var").exists(), "parsing wrote into the root");
+    }
+
+    #[test]
     fn refuses_unknown_and_missing_arguments() {
         assert!(Opts::try_parse_from(["sysctr", "install"]).is_err());
         assert!(Opts::try_parse_from(["sysctr", "frobnicate"]).is_err());
