@@ -234,6 +234,11 @@ async fn composing_twice_gives_byte_identical_trees() {
         assert_eq!(b.get(path), Some(entry), "{}", path.display());
     }
     assert_eq!(a.len(), b.len());
+    // Clamped, not only made within the same second.
+    for (path, entry) in a.iter().filter(|(path, _)| path.starts_with("usr/lib") || path.starts_with("var")) {
+        let mtime: i64 = entry.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(mtime <= 1_700_000_000, "{} not clamped: {entry}", path.display());
+    }
 }
 
 /// Every entry beneath `dir` (relative), with its type, mode, owner, mtime, and content hash or
