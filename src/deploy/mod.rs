@@ -37,7 +37,7 @@ pub use verbs::apply::{apply, plan, Action, Change, PlannedStep};
 pub use verbs::images::{info, prune, rmi, ImageInfo, PruneReport};
 pub use verbs::install::{install, InstallOutcome, InstallReport, InstallRequest};
 pub use verbs::listing::{images, list, status, ContainerRow, ContainerStatus, ImageRow, SlotStatus};
-pub use verbs::pull::{first_available, pull, Pulled};
+pub use verbs::pull::{first_available, pull, share_with_the_os_image, Pulled};
 pub use verbs::recovery::{pending, recover, PendingTransaction};
 pub use verbs::run::{run_once, RunRequest};
 pub use verbs::uninstall::{uninstall, UninstallReport};

@@ -4,6 +4,9 @@
 //! not, so they are stored once yet the host's store never depends on the other one: a new OS
 //! image that drops them leaves the host's copies (the same inodes) in place.
 
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
 use anyhow::{Context, Result};
 use oci_spec::image::ImageManifest;
 use ostree::gio;
@@ -59,4 +62,61 @@ impl Store {
         }
         self.image(reference)
     }
+
+    /// Makes every file object this store shares with `other` (the same checksum, hence the same
+    /// content, mode, owner and xattrs) one file: this store's copy is replaced by a hard link to
+    /// `other`'s, where the filesystem allows (a rename over it, so a reader sees one or the
+    /// other). For images fetched on a host whose OS image holds some of their files. Returns how
+    /// many objects, and how many bytes, are now shared that were not.
+    pub fn share_objects_with(&self, other: &Store) -> Result<(u64, u64)> {
+        let (ours, theirs) = (self.path.join("objects"), other.path.join("objects"));
+        let (mut objects, mut bytes) = (0, 0);
+        for prefix in read_dir_names(&ours)? {
+            let (dir, other_dir) = (ours.join(&prefix), theirs.join(&prefix));
+            if !other_dir.is_dir() {
+                continue;
+            }
+            for name in read_dir_names(&dir)? {
+                if !name.ends_with(".file") {
+                    continue;
+                }
+                let (ours, theirs) = (dir.join(&name), other_dir.join(&name));
+                let (Ok(mine), Ok(other)) = (std::fs::symlink_metadata(&ours), std::fs::symlink_metadata(&theirs))
+                else {
+                    continue;
+                };
+                if !mine.is_file() || !other.is_file() || mine.ino() == other.ino() {
+                    continue;
+                }
+                if mine.dev() != other.dev() {
+                    return Ok((objects, bytes)); // another filesystem: no object can be shared
+                }
+                let staged = dir.join(format!(".{name}.shared"));
+                let _ = std::fs::remove_file(&staged);
+                if let Err(e) = std::fs::hard_link(&theirs, &staged) {
+                    tracing::debug!("not sharing {}: {e}", ours.display());
+                    continue;
+                }
+                std::fs::rename(&staged, &ours).with_context(|| format!("replacing {}", ours.display()))?;
+                objects += 1;
+                bytes += mine.len();
+            }
+        }
+        Ok((objects, bytes))
+    }
+}
+
+/// The names in `dir`, none if it does not exist.
+fn read_dir_names(dir: &Path) -> Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    Ok(names)
 }

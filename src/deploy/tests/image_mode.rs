@@ -349,3 +349,35 @@ async fn an_image_the_os_image_has_is_installed_on_the_host_without_storing_it_t
     crate::store::checkout_image(&store, &stored.commit, &dest).unwrap();
     assert!(dest.join("bin/sh").is_file());
 }
+
+/// An image the host fetches that is not the OS image's but has files in common with it: after
+/// the fetch, each common file is one file, /usr's.
+#[tokio::test]
+async fn files_a_fetched_image_shares_with_the_os_image_are_stored_once() {
+    let image = image_root();
+    let big = "y".repeat(1 << 20);
+    publish_with(&image.layout, IMAGE, "v1", &[("usr/share/big", &big)]);
+    install(&image.layout, &install_request("svc", false), &composer(&image.root)).await.unwrap();
+    let host = booted(&image.root);
+    drop(host.lock().unwrap());
+    // Another image (another layer, other files beside), as a fetch leaves it in the store.
+    publish_with(&host, "127.0.0.1:5000/test/other:latest", "v2", &[("usr/share/big", &big)]);
+    let store = crate::store::Store::open(&host.repo()).unwrap();
+    let usr_inodes: std::collections::BTreeSet<u64> =
+        objects(&image.layout.repo()).values().map(|(ino, _)| *ino).collect();
+    let own_bytes = |var: &BTreeMap<PathBuf, (u64, u64)>| -> u64 {
+        var.values().filter(|(ino, _)| !usr_inodes.contains(ino)).map(|(_, len)| len).sum()
+    };
+    let before = own_bytes(&objects(&host.repo()));
+    assert!(before > 1 << 20, "{before}");
+
+    share_with_the_os_image(&host, &store).unwrap();
+    let after = own_bytes(&objects(&host.repo()));
+    eprintln!("bytes of /var's repo not shared with /usr's: {before} before, {after} after");
+    assert!(before - after >= 1 << 20, "{before} -> {after}");
+    let stored = store.image("127.0.0.1:5000/test/other:latest").unwrap().unwrap();
+    let dest = image.root.join("var/tmp-checkout");
+    crate::store::checkout_image(&store, &stored.commit, &dest).unwrap();
+    assert_eq!(std::fs::read_to_string(dest.join("usr/share/big")).unwrap(), big);
+    assert_eq!(share_with_the_os_image(&host, &store).ok(), Some(()), "a second pass finds nothing to do");
+}

@@ -26,7 +26,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use super::install::{install, InstallOutcome, InstallRequest};
-use super::pull::{from_the_os_image, pull};
+use super::pull::{from_the_os_image, pull, share_with_the_os_image};
 use super::update::{update, SwitchReport, UpdateRequest};
 use crate::deploy::deployment::slot::{preview_unit, runs_once, SlotRequest};
 use crate::deploy::host::facts::find_runtime;
@@ -211,7 +211,11 @@ async fn planned_units(
             Some(stored) => stored,
             None => match from_the_os_image(layout, &store, image)? {
                 Some(stored) => stored,
-                None => pull(&store, image, registry).await?.image,
+                None => {
+                    let pulled = pull(&store, image, registry).await?.image;
+                    share_with_the_os_image(layout, &store)?;
+                    pulled
+                }
             },
         };
         let config: oci_spec::image::ImageConfiguration =

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::pull::{from_the_os_image, pull};
+use super::pull::{from_the_os_image, pull, share_with_the_os_image};
 use super::recovery::lock_and_recover;
 use super::run::{run_once, RunRequest};
 use crate::deploy::deployment::activate::activate;
@@ -87,6 +87,7 @@ pub async fn install(
         Some(image) => image,
         None => {
             let pulled = pull(&store, &request.image, &request.registry).await?;
+            share_with_the_os_image(layout, &store)?;
             notes.extend(pulled.skipped.iter().map(|s| format!("not stored (OSTree cannot hold it): {s}")));
             pulled.image
         }

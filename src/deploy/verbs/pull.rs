@@ -249,3 +249,17 @@ pub(in crate::deploy) fn from_the_os_image(
     let source = Store::open(&os_image.repo())?;
     store.copy_image_from(&source, &image.canonical())
 }
+
+/// After a fetch on a host whose OS image has a store: the files the fetched image has in common
+/// with the OS image's are made one (see `Store::share_objects_with`).
+pub fn share_with_the_os_image(layout: &Layout, store: &Store) -> Result<()> {
+    let Some(os_image) = layout.image_layout() else { return Ok(()) };
+    if !os_image.repo().join("config").exists() {
+        return Ok(());
+    }
+    let (objects, bytes) = store.share_objects_with(&Store::open(&os_image.repo())?)?;
+    if objects > 0 {
+        tracing::info!(objects, bytes, "objects shared with the OS image's store");
+    }
+    Ok(())
+}

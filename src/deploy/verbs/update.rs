@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use super::install::with_undo_problems;
-use super::pull::pull;
+use super::pull::{pull, share_with_the_os_image};
 use super::recovery::lock_and_recover;
 use crate::deploy::deployment::activate::activate;
 use crate::deploy::deployment::slot::{build_slot, SlotRequest};
@@ -84,7 +84,9 @@ pub async fn update(layout: &Layout, request: &UpdateRequest, systemd: &impl Ser
         None => ImageRef::parse(&current.image).context("reading the installed image reference")?,
     };
     let image = if request.pull {
-        pull(&store, &image_ref, &request.registry).await?.image
+        let pulled = pull(&store, &image_ref, &request.registry).await?.image;
+        share_with_the_os_image(layout, &store)?;
+        pulled
     } else {
         store
             .image(&image_ref.canonical())?
