@@ -381,3 +381,21 @@ async fn files_a_fetched_image_shares_with_the_os_image_are_stored_once() {
     assert_eq!(std::fs::read_to_string(dest.join("usr/share/big")).unwrap(), big);
     assert_eq!(share_with_the_os_image(&host, &store).ok(), Some(()), "a second pass finds nothing to do");
 }
+
+/// Composing again with other values leaves one deployment in the image: rolling back is the
+/// OS image's business, and a slot kept for it would only weigh on /usr.
+#[tokio::test]
+async fn an_update_while_composing_keeps_no_previous_slot_in_the_image() {
+    let image = image_root();
+    install(&image.layout, &install_request("svc", false), &composer(&image.root)).await.unwrap();
+    update(&image.layout, &update_request("svc", "2", true), &composer(&image.root)).await.unwrap();
+    let deployments = image.root.join("usr/lib/sysctr/deployments");
+    assert_eq!(std::fs::read_link(deployments.join("svc")).unwrap(), Path::new("svc.1"));
+    assert!(!deployments.join("svc.0").exists());
+    assert_eq!(
+        image.layout.read_info("svc").unwrap().uuid,
+        crate::deploy::host::reproducible::image_container_uuid("svc")
+    );
+    let unit = std::fs::read_to_string(image.root.join(VENDOR_UNITS).join("svc.service")).unwrap();
+    assert!(unit.contains("WorkingDirectory=/usr/lib/sysctr/deployments/svc.1"), "{unit}");
+}

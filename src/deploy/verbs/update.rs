@@ -127,6 +127,12 @@ pub async fn update(layout: &Layout, request: &UpdateRequest, systemd: &impl Ser
     match outcome {
         Ok((to, notes, missing_units)) => {
             journal.commit()?;
+            // An OS image carries no rollback of its own containers: the OS image's is theirs.
+            if layout.os_image {
+                let previous = layout.slot_dir(&current);
+                std::fs::remove_dir_all(&previous)
+                    .with_context(|| format!("removing the previous deployment {}", previous.display()))?;
+            }
             tracing::info!(from = %current.image_id, to = %to.image_id, slot = to.slot, "updated");
             Ok(SwitchReport::Switched { from: current, to, notes: [recovered, notes].concat(), missing_units })
         }
