@@ -96,13 +96,13 @@ impl Layout {
     }
 
     /// The OS image's own store as seen from this host (read only), if it provides containers.
-    pub fn image_layout(&self) -> Option<Layout> {
+    pub(in crate::deploy) fn image_layout(&self) -> Option<Layout> {
         let storage = self.image_storage.as_ref().filter(|s| s.join("deployments").is_dir())?;
         Some(Layout::os_image(&self.root, storage, storage))
     }
 
     /// Where the containers installed here come from.
-    pub fn origin(&self) -> Origin {
+    pub(in crate::deploy) fn origin(&self) -> Origin {
         if self.os_image {
             Origin::Image
         } else {
@@ -112,7 +112,7 @@ impl Layout {
 
     /// The OS image's record of `name`, when the image provides a container of that name and
     /// the host has none of its own.
-    pub fn image_provided(&self, name: &str) -> Option<Deployment> {
+    pub(in crate::deploy) fn image_provided(&self, name: &str) -> Option<Deployment> {
         if std::fs::symlink_metadata(self.link(name)).is_ok() {
             return None;
         }
@@ -127,7 +127,7 @@ impl Layout {
     }
 
     /// Refuses to change `name` when the OS image provides it: it changes with the OS image.
-    pub fn refuse_image_owned(&self, name: &str, what: &str) -> Result<()> {
+    pub(in crate::deploy) fn refuse_image_owned(&self, name: &str, what: &str) -> Result<()> {
         if self.image_provided(name).is_some() {
             anyhow::bail!("{}", image_owned_message(name, what));
         }
@@ -353,7 +353,7 @@ fn create_private_dir(storage: &Path) -> Result<()> {
 }
 
 /// The one-line refusal of a change to a container the OS image provides.
-pub fn image_owned_message(name: &str, what: &str) -> String {
+pub(in crate::deploy) fn image_owned_message(name: &str, what: &str) -> String {
     format!(
         "cannot {what} '{name}': the OS image owns it (/{IMAGE_STORAGE}); it changes with the OS image, \
          not by sysctr on this host"
