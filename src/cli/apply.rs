@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::{print_json, ChangeAction, ChangeReport, ContainerChange, RegistryArgs};
-use crate::deploy::{self, Action, Change, Layout};
+use crate::deploy::{self, Action, ApplyOptions, Change, Layout};
 use crate::systemd::HostManager;
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
@@ -17,6 +17,10 @@ pub struct ApplyOpts {
     /// Also uninstall the containers the file does not list.
     #[arg(long)]
     pub prune: bool,
+    /// On a booted host, before the first pull from a registry (and only then), start
+    /// network-online.target and wait for it at most this long (e.g. 90s); then pull anyway.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub wait_online: Option<std::time::Duration>,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
@@ -52,7 +56,9 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &ApplyOpts) -> Re
             .collect();
         (containers, Vec::new())
     } else {
-        let (actions, notes) = deploy::apply(layout, &opts.file, &opts.registry.options(), opts.prune, systemd).await?;
+        let options =
+            ApplyOptions { registry: opts.registry.options(), prune: opts.prune, wait_online: opts.wait_online };
+        let (actions, notes) = deploy::apply(layout, &opts.file, &options, systemd).await?;
         let containers: Vec<ContainerChange> = actions
             .into_iter()
             .map(|action| {

@@ -152,17 +152,18 @@ pub enum Command {
     #[command(after_help = "Examples:
   sysctr recover")]
     Recover(recover::RecoverOpts),
-    /// Narrow a container's config.json to this host's capability bounding set. Run by the units
-    /// of containers installed into an OS image (--root), before each start.
-    #[command(hide = true)]
-    FitCapabilities(FitCapabilitiesOpts),
+    /// Fit a container's config.json to this host: its capability bounding set, and an empty
+    /// stand-in for /etc/hosts or /etc/resolv.conf where it has none. Run by the units of
+    /// containers installed into an OS image (--root), before each start.
+    #[command(hide = true, alias = "fit-capabilities")]
+    FitHost(FitHostOpts),
     /// Write the man pages and shell completions into a directory (for packages).
     #[command(hide = true)]
     GenerateDocs { dir: PathBuf },
 }
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
-pub struct FitCapabilitiesOpts {
+pub struct FitHostOpts {
     /// Leave the slot as it is and write the fitted config.json into this directory, the bundle
     /// runc runs (containers an OS image provides, whose slot is read-only).
     #[arg(long, value_name = "DIR")]
@@ -361,11 +362,15 @@ async fn dispatch(opts: &Opts, layout: &Layout, systemd: &HostManager) -> Result
         Command::Run(o) => return run::run(layout, systemd, o).await,
         Command::Apply(o) => return apply::run(layout, systemd, o).await,
         Command::Recover(o) => recover::run(layout, systemd, o).await,
-        Command::FitCapabilities(o) => {
+        Command::FitHost(o) => {
             crate::reference::validate_container_name(&o.name)?;
-            let dropped = deploy::fit_capabilities(layout, &o.name, o.bundle.as_deref())?;
-            if !dropped.is_empty() {
-                println!("{}: not in this host's bounding set, left out: {}", o.name, dropped.join(", "));
+            let fit = deploy::fit_to_host(layout, &o.name, o.bundle.as_deref())?;
+            if !fit.dropped_capabilities.is_empty() {
+                let dropped = fit.dropped_capabilities.join(", ");
+                println!("{}: not in this host's bounding set, left out: {dropped}", o.name);
+            }
+            for change in &fit.host_files {
+                println!("{}: {change}", o.name);
             }
             Ok(())
         }

@@ -29,11 +29,11 @@ mod host;
 mod journal;
 mod verbs;
 
-pub use deployment::slot::fit_capabilities;
+pub use deployment::slot::{fit_to_host, HostFit};
 pub use host::layout::{Deployment, InstalledFile, Layout, Origin, DEFAULT_STORAGE, IMAGE_STORAGE};
 pub use host::reproducible::clamp_image_times;
 pub use verbs::adhoc::{mount_readonly, unmount, MountSource};
-pub use verbs::apply::{apply, plan, Action, Change, PlannedStep};
+pub use verbs::apply::{apply, plan, Action, ApplyOptions, Change, PlannedStep};
 pub use verbs::images::{info, prune, rmi, ImageInfo, PruneReport};
 pub use verbs::install::{install, InstallOutcome, InstallReport, InstallRequest};
 pub use verbs::listing::{images, list, status, ContainerRow, ContainerStatus, ImageRow, SlotStatus};

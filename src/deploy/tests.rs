@@ -33,6 +33,9 @@ pub(in crate::deploy) fn host() -> Host {
         std::fs::create_dir_all(root.join(sub)).unwrap();
     }
     std::fs::write(root.join("usr/sbin/runc"), "#!/bin/sh\n").unwrap();
+    for shared in crate::spec::SHARED_HOST_FILES {
+        std::fs::write(root.join(shared.trim_start_matches('/')), "").unwrap();
+    }
     let layout = Layout::new(&root, &root.join("var/lib/sysctr"));
     drop(layout.lock().unwrap());
     publish(&layout, IMAGE, "v1");
@@ -377,17 +380,111 @@ async fn an_offline_install_leaves_host_facts_to_the_target() {
         config["process"]["capabilities"]["bounding"].as_array().unwrap().iter().filter_map(|c| c.as_str()).collect();
     assert_eq!(bounding.len(), 41, "every capability sysctr knows: {bounding:?}");
     let dropin = std::fs::read_to_string(host.root.join("etc/systemd/system/svc.service.d/sysctr.conf")).unwrap();
-    assert!(
-        dropin.contains("ExecStartPre=-/usr/bin/sysctr --storage '/var/lib/sysctr' fit-capabilities 'svc'\n"),
-        "{dropin}"
-    );
+    assert!(dropin.contains("ExecStartPre=-/usr/bin/sysctr --storage '/var/lib/sysctr' fit-host 'svc'\n"), "{dropin}");
 
     // What that start does, here with this process's bounding set.
     let ours = crate::template::host_bounding_set().unwrap();
-    let dropped = fit_capabilities(&host.layout, "svc", None).unwrap();
+    let dropped = fit_to_host(&host.layout, "svc", None).unwrap().dropped_capabilities;
     let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
     let kept = config["process"]["capabilities"]["effective"].as_array().unwrap().len();
     assert_eq!(kept, ours.count_ones().min(41) as usize, "kept: {config}; dropped: {dropped:?}");
     assert_eq!(kept + dropped.len(), 41);
-    assert!(fit_capabilities(&host.layout, "svc", None).unwrap().is_empty(), "a second start changes nothing");
+    assert!(
+        fit_to_host(&host.layout, "svc", None).unwrap().dropped_capabilities.is_empty(),
+        "a second start changes nothing"
+    );
+}
+
+/// The sources of the container's mounts of /etc/hosts and /etc/resolv.conf, in that order.
+fn shared_file_sources(layout: &Layout, name: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(layout.link(name).join("config.json")).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&text).unwrap();
+    ["/etc/hosts", "/etc/resolv.conf"]
+        .iter()
+        .map(|file| {
+            let mounts = config["mounts"].as_array().unwrap();
+            let mount = mounts.iter().find(|m| m["destination"] == *file).unwrap_or_else(|| panic!("{file}: {text}"));
+            mount["source"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// A minimal OS tree has no /etc/hosts, and runc refuses a bind mount without a source: the
+/// container gets an empty file instead, and the host's once it has one. On a booted host the
+/// install decides; in an OS image, each start.
+#[tokio::test]
+async fn a_host_without_etc_hosts_gives_its_containers_an_empty_one() {
+    let host = host();
+    std::fs::remove_file(host.root.join("etc/hosts")).unwrap();
+    let stand_in = "/var/lib/sysctr/deployments/svc.0/absent-host-file";
+
+    let outcome = install(&host.layout, &install_request("svc", false), &Fake::new()).await.unwrap();
+    let InstallOutcome::Installed(report) = outcome else { panic!("{outcome:?}") };
+    assert!(report.notes.iter().any(|n| n.contains("/etc/hosts is absent")), "{:?}", report.notes);
+    assert_eq!(shared_file_sources(&host.layout, "svc"), [stand_in, "/etc/resolv.conf"]);
+    let empty = host.root.join(stand_in.trim_start_matches('/'));
+    assert_eq!(std::fs::read(&empty).unwrap(), b"", "{}", empty.display());
+    uninstall(&host.layout, "svc", &Fake::new()).await.unwrap();
+
+    let offline = crate::systemd::Offline::new(&host.root);
+    install(&host.layout, &install_request("svc", false), &offline).await.unwrap();
+    assert_eq!(shared_file_sources(&host.layout, "svc"), ["/etc/hosts", "/etc/resolv.conf"], "left to the start");
+    let fit = fit_to_host(&host.layout, "svc", None).unwrap();
+    assert_eq!(fit.host_files, [crate::spec::HostFileChange::StandIn("/etc/hosts".into())]);
+    assert_eq!(shared_file_sources(&host.layout, "svc"), [stand_in, "/etc/resolv.conf"]);
+    // A link to where a resolver writes later counts once the file is there, not before.
+    std::fs::remove_file(host.root.join("etc/resolv.conf")).unwrap();
+    std::os::unix::fs::symlink("/run/resolved/stub.conf", host.root.join("etc/resolv.conf")).unwrap();
+    std::fs::write(host.root.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+    let fit = fit_to_host(&host.layout, "svc", None).unwrap();
+    assert_eq!(
+        fit.host_files,
+        [
+            crate::spec::HostFileChange::StandIn("/etc/resolv.conf".into()),
+            crate::spec::HostFileChange::Restored("/etc/hosts".into())
+        ]
+    );
+    assert_eq!(shared_file_sources(&host.layout, "svc"), ["/etc/hosts", stand_in]);
+    std::fs::create_dir_all(host.root.join("run/resolved")).unwrap();
+    std::fs::write(host.root.join("run/resolved/stub.conf"), "nameserver 127.0.0.53\n").unwrap();
+    fit_to_host(&host.layout, "svc", None).unwrap();
+    assert_eq!(shared_file_sources(&host.layout, "svc"), ["/etc/hosts", "/etc/resolv.conf"]);
+}
+
+/// `sysctr-apply.service` runs at every boot: it must not wait for the network unless it has an
+/// image to pull, and then only once, before the first pull.
+#[tokio::test]
+async fn apply_asks_for_the_network_only_before_a_pull() {
+    let host = host();
+    let file = host.root.join("node.toml");
+    let options = ApplyOptions {
+        registry: RegistryOptions::default(),
+        prune: false,
+        wait_online: Some(std::time::Duration::from_secs(5)),
+    };
+    let online = |systemd: &Fake| systemd.calls().iter().filter(|c| *c == "start network-online.target").count();
+
+    // In the store already: installed with no pull, and no wait.
+    std::fs::write(&file, format!("[[container]]\nname = \"svc\"\nimage = \"{IMAGE}\"\n")).unwrap();
+    let systemd = Fake::new();
+    let (actions, _) = apply(&host.layout, &file, &options, &systemd).await.unwrap();
+    assert!(matches!(actions.as_slice(), [Action::Installed(_)]), "{actions:?}");
+    assert_eq!(online(&systemd), 0, "{:?}", systemd.calls());
+    apply(&host.layout, &file, &options, &systemd).await.unwrap();
+    assert_eq!(online(&systemd), 0, "nothing to do: {:?}", systemd.calls());
+
+    // Two images to pull (from a port where nothing listens): the network is asked for once,
+    // first, and the pull still says what failed.
+    let missing = |name: &str| format!("[[container]]\nname = \"{name}\"\nimage = \"127.0.0.1:1/test/{name}:v1\"\n");
+    std::fs::write(&file, missing("a") + &missing("b")).unwrap();
+    let systemd = Fake::new();
+    let err = apply(&host.layout, &file, &options, &systemd).await.unwrap_err();
+    assert!(format!("{err:#}").contains("127.0.0.1:1"), "{err:#}");
+    assert_eq!(online(&systemd), 1, "{:?}", systemd.calls());
+
+    // Without --wait-online, never.
+    let systemd = Fake::new();
+    let options = ApplyOptions { wait_online: None, ..options };
+    apply(&host.layout, &file, &options, &systemd).await.unwrap_err();
+    assert_eq!(online(&systemd), 0, "{:?}", systemd.calls());
 }

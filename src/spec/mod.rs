@@ -7,6 +7,7 @@
 //! process to run) and leaves the rest to runc, as atomic did. Legacy shapes that the runc here
 //! would not read are rewritten in [`legacy`].
 
+mod host_files;
 mod legacy;
 mod narrow;
 
@@ -16,6 +17,7 @@ use oci_spec::runtime::{
     Capability, LinuxCapabilitiesBuilder, LinuxNamespaceType, Mount, MountBuilder, RootBuilder, Spec, UserBuilder,
 };
 
+pub use host_files::{fit_host_files, HostFileChange, SHARED_HOST_FILES};
 pub use legacy::Rewrite;
 pub use narrow::narrow_capabilities;
 
@@ -84,7 +86,7 @@ pub fn generate(image: &ImageConfiguration, inputs: &GenerateInputs) -> Result<S
                 .build()?,
         );
     }
-    for file in ["/etc/resolv.conf", "/etc/hosts"] {
+    for file in SHARED_HOST_FILES {
         mounts.push(
             MountBuilder::default()
                 .destination(file)

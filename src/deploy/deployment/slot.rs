@@ -15,7 +15,9 @@ use super::bundle;
 use super::exports::{Exports, ExportsManifest};
 use super::hostfs::{self, PlannedContent};
 use crate::deploy::host::facts::{host_facts, HostFacts};
-use crate::deploy::host::layout::{Deployment, Layout, DROPIN_FILE, HOSTFS_DIR, TMPFILES_FILE, UNIT_FILE};
+use crate::deploy::host::layout::{
+    Deployment, Layout, ABSENT_HOST_FILE, DROPIN_FILE, HOSTFS_DIR, TMPFILES_FILE, UNIT_FILE,
+};
 use crate::deploy::host::reproducible;
 use crate::deploy::journal::Journal;
 use crate::rooted::{Resolve, RootedDir};
@@ -104,18 +106,28 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
     if has_service {
         let config_json =
             render_config(&exports, &config, &values, request.user_values, name, &rootfs, RootUse::ReadOnly)?;
-        write(&dir.join("config.json"), &config_json.text)?;
         warnings.notes.extend(
             config_json.rewrites.iter().map(|rewrite| format!("config.json rewritten for this runc: {rewrite}")),
         );
         config_rewrites = config_json.rewrites;
+        let facts = host_facts(request.target)?;
+        write(&dir.join(ABSENT_HOST_FILE), "")?;
+        let mut config_text = config_json.text;
+        // A root on disk gets its host files at boot, or later: each start looks (see `fit_to_host`).
+        if !facts.fit_at_start {
+            let slot_dir = layout.slot(name, request.slot);
+            if let Some((text, changes)) = fit_shared_host_files(layout, &config_text, &slot_dir)? {
+                config_text = text;
+                warnings.notes.extend(changes.iter().map(ToString::to_string));
+            }
+        }
+        write(&dir.join("config.json"), &config_text)?;
         let unit = render_unit(exports.service_template.as_deref(), &forced, &values)?;
         let host = layout.host_dir()?;
         crate::systemd::check_install_links(&host, &unit, &Layout::unit_name(name), layout.unit_dir())?;
         warnings.missing_units = crate::systemd::check_dependencies(&host, &Layout::unit_name(name), &unit)?;
         write(&dir.join(UNIT_FILE), &unit)?;
-        let facts = host_facts(request.target)?;
-        let fit = facts.fit_capabilities_at_start.then(|| StartFit {
+        let fit = facts.fit_at_start.then(|| StartFit {
             sysctr: TARGET_SYSCTR,
             storage: host_view(layout, &layout.storage),
             bundle: layout.os_image.then(|| bundle::bundle_dir(name)),
@@ -123,7 +135,8 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
         if fit.is_some() && host.kind(Path::new(TARGET_SYSCTR.trim_start_matches('/')))?.is_none() {
             warnings.notes.push(format!(
                 "the target has no {TARGET_SYSCTR}: at start, the unit cannot fit the capabilities offered \
-                 to the target's bounding set, and runc refuses any the target cannot grant"
+                 to the target's bounding set (runc refuses any the target cannot grant), nor stand in for \
+                 /etc/hosts or /etc/resolv.conf where the target has none"
             ));
         }
         write(&dir.join(DROPIN_FILE), &dropin(&runtime, name, fit))?;
@@ -243,8 +256,8 @@ struct StartFit {
 }
 
 /// sysctr's own unit settings, added as a drop-in so that they apply whatever the image's
-/// template says. `fit` makes each start narrow the config to the capabilities the target can
-/// grant (see `fit_capabilities`).
+/// template says. `fit` makes each start fit the config to the host it starts on (see
+/// `fit_to_host`).
 fn dropin(runtime: &str, name: &str, fit: Option<StartFit>) -> String {
     let mut text = format!(
         "# Written by sysctr. A container whose init ignores SIGTERM, or state left by a crash,\n\
@@ -255,14 +268,14 @@ fn dropin(runtime: &str, name: &str, fit: Option<StartFit>) -> String {
     );
     match fit {
         Some(StartFit { sysctr, storage, bundle: None }) => text.push_str(&format!(
-            "# Installed into an OS image: fit the capabilities to this host's bounding set.\n\
-             ExecStartPre=-{sysctr} --storage '{storage}' fit-capabilities '{name}'\n"
+            "# Installed into an OS image: fit the config to this host (capabilities, /etc/hosts).\n\
+             ExecStartPre=-{sysctr} --storage '{storage}' fit-host '{name}'\n"
         )),
         // Not to be ignored: runc runs the bundle this writes.
         Some(StartFit { sysctr, storage, bundle: Some(bundle) }) => text.push_str(&format!(
-            "# Provided by the OS image, whose /usr is read-only: the config fitted to this host is\n\
-             # written to the bundle runc runs.\n\
-             ExecStartPre={sysctr} --storage '{storage}' fit-capabilities --bundle '{}' '{name}'\n",
+            "# Provided by the OS image, whose /usr is read-only: the config fitted to this host\n\
+             # (capabilities, /etc/hosts) is written to the bundle runc runs.\n\
+             ExecStartPre={sysctr} --storage '{storage}' fit-host --bundle '{}' '{name}'\n",
             bundle.display()
         )),
         None => {}
@@ -274,30 +287,65 @@ fn dropin(runtime: &str, name: &str, fit: Option<StartFit>) -> String {
 /// package installs it.
 pub(in crate::deploy) const TARGET_SYSCTR: &str = "/usr/bin/sysctr";
 
-/// Narrows the active `config.json` of `name` to the bounding set of this process, which systemd
-/// started with the unit's own. Returns the capabilities removed. Takes no lock: it runs inside a
-/// start that a locked `update` may be waiting for, and the file is replaced atomically. With
-/// `bundle`, the slot is left as it is (an OS image's, read-only) and the fitted config is
-/// written as the bundle there, at every start (see `bundle`).
-pub fn fit_capabilities(layout: &Layout, name: &str, bundle: Option<&Path>) -> Result<Vec<String>> {
+/// What fitting a container's config to the host it starts on changed.
+#[derive(Debug, Default)]
+pub struct HostFit {
+    /// Capabilities outside the host's bounding set, removed.
+    pub dropped_capabilities: Vec<String>,
+    /// Shared host files stood in for, or given back.
+    pub host_files: Vec<spec::HostFileChange>,
+}
+
+/// Fits the active `config.json` of `name` to the host this runs on, before each start of a
+/// container installed into an OS image: narrowed to the bounding set of this process (which
+/// systemd started with the unit's own), and with an empty file mounted for `/etc/hosts` or
+/// `/etc/resolv.conf` while the host has none. Takes no lock: it runs inside a start that a
+/// locked `update` may be waiting for, and the file is replaced atomically. With `bundle`, the
+/// slot is left as it is (an OS image's, read-only) and the fitted config is written as the
+/// bundle there, at every start (see `bundle`).
+pub fn fit_to_host(layout: &Layout, name: &str, bundle: Option<&Path>) -> Result<HostFit> {
     let record = layout.read_info(name)?;
     let slot_dir = layout.slot(name, record.slot);
     let slot = RootedDir::open(&slot_dir, Resolve::NoSymlinks)?;
     let config = slot.read_file(Path::new("config.json"), spec::MAX_CONFIG_SIZE)?;
-    let config = String::from_utf8(config).with_context(|| format!("the config.json of '{name}' is not UTF-8"))?;
+    let mut config = String::from_utf8(config).with_context(|| format!("the config.json of '{name}' is not UTF-8"))?;
+    let mut fit = HostFit::default();
     let bounding = template::host_bounding_set()?;
-    let narrowed = spec::narrow_capabilities(&config, bounding)
-        .with_context(|| format!("fitting the capabilities of '{name}' to this host"))?;
-    if let Some(bundle) = bundle {
-        let (fitted, dropped) = narrowed.unwrap_or((config, Vec::new()));
-        bundle::write_bundle(layout, &fitted, &bundle::on_host(layout, &slot_dir), bundle)?;
-        return Ok(dropped);
+    if let Some((narrowed, dropped)) = spec::narrow_capabilities(&config, bounding)
+        .with_context(|| format!("fitting the capabilities of '{name}' to this host"))?
+    {
+        (config, fit.dropped_capabilities) = (narrowed, dropped);
     }
-    let Some((narrowed, dropped)) = narrowed else {
-        return Ok(Vec::new());
-    };
-    slot.replace_file(Path::new("config.json"), narrowed.as_bytes(), 0o644)?;
-    Ok(dropped)
+    if let Some((fitted, changes)) = fit_shared_host_files(layout, &config, &slot_dir)
+        .with_context(|| format!("fitting the host files of '{name}' to this host"))?
+    {
+        (config, fit.host_files) = (fitted, changes);
+    }
+    if let Some(bundle) = bundle {
+        bundle::write_bundle(layout, &config, &bundle::on_host(layout, &slot_dir), bundle)?;
+        return Ok(fit);
+    }
+    if fit.dropped_capabilities.is_empty() && fit.host_files.is_empty() {
+        return Ok(fit);
+    }
+    // Slots made before the stand-in was part of every slot.
+    if slot.kind(Path::new(ABSENT_HOST_FILE))?.is_none() {
+        slot.replace_file(Path::new(ABSENT_HOST_FILE), b"", 0o644)?;
+    }
+    slot.replace_file(Path::new("config.json"), config.as_bytes(), 0o644)?;
+    Ok(fit)
+}
+
+/// `config` with its mounts of shared host files pointed at the host's, or at the slot's empty
+/// stand-in where the host (looked at beneath its root) has none.
+fn fit_shared_host_files(
+    layout: &Layout,
+    config: &str,
+    slot_dir: &Path,
+) -> Result<Option<(String, Vec<spec::HostFileChange>)>> {
+    let host = layout.host_dir()?;
+    let stand_in = host_view(layout, &slot_dir.join(ABSENT_HOST_FILE));
+    spec::fit_host_files(config, |path| host.is_file(Path::new(path.trim_start_matches('/'))), &stand_in)
 }
 
 /// The container's `config.json`: the image's template rendered, its verbatim config, or one

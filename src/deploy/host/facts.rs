@@ -22,8 +22,9 @@ pub(in crate::deploy) struct HostFacts {
     pub uid: u32,
     pub gid: u32,
     pub all_process_capabilities: String,
-    /// Whether each start narrows the config to the capabilities the host can grant (see `dropin`).
-    pub fit_capabilities_at_start: bool,
+    /// Whether each start fits the config to the host (capabilities it can grant, host files it
+    /// has; see `fit_to_host`), rather than the install.
+    pub fit_at_start: bool,
 }
 
 /// On a booted host, the facts of the running one. In an OS image being composed, the container
@@ -39,13 +40,13 @@ pub(in crate::deploy) fn host_facts(target: Target) -> Result<HostFacts> {
                 template::host_cap_last_cap()?,
                 template::host_bounding_set()?,
             ),
-            fit_capabilities_at_start: false,
+            fit_at_start: false,
         },
         Target::Offline => HostFacts {
             uid: 0,
             gid: 0,
             all_process_capabilities: template::all_process_capabilities(u32::MAX, u64::MAX),
-            fit_capabilities_at_start: true,
+            fit_at_start: true,
         },
     })
 }

@@ -28,6 +28,8 @@ pub(in crate::deploy) const UNIT_FILE: &str = "unit.service";
 pub(in crate::deploy) const DROPIN_FILE: &str = "sysctr.conf";
 pub(in crate::deploy) const TMPFILES_FILE: &str = "tmpfiles.conf";
 pub(in crate::deploy) const HOSTFS_DIR: &str = "hostfs";
+/// An empty file, bind-mounted in place of a shared host file the host lacks (`spec::fit_host_files`).
+pub(in crate::deploy) const ABSENT_HOST_FILE: &str = "absent-host-file";
 const INFO_FILE: &str = "info";
 
 /// Where a container comes from: the host's own storage, or the OS image (`/usr/lib/sysctr`),

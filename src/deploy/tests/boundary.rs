@@ -187,7 +187,7 @@ async fn a_booted_host_sets_containers_up_with_its_own_facts() {
     let bounding = config["process"]["capabilities"]["bounding"].as_array().unwrap().len();
     assert_eq!(bounding as u32, crate::template::host_bounding_set().unwrap().count_ones().min(41));
     let dropin = std::fs::read_to_string(host.root.join("etc/systemd/system/svc.service.d/sysctr.conf")).unwrap();
-    assert!(!dropin.contains("fit-capabilities"), "{dropin}");
+    assert!(!dropin.contains("fit-host"), "{dropin}");
 }
 
 /// The runtime is looked for beneath the root: this machine's runc does not count for a target

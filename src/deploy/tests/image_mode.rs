@@ -141,13 +141,21 @@ async fn apply_takes_an_image_container_as_present_and_refuses_to_change_it() {
     let steps = plan(&host, &file, &registry, true).unwrap();
     assert_eq!(steps.len(), 1);
     assert_eq!(steps[0].change, Change::Unchanged);
-    let (actions, _) = apply(&host, &file, &registry, true, &systemd).await.unwrap();
+    let (actions, _) =
+        apply(&host, &file, &ApplyOptions { registry: registry.clone(), prune: true, wait_online: None }, &systemd)
+            .await
+            .unwrap();
     assert_eq!(actions, [Action::Unchanged("svc".into())]);
     assert!(host.installed_names().unwrap().is_empty(), "reinstalled into /var");
 
     std::fs::write(&file, format!("[[container]]\nname = \"svc\"\nimage = \"{IMAGE}\"\nset = {{ X = \"2\" }}\n"))
         .unwrap();
-    let err = format!("{:#}", apply(&host, &file, &registry, false, &systemd).await.unwrap_err());
+    let err = format!(
+        "{:#}",
+        apply(&host, &file, &ApplyOptions { registry: registry.clone(), prune: false, wait_online: None }, &systemd)
+            .await
+            .unwrap_err()
+    );
     assert!(err.contains("the OS image owns it") && err.contains("changes with the OS image"), "{err}");
     assert!(plan(&host, &file, &registry, false).is_err());
     assert!(host.installed_names().unwrap().is_empty());
@@ -271,7 +279,7 @@ async fn the_start_time_fit_of_an_image_container_writes_a_bundle_under_run() {
     let dropin = std::fs::read_to_string(units.join("svc.service.d/sysctr.conf")).unwrap();
     assert!(
         dropin.contains(
-            "\nExecStartPre=/usr/bin/sysctr --storage '/usr/lib/sysctr' fit-capabilities --bundle '/run/sysctr/svc' 'svc'\n"
+            "\nExecStartPre=/usr/bin/sysctr --storage '/usr/lib/sysctr' fit-host --bundle '/run/sysctr/svc' 'svc'\n"
         ),
         "{dropin}"
     );
@@ -285,7 +293,7 @@ async fn the_start_time_fit_of_an_image_container_writes_a_bundle_under_run() {
     let slot_config = image.root.join("usr/lib/sysctr/deployments/svc.0/config.json");
     let before = std::fs::read(&slot_config).unwrap();
     let at_start = Layout::new(&image.root, &image.root.join(IMAGE_STORAGE));
-    let dropped = fit_capabilities(&at_start, "svc", Some(Path::new("/run/sysctr/svc"))).unwrap();
+    let dropped = fit_to_host(&at_start, "svc", Some(Path::new("/run/sysctr/svc"))).unwrap().dropped_capabilities;
     assert_eq!(std::fs::read(&slot_config).unwrap(), before, "the slot under /usr was written");
     let bundle = image.root.join("run/sysctr/svc/config.json");
     let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&bundle).unwrap()).unwrap();
@@ -294,9 +302,32 @@ async fn the_start_time_fit_of_an_image_container_writes_a_bundle_under_run() {
     assert_eq!(kept + dropped.len(), 41);
     // Written again at the next start, whatever was left there.
     std::fs::write(&bundle, "stale").unwrap();
-    fit_capabilities(&at_start, "svc", Some(Path::new("/run/sysctr/svc"))).unwrap();
+    fit_to_host(&at_start, "svc", Some(Path::new("/run/sysctr/svc"))).unwrap();
     assert!(std::fs::read_to_string(&bundle).unwrap().contains("/usr/lib/sysctr/deployments/svc.0/rootfs"));
     assert!(!image.root.join("var/lib/sysctr/deployments").exists(), "the run needs nothing under /var");
+
+    // The image has no /etc/hosts: the bundle mounts the slot's empty stand-in, under /usr.
+    let plain = "127.0.0.1:5000/test/plain:latest";
+    publish(&image.layout, plain, "v1");
+    let request = InstallRequest { image: ImageRef::parse(plain).unwrap(), ..install_request("plain", false) };
+    install(&image.layout, &request, &composer(&image.root)).await.unwrap();
+    let slot_config = image.root.join("usr/lib/sysctr/deployments/plain.0/config.json");
+    let before = std::fs::read(&slot_config).unwrap();
+    let fit = fit_to_host(&at_start, "plain", Some(Path::new("/run/sysctr/plain"))).unwrap();
+    assert_eq!(
+        fit.host_files,
+        [
+            crate::spec::HostFileChange::StandIn("/etc/resolv.conf".into()),
+            crate::spec::HostFileChange::StandIn("/etc/hosts".into())
+        ]
+    );
+    assert_eq!(std::fs::read(&slot_config).unwrap(), before, "the slot under /usr was written");
+    let text = std::fs::read_to_string(image.root.join("run/sysctr/plain/config.json")).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let stand_in = "/usr/lib/sysctr/deployments/plain.0/absent-host-file";
+    let hosts = config["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/etc/hosts").unwrap();
+    assert_eq!(hosts["source"], stand_in, "{text}");
+    assert!(image.root.join(stand_in.trim_start_matches('/')).is_file());
 }
 
 /// Objects of a repository by inode: (inode, size) of each object file.

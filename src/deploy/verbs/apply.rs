@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -34,7 +35,7 @@ use crate::deploy::host::layout::{image_owned_message, Layout};
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
 use crate::store::Store;
-use crate::systemd::{check_dependencies_of_set, MissingUnit, ServiceManager, Target};
+use crate::systemd::{check_dependencies_of_set, MissingUnit, ServiceManager};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -189,16 +190,19 @@ fn read_manifest(path: &Path, registries_conf: &Path) -> Result<Vec<(Entry, Imag
 }
 
 /// The units the containers to install or update would get, from the store (pulling what is
-/// missing), without touching anything else.
+/// missing), without touching anything else; and notes on the wait for the network.
 async fn planned_units(
     layout: &Layout,
     entries: &[(Entry, ImageRef)],
     registry: &RegistryOptions,
-    target: Target,
-) -> Result<Vec<(String, String)>> {
+    systemd: &impl ServiceManager,
+    wait_online: Option<Duration>,
+) -> Result<(Vec<(String, String)>, Vec<String>)> {
     let _lock = layout.lock()?;
     let store = Store::open_or_create(&layout.repo())?;
-    let mut units = Vec::new();
+    let target = systemd.target();
+    let (mut units, mut notes) = (Vec::new(), Vec::new());
+    let mut waited = false;
     for (entry, image) in entries {
         if provided_by_the_os_image(layout, entry, image)? {
             continue;
@@ -212,6 +216,10 @@ async fn planned_units(
             None => match from_the_os_image(layout, &store, image)? {
                 Some(stored) => stored,
                 None => {
+                    if let (Some(limit), ImageRef::Registry(_), false) = (wait_online, image, waited) {
+                        waited = true;
+                        notes.extend(wait_for_network(systemd, limit).await);
+                    }
                     let pulled = pull(&store, image, registry).await?.image;
                     share_with_the_os_image(layout, &store)?;
                     pulled
@@ -247,28 +255,55 @@ async fn planned_units(
             units.push((Layout::unit_name(&entry.name), unit));
         }
     }
-    Ok(units)
+    Ok((units, notes))
+}
+
+/// Asks the booted host's manager to reach `network-online.target`, waiting at most `limit`:
+/// what a pull at boot needs, asked for only when there is one to make, so that a boot with
+/// nothing to pull never waits for the network. Not reaching it is a note, not an error: the
+/// pull then says what failed. Returns the note, if any.
+async fn wait_for_network(systemd: &impl ServiceManager, limit: Duration) -> Option<String> {
+    const ONLINE: &str = "network-online.target";
+    if !systemd.target().runs_units() {
+        return None;
+    }
+    match tokio::time::timeout(limit, systemd.start(ONLINE)).await {
+        Ok(Ok(())) => None,
+        Ok(Err(err)) => Some(format!("{ONLINE} failed ({err:#}); pulling anyway")),
+        Err(_) => Some(format!("{ONLINE} not reached within {}; pulling anyway", humantime::format_duration(limit))),
+    }
+}
+
+/// What `apply` is given besides the file.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub registry: RegistryOptions,
+    /// Uninstall the containers the file does not list.
+    pub prune: bool,
+    /// Before the first pull from a registry, reach `network-online.target`, waiting at most this.
+    pub wait_online: Option<Duration>,
 }
 
 /// Returns what was done to each container, and notes for the user.
 pub async fn apply(
     layout: &Layout,
     path: &Path,
-    registry: &RegistryOptions,
-    prune: bool,
+    options: &ApplyOptions,
     systemd: &impl ServiceManager,
 ) -> Result<(Vec<Action>, Vec<String>)> {
+    let (registry, prune) = (&options.registry, options.prune);
     let entries = read_manifest(path, &registry.registries_conf)?;
     for (entry, image) in &entries {
         provided_by_the_os_image(layout, entry, image)?;
     }
     // The whole set's ordering first: nothing is installed if it would close a cycle.
-    let planned = planned_units(layout, &entries, registry, systemd.target()).await?;
-    let mut notes: Vec<String> = check_dependencies_of_set(&layout.host_dir()?, &planned)
-        .with_context(|| format!("checking the units of {}", path.display()))?
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let (planned, mut notes) = planned_units(layout, &entries, registry, systemd, options.wait_online).await?;
+    notes.extend(
+        check_dependencies_of_set(&layout.host_dir()?, &planned)
+            .with_context(|| format!("checking the units of {}", path.display()))?
+            .iter()
+            .map(ToString::to_string),
+    );
     // Found before anything is installed: only what was there and is not listed goes.
     let to_remove = if prune { unlisted(layout, &entries)? } else { Vec::new() };
     let mut actions = Vec::new();
