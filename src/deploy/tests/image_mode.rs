@@ -291,10 +291,10 @@ async fn the_start_time_fit_of_an_image_container_writes_a_bundle_under_run() {
 
     // What the drop-in does at start, on the booted image: its storage is the image's.
     let slot_config = image.root.join("usr/lib/sysctr/deployments/svc.0/config.json");
-    let before = std::fs::read(&slot_config).unwrap();
+    let before = std::fs::read_to_string(&slot_config).unwrap();
     let at_start = Layout::new(&image.root, &image.root.join(IMAGE_STORAGE));
     let dropped = fit_to_host(&at_start, "svc", Some(Path::new("/run/sysctr/svc"))).unwrap().dropped_capabilities;
-    assert_eq!(std::fs::read(&slot_config).unwrap(), before, "the slot under /usr was written");
+    assert_eq!(std::fs::read_to_string(&slot_config).unwrap(), before, "the slot under /usr was written");
     let bundle = image.root.join("run/sysctr/svc/config.json");
     let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&bundle).unwrap()).unwrap();
     assert_eq!(config["root"]["path"], "/usr/lib/sysctr/deployments/svc.0/rootfs");
@@ -312,7 +312,7 @@ async fn the_start_time_fit_of_an_image_container_writes_a_bundle_under_run() {
     let request = InstallRequest { image: ImageRef::parse(plain).unwrap(), ..install_request("plain", false) };
     install(&image.layout, &request, &composer(&image.root)).await.unwrap();
     let slot_config = image.root.join("usr/lib/sysctr/deployments/plain.0/config.json");
-    let before = std::fs::read(&slot_config).unwrap();
+    let before = std::fs::read_to_string(&slot_config).unwrap();
     let fit = fit_to_host(&at_start, "plain", Some(Path::new("/run/sysctr/plain"))).unwrap();
     assert_eq!(
         fit.host_files,
@@ -321,7 +321,7 @@ async fn the_start_time_fit_of_an_image_container_writes_a_bundle_under_run() {
             crate::spec::HostFileChange::StandIn("/etc/hosts".into())
         ]
     );
-    assert_eq!(std::fs::read(&slot_config).unwrap(), before, "the slot under /usr was written");
+    assert_eq!(std::fs::read_to_string(&slot_config).unwrap(), before, "the slot under /usr was written");
     let text = std::fs::read_to_string(image.root.join("run/sysctr/plain/config.json")).unwrap();
     let config: serde_json::Value = serde_json::from_str(&text).unwrap();
     let stand_in = "/usr/lib/sysctr/deployments/plain.0/absent-host-file";
