@@ -11,6 +11,12 @@
 //! - `ROOT/etc/systemd/system/NAME.service` (+ `NAME.service.d/sysctr.conf`),
 //!   `ROOT/etc/tmpfiles.d/NAME.conf`, and the host files from the image's `hostfs`.
 //!
+//! The containers an OS image provides (`--os-image`) have their storage at `ROOT/usr/lib/sysctr`
+//! (read-only once the image runs), vendor units in `ROOT/usr/lib/systemd/system` and tmpfiles.d
+//! files in `ROOT/usr/lib/tmpfiles.d`; the lock and the journal stay under `ROOT/var/lib/sysctr`.
+//! A booted host lists them beside its own and refuses to change them; each start fits their
+//! config into a bundle under `/run/sysctr/NAME` (`deployment::bundle`).
+//!
 //! Four layers, each calling only the ones below it:
 //! - `verbs`: what the CLI asks for. `install`, `update` (and rollback), `uninstall`, `apply`
 //!   (converge to a file, through the other verbs), `run` (once, also what `install` does with
