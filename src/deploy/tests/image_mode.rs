@@ -104,6 +104,17 @@ async fn the_booted_host_lists_the_image_containers_with_their_origin() {
     let own = status(&host, "own", &systemd).await.unwrap();
     assert_eq!(serde_json::to_value(&own).unwrap()["origin"], "host");
     assert_eq!(host.image_provided_names().unwrap(), ["svc"]);
+
+    // The host's own container of that name would mask the image's unit: only on purpose, and
+    // then it is the host's that is listed.
+    let err = format!("{:#}", install(&host, &install_request("svc", false), &systemd).await.unwrap_err());
+    assert!(err.contains("/usr/lib/systemd/system/svc.service") && err.contains("--replace-vendor-unit"), "{err}");
+    let request = InstallRequest { replace_vendor_unit: true, ..install_request("svc", false) };
+    install(&host, &request, &systemd).await.unwrap();
+    let rows = list(&host, false, &systemd).await.unwrap();
+    let seen: Vec<(&str, &str)> = rows.iter().map(|r| (r.name.as_str(), r.origin.as_str())).collect();
+    assert_eq!(seen, [("own", "host"), ("svc", "host")]);
+    assert!(host.image_provided_names().unwrap().is_empty());
 }
 
 #[tokio::test]
