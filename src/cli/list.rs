@@ -35,9 +35,10 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &ListOpts) -> Res
                 r.slot.to_string(),
                 r.created.clone(),
                 r.runtime.clone(),
+                r.origin.as_str().to_string(),
             ]
         })
         .collect();
-    print_table(&["NAME", "IMAGE", "IMAGE-ID", "STATE", "SLOT", "CREATED", "RUNTIME"], &table);
+    print_table(&["NAME", "IMAGE", "IMAGE-ID", "STATE", "SLOT", "CREATED", "RUNTIME", "ORIGIN"], &table);
     Ok(())
 }

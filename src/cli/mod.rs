@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::deploy::{self, Layout, DEFAULT_STORAGE};
+use crate::deploy::{self, Layout, DEFAULT_STORAGE, IMAGE_STORAGE};
 use crate::registry::{RegistryOptions, DEFAULT_REGISTRIES_CONF};
 use crate::rooted::{Resolve, RootedDir};
 use crate::store::{parse_size, LayerLimits};
@@ -43,6 +43,12 @@ pub struct Opts {
     /// units enabled by symlinks as `systemctl --root` does.
     #[arg(long, global = true, default_value = "/")]
     pub root: PathBuf,
+
+    /// With --root: install the containers the OS image itself provides. Store and deployments
+    /// go under ROOT/usr/lib/sysctr, units and tmpfiles.d files under ROOT/usr/lib, as vendor
+    /// files; they change only with the OS image.
+    #[arg(long, global = true)]
+    pub os_image: bool,
 
     /// Say more: -v sysctr's steps, -vv the registry client's requests too, -vvv everything
     /// (RUST_LOG, if set, decides instead).
@@ -158,6 +164,10 @@ pub enum Command {
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
 pub struct FitHostOpts {
+    /// Leave the slot as it is and write the fitted config.json into this directory, the bundle
+    /// runc runs (containers an OS image provides, whose slot is read-only).
+    #[arg(long, value_name = "DIR")]
+    pub bundle: Option<PathBuf>,
     pub name: String,
 }
 
@@ -322,31 +332,39 @@ pub async fn run() -> Result<i32> {
     let systemd = if layout.root == Path::new("/") {
         HostManager::Bus(Bus::new())
     } else {
-        HostManager::Offline(Offline::new(&layout.root))
+        HostManager::Offline(Offline::with_unit_dir(&layout.root, layout.unit_dir()))
     };
-    let systemd = &systemd;
+    let code = dispatch(&opts, &layout, &systemd).await?;
+    if layout.os_image {
+        deploy::clamp_image_times(&layout)?;
+    }
+    Ok(code)
+}
+
+/// Runs the verb `opts` names; returns the process exit code.
+async fn dispatch(opts: &Opts, layout: &Layout, systemd: &HostManager) -> Result<i32> {
     match &opts.command {
-        Command::Pull(o) => return pull::run(&layout, o).await,
+        Command::Pull(o) => return pull::run(layout, o).await,
         Command::Login(o) => login::run(o).await,
         Command::Logout(o) => login::run_logout(o),
-        Command::Install(o) => return install::run(&layout, systemd, o).await,
-        Command::Uninstall(o) => uninstall::run(&layout, systemd, o).await,
-        Command::Update(o) => return update::run(&layout, systemd, o).await,
-        Command::Rollback(o) => rollback::run(&layout, systemd, o).await,
-        Command::List(o) => list::run(&layout, systemd, o).await,
-        Command::Status(o) => status::run(&layout, systemd, o).await,
-        Command::Images(o) => images::run(&layout, o),
-        Command::Info(o) => info::run(&layout, o),
-        Command::Rmi(o) => rmi::run(&layout, systemd, o).await,
-        Command::Prune(o) => prune::run(&layout, systemd, o).await,
-        Command::Mount(o) => mount::run(&layout, o),
-        Command::Umount(o) => mount::run_umount(&layout, o),
-        Command::Run(o) => return run::run(&layout, systemd, o).await,
-        Command::Apply(o) => return apply::run(&layout, systemd, o).await,
-        Command::Recover(o) => recover::run(&layout, systemd, o).await,
+        Command::Install(o) => return install::run(layout, systemd, o).await,
+        Command::Uninstall(o) => uninstall::run(layout, systemd, o).await,
+        Command::Update(o) => return update::run(layout, systemd, o).await,
+        Command::Rollback(o) => rollback::run(layout, systemd, o).await,
+        Command::List(o) => list::run(layout, systemd, o).await,
+        Command::Status(o) => status::run(layout, systemd, o).await,
+        Command::Images(o) => images::run(layout, o),
+        Command::Info(o) => info::run(layout, o),
+        Command::Rmi(o) => rmi::run(layout, systemd, o).await,
+        Command::Prune(o) => prune::run(layout, systemd, o).await,
+        Command::Mount(o) => mount::run(layout, o),
+        Command::Umount(o) => mount::run_umount(layout, o),
+        Command::Run(o) => return run::run(layout, systemd, o).await,
+        Command::Apply(o) => return apply::run(layout, systemd, o).await,
+        Command::Recover(o) => recover::run(layout, systemd, o).await,
         Command::FitHost(o) => {
             crate::reference::validate_container_name(&o.name)?;
-            let fit = deploy::fit_to_host(&layout, &o.name)?;
+            let fit = deploy::fit_to_host(layout, &o.name, o.bundle.as_deref())?;
             if !fit.dropped_capabilities.is_empty() {
                 let dropped = fit.dropped_capabilities.join(", ");
                 println!("{}: not in this host's bounding set, left out: {dropped}", o.name);
@@ -365,17 +383,41 @@ fn layout(opts: &Opts) -> Result<Layout> {
     if !opts.root.is_absolute() || !opts.root.is_dir() {
         anyhow::bail!("--root {} is not an absolute path to a directory", opts.root.display());
     }
+    if opts.os_image && opts.root == Path::new("/") {
+        anyhow::bail!(
+            "--os-image composes the containers of an OS image offline: it needs --root DIR, the image's root \
+             (a booted host sees the containers its OS image provides without it)"
+        );
+    }
+    // Resolved as the target sees its own symlinks (`var -> /elsewhere` is the target's
+    // /elsewhere), so that the storage never lands on the machine composing the target.
+    let root = RootedDir::open(&opts.root, Resolve::InRoot)?;
+    let state_in_root = Path::new(DEFAULT_STORAGE.trim_start_matches('/'));
+    if opts.os_image {
+        if let Some(storage) = &opts.storage {
+            anyhow::bail!(
+                "--storage {} cannot be used with --os-image: the OS image's store is ROOT/{IMAGE_STORAGE}",
+                storage.display()
+            );
+        }
+        return Ok(Layout::os_image(
+            &root.real_path(Path::new(""))?,
+            &root.real_path(Path::new(IMAGE_STORAGE))?,
+            &root.real_path(state_in_root)?,
+        ));
+    }
     let storage = match &opts.storage {
         Some(storage) => storage.clone(),
-        None => opts.root.join(DEFAULT_STORAGE.trim_start_matches('/')),
+        None => opts.root.join(state_in_root),
     };
     let Ok(in_root) = storage.strip_prefix(&opts.root) else {
         anyhow::bail!("the storage {} must be inside --root {}", storage.display(), opts.root.display());
     };
-    // Resolved as the target sees its own symlinks (`var -> /elsewhere` is the target's
-    // /elsewhere), so that the storage never lands on the machine composing the target.
-    let root = RootedDir::open(&opts.root, Resolve::InRoot)?;
-    Ok(Layout::new(&root.real_path(Path::new(""))?, &root.real_path(in_root)?))
+    Ok(Layout::with_image_storage(
+        &root.real_path(Path::new(""))?,
+        &root.real_path(in_root)?,
+        &root.real_path(Path::new(IMAGE_STORAGE))?,
+    ))
 }
 
 /// Parses repeated `--set KEY=VALUE` arguments; a later one for the same key wins.
@@ -619,6 +661,37 @@ mod tests {
         for bad in [["--registry-timeout", "0"], ["--registry-timeout", "soon"], ["--max-layers", "0"]] {
             assert!(Opts::try_parse_from(["sysctr", "pull", bad[0], bad[1], "x"]).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn os_image_needs_a_root_and_puts_the_store_under_its_usr() {
+        let opts = Opts::try_parse_from(["sysctr", "--os-image", "list"]).unwrap();
+        let err = format!("{:#}", layout(&opts).unwrap_err());
+        assert!(err.contains("--os-image") && err.contains("needs --root"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap();
+        let opts = Opts::try_parse_from(["sysctr", "--root", root, "--os-image", "--storage", root, "list"]).unwrap();
+        assert!(format!("{:#}", layout(&opts).unwrap_err()).contains("cannot be used with --os-image"));
+
+        let opts = Opts::try_parse_from(["sysctr", "--root", root, "--os-image", "list"]).unwrap();
+        let image = layout(&opts).unwrap();
+        let real = dir.path().canonicalize().unwrap();
+        assert!(image.os_image);
+        assert_eq!(image.storage, real.join("usr/lib/sysctr"));
+        assert_eq!(image.state, real.join("var/lib/sysctr"));
+        assert_eq!((image.unit_dir(), image.tmpfiles_dir()), ("usr/lib/systemd/system", "usr/lib/tmpfiles.d"));
+
+        let opts = Opts::try_parse_from(["sysctr", "--root", root, "list"]).unwrap();
+        let host = layout(&opts).unwrap();
+        assert!(!host.os_image);
+        assert_eq!(
+            (host.storage.clone(), host.state.clone()),
+            (real.join("var/lib/sysctr"), real.join("var/lib/sysctr"))
+        );
+        assert_eq!(host.unit_dir(), "etc/systemd/system");
+        assert!(!dir.path().join("usr").exists() && !dir.path().join("var").exists(), "parsing wrote into the root");
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub async fn run(layout: &Layout, opts: &PullOpts) -> Result<i32> {
     let store = Store::open_or_create(&layout.repo())?;
     let before = store.image(&image.canonical())?.map(|stored| stored.manifest_digest);
     let pulled = deploy::pull(&store, &image, &opts.registry.options()).await?;
+    deploy::share_with_the_os_image(layout, &store)?;
     let changed = before.as_deref() != Some(pulled.image.manifest_digest.as_str());
     if opts.report.json {
         print_json(

@@ -2,7 +2,7 @@ use anyhow::Result;
 
 use super::install::short_id;
 use super::print_json;
-use crate::deploy::{self, Layout, SlotStatus};
+use crate::deploy::{self, Layout, Origin, SlotStatus};
 use crate::systemd::HostManager;
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
@@ -21,6 +21,11 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &StatusOpts) -> R
     }
     let unit = status.unit.as_deref().map_or(String::new(), |u| format!(" ({u})"));
     println!("{}: {}{unit}", status.name, status.state);
+    if status.origin == Origin::Image {
+        println!("  origin: the OS image (changes with it)");
+    } else {
+        println!("  origin: host");
+    }
     print_slot("current", &status.current);
     match &status.previous {
         Some(previous) => print_slot("previous", previous),

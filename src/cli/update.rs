@@ -50,6 +50,9 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &UpdateOpts) -> R
         Some(name) => vec![name.clone()],
         None => {
             let mut names = Vec::new();
+            for name in layout.image_provided_names()? {
+                crate::output::note(format!("skipped {name}: the OS image owns it; it changes with the OS image"));
+            }
             for name in layout.installed_names()? {
                 if layout.read_info(&name)?.auto_update {
                     names.push(name);

@@ -11,6 +11,12 @@
 //! - `ROOT/etc/systemd/system/NAME.service` (+ `NAME.service.d/sysctr.conf`),
 //!   `ROOT/etc/tmpfiles.d/NAME.conf`, and the host files from the image's `hostfs`.
 //!
+//! The containers an OS image provides (`--os-image`) have their storage at `ROOT/usr/lib/sysctr`
+//! (read-only once the image runs), vendor units in `ROOT/usr/lib/systemd/system` and tmpfiles.d
+//! files in `ROOT/usr/lib/tmpfiles.d`; the lock and the journal stay under `ROOT/var/lib/sysctr`.
+//! A booted host lists them beside its own and refuses to change them; each start fits their
+//! config into a bundle under `/run/sysctr/NAME` (`deployment::bundle`).
+//!
 //! Four layers, each calling only the ones below it:
 //! - `verbs`: what the CLI asks for. `install`, `update` (and rollback), `uninstall`, `apply`
 //!   (converge to a file, through the other verbs), `run` (once, also what `install` does with
@@ -30,13 +36,14 @@ mod journal;
 mod verbs;
 
 pub use deployment::slot::{fit_to_host, HostFit};
-pub use host::layout::{Deployment, InstalledFile, Layout, DEFAULT_STORAGE};
+pub use host::layout::{Deployment, InstalledFile, Layout, Origin, DEFAULT_STORAGE, IMAGE_STORAGE};
+pub use host::reproducible::clamp_image_times;
 pub use verbs::adhoc::{mount_readonly, unmount, MountSource};
 pub use verbs::apply::{apply, plan, Action, ApplyOptions, Change, PlannedStep};
 pub use verbs::images::{info, prune, rmi, ImageInfo, PruneReport};
 pub use verbs::install::{install, InstallOutcome, InstallReport, InstallRequest};
 pub use verbs::listing::{images, list, status, ContainerRow, ContainerStatus, ImageRow, SlotStatus};
-pub use verbs::pull::{first_available, pull, Pulled};
+pub use verbs::pull::{first_available, pull, share_with_the_os_image, Pulled};
 pub use verbs::recovery::{pending, recover, PendingTransaction};
 pub use verbs::run::{run_once, RunRequest};
 pub use verbs::uninstall::{uninstall, UninstallReport};

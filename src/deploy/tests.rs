@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 mod boundary;
+mod image_mode;
 
 use super::journal::Journal;
 use super::*;
@@ -383,13 +384,13 @@ async fn an_offline_install_leaves_host_facts_to_the_target() {
 
     // What that start does, here with this process's bounding set.
     let ours = crate::template::host_bounding_set().unwrap();
-    let dropped = fit_to_host(&host.layout, "svc").unwrap().dropped_capabilities;
+    let dropped = fit_to_host(&host.layout, "svc", None).unwrap().dropped_capabilities;
     let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
     let kept = config["process"]["capabilities"]["effective"].as_array().unwrap().len();
     assert_eq!(kept, ours.count_ones().min(41) as usize, "kept: {config}; dropped: {dropped:?}");
     assert_eq!(kept + dropped.len(), 41);
     assert!(
-        fit_to_host(&host.layout, "svc").unwrap().dropped_capabilities.is_empty(),
+        fit_to_host(&host.layout, "svc", None).unwrap().dropped_capabilities.is_empty(),
         "a second start changes nothing"
     );
 }
@@ -428,14 +429,14 @@ async fn a_host_without_etc_hosts_gives_its_containers_an_empty_one() {
     let offline = crate::systemd::Offline::new(&host.root);
     install(&host.layout, &install_request("svc", false), &offline).await.unwrap();
     assert_eq!(shared_file_sources(&host.layout, "svc"), ["/etc/hosts", "/etc/resolv.conf"], "left to the start");
-    let fit = fit_to_host(&host.layout, "svc").unwrap();
+    let fit = fit_to_host(&host.layout, "svc", None).unwrap();
     assert_eq!(fit.host_files, [crate::spec::HostFileChange::StandIn("/etc/hosts".into())]);
     assert_eq!(shared_file_sources(&host.layout, "svc"), [stand_in, "/etc/resolv.conf"]);
     // A link to where a resolver writes later counts once the file is there, not before.
     std::fs::remove_file(host.root.join("etc/resolv.conf")).unwrap();
     std::os::unix::fs::symlink("/run/resolved/stub.conf", host.root.join("etc/resolv.conf")).unwrap();
     std::fs::write(host.root.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
-    let fit = fit_to_host(&host.layout, "svc").unwrap();
+    let fit = fit_to_host(&host.layout, "svc", None).unwrap();
     assert_eq!(
         fit.host_files,
         [
@@ -446,7 +447,7 @@ async fn a_host_without_etc_hosts_gives_its_containers_an_empty_one() {
     assert_eq!(shared_file_sources(&host.layout, "svc"), ["/etc/hosts", stand_in]);
     std::fs::create_dir_all(host.root.join("run/resolved")).unwrap();
     std::fs::write(host.root.join("run/resolved/stub.conf"), "nameserver 127.0.0.53\n").unwrap();
-    fit_to_host(&host.layout, "svc").unwrap();
+    fit_to_host(&host.layout, "svc", None).unwrap();
     assert_eq!(shared_file_sources(&host.layout, "svc"), ["/etc/hosts", "/etc/resolv.conf"]);
 }
 

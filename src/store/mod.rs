@@ -30,6 +30,7 @@ mod checkout;
 mod import;
 mod limits;
 mod merge;
+mod share;
 
 use std::path::{Path, PathBuf};
 

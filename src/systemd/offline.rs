@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use super::{ChangeLog, ServiceManager, Target, Tmpfiles, UnitState};
 use crate::rooted::{EntryKind, Resolve, RootedDir};
 
+/// Where units are installed and enabled, unless told otherwise: the administrator's directory.
 const UNIT_DIR: &str = "etc/systemd/system";
 /// The largest unit file read back.
 const MAX_UNIT_FILE: u64 = 1024 * 1024;
@@ -17,11 +18,19 @@ const MAX_UNIT_FILE: u64 = 1024 * 1024;
 #[derive(Debug)]
 pub struct Offline {
     root: PathBuf,
+    /// Where the units are and their enablement links go, relative to the root.
+    unit_dir: &'static str,
 }
 
 impl Offline {
     pub fn new(root: &Path) -> Offline {
-        Offline { root: root.to_path_buf() }
+        Offline::with_unit_dir(root, UNIT_DIR)
+    }
+
+    /// Units in `unit_dir` (relative to the root), enabled by links in that directory: an OS
+    /// image's vendor units in `usr/lib/systemd/system`, as its packages' are.
+    pub fn with_unit_dir(root: &Path, unit_dir: &'static str) -> Offline {
+        Offline { root: root.to_path_buf(), unit_dir }
     }
 
     fn host(&self) -> Result<RootedDir> {
@@ -31,8 +40,8 @@ impl Offline {
     /// Every symlink that enables `unit`: in `*.wants/` and `*.requires/` directories, and
     /// aliases pointing at it, as `systemctl disable` finds them.
     fn links_to(&self, host: &RootedDir, unit: &str) -> Result<Vec<PathBuf>> {
-        let unit_dir = Path::new(UNIT_DIR);
-        let target = format!("/{UNIT_DIR}/{unit}");
+        let unit_dir = Path::new(self.unit_dir);
+        let target = format!("/{}/{unit}", self.unit_dir);
         let mut links = Vec::new();
         for name in host.list_dir(unit_dir)? {
             let entry = unit_dir.join(&name);
@@ -65,12 +74,12 @@ impl ServiceManager for Offline {
 
     async fn enable(&self, unit: &str, changes: &mut dyn ChangeLog) -> Result<()> {
         let host = self.host()?;
-        let unit_file = Path::new(UNIT_DIR).join(unit);
+        let unit_file = Path::new(self.unit_dir).join(unit);
         let text = host.read_file(&unit_file, MAX_UNIT_FILE).with_context(|| format!("enabling {unit}"))?;
         let text = String::from_utf8(text).with_context(|| format!("{} is not UTF-8", unit_file.display()))?;
         // Everything is checked before the first link: what is there already stays as it is.
-        check_install_links(&host, &text, unit)?;
-        for (link, target) in install_links(&text, unit)? {
+        check_install_links(&host, &text, unit, self.unit_dir)?;
+        for (link, target) in install_links(&text, unit, self.unit_dir)? {
             let link = Path::new(&link);
             if host.kind(link)?.is_some() {
                 continue; // a link to a unit of this name, as the check found
@@ -156,20 +165,21 @@ pub fn check_unit_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks, as `systemctl enable` does, that enabling `unit_name` creates its `[Install]` links
+/// Checks, as `systemctl enable` does, that enabling `unit_name` (installed in `unit_dir`, relative
+/// to the root) creates its `[Install]` links
 /// without replacing anything: a path already there must be a link to a unit file of this
 /// very name (systemd takes `/lib/systemd/system/NAME` and `/etc/systemd/system/NAME` for the
 /// same unit). An `Alias=` must be of the unit's own type and must not name a unit the root
 /// already has.
-pub fn check_install_links(root: &RootedDir, unit_text: &str, unit_name: &str) -> Result<()> {
+pub fn check_install_links(root: &RootedDir, unit_text: &str, unit_name: &str, unit_dir: &str) -> Result<()> {
     let unit_type = unit_name.rsplit_once('.').map(|(_, suffix)| suffix);
-    for (link, target) in install_links(unit_text, unit_name)? {
+    for (link, target) in install_links(unit_text, unit_name, unit_dir)? {
         let link = Path::new(&link);
-        if let Some(alias) = link.strip_prefix(UNIT_DIR).ok().and_then(Path::to_str).filter(|a| !a.contains('/')) {
+        if let Some(alias) = link.strip_prefix(unit_dir).ok().and_then(Path::to_str).filter(|a| !a.contains('/')) {
             if alias.rsplit_once('.').map(|(_, suffix)| suffix) != unit_type {
                 bail!("{unit_name} has Alias={alias}: an alias must be of the unit's own type");
             }
-            for dir in super::units_elsewhere() {
+            for dir in super::UNIT_DIRS.iter().filter(|dir| **dir != unit_dir) {
                 if root.kind(&Path::new(dir).join(alias))?.is_some() {
                     bail!("{unit_name} has Alias={alias}, but the system has that unit (/{dir}/{alias})");
                 }
@@ -188,12 +198,13 @@ pub fn check_install_links(root: &RootedDir, unit_text: &str, unit_name: &str) -
     Ok(())
 }
 
-/// The symlinks enabling `unit_name` creates, as (link path relative to the root, target).
-/// `WantedBy=T` gives `etc/systemd/system/T.wants/NAME`, `RequiredBy=T` gives `T.requires/NAME`,
-/// `Alias=A` gives `etc/systemd/system/A`; all point at `/etc/systemd/system/NAME`. Every value
-/// must be a unit name: `Alias=../../x` would otherwise name a file anywhere.
-pub fn install_links(unit_text: &str, unit_name: &str) -> Result<Vec<(String, String)>> {
-    let target = format!("/etc/systemd/system/{unit_name}");
+/// The symlinks enabling `unit_name`, installed in `unit_dir` (relative to the root), creates, as
+/// (link path relative to the root, target). With `etc/systemd/system`, `WantedBy=T` gives
+/// `etc/systemd/system/T.wants/NAME`, `RequiredBy=T` gives `T.requires/NAME`, `Alias=A` gives
+/// `etc/systemd/system/A`; all point at `/etc/systemd/system/NAME`. Every value must be a unit
+/// name: `Alias=../../x` would otherwise name a file anywhere.
+pub fn install_links(unit_text: &str, unit_name: &str, unit_dir: &str) -> Result<Vec<(String, String)>> {
+    let target = format!("/{unit_dir}/{unit_name}");
     let mut links = Vec::new();
     let mut in_install = false;
     for line in unit_text.lines().map(str::trim) {
@@ -208,9 +219,9 @@ pub fn install_links(unit_text: &str, unit_name: &str) -> Result<Vec<(String, St
                 check_unit_name(item).map_err(|e| e.context(format!("[Install] {key}= of {unit_name}")))?;
             }
             let link = match key {
-                "WantedBy" => format!("etc/systemd/system/{item}.wants/{unit_name}"),
-                "RequiredBy" => format!("etc/systemd/system/{item}.requires/{unit_name}"),
-                "Alias" => format!("etc/systemd/system/{item}"),
+                "WantedBy" => format!("{unit_dir}/{item}.wants/{unit_name}"),
+                "RequiredBy" => format!("{unit_dir}/{item}.requires/{unit_name}"),
+                "Alias" => format!("{unit_dir}/{item}"),
                 _ => continue,
             };
             links.push((link, target.clone()));
@@ -227,7 +238,7 @@ mod tests {
     fn links_follow_the_install_section_only() {
         let unit = "[Unit]\nDescription=x\nWantedBy=ignored.target\n\n[Service]\nExecStart=/bin/x\n\n[Install]\n\
                     WantedBy=multi-user.target  other.target\nRequiredBy=containerd.service\nAlias=etcd2.service\n";
-        let links = install_links(unit, "etcd.service").unwrap();
+        let links = install_links(unit, "etcd.service", UNIT_DIR).unwrap();
         let expected = [
             "etc/systemd/system/multi-user.target.wants/etcd.service",
             "etc/systemd/system/other.target.wants/etcd.service",
@@ -236,7 +247,10 @@ mod tests {
         ];
         assert_eq!(links.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>(), expected);
         assert!(links.iter().all(|(_, t)| t == "/etc/systemd/system/etcd.service"));
-        assert!(install_links("[Service]\nExecStart=/bin/x\n", "x.service").unwrap().is_empty());
+        assert!(install_links("[Service]\nExecStart=/bin/x\n", "x.service", UNIT_DIR).unwrap().is_empty());
+        let vendor = install_links(unit, "etcd.service", "usr/lib/systemd/system").unwrap();
+        assert_eq!(vendor[0].0, "usr/lib/systemd/system/multi-user.target.wants/etcd.service");
+        assert!(vendor.iter().all(|(_, t)| t == "/usr/lib/systemd/system/etcd.service"));
     }
 
     #[test]
@@ -252,7 +266,7 @@ mod tests {
             "x.service\0",
         ] {
             let unit = format!("[Install]\nAlias={bad}\n");
-            let err = install_links(&unit, "x.service").unwrap_err();
+            let err = install_links(&unit, "x.service", UNIT_DIR).unwrap_err();
             assert!(format!("{err:#}").contains("is not a unit name"), "{bad}: {err:#}");
         }
         for good in ["multi-user.target", "getty@tty1.service", "dev-disk-by\\x2duuid.device", "a:b.socket"] {

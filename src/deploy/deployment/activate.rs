@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use super::hostfs;
 use super::slot;
 use super::teardown::owns_tmpfiles;
-use crate::deploy::host::layout::{Deployment, Layout, DROPIN_FILE, TMPFILES_DIR, TMPFILES_FILE, UNIT_DIR, UNIT_FILE};
+use crate::deploy::host::layout::{Deployment, Layout, DROPIN_FILE, TMPFILES_FILE, UNIT_FILE};
 use crate::deploy::journal::Journal;
 use crate::rooted::{EntryKind, Resolve, RootedDir};
 use crate::systemd::{ServiceManager, Tmpfiles};
@@ -37,7 +37,7 @@ pub(in crate::deploy) async fn activate(
 
     let to_dir = layout.slot_dir(to);
     let host_files = slot::staged_host_files(&to_dir)?;
-    hostfs::refuse_over_own_files(&host_files, &own_host_paths(&name))?;
+    hostfs::refuse_over_own_files(&host_files, &own_host_paths(layout, &name))?;
     let installed = hostfs::install(layout, &host_files, journal)?;
     for path in &installed.kept_existing {
         notes.push(format!("not installed {path}: a file is already there, and sysctr never overwrites one"));
@@ -48,18 +48,19 @@ pub(in crate::deploy) async fn activate(
     to.write(&to_dir)?;
 
     let tmpfiles = Layout::tmpfiles_name(&name);
-    let shown = format!("/{TMPFILES_DIR}/{tmpfiles}");
-    let present = layout.host_subdir(TMPFILES_DIR)?.map(|dir| dir.kind(Path::new(&tmpfiles))).transpose()?.flatten();
+    let tmpfiles_dir = layout.tmpfiles_dir();
+    let shown = format!("/{tmpfiles_dir}/{tmpfiles}");
+    let present = layout.host_subdir(tmpfiles_dir)?.map(|dir| dir.kind(Path::new(&tmpfiles))).transpose()?.flatten();
     let someone_elses = present.is_some() && !from.is_some_and(|f| owns_tmpfiles(layout, &name, Some(f)));
     if someone_elses && to_dir.join(TMPFILES_FILE).exists() {
         bail!("{shown} exists and was not written by sysctr; move it away, or pick another --name");
     } else if someone_elses {
         notes.push(format!("left {shown} alone: sysctr did not write it"));
-    } else if place(layout, journal, &to_dir.join(TMPFILES_FILE), TMPFILES_DIR, &tmpfiles)? {
+    } else if place(layout, journal, &to_dir.join(TMPFILES_FILE), tmpfiles_dir, &tmpfiles)? {
         systemd.tmpfiles(Tmpfiles::Create, Path::new(&shown))?;
     }
     journal.units_changed()?;
-    place(layout, journal, &to_dir.join(UNIT_FILE), UNIT_DIR, &unit)?;
+    place(layout, journal, &to_dir.join(UNIT_FILE), layout.unit_dir(), &unit)?;
     place_dropin(layout, journal, &to_dir.join(DROPIN_FILE), &name, to.has_service)?;
 
     let link = layout.link(&name);
@@ -76,11 +77,12 @@ pub(in crate::deploy) async fn activate(
 
 /// The host paths sysctr writes itself for container `name`: an image's host files may not
 /// take them, nor plant a symlink on the way to them.
-fn own_host_paths(name: &str) -> [String; 3] {
+fn own_host_paths(layout: &Layout, name: &str) -> [String; 3] {
+    let (units, tmpfiles) = (layout.unit_dir(), layout.tmpfiles_dir());
     [
-        format!("/{UNIT_DIR}/{}", Layout::unit_name(name)),
-        format!("/{UNIT_DIR}/{}", Layout::dropin_dir_name(name)),
-        format!("/{TMPFILES_DIR}/{}", Layout::tmpfiles_name(name)),
+        format!("/{units}/{}", Layout::unit_name(name)),
+        format!("/{units}/{}", Layout::dropin_dir_name(name)),
+        format!("/{tmpfiles}/{}", Layout::tmpfiles_name(name)),
     ]
 }
 
@@ -122,26 +124,27 @@ fn place(layout: &Layout, journal: &mut Journal, source: &Path, dir: &str, name:
 /// directory: it is created (journaled) when missing, never followed when it is a symlink.
 fn place_dropin(layout: &Layout, journal: &mut Journal, source: &Path, name: &str, has_service: bool) -> Result<()> {
     let dropin_dir = Layout::dropin_dir_name(name);
-    let units = match layout.host_subdir(UNIT_DIR)? {
+    let unit_dir = layout.unit_dir();
+    let units = match layout.host_subdir(unit_dir)? {
         Some(units) => units,
-        None if has_service => create_host_subdir(layout, journal, UNIT_DIR)?,
+        None if has_service => create_host_subdir(layout, journal, unit_dir)?,
         None => return Ok(()),
     };
     match units.kind(Path::new(&dropin_dir))? {
         Some(EntryKind::Dir) => {}
         None if has_service => {
-            journal.created_dir(&Path::new(UNIT_DIR).join(&dropin_dir))?;
+            journal.created_dir(&Path::new(unit_dir).join(&dropin_dir))?;
             units.create_dir(Path::new(&dropin_dir), 0o755)?;
         }
         None => return Ok(()),
         Some(_) => bail!(
-            "/{UNIT_DIR}/{dropin_dir} is not a directory (a symlink?): sysctr writes its drop-in there \
+            "/{unit_dir}/{dropin_dir} is not a directory (a symlink?): sysctr writes its drop-in there \
              and follows no link; move it away"
         ),
     }
-    place(layout, journal, source, UNIT_DIR, &format!("{dropin_dir}/{DROPIN_FILE}"))?;
+    place(layout, journal, source, unit_dir, &format!("{dropin_dir}/{DROPIN_FILE}"))?;
     if !has_service && units.is_empty_dir(Path::new(&dropin_dir))? {
-        journal.removed_dir(&Path::new(UNIT_DIR).join(&dropin_dir))?;
+        journal.removed_dir(&Path::new(unit_dir).join(&dropin_dir))?;
         units.remove_dir(Path::new(&dropin_dir))?;
     }
     Ok(())

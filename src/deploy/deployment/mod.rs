@@ -2,6 +2,7 @@
 //! live one, or taken off the host (see the `deploy` module doc).
 
 pub(super) mod activate;
+pub(super) mod bundle;
 pub(super) mod exports;
 pub(super) mod hostfs;
 pub(super) mod slot;

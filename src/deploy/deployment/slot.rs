@@ -6,17 +6,19 @@
 //! `hostfs/` (the host files as rendered for this slot) and `info`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use oci_spec::image::ImageConfiguration;
 
+use super::bundle;
 use super::exports::{Exports, ExportsManifest};
 use super::hostfs::{self, PlannedContent};
 use crate::deploy::host::facts::{host_facts, HostFacts};
 use crate::deploy::host::layout::{
     Deployment, Layout, ABSENT_HOST_FILE, DROPIN_FILE, HOSTFS_DIR, TMPFILES_FILE, UNIT_FILE,
 };
+use crate::deploy::host::reproducible;
 use crate::deploy::journal::Journal;
 use crate::rooted::{Resolve, RootedDir};
 use crate::spec::{self, CheckedConfig, RootUse};
@@ -122,10 +124,14 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
         write(&dir.join("config.json"), &config_text)?;
         let unit = render_unit(exports.service_template.as_deref(), &forced, &values)?;
         let host = layout.host_dir()?;
-        crate::systemd::check_install_links(&host, &unit, &Layout::unit_name(name))?;
+        crate::systemd::check_install_links(&host, &unit, &Layout::unit_name(name), layout.unit_dir())?;
         warnings.missing_units = crate::systemd::check_dependencies(&host, &Layout::unit_name(name), &unit)?;
         write(&dir.join(UNIT_FILE), &unit)?;
-        let fit = facts.fit_at_start.then(|| (TARGET_SYSCTR, host_view(layout, &layout.storage)));
+        let fit = facts.fit_at_start.then(|| StartFit {
+            sysctr: TARGET_SYSCTR,
+            storage: host_view(layout, &layout.storage),
+            bundle: layout.os_image.then(|| bundle::bundle_dir(name)),
+        });
         if fit.is_some() && host.kind(Path::new(TARGET_SYSCTR.trim_start_matches('/')))?.is_none() {
             warnings.notes.push(format!(
                 "the target has no {TARGET_SYSCTR}: at start, the unit cannot fit the capabilities offered \
@@ -153,7 +159,7 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
         image_id: forced.image_id.clone(),
         manifest_digest: image.manifest_digest.clone(),
         ostree_commit: image.commit.clone(),
-        created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        created: humantime::format_rfc3339_seconds(reproducible::now()?).to_string(),
         values: request.user_values.clone(),
         uuid: request.uuid.to_string(),
         runtime,
@@ -188,7 +194,11 @@ pub(in crate::deploy) fn resolve_values(
     let forced = Forced {
         name: name.to_string(),
         destdir: host_view(layout, destdir),
-        exec_start: format!("{runtime} --systemd-cgroup run '{name}'"),
+        exec_start: if layout.os_image {
+            format!("{runtime} --systemd-cgroup run --bundle '{}' '{name}'", bundle::bundle_dir(name).display())
+        } else {
+            format!("{runtime} --systemd-cgroup run '{name}'")
+        },
         exec_stop: format!("{runtime} --systemd-cgroup kill '{name}'"),
         exec_startpre: String::new(),
         exec_stoppost: String::new(),
@@ -235,10 +245,20 @@ pub(in crate::deploy) fn preview_unit(layout: &Layout, store: &Store, request: &
     render_unit(read("exports/service.template")?.as_deref(), &forced, &values).map(Some)
 }
 
+/// How each start of a container installed into an OS image fits its config to the host.
+struct StartFit {
+    /// sysctr and the storage, as the target sees them.
+    sysctr: &'static str,
+    storage: String,
+    /// Where the fitted config is written when the slot is read-only at run time (`--os-image`):
+    /// the unit's runc runs that bundle (see `bundle`).
+    bundle: Option<PathBuf>,
+}
+
 /// sysctr's own unit settings, added as a drop-in so that they apply whatever the image's
-/// template says. `fit` (sysctr's path and the storage, as the target sees them) makes each
-/// start fit the config to the host it starts on (see `fit_to_host`).
-fn dropin(runtime: &str, name: &str, fit: Option<(&str, String)>) -> String {
+/// template says. `fit` makes each start fit the config to the host it starts on (see
+/// `fit_to_host`).
+fn dropin(runtime: &str, name: &str, fit: Option<StartFit>) -> String {
     let mut text = format!(
         "# Written by sysctr. A container whose init ignores SIGTERM, or state left by a crash,\n\
          # must not outlive a stop nor block the next start.\n\
@@ -246,11 +266,19 @@ fn dropin(runtime: &str, name: &str, fit: Option<(&str, String)>) -> String {
          ExecStartPre=-{runtime} --systemd-cgroup delete --force '{name}'\n\
          ExecStopPost=-{runtime} --systemd-cgroup delete --force '{name}'\n"
     );
-    if let Some((sysctr, storage)) = fit {
-        text.push_str(&format!(
+    match fit {
+        Some(StartFit { sysctr, storage, bundle: None }) => text.push_str(&format!(
             "# Installed into an OS image: fit the config to this host (capabilities, /etc/hosts).\n\
              ExecStartPre=-{sysctr} --storage '{storage}' fit-host '{name}'\n"
-        ));
+        )),
+        // Not to be ignored: runc runs the bundle this writes.
+        Some(StartFit { sysctr, storage, bundle: Some(bundle) }) => text.push_str(&format!(
+            "# Provided by the OS image, whose /usr is read-only: the config fitted to this host\n\
+             # (capabilities, /etc/hosts) is written to the bundle runc runs.\n\
+             ExecStartPre={sysctr} --storage '{storage}' fit-host --bundle '{}' '{name}'\n",
+            bundle.display()
+        )),
+        None => {}
     }
     text
 }
@@ -272,8 +300,10 @@ pub struct HostFit {
 /// container installed into an OS image: narrowed to the bounding set of this process (which
 /// systemd started with the unit's own), and with an empty file mounted for `/etc/hosts` or
 /// `/etc/resolv.conf` while the host has none. Takes no lock: it runs inside a start that a
-/// locked `update` may be waiting for, and the file is replaced atomically.
-pub fn fit_to_host(layout: &Layout, name: &str) -> Result<HostFit> {
+/// locked `update` may be waiting for, and the file is replaced atomically. With `bundle`, the
+/// slot is left as it is (an OS image's, read-only) and the fitted config is written as the
+/// bundle there, at every start (see `bundle`).
+pub fn fit_to_host(layout: &Layout, name: &str, bundle: Option<&Path>) -> Result<HostFit> {
     let record = layout.read_info(name)?;
     let slot_dir = layout.slot(name, record.slot);
     let slot = RootedDir::open(&slot_dir, Resolve::NoSymlinks)?;
@@ -290,6 +320,10 @@ pub fn fit_to_host(layout: &Layout, name: &str) -> Result<HostFit> {
         .with_context(|| format!("fitting the host files of '{name}' to this host"))?
     {
         (config, fit.host_files) = (fitted, changes);
+    }
+    if let Some(bundle) = bundle {
+        bundle::write_bundle(layout, &config, &bundle::on_host(layout, &slot_dir), bundle)?;
+        return Ok(fit);
     }
     if fit.dropped_capabilities.is_empty() && fit.host_files.is_empty() {
         return Ok(fit);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::hostfs;
-use crate::deploy::host::layout::{Deployment, Layout, DROPIN_FILE, TMPFILES_DIR, TMPFILES_FILE, UNIT_DIR};
+use crate::deploy::host::layout::{Deployment, Layout, DROPIN_FILE, TMPFILES_FILE};
 use crate::deploy::journal::Unrecorded;
 use crate::rooted::{EntryKind, RootedDir};
 use crate::systemd::{ServiceManager, Tmpfiles, UnitState};
@@ -23,7 +23,7 @@ pub(in crate::deploy) async fn remove_container(
     let record =
         layout.read_info(name).or_else(|_| layout.read_slot_info(name, 0)).or_else(|_| layout.read_slot_info(name, 1));
     let unit = Layout::unit_name(name);
-    let units = layout.host_subdir(UNIT_DIR)?;
+    let units = layout.host_subdir(layout.unit_dir())?;
     let has_unit = match &units {
         Some(units) => units.kind(Path::new(&unit))?.is_some(),
         None => false,
@@ -41,7 +41,7 @@ pub(in crate::deploy) async fn remove_container(
         }
         systemd.disable(&unit, None).await?;
         remove_if_present(units, Path::new(&unit))?;
-        notes.extend(remove_own_dropin(units, name)?);
+        notes.extend(remove_own_dropin(units, layout.unit_dir(), name)?);
         systemd.reload().await?;
         // The system's own unit of that name is visible again: as enabled as it was before.
         if record.as_ref().is_ok_and(|r| r.shadowed_vendor_unit_enabled == Some(true)) {
@@ -50,8 +50,8 @@ pub(in crate::deploy) async fn remove_container(
     }
 
     let tmpfiles = Layout::tmpfiles_name(name);
-    let shown = format!("/{TMPFILES_DIR}/{tmpfiles}");
-    if let Some(dir) = layout.host_subdir(TMPFILES_DIR)? {
+    let shown = format!("/{}/{tmpfiles}", layout.tmpfiles_dir());
+    if let Some(dir) = layout.host_subdir(layout.tmpfiles_dir())? {
         if dir.kind(Path::new(&tmpfiles))?.is_some() {
             if owns_tmpfiles(layout, name, record.as_ref().ok()) {
                 systemd.tmpfiles(Tmpfiles::Remove, Path::new(&shown))?;
@@ -84,9 +84,9 @@ pub(in crate::deploy) async fn remove_container(
 /// Removes sysctr's own drop-in, and the drop-in directory only once nothing else is in it: an
 /// administrator's drop-ins stay. Something else in the directory's place (a symlink) is left
 /// alone and said, never followed: the rest of the uninstall goes on.
-fn remove_own_dropin(units: &RootedDir, name: &str) -> Result<Vec<String>> {
+fn remove_own_dropin(units: &RootedDir, unit_dir: &str, name: &str) -> Result<Vec<String>> {
     let dir = PathBuf::from(Layout::dropin_dir_name(name));
-    let shown = format!("/{UNIT_DIR}/{}", dir.display());
+    let shown = format!("/{unit_dir}/{}", dir.display());
     match units.kind(&dir)? {
         None => return Ok(Vec::new()),
         Some(EntryKind::Dir) => {}
@@ -106,7 +106,7 @@ fn remove_own_dropin(units: &RootedDir, name: &str) -> Result<Vec<String>> {
 pub(in crate::deploy) fn owns_tmpfiles(layout: &Layout, name: &str, record: Option<&Deployment>) -> bool {
     let Some(record) = record else { return false };
     let ours = std::fs::read(layout.slot_dir(record).join(TMPFILES_FILE));
-    let there = layout.host_subdir(TMPFILES_DIR).and_then(|dir| {
+    let there = layout.host_subdir(layout.tmpfiles_dir()).and_then(|dir| {
         dir.context("no tmpfiles.d directory")?.read_file(Path::new(&Layout::tmpfiles_name(name)), MAX_TMPFILES_FILE)
     });
     matches!((ours, there), (Ok(a), Ok(b)) if a == b)

@@ -51,14 +51,19 @@ pub(in crate::deploy) fn host_facts(target: Target) -> Result<HostFacts> {
     })
 }
 
-/// The unit file outside `/etc` that `NAME.service` would shadow, if there is one.
+/// The unit file outside `/etc` that `NAME.service` would shadow, if there is one. An OS
+/// image's own unit goes among the vendor units: one of that name elsewhere than `/etc` (where
+/// an administrator's override is meant to win) would be shadowed or shadow it.
 pub(in crate::deploy) fn vendor_unit(layout: &Layout, name: &str) -> Result<Option<String>> {
-    first_present(layout, crate::systemd::units_elsewhere(), &Layout::unit_name(name))
+    let dirs: Vec<&str> =
+        crate::systemd::units_elsewhere().iter().copied().filter(|dir| *dir != layout.unit_dir()).collect();
+    first_present(layout, &dirs, &Layout::unit_name(name))
 }
 
 /// The tmpfiles.d file outside `/etc` that `NAME.conf` would mask, if there is one.
 pub(in crate::deploy) fn vendor_tmpfiles(layout: &Layout, name: &str) -> Result<Option<String>> {
-    first_present(layout, &VENDOR_TMPFILES_DIRS, &Layout::tmpfiles_name(name))
+    let dirs: Vec<&str> = VENDOR_TMPFILES_DIRS.iter().copied().filter(|dir| *dir != layout.tmpfiles_dir()).collect();
+    first_present(layout, &dirs, &Layout::tmpfiles_name(name))
 }
 
 /// `/DIR/FILE` of the first of `dirs` that has `file`, looked up beneath the host's root.

@@ -11,10 +11,17 @@ use serde::{Deserialize, Serialize};
 use crate::rooted::{Resolve, RootedDir};
 
 pub const DEFAULT_STORAGE: &str = "/var/lib/sysctr";
-/// Where sysctr puts units, relative to the host's root.
-pub const UNIT_DIR: &str = "etc/systemd/system";
-/// Where sysctr puts tmpfiles.d files, relative to the host's root.
-pub const TMPFILES_DIR: &str = "etc/tmpfiles.d";
+/// Where an OS image keeps the store and the deployments it provides, relative to its root:
+/// under `/usr`, replaced as a whole with the image, read-only at run time.
+pub const IMAGE_STORAGE: &str = "usr/lib/sysctr";
+/// Where sysctr puts units on a host, relative to its root: the administrator's directory.
+const UNIT_DIR: &str = "etc/systemd/system";
+/// Where sysctr puts tmpfiles.d files on a host, relative to its root.
+const TMPFILES_DIR: &str = "etc/tmpfiles.d";
+/// Where the units of the containers an OS image provides go: vendor units, which the
+/// administrator overrides in `/etc` as any other.
+const IMAGE_UNIT_DIR: &str = "usr/lib/systemd/system";
+const IMAGE_TMPFILES_DIR: &str = "usr/lib/tmpfiles.d";
 /// The files of a deployment slot, beside `rootfs/`, `config.json` and `info`: the rendered unit,
 /// sysctr's drop-in, the tmpfiles.d file and the host files as rendered for that slot.
 pub(in crate::deploy) const UNIT_FILE: &str = "unit.service";
@@ -25,18 +32,126 @@ pub(in crate::deploy) const HOSTFS_DIR: &str = "hostfs";
 pub(in crate::deploy) const ABSENT_HOST_FILE: &str = "absent-host-file";
 const INFO_FILE: &str = "info";
 
+/// Where a container comes from: the host's own storage, or the OS image (`/usr/lib/sysctr`),
+/// which only a new OS image changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    Host,
+    Image,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Host => "host",
+            Origin::Image => "image",
+        }
+    }
+}
+
 /// Paths of the store, the deployments and the files sysctr writes on the host.
 #[derive(Debug, Clone)]
 pub struct Layout {
     /// The host's root directory (`/` on a running host).
     pub root: PathBuf,
-    /// The storage directory, already inside `root`.
+    /// The storage directory (the store and the deployments), already inside `root`.
     pub storage: PathBuf,
+    /// What changes at run time: the lock, the journal, interrupted commands, mounts. The
+    /// storage itself, except when composing an OS image, whose storage is under `/usr`.
+    pub state: PathBuf,
+    /// Composing the containers an OS image provides (`--os-image`): storage under
+    /// `/usr/lib/sysctr`, vendor units and tmpfiles.d files.
+    pub os_image: bool,
+    /// The store of the OS image this host runs, read only (`ROOT/usr/lib/sysctr`); none when
+    /// composing that store itself.
+    image_storage: Option<PathBuf>,
 }
 
 impl Layout {
+    /// A host's storage: `storage` for its own containers, beside those its OS image provides.
     pub fn new(root: &Path, storage: &Path) -> Layout {
-        Layout { root: root.to_path_buf(), storage: storage.to_path_buf() }
+        Layout::with_image_storage(root, storage, &root.join(IMAGE_STORAGE))
+    }
+
+    /// [`Layout::new`], the OS image's store found at `image_storage` (already inside `root`).
+    pub fn with_image_storage(root: &Path, storage: &Path, image_storage: &Path) -> Layout {
+        Layout {
+            root: root.to_path_buf(),
+            storage: storage.to_path_buf(),
+            state: storage.to_path_buf(),
+            os_image: false,
+            image_storage: Some(image_storage.to_path_buf()),
+        }
+    }
+
+    /// The layout of an OS image being composed at `root`: the store and deployments at
+    /// `storage` (its `usr/lib/sysctr`), the lock and journal at `state` (its `var/lib/sysctr`).
+    pub fn os_image(root: &Path, storage: &Path, state: &Path) -> Layout {
+        Layout {
+            root: root.to_path_buf(),
+            storage: storage.to_path_buf(),
+            state: state.to_path_buf(),
+            os_image: true,
+            image_storage: None,
+        }
+    }
+
+    /// The OS image's own store as seen from this host (read only), if it provides containers.
+    pub(in crate::deploy) fn image_layout(&self) -> Option<Layout> {
+        let storage = self.image_storage.as_ref().filter(|s| s.join("deployments").is_dir())?;
+        Some(Layout::os_image(&self.root, storage, storage))
+    }
+
+    /// Where the containers installed here come from.
+    pub(in crate::deploy) fn origin(&self) -> Origin {
+        if self.os_image {
+            Origin::Image
+        } else {
+            Origin::Host
+        }
+    }
+
+    /// The OS image's record of `name`, when the image provides a container of that name and
+    /// the host has none of its own.
+    pub(in crate::deploy) fn image_provided(&self, name: &str) -> Option<Deployment> {
+        if std::fs::symlink_metadata(self.link(name)).is_ok() {
+            return None;
+        }
+        self.image_layout()?.read_info(name).ok()
+    }
+
+    /// Names of the containers the OS image provides that the host has none of its own of, sorted.
+    pub fn image_provided_names(&self) -> Result<Vec<String>> {
+        let Some(image) = self.image_layout() else { return Ok(Vec::new()) };
+        let own = self.installed_names()?;
+        Ok(image.installed_names()?.into_iter().filter(|name| !own.contains(name)).collect())
+    }
+
+    /// Refuses to change `name` when the OS image provides it: it changes with the OS image.
+    pub(in crate::deploy) fn refuse_image_owned(&self, name: &str, what: &str) -> Result<()> {
+        if self.image_provided(name).is_some() {
+            anyhow::bail!("{}", image_owned_message(name, what));
+        }
+        Ok(())
+    }
+
+    /// Where units go, relative to the root.
+    pub fn unit_dir(&self) -> &'static str {
+        if self.os_image {
+            IMAGE_UNIT_DIR
+        } else {
+            UNIT_DIR
+        }
+    }
+
+    /// Where tmpfiles.d files go, relative to the root.
+    pub fn tmpfiles_dir(&self) -> &'static str {
+        if self.os_image {
+            IMAGE_TMPFILES_DIR
+        } else {
+            TMPFILES_DIR
+        }
     }
 
     pub fn repo(&self) -> PathBuf {
@@ -45,7 +160,7 @@ impl Layout {
 
     /// Where the transaction of a running (or interrupted) command is kept.
     pub fn transaction_dir(&self) -> PathBuf {
-        self.storage.join(".transaction")
+        self.state.join(".transaction")
     }
 
     pub fn deployments(&self) -> PathBuf {
@@ -88,7 +203,7 @@ impl Layout {
         RootedDir::open(&self.root, Resolve::InRoot)
     }
 
-    /// A directory of the host that sysctr puts its own files in (`UNIT_DIR`, `TMPFILES_DIR`),
+    /// A directory of the host that sysctr puts its own files in (`unit_dir`, `tmpfiles_dir`),
     /// reached as the host sees it; `None` if it does not exist. Nothing beneath the handle is
     /// followed: every name sysctr touches there is one it writes itself, so a symlink in its
     /// place (planted by an image's host files, say) is refused rather than written through.
@@ -102,34 +217,9 @@ impl Layout {
     /// `--storage` names, and before systemd-tmpfiles has ever run). A storage owned by another
     /// user is taken over when sysctr runs as root, and refused otherwise.
     fn create_private_storage(&self) -> Result<()> {
-        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-        if let Some(parent) = self.storage.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-        }
-        match std::fs::DirBuilder::new().mode(0o700).create(&self.storage) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e).with_context(|| format!("creating the storage {}", self.storage.display())),
-        }
-        let meta =
-            std::fs::metadata(&self.storage).with_context(|| format!("inspecting {}", self.storage.display()))?;
-        if !meta.is_dir() {
-            anyhow::bail!("the storage {} is not a directory", self.storage.display());
-        }
-        let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
-        if meta.uid() != uid.as_raw() && !uid.is_root() {
-            anyhow::bail!(
-                "the storage {} belongs to uid {}, not to the user running sysctr (uid {uid}); \
-                 run sysctr as that user or as root, or name another --storage",
-                self.storage.display(),
-                meta.uid()
-            );
-        }
-        if meta.mode() & 0o077 != 0 || meta.uid() != uid.as_raw() {
-            nix::unistd::chown(&self.storage, Some(uid), Some(gid))
-                .with_context(|| format!("making {} owned by uid {uid}", self.storage.display()))?;
-            std::fs::set_permissions(&self.storage, std::fs::Permissions::from_mode(0o700))
-                .with_context(|| format!("making {} private (0700)", self.storage.display()))?;
+        create_private_dir(&self.storage)?;
+        if self.state != self.storage {
+            create_private_dir(&self.state)?;
         }
         Ok(())
     }
@@ -159,7 +249,7 @@ impl Layout {
         self.create_private_storage()?;
         let deployments = self.deployments();
         std::fs::create_dir_all(&deployments).with_context(|| format!("creating {}", deployments.display()))?;
-        let path = self.storage.join("lock");
+        let path = self.state.join("lock");
         let mut file = File::options()
             .create(true)
             .truncate(false)
@@ -228,6 +318,48 @@ impl Layout {
         record.check(name, Some(slot), &path)?;
         Ok(record)
     }
+}
+
+/// Creates `storage`, or makes it, 0700 and owned by the user running sysctr (see
+/// `Layout::create_private_storage`).
+fn create_private_dir(storage: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    if let Some(parent) = storage.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(storage) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("creating the storage {}", storage.display())),
+    }
+    let meta = std::fs::metadata(storage).with_context(|| format!("inspecting {}", storage.display()))?;
+    if !meta.is_dir() {
+        anyhow::bail!("the storage {} is not a directory", storage.display());
+    }
+    let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+    if meta.uid() != uid.as_raw() && !uid.is_root() {
+        anyhow::bail!(
+            "the storage {} belongs to uid {}, not to the user running sysctr (uid {uid}); \
+                 run sysctr as that user or as root, or name another --storage",
+            storage.display(),
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o077 != 0 || meta.uid() != uid.as_raw() {
+        nix::unistd::chown(storage, Some(uid), Some(gid))
+            .with_context(|| format!("making {} owned by uid {uid}", storage.display()))?;
+        std::fs::set_permissions(storage, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private (0700)", storage.display()))?;
+    }
+    Ok(())
+}
+
+/// The one-line refusal of a change to a container the OS image provides.
+pub(in crate::deploy) fn image_owned_message(name: &str, what: &str) -> String {
+    format!(
+        "cannot {what} '{name}': the OS image owns it (/{IMAGE_STORAGE}); it changes with the OS image, \
+         not by sysctr on this host"
+    )
 }
 
 /// A host file installed from the image's `exports/hostfs`, with the checksum it was written with.

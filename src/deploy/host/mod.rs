@@ -2,3 +2,4 @@
 
 pub(super) mod facts;
 pub(super) mod layout;
+pub(super) mod reproducible;

@@ -47,7 +47,7 @@ pub fn mount_readonly(layout: &Layout, source: &MountSource, dir: &Path) -> Resu
             if checkout.exists() {
                 bail!("{} already has an image mounted; `sysctr umount` it first", dir.display());
             }
-            std::fs::create_dir_all(layout.storage.join("mounts")).context("creating the mounts directory")?;
+            std::fs::create_dir_all(layout.state.join("mounts")).context("creating the mounts directory")?;
             checkout_image(&store, &stored.commit, &checkout)?;
             checkout
         }
@@ -118,5 +118,5 @@ pub fn unmount(layout: &Layout, dir: &Path) -> Result<()> {
 fn mount_checkout(layout: &Layout, dir: &Path) -> Result<PathBuf> {
     let dir = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
     let key = hex::encode(Sha256::digest(dir.as_os_str().as_encoded_bytes()));
-    Ok(layout.storage.join("mounts").join(&key[..16]))
+    Ok(layout.state.join("mounts").join(&key[..16]))
 }

@@ -27,11 +27,11 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use super::install::{install, InstallOutcome, InstallRequest};
-use super::pull::pull;
+use super::pull::{from_the_os_image, pull, share_with_the_os_image};
 use super::update::{update, SwitchReport, UpdateRequest};
 use crate::deploy::deployment::slot::{preview_unit, runs_once, SlotRequest};
 use crate::deploy::host::facts::find_runtime;
-use crate::deploy::host::layout::Layout;
+use crate::deploy::host::layout::{image_owned_message, Layout};
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
 use crate::store::Store;
@@ -97,6 +97,10 @@ pub fn plan(layout: &Layout, path: &Path, registry: &RegistryOptions, prune: boo
     let mut steps = Vec::new();
     for (entry, image) in &entries {
         let step = |change, reason: String| PlannedStep { name: entry.name.clone(), change, reason };
+        if provided_by_the_os_image(layout, entry, image)? {
+            steps.push(step(Change::Unchanged, format!("{image} with the same values, provided by the OS image")));
+            continue;
+        }
         if !layout.link(&entry.name).exists() {
             steps.push(step(Change::Install, format!("not installed; from {image}")));
             continue;
@@ -122,6 +126,21 @@ pub fn plan(layout: &Layout, path: &Path, registry: &RegistryOptions, prune: boo
         }
     }
     Ok(steps)
+}
+
+/// Whether the OS image provides the container `entry` lists, as the file has it: it is then
+/// there, and left alone. One the file wants otherwise is refused: it changes with the OS image.
+fn provided_by_the_os_image(layout: &Layout, entry: &Entry, image: &ImageRef) -> Result<bool> {
+    let Some(provided) = layout.image_provided(&entry.name) else { return Ok(false) };
+    if provided.image != image.canonical() || provided.values != entry.set {
+        let differs = if provided.image == image.canonical() { "values" } else { "image" };
+        bail!(
+            "{} (the file gives another {differs} than the OS image's {})",
+            image_owned_message(&entry.name, "apply"),
+            provided.image
+        );
+    }
+    Ok(true)
 }
 
 /// Installed containers the file does not list, by name.
@@ -185,19 +204,27 @@ async fn planned_units(
     let (mut units, mut notes) = (Vec::new(), Vec::new());
     let mut waited = false;
     for (entry, image) in entries {
+        if provided_by_the_os_image(layout, entry, image)? {
+            continue;
+        }
         let current = layout.read_info(&entry.name).ok();
         if current.as_ref().is_some_and(|c| c.image == image.canonical() && c.values == entry.set) {
             continue;
         }
         let stored = match store.image(&image.canonical())? {
             Some(stored) => stored,
-            None => {
-                if let (Some(limit), ImageRef::Registry(_), false) = (wait_online, image, waited) {
-                    waited = true;
-                    notes.extend(wait_for_network(systemd, limit).await);
+            None => match from_the_os_image(layout, &store, image)? {
+                Some(stored) => stored,
+                None => {
+                    if let (Some(limit), ImageRef::Registry(_), false) = (wait_online, image, waited) {
+                        waited = true;
+                        notes.extend(wait_for_network(systemd, limit).await);
+                    }
+                    let pulled = pull(&store, image, registry).await?.image;
+                    share_with_the_os_image(layout, &store)?;
+                    pulled
                 }
-                pull(&store, image, registry).await?.image
-            }
+            },
         };
         let config: oci_spec::image::ImageConfiguration =
             serde_json::from_slice(&stored.config_raw).context("reading the stored image config")?;
@@ -266,6 +293,9 @@ pub async fn apply(
 ) -> Result<(Vec<Action>, Vec<String>)> {
     let (registry, prune) = (&options.registry, options.prune);
     let entries = read_manifest(path, &registry.registries_conf)?;
+    for (entry, image) in &entries {
+        provided_by_the_os_image(layout, entry, image)?;
+    }
     // The whole set's ordering first: nothing is installed if it would close a cycle.
     let (planned, mut notes) = planned_units(layout, &entries, registry, systemd, options.wait_online).await?;
     notes.extend(
@@ -278,6 +308,10 @@ pub async fn apply(
     let to_remove = if prune { unlisted(layout, &entries)? } else { Vec::new() };
     let mut actions = Vec::new();
     for (entry, image) in entries {
+        if provided_by_the_os_image(layout, &entry, &image)? {
+            actions.push(Action::Unchanged(entry.name));
+            continue;
+        }
         let installed = layout.link(&entry.name).exists();
         if !installed {
             let request = InstallRequest {

@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::pull::pull;
+use super::pull::{from_the_os_image, pull, share_with_the_os_image};
 use super::recovery::lock_and_recover;
 use super::run::{run_once, RunRequest};
 use crate::deploy::deployment::activate::activate;
 use crate::deploy::deployment::slot::{build_slot, runs_once, SlotRequest};
 use crate::deploy::host::facts::{find_runtime, vendor_tmpfiles, vendor_unit};
-use crate::deploy::host::layout::{Deployment, Layout, UNIT_DIR};
+use crate::deploy::host::layout::{Deployment, Layout};
+use crate::deploy::host::reproducible::image_container_uuid;
 use crate::deploy::journal::Journal;
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
@@ -78,10 +79,15 @@ pub async fn install(
     }
 
     let store = Store::open_or_create(&layout.repo())?;
-    let image = match store.image(&request.image.canonical())? {
+    let stored = match store.image(&request.image.canonical())? {
+        Some(image) => Some(image),
+        None => from_the_os_image(layout, &store, &request.image)?,
+    };
+    let image = match stored {
         Some(image) => image,
         None => {
             let pulled = pull(&store, &request.image, &request.registry).await?;
+            share_with_the_os_image(layout, &store)?;
             notes.extend(pulled.skipped.iter().map(|s| format!("not stored (OSTree cannot hold it): {s}")));
             pulled.image
         }
@@ -104,7 +110,8 @@ pub async fn install(
         return run_once(layout, &run, systemd).await.map(InstallOutcome::RanOnce);
     }
 
-    let uuid = uuid::Uuid::new_v4().to_string();
+    // An OS image's containers are built the same way every time (see `reproducible`).
+    let uuid = if layout.os_image { image_container_uuid(&name) } else { uuid::Uuid::new_v4().to_string() };
     let slot_request = SlotRequest {
         name: &name,
         slot: 0,
@@ -169,8 +176,9 @@ fn refuse_existing(layout: &Layout, name: &str, replace_vendor_unit: bool) -> Re
         }
     }
     let unit = Layout::unit_name(name);
-    if layout.host_dir()?.kind(&Path::new(UNIT_DIR).join(&unit))?.is_some() {
-        bail!("/{UNIT_DIR}/{unit} already exists and was not installed by sysctr; pick another --name");
+    let unit_dir = layout.unit_dir();
+    if layout.host_dir()?.kind(&Path::new(unit_dir).join(&unit))?.is_some() {
+        bail!("/{unit_dir}/{unit} already exists and was not installed by sysctr; pick another --name");
     }
     if !replace_vendor_unit {
         let shadowed = [vendor_unit(layout, name)?, vendor_tmpfiles(layout, name)?];

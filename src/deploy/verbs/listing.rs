@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use std::collections::BTreeMap;
 
-use crate::deploy::host::layout::{Deployment, Layout};
+use crate::deploy::host::layout::{Deployment, Layout, Origin};
 use crate::digest::Digest;
 use crate::store::Store;
 use crate::systemd::{ServiceManager, UnitState};
@@ -20,20 +20,27 @@ pub struct ContainerRow {
     pub created: String,
     pub slot: u8,
     pub runtime: String,
+    /// Whether the host installed it or its OS image provides it.
+    pub origin: Origin,
 }
 
-/// One row per installed container (its active slot); with `all`, also one per previous slot,
-/// whose state is `previous`.
+/// One row per installed container (its active slot), the host's own and those its OS image
+/// provides, by name; with `all`, also one per previous slot, whose state is `previous`.
 pub async fn list(layout: &Layout, all: bool, systemd: &impl ServiceManager) -> Result<Vec<ContainerRow>> {
-    let names = layout.installed_names()?;
+    let image = layout.image_layout();
+    let mut names: Vec<(String, &Layout)> = layout.installed_names()?.into_iter().map(|n| (n, layout)).collect();
+    if let Some(image) = &image {
+        names.extend(layout.image_provided_names()?.into_iter().map(|n| (n, image)));
+    }
+    names.sort_by(|a, b| a.0.cmp(&b.0));
     let mut rows = Vec::new();
-    for name in names {
-        let d = layout.read_info(&name)?;
+    for (name, from) in names {
+        let d = from.read_info(&name)?;
         let state = service_state(&d, systemd).await;
-        let previous = if all { layout.read_slot_info(&name, 1 - d.slot).ok() } else { None };
-        rows.push(ContainerRow::new(d, state));
+        let previous = if all { from.read_slot_info(&name, 1 - d.slot).ok() } else { None };
+        rows.push(ContainerRow::new(d, state, from.origin()));
         if let Some(previous) = previous {
-            rows.push(ContainerRow::new(previous, ServiceState::Previous));
+            rows.push(ContainerRow::new(previous, ServiceState::Previous, from.origin()));
         }
     }
     Ok(rows)
@@ -97,6 +104,8 @@ impl std::fmt::Display for ServiceState {
 pub struct ContainerStatus {
     pub name: String,
     pub state: ServiceState,
+    /// Whether the host installed it or its OS image provides it (and changes it).
+    pub origin: Origin,
     pub unit: Option<String>,
     /// Whether `update --all` updates it.
     pub auto_update: bool,
@@ -137,8 +146,10 @@ impl SlotStatus {
 /// The status of the installed container `name`.
 pub async fn status(layout: &Layout, name: &str, systemd: &impl ServiceManager) -> Result<ContainerStatus> {
     crate::reference::validate_container_name(name)?;
-    let current = layout.read_info(name)?;
-    let previous = layout.read_slot_info(name, 1 - current.slot).ok();
+    let image = layout.image_provided(name).and(layout.image_layout());
+    let from = image.as_ref().unwrap_or(layout);
+    let current = from.read_info(name)?;
+    let previous = from.read_slot_info(name, 1 - current.slot).ok();
     let pending = super::recovery::pending(layout)?
         .into_iter()
         .find(|p| p.container.as_deref() == Some(name))
@@ -146,6 +157,7 @@ pub async fn status(layout: &Layout, name: &str, systemd: &impl ServiceManager) 
     Ok(ContainerStatus {
         name: name.to_string(),
         state: service_state(&current, systemd).await,
+        origin: from.origin(),
         unit: current.has_service.then(|| Layout::unit_name(name)),
         auto_update: current.auto_update,
         current: SlotStatus::new(&current),
@@ -155,7 +167,7 @@ pub async fn status(layout: &Layout, name: &str, systemd: &impl ServiceManager) 
 }
 
 impl ContainerRow {
-    fn new(d: Deployment, state: ServiceState) -> ContainerRow {
+    fn new(d: Deployment, state: ServiceState, origin: Origin) -> ContainerRow {
         ContainerRow {
             name: d.name,
             image: d.image,
@@ -164,6 +176,7 @@ impl ContainerRow {
             created: d.created,
             slot: d.slot,
             runtime: d.runtime,
+            origin,
         }
     }
 }

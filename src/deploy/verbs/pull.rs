@@ -13,11 +13,12 @@ use tokio::task::JoinSet;
 use tokio_util::io::SyncIoBridge;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use crate::deploy::host::layout::Layout;
 use crate::digest::Digest;
 use crate::reference::ImageRef;
 use crate::registry::{BlobStream, FetchedImage, RegistryOptions, Source};
 use crate::signature::Requirements;
-use crate::store::{self, Compression, ImageToPublish, LayerToImport, Store};
+use crate::store::{self, Compression, ImageToPublish, LayerToImport, Store, StoredImage};
 
 /// Layers downloaded and imported at once, as skopeo does.
 pub const PARALLEL_LAYERS: usize = 6;
@@ -232,4 +233,33 @@ impl AsyncRead for StopOnCancel {
         }
         this.inner.as_mut().poll_read(cx, buf)
     }
+}
+
+/// `image` taken from the store of the OS image this host runs, when that has it, rather than
+/// fetched: no network, and its objects stored once (see `Store::copy_image_from`).
+pub(in crate::deploy) fn from_the_os_image(
+    layout: &Layout,
+    store: &Store,
+    image: &ImageRef,
+) -> Result<Option<StoredImage>> {
+    let Some(os_image) = layout.image_layout() else { return Ok(None) };
+    if !os_image.repo().join("config").exists() {
+        return Ok(None);
+    }
+    let source = Store::open(&os_image.repo())?;
+    store.copy_image_from(&source, &image.canonical())
+}
+
+/// After a fetch on a host whose OS image has a store: the files the fetched image has in common
+/// with the OS image's are made one (see `Store::share_objects_with`).
+pub fn share_with_the_os_image(layout: &Layout, store: &Store) -> Result<()> {
+    let Some(os_image) = layout.image_layout() else { return Ok(()) };
+    if !os_image.repo().join("config").exists() {
+        return Ok(());
+    }
+    let (objects, bytes) = store.share_objects_with(&Store::open(&os_image.repo())?)?;
+    if objects > 0 {
+        tracing::info!(objects, bytes, "objects shared with the OS image's store");
+    }
+    Ok(())
 }

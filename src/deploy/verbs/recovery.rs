@@ -83,7 +83,7 @@ pub fn pending(layout: &Layout) -> Result<Vec<PendingTransaction>> {
     if layout.transaction_dir().exists() {
         found.push(describe(&layout.transaction_dir()));
     }
-    let dir = layout.storage.join(PENDING_DIR);
+    let dir = layout.state.join(PENDING_DIR);
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
@@ -113,7 +113,7 @@ pub async fn recover(layout: &Layout, systemd: &impl ServiceManager, abandon: bo
             Err(err) => failures.push(format!("{}: {err:#}", transaction.describe())),
         }
     }
-    let _ = std::fs::remove_dir(layout.storage.join(PENDING_DIR));
+    let _ = std::fs::remove_dir(layout.state.join(PENDING_DIR));
     if !failures.is_empty() {
         bail!("{}; `sysctr recover --abandon` drops them as they are", failures.join("; "));
     }
@@ -147,7 +147,7 @@ async fn recover_one(layout: &Layout, dir: &Path, systemd: &impl ServiceManager)
 fn park(layout: &Layout) -> Result<PendingTransaction> {
     let from = layout.transaction_dir();
     let described = describe(&from);
-    let base = layout.storage.join(PENDING_DIR);
+    let base = layout.state.join(PENDING_DIR);
     std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
     let name = described.container.clone().unwrap_or_else(|| "unknown".to_string());
     let mut to = base.join(&name);

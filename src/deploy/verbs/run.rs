@@ -96,7 +96,7 @@ fn exit_code(status: ExitStatus) -> i32 {
 }
 
 fn bundles_dir(layout: &Layout) -> PathBuf {
-    layout.storage.join("run")
+    layout.state.join("run")
 }
 
 /// One run's bundle directory: `config.json`, `rootfs/` (the overlay), `lower/` (the checkout)

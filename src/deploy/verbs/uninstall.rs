@@ -20,6 +20,7 @@ pub struct UninstallReport {
 #[tracing::instrument(name = "uninstall", skip_all, fields(container = %name))]
 pub async fn uninstall(layout: &Layout, name: &str, systemd: &impl ServiceManager) -> Result<UninstallReport> {
     validate_container_name(name)?;
+    layout.refuse_image_owned(name, "uninstall")?;
     let (_lock, mut notes) = lock_and_recover(layout, systemd, Some(name)).await?;
     layout.read_info(name)?;
     let mut journal = Journal::begin(&layout.transaction_dir(), &layout.root, "uninstall", name)?;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use super::install::with_undo_problems;
-use super::pull::pull;
+use super::pull::{pull, share_with_the_os_image};
 use super::recovery::lock_and_recover;
 use crate::deploy::deployment::activate::activate;
 use crate::deploy::deployment::slot::{build_slot, SlotRequest};
@@ -57,6 +57,7 @@ pub struct UpdateCheck {
 /// Asks the installed image's source for its manifest digest now; changes nothing.
 pub async fn check_update(layout: &Layout, name: &str, registry: &RegistryOptions) -> Result<UpdateCheck> {
     validate_container_name(name)?;
+    layout.refuse_image_owned(name, "update")?;
     let current = layout.read_info(name)?;
     let image = ImageRef::parse(&current.image).context("reading the installed image reference")?;
     let (_, fetched, _) = super::pull::fetch_checked(&image, registry)
@@ -73,6 +74,7 @@ pub async fn check_update(layout: &Layout, name: &str, registry: &RegistryOption
 #[tracing::instrument(name = "update", skip_all, fields(container = %request.name))]
 pub async fn update(layout: &Layout, request: &UpdateRequest, systemd: &impl ServiceManager) -> Result<SwitchReport> {
     validate_container_name(&request.name)?;
+    layout.refuse_image_owned(&request.name, "update")?;
     tracing::info!(image = %request.rebase.as_ref().map_or_else(|| "the installed one".to_string(), ToString::to_string), "updating");
     let (_lock, recovered) = lock_and_recover(layout, systemd, Some(&request.name)).await?;
     let current = layout.read_info(&request.name)?;
@@ -82,7 +84,9 @@ pub async fn update(layout: &Layout, request: &UpdateRequest, systemd: &impl Ser
         None => ImageRef::parse(&current.image).context("reading the installed image reference")?,
     };
     let image = if request.pull {
-        pull(&store, &image_ref, &request.registry).await?.image
+        let pulled = pull(&store, &image_ref, &request.registry).await?.image;
+        share_with_the_os_image(layout, &store)?;
+        pulled
     } else {
         store
             .image(&image_ref.canonical())?
@@ -123,6 +127,12 @@ pub async fn update(layout: &Layout, request: &UpdateRequest, systemd: &impl Ser
     match outcome {
         Ok((to, notes, missing_units)) => {
             journal.commit()?;
+            // An OS image carries no rollback of its own containers: the OS image's is theirs.
+            if layout.os_image {
+                let previous = layout.slot_dir(&current);
+                std::fs::remove_dir_all(&previous)
+                    .with_context(|| format!("removing the previous deployment {}", previous.display()))?;
+            }
             tracing::info!(from = %current.image_id, to = %to.image_id, slot = to.slot, "updated");
             Ok(SwitchReport::Switched { from: current, to, notes: [recovered, notes].concat(), missing_units })
         }
@@ -147,6 +157,7 @@ pub async fn update(layout: &Layout, request: &UpdateRequest, systemd: &impl Ser
 
 pub async fn rollback(layout: &Layout, name: &str, systemd: &impl ServiceManager) -> Result<SwitchReport> {
     validate_container_name(name)?;
+    layout.refuse_image_owned(name, "roll back")?;
     let (_lock, recovered) = lock_and_recover(layout, systemd, Some(name)).await?;
     let current = layout.read_info(name)?;
     let previous = layout
