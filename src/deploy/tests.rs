@@ -24,6 +24,25 @@ pub(in crate::deploy) struct Host {
     pub(in crate::deploy) layout: Layout,
 }
 
+/// Every entry beneath `dir` (not followed through symlinks), with its metadata, in path order.
+pub(in crate::deploy) fn walk(dir: &Path) -> Vec<(PathBuf, std::fs::Metadata)> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else { continue };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                stack.push(path.clone());
+            }
+            found.push((path, meta));
+        }
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
+
 /// A root with a runtime to name in units, and an image in its store: a file, a tmpfiles
 /// template and a host file.
 pub(in crate::deploy) fn host() -> Host {

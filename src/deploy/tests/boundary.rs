@@ -8,25 +8,19 @@ use crate::systemd::Offline;
 
 /// Every entry beneath `dir`, with file contents and link targets.
 fn listing(dir: &Path) -> Vec<(PathBuf, String)> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(current) = stack.pop() {
-        for entry in std::fs::read_dir(&current).unwrap() {
-            let path = entry.unwrap().path();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
+    walk(dir)
+        .into_iter()
+        .map(|(path, meta)| {
             let what = if meta.is_dir() {
-                stack.push(path.clone());
                 "dir".to_string()
             } else if meta.file_type().is_symlink() {
                 format!("-> {}", std::fs::read_link(&path).unwrap().display())
             } else {
                 String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned()
             };
-            found.push((path, what));
-        }
-    }
-    found.sort();
-    found
+            (path, what)
+        })
+        .collect()
 }
 
 /// A directory beside the root, on the machine composing it: what nothing may touch.

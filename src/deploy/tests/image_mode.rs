@@ -255,15 +255,10 @@ async fn composing_twice_gives_byte_identical_trees() {
 /// Every entry beneath `dir` (relative), with its type, mode, owner, mtime, and content hash or
 /// link target.
 fn listing_with_hashes(dir: &Path) -> BTreeMap<PathBuf, String> {
-    let mut found = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(current) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&current) else { continue };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
+    walk(dir)
+        .into_iter()
+        .map(|(path, meta)| {
             let what = if meta.is_dir() {
-                stack.push(path.clone());
                 "dir".to_string()
             } else if meta.file_type().is_symlink() {
                 format!("-> {}", std::fs::read_link(&path).unwrap().display())
@@ -271,10 +266,9 @@ fn listing_with_hashes(dir: &Path) -> BTreeMap<PathBuf, String> {
                 hex::encode(sha2::Sha256::digest(std::fs::read(&path).unwrap()))
             };
             let line = format!("{what} {:o} {}:{} {}", meta.mode(), meta.uid(), meta.gid(), meta.mtime());
-            found.insert(path.strip_prefix(dir).unwrap().to_path_buf(), line);
-        }
-    }
-    found
+            (path.strip_prefix(dir).unwrap().to_path_buf(), line)
+        })
+        .collect()
 }
 
 /// Each start of an image container fits its config into a bundle under /run, leaving the slot
