@@ -19,6 +19,7 @@ install -D -m 644 "$repo/units/sysctr.conf" "$stage/usr/lib/tmpfiles.d/sysctr.co
 for unit in sysctr-auto-update.service sysctr-auto-update.timer sysctr-apply.service sysctr-apply.path; do
   install -D -m 644 "$repo/units/$unit" "$stage/usr/lib/systemd/system/$unit"
 done
+install -D -m 644 "$repo/units/80-sysctr.preset" "$stage/usr/lib/systemd/system-preset/80-sysctr.preset"
 install -D -m 644 "$repo/README.md" "$stage/usr/share/doc/sysctr/README.md"
 install -D -m 644 "$repo/packaging/deb/copyright" "$stage/usr/share/doc/sysctr/copyright"
 install -D -m 644 "$repo/packaging/deb/changelog" "$stage/usr/share/doc/sysctr/changelog"

@@ -77,6 +77,13 @@ fn the_package_installs_runs_the_demo_and_purges_clean() -> Result<()> {
         assert!(root.join(file).exists(), "{file} is not installed");
     }
     host.exec_ok(&["systemctl", "cat", "sysctr-auto-update.timer"])?;
+    // A preset pass (an image's first boot, `preset-all`) leaves sysctr's units as they were;
+    // Debian's own presets enable every unit they do not name.
+    host.exec_ok(&["systemctl", "preset", "sysctr-apply.path", "sysctr-auto-update.timer"])?;
+    for unit in ["sysctr-apply.path", "sysctr-auto-update.timer"] {
+        let enabled = host.exec(&["systemctl", "is-enabled", unit])?;
+        assert_eq!(String::from_utf8_lossy(&enabled.stdout).trim(), "disabled", "{unit} after a preset pass");
+    }
     let mode = host.exec_ok(&["stat", "-c", "%a", "/var/lib/sysctr"])?;
     assert_eq!(mode.trim(), "700", "the storage is not private after install");
 
@@ -120,6 +127,7 @@ fn the_rpm_builds_from_a_source_tarball_with_the_same_files() -> Result<()> {
         "/usr/lib/systemd/system/sysctr-auto-update.timer",
         "/usr/lib/systemd/system/sysctr-apply.service",
         "/usr/lib/systemd/system/sysctr-apply.path",
+        "/usr/lib/systemd/system-preset/80-sysctr.preset",
         "/usr/share/man/man8/sysctr-install.8",
         "/usr/share/bash-completion/completions/sysctr",
         "/usr/share/zsh/site-functions/_sysctr",
