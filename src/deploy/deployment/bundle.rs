@@ -53,14 +53,6 @@ pub(in crate::deploy) fn write_bundle(layout: &Layout, config: &str, slot_on_hos
         .with_context(|| format!("writing the bundle in {}", bundle.display()))
 }
 
-/// The slot `slot_dir` (a path under the layout's root) as the host sees it.
-pub(in crate::deploy) fn on_host(layout: &Layout, slot_dir: &Path) -> PathBuf {
-    match slot_dir.strip_prefix(&layout.root) {
-        Ok(rest) => Path::new("/").join(rest),
-        Err(_) => slot_dir.to_path_buf(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

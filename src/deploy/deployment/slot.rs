@@ -322,7 +322,7 @@ pub fn fit_to_host(layout: &Layout, name: &str, bundle: Option<&Path>) -> Result
         (config, fit.host_files) = (fitted, changes);
     }
     if let Some(bundle) = bundle {
-        bundle::write_bundle(layout, &config, &bundle::on_host(layout, &slot_dir), bundle)?;
+        bundle::write_bundle(layout, &config, &layout.as_host_sees(&slot_dir), bundle)?;
         return Ok(fit);
     }
     if fit.dropped_capabilities.is_empty() && fit.host_files.is_empty() {
@@ -433,8 +433,5 @@ fn write(path: &Path, text: &str) -> Result<()> {
 
 /// A path under the layout's root as the host will see it.
 fn host_view(layout: &Layout, path: &Path) -> String {
-    match path.strip_prefix(&layout.root) {
-        Ok(rest) => format!("/{}", rest.to_string_lossy()),
-        Err(_) => path.to_string_lossy().into_owned(),
-    }
+    layout.as_host_sees(path).to_string_lossy().into_owned()
 }

@@ -196,6 +196,15 @@ impl Layout {
         format!("{name}.conf")
     }
 
+    /// A path under the root as the host sees it (`ROOT/var/x` is `/var/x`); a path outside the
+    /// root is kept as it is.
+    pub fn as_host_sees(&self, path: &Path) -> PathBuf {
+        match path.strip_prefix(&self.root) {
+            Ok(rest) => Path::new("/").join(rest),
+            Err(_) => path.to_path_buf(),
+        }
+    }
+
     /// The host's root as a handle: every host path is resolved beneath it, symlinks as the
     /// host (or the OS image in `--root`) would see them, never on the machine running sysctr.
     /// The one way to the host's files, on a booted host as in an offline root.
