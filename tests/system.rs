@@ -18,6 +18,8 @@ mod hostile;
 mod names;
 #[path = "system/os_image.rs"]
 mod os_image;
+#[path = "system/os_image_swap.rs"]
+mod os_image_swap;
 #[path = "system/package.rs"]
 mod package;
 #[path = "system/registries.rs"]

@@ -127,6 +127,49 @@ impl TestHost {
         Ok(host)
     }
 
+    /// Boots a writable copy of an OS tree (`cp -a --reflink=auto TREE`) in place, with no
+    /// overlay, as [`boot_tree`](Self::boot_tree) does otherwise (`--private-network`, the tree's
+    /// own machine id, only `mask` masked): a root that can be changed between boots, as an
+    /// image-based update changes `/usr` ([`reboot_changed`](Self::reboot_changed)). Drop
+    /// powers it off and removes the copy.
+    pub fn boot_copy(tree: &Path, mask: &[&str]) -> Result<TestHost> {
+        let dir = tempfile::Builder::new()
+            .prefix("testcopy.")
+            .tempdir_in("/var/tmp")
+            .context("creating the test host dir")?
+            .keep();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let mut host = TestHost {
+            name: format!("tc{}n{}", std::process::id(), n),
+            dir,
+            nspawn: None,
+            leader: 0,
+            mounted: false,
+            boots: 0,
+            private_network: true,
+        };
+        let root = host.root().to_string_lossy().into_owned();
+        cmd_ok(&["cp", "-a", "--reflink=auto", &tree.to_string_lossy(), &root])?;
+        if !mask.is_empty() {
+            let mut argv = vec!["systemctl".to_string(), format!("--root={root}"), "mask".into()];
+            argv.extend(mask.iter().map(|u| u.to_string()));
+            cmd_ok(&argv.iter().map(String::as_str).collect::<Vec<_>>())?;
+        }
+        host.start()?;
+        Ok(host)
+    }
+
+    /// Powers the host off, lets `change` change its root (from outside, nothing running in it)
+    /// and boots it again. Only for a host that is not an overlay ([`boot_copy`](Self::boot_copy)).
+    pub fn reboot_changed(&mut self, change: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+        if self.mounted {
+            bail!("host {}: its root is an overlay, whose lower dir cannot change under it", self.name);
+        }
+        self.shutdown()?;
+        change(&self.root())?;
+        self.start()
+    }
+
     /// The overlay mount: the host's `/` seen from outside.
     pub fn root(&self) -> PathBuf {
         self.dir.join("root")

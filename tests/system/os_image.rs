@@ -43,6 +43,18 @@ fn cri_serving_at(socket: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// The sysctr package of this build's binary, in `dir`.
+pub(super) fn sysctr_deb(dir: &Path) -> Result<PathBuf> {
+    let built = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/deb/build.sh"))
+        .arg(dir)
+        .env("SYSCTR_BIN", sysctr_bin())
+        .env("SYSCTR_DEB_COMPRESSION", "gzip")
+        .output()?;
+    assert!(built.status.success(), "{}", describe_output(&built));
+    Ok(std::fs::read_dir(dir)?.next().context("no package built")??.path())
+}
+
 fn monotonic(host: &TestHost, unit: &str, property: &str) -> u64 {
     unit_property(host, unit, property).parse().unwrap_or_else(|e| panic!("{unit} {property}: {e}"))
 }
@@ -67,15 +79,7 @@ fn the_mkosi_recipe_builds_a_node_that_serves_cri_at_an_offline_first_boot() -> 
         }
     }
 
-    let deb_dir = work.path().join("deb");
-    let built = Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/deb/build.sh"))
-        .arg(&deb_dir)
-        .env("SYSCTR_BIN", sysctr_bin())
-        .env("SYSCTR_DEB_COMPRESSION", "gzip")
-        .output()?;
-    assert!(built.status.success(), "{}", describe_output(&built));
-    let deb = std::fs::read_dir(&deb_dir)?.next().context("no package built")??.path();
+    let deb = sysctr_deb(&work.path().join("deb"))?;
 
     let before = build_machine_snapshot()?;
     let image = OsImage::build(
