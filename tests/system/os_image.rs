@@ -122,7 +122,11 @@ fn the_mkosi_recipe_builds_a_node_that_serves_cri_at_an_offline_first_boot() -> 
     let plain = images.join("plain");
     Image::new()
         .layer(busybox_layer())
-        .cmd(&["/bin/sh", "-c", "echo \"hosts: $(wc -c < /etc/hosts) bytes\"; exec sleep 1000000"])
+        .cmd(&[
+            "/bin/sh",
+            "-c",
+            "trap 'exit 0' TERM; echo \"hosts: $(wc -c < /etc/hosts) bytes\"; sleep 1000000 & wait",
+        ])
         .write_oci_layout(&plain, "latest")?;
     let composed = Command::new(sysctr_bin())
         .args(["--root", tree.to_str().context("tree path")?, "install", "--name", "plain"])
