@@ -43,6 +43,17 @@ pub(in crate::deploy) fn walk(dir: &Path) -> Vec<(PathBuf, std::fs::Metadata)> {
     found
 }
 
+/// What an entry of [`walk`] is: `dir`, `-> TARGET` for a symlink, `file(path)` otherwise.
+pub(in crate::deploy) fn describe(path: &Path, meta: &std::fs::Metadata, file: impl FnOnce(&Path) -> String) -> String {
+    if meta.is_dir() {
+        "dir".to_string()
+    } else if meta.file_type().is_symlink() {
+        format!("-> {}", std::fs::read_link(path).unwrap().display())
+    } else {
+        file(path)
+    }
+}
+
 /// A root with a runtime to name in units, and an image in its store: a file, a tmpfiles
 /// template and a host file.
 pub(in crate::deploy) fn host() -> Host {

@@ -47,30 +47,9 @@ impl TestHost {
     /// masks the clashing units, boots it and waits (≤ 60 s) until
     /// `systemctl is-system-running` says `running` or `degraded`.
     pub fn boot() -> Result<TestHost> {
-        let dir = tempfile::Builder::new()
-            .prefix("testhost.")
-            .tempdir_in("/var/tmp")
-            .context("creating the test host dir")?
-            .keep();
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let mut host = TestHost {
-            name: format!("th{}n{}", std::process::id(), n),
-            dir,
-            nspawn: None,
-            leader: 0,
-            mounted: false,
-            boots: 0,
-            private_network: false,
-        };
-        // From here on, Drop cleans up whatever was set up.
-        for d in ["upper", "work", "root"] {
-            std::fs::create_dir(host.dir.join(d))?;
-        }
-        let opts =
-            format!("lowerdir=/,upperdir={},workdir={}", host.upper().display(), host.dir.join("work").display());
+        let mut host = TestHost::new("testhost.", "th", false)?;
+        host.mount_overlay(Path::new("/"))?;
         let root = host.root().to_string_lossy().into_owned();
-        cmd_ok(&["mount", "-t", "overlay", "overlay", "-o", &opts, &root])?;
-        host.mounted = true;
         for f in ["etc/machine-id", "var/lib/dbus/machine-id"] {
             let p = host.root().join(f);
             if std::fs::symlink_metadata(&p).is_ok() {
@@ -78,9 +57,7 @@ impl TestHost {
             }
         }
         cmd_ok(&["systemd-machine-id-setup", &format!("--root={root}")])?;
-        let mut mask = vec!["systemctl".to_string(), format!("--root={root}"), "mask".into()];
-        mask.extend(units_to_mask(&host.root()));
-        cmd_ok(&mask.iter().map(String::as_str).collect::<Vec<_>>())?;
+        host.mask(&units_to_mask(&host.root()))?;
         host.start()?;
         Ok(host)
     }
@@ -91,38 +68,9 @@ impl TestHost {
     /// image's first boot generates it) and only the units of `mask` are masked. Waits (≤ 60 s)
     /// for `running` or `degraded`; Drop cleans up as for [`boot`](Self::boot).
     pub fn boot_tree(tree: &Path, mask: &[&str]) -> Result<TestHost> {
-        let dir = tempfile::Builder::new()
-            .prefix("testtree.")
-            .tempdir_in("/var/tmp")
-            .context("creating the test host dir")?
-            .keep();
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let mut host = TestHost {
-            name: format!("tt{}n{}", std::process::id(), n),
-            dir,
-            nspawn: None,
-            leader: 0,
-            mounted: false,
-            boots: 0,
-            private_network: true,
-        };
-        for d in ["upper", "work", "root"] {
-            std::fs::create_dir(host.dir.join(d))?;
-        }
-        let opts = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            tree.display(),
-            host.upper().display(),
-            host.dir.join("work").display()
-        );
-        let root = host.root().to_string_lossy().into_owned();
-        cmd_ok(&["mount", "-t", "overlay", "overlay", "-o", &opts, &root])?;
-        host.mounted = true;
-        if !mask.is_empty() {
-            let mut argv = vec!["systemctl".to_string(), format!("--root={root}"), "mask".into()];
-            argv.extend(mask.iter().map(|u| u.to_string()));
-            cmd_ok(&argv.iter().map(String::as_str).collect::<Vec<_>>())?;
-        }
+        let mut host = TestHost::new("testtree.", "tt", true)?;
+        host.mount_overlay(tree)?;
+        host.mask(mask)?;
         host.start()?;
         Ok(host)
     }
@@ -133,30 +81,58 @@ impl TestHost {
     /// image-based update changes `/usr` ([`reboot_changed`](Self::reboot_changed)). Drop
     /// powers it off and removes the copy.
     pub fn boot_copy(tree: &Path, mask: &[&str]) -> Result<TestHost> {
+        let mut host = TestHost::new("testcopy.", "tc", true)?;
+        cmd_ok(&["cp", "-a", "--reflink=auto", &tree.to_string_lossy(), &host.root().to_string_lossy()])?;
+        host.mask(mask)?;
+        host.start()?;
+        Ok(host)
+    }
+
+    /// A host not booted yet, in a fresh directory under /var/tmp; from here on, Drop cleans up
+    /// whatever was set up.
+    fn new(dir_prefix: &str, name_prefix: &str, private_network: bool) -> Result<TestHost> {
         let dir = tempfile::Builder::new()
-            .prefix("testcopy.")
+            .prefix(dir_prefix)
             .tempdir_in("/var/tmp")
             .context("creating the test host dir")?
             .keep();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let mut host = TestHost {
-            name: format!("tc{}n{}", std::process::id(), n),
+        Ok(TestHost {
+            name: format!("{name_prefix}{}n{}", std::process::id(), n),
             dir,
             nspawn: None,
             leader: 0,
             mounted: false,
             boots: 0,
-            private_network: true,
-        };
-        let root = host.root().to_string_lossy().into_owned();
-        cmd_ok(&["cp", "-a", "--reflink=auto", &tree.to_string_lossy(), &root])?;
-        if !mask.is_empty() {
-            let mut argv = vec!["systemctl".to_string(), format!("--root={root}"), "mask".into()];
-            argv.extend(mask.iter().map(|u| u.to_string()));
-            cmd_ok(&argv.iter().map(String::as_str).collect::<Vec<_>>())?;
+            private_network,
+        })
+    }
+
+    /// Mounts the host's root as an overlay over `lower`, its changes in `upper()`.
+    fn mount_overlay(&mut self, lower: &Path) -> Result<()> {
+        for d in ["upper", "work", "root"] {
+            std::fs::create_dir(self.dir.join(d))?;
         }
-        host.start()?;
-        Ok(host)
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            self.upper().display(),
+            self.dir.join("work").display()
+        );
+        cmd_ok(&["mount", "-t", "overlay", "overlay", "-o", &opts, &self.root().to_string_lossy()])?;
+        self.mounted = true;
+        Ok(())
+    }
+
+    /// Masks `units` in the host's root, before it boots.
+    fn mask<S: AsRef<str>>(&self, units: &[S]) -> Result<()> {
+        if units.is_empty() {
+            return Ok(());
+        }
+        let mut argv = vec!["systemctl".to_string(), format!("--root={}", self.root().display()), "mask".into()];
+        argv.extend(units.iter().map(|u| u.as_ref().to_string()));
+        cmd_ok(&argv.iter().map(String::as_str).collect::<Vec<_>>())?;
+        Ok(())
     }
 
     /// Powers the host off, lets `change` change its root (from outside, nothing running in it)

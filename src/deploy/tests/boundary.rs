@@ -11,13 +11,8 @@ fn listing(dir: &Path) -> Vec<(PathBuf, String)> {
     walk(dir)
         .into_iter()
         .map(|(path, meta)| {
-            let what = if meta.is_dir() {
-                "dir".to_string()
-            } else if meta.file_type().is_symlink() {
-                format!("-> {}", std::fs::read_link(&path).unwrap().display())
-            } else {
-                String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned()
-            };
+            let what =
+                describe(&path, &meta, |file| String::from_utf8_lossy(&std::fs::read(file).unwrap()).into_owned());
             (path, what)
         })
         .collect()

@@ -258,13 +258,7 @@ fn listing_with_hashes(dir: &Path) -> BTreeMap<PathBuf, String> {
     walk(dir)
         .into_iter()
         .map(|(path, meta)| {
-            let what = if meta.is_dir() {
-                "dir".to_string()
-            } else if meta.file_type().is_symlink() {
-                format!("-> {}", std::fs::read_link(&path).unwrap().display())
-            } else {
-                hex::encode(sha2::Sha256::digest(std::fs::read(&path).unwrap()))
-            };
+            let what = describe(&path, &meta, |file| hex::encode(sha2::Sha256::digest(std::fs::read(file).unwrap())));
             let line = format!("{what} {:o} {}:{} {}", meta.mode(), meta.uid(), meta.gid(), meta.mtime());
             (path.strip_prefix(dir).unwrap().to_path_buf(), line)
         })
