@@ -24,6 +24,8 @@ mod os_image_swap;
 mod package;
 #[path = "system/registries.rs"]
 mod registries;
+#[path = "system/sockets.rs"]
+mod sockets;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

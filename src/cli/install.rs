@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use super::{parse_sets, RegistryArgs};
 use crate::deploy::{self, InstallOutcome, InstallRequest, Layout};
-use crate::systemd::HostManager;
+use crate::systemd::{HostManager, ServiceManager as _};
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
 pub struct InstallOpts {
@@ -31,6 +31,14 @@ pub struct InstallOpts {
     /// Leave it out of `sysctr update --all` (the auto-update timer): it is updated only by name.
     #[arg(long)]
     pub no_auto_update: bool,
+    /// Let systemd listen on ADDR (as `ListenStream=` takes it: `8080`, `127.0.0.1:8080`,
+    /// `/run/NAME.sock`; repeatable): the socket is enabled and started, and the first
+    /// connection starts the service, whose container gets the sockets (`LISTEN_FDS`).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<String>,
+    /// As --listen, for a datagram socket (`ListenDatagram=`; repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub listen_datagram: Vec<String>,
     #[command(flatten)]
     pub registry: RegistryArgs,
     /// `[docker://]HOST[:PORT]/PATH[:TAG|@sha256:DIGEST]`, `oci:DIR[:TAG]`, `oci-archive:PATH[:TAG]`
@@ -50,6 +58,7 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &InstallOpts) -> 
         registry: opts.registry.options(),
         replace_vendor_unit: opts.replace_vendor_unit,
         auto_update: !opts.no_auto_update,
+        listen: deploy::Listen::new(opts.listen.clone(), opts.listen_datagram.clone())?,
     };
     let report = match deploy::install(layout, &request, systemd).await? {
         InstallOutcome::Installed(report) => report,
@@ -62,6 +71,7 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &InstallOpts) -> 
         crate::output::note(missing);
     }
     let state = match (opts.now, opts.no_block) {
+        _ if report.deployment.has_socket && systemd.target().runs_units() => "installed, listening:",
         (true, true) => "installed, start queued:",
         (true, false) => "installed and started",
         (false, _) => "installed",

@@ -48,4 +48,9 @@ fn print_slot(which: &str, slot: &SlotStatus) {
         let values: Vec<String> = slot.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("    values: {}", values.join(" "));
     }
+    let listen = slot.listen.stream.iter().chain(&slot.listen.datagram);
+    let listen: Vec<&str> = listen.map(String::as_str).collect();
+    if !listen.is_empty() {
+        println!("    listen: {}", listen.join(" "));
+    }
 }

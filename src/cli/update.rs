@@ -131,6 +131,7 @@ async fn update(layout: &Layout, systemd: &HostManager, opts: &UpdateOpts, name:
         pull: !opts.no_pull,
         rollback_on_failure: !opts.no_rollback,
         registry: opts.registry.options(),
+        listen: None,
     };
     let report = deploy::update(layout, &request, systemd).await?;
     if !opts.report.json {

@@ -8,7 +8,8 @@
 //!   and host files;
 //! - `STORAGE/deployments/NAME -> NAME.N`: the active slot, switched by rename(2) only;
 //! - `STORAGE/.transaction/`: the journal of a command under way (see `journal`);
-//! - `ROOT/etc/systemd/system/NAME.service` (+ `NAME.service.d/sysctr.conf`),
+//! - `ROOT/etc/systemd/system/NAME.service` (+ `NAME.service.d/sysctr.conf`, and `NAME.socket`
+//!   for a socket-activated container),
 //!   `ROOT/etc/tmpfiles.d/NAME.conf`, and the host files from the image's `hostfs`.
 //!
 //! The containers an OS image provides (`--os-image`) have their storage at `ROOT/usr/lib/sysctr`
@@ -24,8 +25,9 @@
 //!   rmi, prune), `adhoc` (mount, umount), `pull` (registry → store), and `recovery` (the lock
 //!   every mutating verb takes first, then undo or finish an interrupted command).
 //! - `deployment`: one container's deployment. `slot` (build and render a slot, before the host
-//!   is touched), `exports` (the image's templates), `hostfs` (its host files), `activate` (make
-//!   a slot the live one), `teardown` (take a container off the host).
+//!   is touched), `exports` (the image's templates), `hostfs` (its host files), `socket` (its
+//!   socket unit, for socket activation), `activate` (make a slot the live one), `teardown`
+//!   (take a container off the host).
 //! - `host`: where everything lives. `layout` (paths, the host's root handle, records, the
 //!   lock) and `facts` (the runtime, the names a container would mask, ids and capabilities).
 //! - `journal`: the transaction log every change above is recorded in before it is made.
@@ -36,6 +38,7 @@ mod journal;
 mod verbs;
 
 pub use deployment::slot::{fit_to_host, HostFit};
+pub use deployment::socket::Listen;
 pub use host::layout::{Deployment, InstalledFile, Layout, Origin, DEFAULT_STORAGE, IMAGE_STORAGE};
 pub use host::reproducible::clamp_image_times;
 pub use verbs::adhoc::{mount_readonly, unmount, MountSource};

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 mod boundary;
 mod image_mode;
+mod sockets;
 
 use super::journal::Journal;
 use super::*;
@@ -164,6 +165,7 @@ pub(in crate::deploy) fn install_request(name: &str, start_now: bool) -> Install
         registry: RegistryOptions::default(),
         replace_vendor_unit: false,
         auto_update: true,
+        listen: Listen::default(),
     }
 }
 
@@ -176,6 +178,7 @@ fn update_request(name: &str, value: &str, rollback_on_failure: bool) -> UpdateR
         pull: false,
         rollback_on_failure,
         registry: RegistryOptions::default(),
+        listen: None,
     }
 }
 

@@ -128,6 +128,39 @@ pub fn containerd_image() -> Image {
         .label("atomic.type", "system")
 }
 
+/// A socket-activated server: Debian's python3.11 (whose `_socket` and `_signal` are built in),
+/// the `encodings` package it needs to start, and a script that answers each connection on the
+/// socket systemd passed (fd 3) with one line naming what it was given. It ends on SIGTERM.
+pub fn socket_server_image() -> Image {
+    const SERVER: &str = r#"import _signal, _socket, posix
+_signal.signal(15, lambda *_: posix._exit(0))
+env = posix.environ
+listener = _socket.socket(fileno=3)
+while True:
+    fd, _ = listener._accept()
+    conn = _socket.socket(fileno=fd)
+    conn.sendall(b"hello from fd 3, LISTEN_FDS=" + env.get(b"LISTEN_FDS", b"-") + b"\n")
+    conn.close()
+"#;
+    let stdlib = "usr/lib/python3.11";
+    let mut layer = binaries_layer(&["/usr/bin/python3.11"])
+        .dir("usr/lib", 0o755)
+        .dir(stdlib, 0o755)
+        .dir(&format!("{stdlib}/lib-dynload"), 0o755)
+        .dir(&format!("{stdlib}/encodings"), 0o755)
+        .host_file(&format!("{stdlib}/os.py"), format!("/{stdlib}/os.py"), 0o644)
+        .file("serve.py", SERVER, 0o644);
+    for module in ["__init__", "aliases", "utf_8"] {
+        let path = format!("{stdlib}/encodings/{module}.py");
+        layer = layer.host_file(&path, format!("/{path}"), 0o644);
+    }
+    Image::new()
+        .layer(busybox_layer())
+        .layer(layer)
+        .cmd(&["/usr/bin/python3.11", "-S", "-B", "/serve.py"])
+        .label("atomic.type", "system")
+}
+
 /// Pushes the etcd, flannel and containerd images as `k8s/NAME:latest` and writes
 /// `examples/k8s-node-bootstrap.toml`, pointed at `registry`, into `work`; returns its path.
 pub fn prepare_node(registry: &Registry, work: &Path) -> Result<PathBuf> {

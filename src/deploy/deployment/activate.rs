@@ -1,6 +1,6 @@
 //! Making a built slot the active one on the host: the previous slot's unit (disabled), tmpfiles.d
 //! file and host files out, the new slot's in, the `NAME` symlink switched by rename, systemd
-//! reloaded and the unit enabled. Every change is journaled first; starting and stopping is the
+//! reloaded and the unit enabled (its socket instead, for a socket-activated container). Every change is journaled first; starting and stopping is the
 //! caller's business.
 
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use super::hostfs;
 use super::slot;
 use super::teardown::owns_tmpfiles;
-use crate::deploy::host::layout::{Deployment, Layout, DROPIN_FILE, TMPFILES_FILE, UNIT_FILE};
+use crate::deploy::host::layout::{Deployment, Layout, DROPIN_FILE, SOCKET_FILE, TMPFILES_FILE, UNIT_FILE};
 use crate::deploy::journal::Journal;
 use crate::rooted::{EntryKind, Resolve, RootedDir};
 use crate::systemd::{ServiceManager, Tmpfiles};
@@ -25,10 +25,12 @@ pub(in crate::deploy) async fn activate(
     journal: &mut Journal,
 ) -> Result<Vec<String>> {
     let name = to.name.clone();
-    let unit = Layout::unit_name(&name);
+    let (unit, socket) = (Layout::unit_name(&name), Layout::socket_name(&name));
     let mut notes = Vec::new();
     // Disabled while its unit file still says how it was enabled (offline, the links to remove).
-    if from.is_some_and(|f| f.has_service) {
+    if from.is_some_and(|f| f.has_socket) {
+        systemd.disable(&socket, Some(journal)).await?;
+    } else if from.is_some_and(|f| f.has_service) {
         systemd.disable(&unit, Some(journal)).await?;
     }
     if let Some(from) = from {
@@ -61,6 +63,7 @@ pub(in crate::deploy) async fn activate(
     }
     journal.units_changed()?;
     place(layout, journal, &to_dir.join(UNIT_FILE), layout.unit_dir(), &unit)?;
+    place(layout, journal, &to_dir.join(SOCKET_FILE), layout.unit_dir(), &socket)?;
     place_dropin(layout, journal, &to_dir.join(DROPIN_FILE), &name, to.has_service)?;
 
     let link = layout.link(&name);
@@ -69,7 +72,10 @@ pub(in crate::deploy) async fn activate(
         .replace_symlink(Path::new(&name), Path::new(&format!("{name}.{}", to.slot)))?;
 
     systemd.reload().await?;
-    if to.has_service {
+    // A socket-activated service is started by its socket only, never at boot by itself.
+    if to.has_socket {
+        systemd.enable(&socket, journal).await?;
+    } else if to.has_service {
         systemd.enable(&unit, journal).await?;
     }
     Ok(notes)
@@ -77,10 +83,11 @@ pub(in crate::deploy) async fn activate(
 
 /// The host paths sysctr writes itself for container `name`: an image's host files may not
 /// take them, nor plant a symlink on the way to them.
-fn own_host_paths(layout: &Layout, name: &str) -> [String; 3] {
+fn own_host_paths(layout: &Layout, name: &str) -> [String; 4] {
     let (units, tmpfiles) = (layout.unit_dir(), layout.tmpfiles_dir());
     [
         format!("/{units}/{}", Layout::unit_name(name)),
+        format!("/{units}/{}", Layout::socket_name(name)),
         format!("/{units}/{}", Layout::dropin_dir_name(name)),
         format!("/{tmpfiles}/{}", Layout::tmpfiles_name(name)),
     ]

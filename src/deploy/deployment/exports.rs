@@ -15,6 +15,8 @@ pub struct Exports {
     /// `config.json` used verbatim (discouraged; only when there is no template).
     pub config_verbatim: Option<String>,
     pub service_template: Option<String>,
+    /// A systemd.socket unit, rendered as the service template is (`deployment::socket`).
+    pub socket_template: Option<String>,
     pub tmpfiles_template: Option<String>,
     pub manifest: ExportsManifest,
     /// The `hostfs` directory, if the image has one.
@@ -84,6 +86,7 @@ impl Exports {
             config_template: read("config.json.template")?,
             config_verbatim: read("config.json")?,
             service_template: read("service.template")?,
+            socket_template: read("socket.template")?,
             tmpfiles_template: read("tmpfiles.template")?,
             manifest,
             hostfs,

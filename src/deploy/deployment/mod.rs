@@ -6,4 +6,5 @@ pub(super) mod bundle;
 pub(super) mod exports;
 pub(super) mod hostfs;
 pub(super) mod slot;
+pub(super) mod socket;
 pub(super) mod teardown;

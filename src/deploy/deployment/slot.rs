@@ -14,9 +14,10 @@ use oci_spec::image::ImageConfiguration;
 use super::bundle;
 use super::exports::{Exports, ExportsManifest};
 use super::hostfs::{self, PlannedContent};
+use super::socket::{render_socket, Listen};
 use crate::deploy::host::facts::{host_facts, HostFacts};
 use crate::deploy::host::layout::{
-    Deployment, Layout, ABSENT_HOST_FILE, DROPIN_FILE, HOSTFS_DIR, TMPFILES_FILE, UNIT_FILE,
+    Deployment, Layout, ABSENT_HOST_FILE, DROPIN_FILE, HOSTFS_DIR, SOCKET_FILE, TMPFILES_FILE, UNIT_FILE,
 };
 use crate::deploy::host::reproducible;
 use crate::deploy::journal::Journal;
@@ -47,6 +48,8 @@ pub(in crate::deploy) struct SlotRequest<'a> {
     pub runtime: &'a Path,
     /// Only what the user set with `--set`.
     pub user_values: &'a BTreeMap<String, String>,
+    /// What systemd listens on for the container (`--listen`): its socket unit.
+    pub listen: &'a Listen,
     pub uuid: &'a str,
     /// What the container is installed into, as the service manager says.
     pub target: Target,
@@ -101,6 +104,10 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
     let (forced, values) = resolve_values(layout, request, &layout.slot(name, request.slot), &exports.manifest)?;
 
     let has_service = !exports.manifest.no_container_service;
+    if !has_service && !request.listen.is_empty() {
+        bail!("{} ships no service (noContainerService): there is nothing for a socket to start", image.reference);
+    }
+    let mut has_socket = false;
     let mut warnings = SlotNotes::default();
     let mut config_rewrites = Vec::new();
     if has_service {
@@ -127,6 +134,11 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
         crate::systemd::check_install_links(&host, &unit, &Layout::unit_name(name), layout.unit_dir())?;
         warnings.missing_units = crate::systemd::check_dependencies(&host, &Layout::unit_name(name), &unit)?;
         write(&dir.join(UNIT_FILE), &unit)?;
+        if let Some(socket) = render_socket(exports.socket_template.as_deref(), request.listen, &forced, &values)? {
+            crate::systemd::check_install_links(&host, &socket, &Layout::socket_name(name), layout.unit_dir())?;
+            write(&dir.join(SOCKET_FILE), &socket)?;
+            has_socket = true;
+        }
         let fit = facts.fit_at_start.then(|| StartFit {
             sysctr: TARGET_SYSCTR,
             storage: host_view(layout, &layout.storage),
@@ -170,6 +182,8 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
         config_rewrites,
         shadowed_vendor_unit_enabled: None,
         auto_update: true,
+        listen: request.listen.clone(),
+        has_socket,
     };
     deployment.write(dir)?;
     Ok((deployment, warnings))

@@ -1,5 +1,6 @@
-//! Taking a container off the host, whatever is left of it: its unit stopped, disabled and
-//! removed with sysctr's drop-in, its tmpfiles.d file and host files if they are still the ones
+//! Taking a container off the host, whatever is left of it: its socket (first, so that no
+//! connection starts the service again) and its unit stopped, disabled and removed with sysctr's
+//! drop-in, its tmpfiles.d file and host files if they are still the ones
 //! sysctr wrote, then its deployment slots. Every step tolerates what an earlier, interrupted
 //! attempt already removed, so that it can be run again to the same end.
 
@@ -24,6 +25,9 @@ pub(in crate::deploy) async fn remove_container(
         layout.read_info(name).or_else(|_| layout.read_slot_info(name, 0)).or_else(|_| layout.read_slot_info(name, 1));
     let unit = Layout::unit_name(name);
     let units = layout.host_subdir(layout.unit_dir())?;
+    if let Some(units) = &units {
+        remove_socket(units, name, systemd).await?;
+    }
     let has_unit = match &units {
         Some(units) => units.kind(Path::new(&unit))?.is_some(),
         None => false,
@@ -79,6 +83,19 @@ pub(in crate::deploy) async fn remove_container(
         }
     }
     Ok(notes)
+}
+
+/// Stops, disables and removes the socket unit of `name`, if it has one.
+async fn remove_socket(units: &RootedDir, name: &str, systemd: &impl ServiceManager) -> Result<()> {
+    let socket = Layout::socket_name(name);
+    if units.kind(Path::new(&socket))?.is_none() {
+        return Ok(());
+    }
+    if systemd.target().runs_units() && systemd.state(&socket).await? != UnitState::Inactive {
+        systemd.stop(&socket).await?;
+    }
+    systemd.disable(&socket, None).await?;
+    remove_if_present(units, Path::new(&socket))
 }
 
 /// Removes sysctr's own drop-in, and the drop-in directory only once nothing else is in it: an

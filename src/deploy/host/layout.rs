@@ -25,6 +25,8 @@ const IMAGE_TMPFILES_DIR: &str = "usr/lib/tmpfiles.d";
 /// The files of a deployment slot, beside `rootfs/`, `config.json` and `info`: the rendered unit,
 /// sysctr's drop-in, the tmpfiles.d file and the host files as rendered for that slot.
 pub(in crate::deploy) const UNIT_FILE: &str = "unit.service";
+/// The socket unit, for a container started by its first connection (`deployment::socket`).
+pub(in crate::deploy) const SOCKET_FILE: &str = "unit.socket";
 pub(in crate::deploy) const DROPIN_FILE: &str = "sysctr.conf";
 pub(in crate::deploy) const TMPFILES_FILE: &str = "tmpfiles.conf";
 pub(in crate::deploy) const HOSTFS_DIR: &str = "hostfs";
@@ -184,6 +186,11 @@ impl Layout {
 
     pub fn unit_name(name: &str) -> String {
         format!("{name}.service")
+    }
+
+    /// The socket unit of a socket-activated container, in `UNIT_DIR`.
+    pub fn socket_name(name: &str) -> String {
+        format!("{name}.socket")
     }
 
     /// The drop-in directory sysctr adds its own unit settings to, in `UNIT_DIR`.
@@ -409,6 +416,13 @@ pub struct Deployment {
     /// Legacy shapes of the image's `config.json` that were rewritten for this host's runc.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub config_rewrites: Vec<crate::spec::Rewrite>,
+    /// The addresses given at install (`--listen`), kept by `update` as the values are.
+    #[serde(default, skip_serializing_if = "crate::deploy::Listen::is_empty")]
+    pub listen: crate::deploy::Listen,
+    /// Whether the slot has a socket unit (`NAME.socket`): then the socket is enabled and
+    /// started, and the service only by the first connection.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub has_socket: bool,
 }
 
 impl Deployment {

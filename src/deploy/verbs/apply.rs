@@ -9,6 +9,7 @@
 //! set = { ETCD_NAME = "node1" }
 //! replace_vendor_unit = true  # shadow a unit of the same name from the system's packages
 //! auto_update = false     # left alone by `sysctr update --all` (default: true)
+//! listen = ["127.0.0.1:2379"]  # systemd listens; the first connection starts it (`--listen`)
 //! ```
 //!
 //! Containers are handled in file order. A missing one is installed; one whose image or `set`
@@ -30,8 +31,9 @@ use super::install::{install, InstallOutcome, InstallRequest};
 use super::pull::{from_the_os_image, pull, share_with_the_os_image};
 use super::update::{update, SwitchReport, UpdateRequest};
 use crate::deploy::deployment::slot::{preview_unit, runs_once, SlotRequest};
+use crate::deploy::deployment::socket::Listen;
 use crate::deploy::host::facts::find_runtime;
-use crate::deploy::host::layout::{image_owned_message, Layout};
+use crate::deploy::host::layout::{image_owned_message, Deployment, Layout};
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
 use crate::store::Store;
@@ -59,6 +61,24 @@ struct Entry {
     /// Let `update --all` update it (`install --no-auto-update` when false).
     #[serde(default = "yes")]
     auto_update: bool,
+    /// Addresses systemd listens on for it, starting it at the first connection (`--listen`).
+    #[serde(default)]
+    listen: Vec<String>,
+    /// Datagram addresses (`--listen-datagram`).
+    #[serde(default)]
+    listen_datagram: Vec<String>,
+}
+
+impl Entry {
+    /// The listen addresses, as checked by `read_manifest`.
+    fn listen(&self) -> Listen {
+        Listen { stream: self.listen.clone(), datagram: self.listen_datagram.clone() }
+    }
+
+    /// Whether an installed deployment already has the values and addresses of the entry.
+    fn same_settings(&self, current: &Deployment) -> bool {
+        current.values == self.set && current.listen == self.listen()
+    }
 }
 
 fn yes() -> bool {
@@ -108,6 +128,10 @@ pub fn plan(layout: &Layout, path: &Path, registry: &RegistryOptions, prune: boo
         let current = layout.read_info(&entry.name)?;
         if current.image != image.canonical() {
             steps.push(step(Change::Update, format!("image {} -> {image}", current.image)));
+            continue;
+        }
+        if current.listen != entry.listen() {
+            steps.push(step(Change::Update, "listen addresses change".to_string()));
             continue;
         }
         if current.values != entry.set {
@@ -177,6 +201,8 @@ fn read_manifest(path: &Path, registries_conf: &Path) -> Result<Vec<(Entry, Imag
             if let Some(first) = listed_in.insert(entry.name.clone(), file.clone()) {
                 bail!("container '{}' is listed twice ({} and {})", entry.name, first.display(), file.display());
             }
+            Listen::new(entry.listen.clone(), entry.listen_datagram.clone())
+                .with_context(|| format!("{}: container '{}'", file.display(), entry.name))?;
             for key in entry.set.keys() {
                 crate::template::parse_set(&format!("{key}="))
                     .with_context(|| format!("{}: container '{}'", file.display(), entry.name))?;
@@ -208,7 +234,7 @@ async fn planned_units(
             continue;
         }
         let current = layout.read_info(&entry.name).ok();
-        if current.as_ref().is_some_and(|c| c.image == image.canonical() && c.values == entry.set) {
+        if current.as_ref().is_some_and(|c| c.image == image.canonical() && entry.same_settings(c)) {
             continue;
         }
         let stored = match store.image(&image.canonical())? {
@@ -246,6 +272,7 @@ async fn planned_units(
             image: &stored,
             runtime: &runtime,
             user_values: &entry.set,
+            listen: &entry.listen(),
             uuid: current.as_ref().map_or("", |c| c.uuid.as_str()),
             target,
         };
@@ -324,6 +351,7 @@ pub async fn apply(
                 registry: registry.clone(),
                 replace_vendor_unit: entry.replace_vendor_unit,
                 auto_update: entry.auto_update,
+                listen: entry.listen(),
             };
             let InstallOutcome::Installed(report) =
                 install(layout, &request, systemd).await.with_context(|| format!("installing {}", entry.name))?
@@ -336,7 +364,7 @@ pub async fn apply(
             continue;
         }
         let current = layout.read_info(&entry.name)?;
-        if current.image == image.canonical() && current.values == entry.set {
+        if current.image == image.canonical() && entry.same_settings(&current) {
             actions.push(Action::Unchanged(entry.name));
             continue;
         }
@@ -349,6 +377,7 @@ pub async fn apply(
             pull: true,
             rollback_on_failure: true,
             registry: registry.clone(),
+            listen: Some(entry.listen()),
         };
         match update(layout, &request, systemd).await.with_context(|| format!("updating {}", entry.name))? {
             SwitchReport::UpToDate => actions.push(Action::Unchanged(entry.name)),
@@ -399,6 +428,10 @@ mod tests {
         assert_eq!(names, ["etcd", "flannel"]);
         assert!(entries[0].0.start && !entries[1].0.start);
         assert_eq!(entries[0].0.set["ETCD_NAME"], "n1");
+        assert!(entries[0].0.listen().is_empty());
+        let entries =
+            read("[[container]]\nname = \"w\"\nimage = \"reg.lan/w\"\nlisten = [\"127.0.0.1:8080\"]\n").unwrap();
+        assert_eq!(entries[0].0.listen(), Listen::new(vec!["127.0.0.1:8080".into()], Vec::new()).unwrap());
     }
 
     #[test]
@@ -435,6 +468,7 @@ mod tests {
             ("[[container]]\nname = \"a\"\nimage = \"Not Valid\"\n", "invalid image reference"),
             ("[[container]]\nname = \"a\"\nimage = \"reg.lan/a\"\nstrat = true\n", "strat"),
             ("[[container]]\nname = \"a\"\nimage = \"reg.lan/a\"\nset = { NAME = \"x\" }\n", "NAME"),
+            ("[[container]]\nname = \"a\"\nimage = \"reg.lan/a\"\nlisten = [\"80\\n[Service]\"]\n", "listen address \"80\\n"),
         ];
         for (text, expected) in cases {
             let err = format!("{:#}", read(text).unwrap_err());

@@ -15,6 +15,7 @@ use super::recovery::lock_and_recover;
 use super::run::{run_once, RunRequest};
 use crate::deploy::deployment::activate::activate;
 use crate::deploy::deployment::slot::{build_slot, runs_once, SlotRequest};
+use crate::deploy::deployment::socket::Listen;
 use crate::deploy::host::facts::{find_runtime, vendor_tmpfiles, vendor_unit};
 use crate::deploy::host::layout::{Deployment, Layout};
 use crate::deploy::host::reproducible::image_container_uuid;
@@ -40,6 +41,8 @@ pub struct InstallRequest {
     pub replace_vendor_unit: bool,
     /// Let `update --all` update it.
     pub auto_update: bool,
+    /// What systemd listens on, starting the service at the first connection (`--listen`).
+    pub listen: Listen,
 }
 
 /// What `install` did: installed a service, or ran an image that only runs once.
@@ -118,6 +121,7 @@ pub async fn install(
         image: &image,
         runtime: &runtime,
         user_values: &request.values,
+        listen: &request.listen,
         uuid: &uuid,
         target: systemd.target(),
     };
@@ -130,7 +134,12 @@ pub async fn install(
             deployment.shadowed_vendor_unit_enabled = Some(systemd.is_enabled(&unit).await?);
         }
         let more = [slot_notes.notes, activate(layout, None, &mut deployment, systemd, &mut journal).await?].concat();
-        if deployment.has_service && request.start_now {
+        if deployment.has_socket && systemd.target().runs_units() {
+            // The service starts at the first connection, `--now` or not.
+            let socket = Layout::socket_name(&name);
+            journal.started(&socket)?;
+            systemd.start(&socket).await?;
+        } else if deployment.has_service && request.start_now {
             journal.started(&unit)?;
             if request.no_block {
                 systemd.queue_start(&unit).await?;
@@ -177,8 +186,10 @@ fn refuse_existing(layout: &Layout, name: &str, replace_vendor_unit: bool) -> Re
     }
     let unit = Layout::unit_name(name);
     let unit_dir = layout.unit_dir();
-    if layout.host_dir()?.kind(&Path::new(unit_dir).join(&unit))?.is_some() {
-        bail!("/{unit_dir}/{unit} already exists and was not installed by sysctr; pick another --name");
+    for unit in [unit, Layout::socket_name(name)] {
+        if layout.host_dir()?.kind(&Path::new(unit_dir).join(&unit))?.is_some() {
+            bail!("/{unit_dir}/{unit} already exists and was not installed by sysctr; pick another --name");
+        }
     }
     if !replace_vendor_unit {
         let shadowed = [vendor_unit(layout, name)?, vendor_tmpfiles(layout, name)?];

@@ -128,6 +128,9 @@ pub struct SlotStatus {
     pub created: String,
     /// The values given with `--set` (defaults come from the image).
     pub values: BTreeMap<String, String>,
+    /// What systemd listens on for it (`--listen`), starting it at the first connection.
+    #[serde(skip_serializing_if = "crate::deploy::Listen::is_empty")]
+    pub listen: crate::deploy::Listen,
 }
 
 impl SlotStatus {
@@ -139,6 +142,7 @@ impl SlotStatus {
             manifest_digest: d.manifest_digest.clone(),
             created: d.created.clone(),
             values: d.values.clone(),
+            listen: d.listen.clone(),
         }
     }
 }

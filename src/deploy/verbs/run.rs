@@ -28,6 +28,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use super::pull::pull;
 use crate::deploy::deployment::exports::Exports;
 use crate::deploy::deployment::slot::{image_accounts, render_config, resolve_values, runs_once, SlotRequest};
+use crate::deploy::deployment::socket::Listen;
 use crate::deploy::host::facts::find_runtime;
 use crate::deploy::host::layout::{Layout, TMPFILES_FILE};
 use crate::reference::{validate_container_name, ImageRef};
@@ -195,6 +196,7 @@ impl Bundle {
             image,
             runtime,
             user_values: &request.values,
+            listen: &Listen::default(),
             uuid: &uuid,
             // `run` refuses an offline root before it gets here.
             target: Target::Booted,

@@ -12,6 +12,7 @@ use super::pull::{pull, share_with_the_os_image};
 use super::recovery::lock_and_recover;
 use crate::deploy::deployment::activate::activate;
 use crate::deploy::deployment::slot::{build_slot, SlotRequest};
+use crate::deploy::deployment::socket::Listen;
 use crate::deploy::host::layout::{Deployment, Layout};
 use crate::deploy::journal::Journal;
 use crate::reference::{validate_container_name, ImageRef};
@@ -34,6 +35,8 @@ pub struct UpdateRequest {
     /// Switch back when the service does not come back up.
     pub rollback_on_failure: bool,
     pub registry: RegistryOptions,
+    /// New listen addresses (`apply`); `None` keeps those given at install.
+    pub listen: Option<Listen>,
 }
 
 /// What an update or rollback did.
@@ -99,7 +102,8 @@ pub async fn update(layout: &Layout, request: &UpdateRequest, systemd: &impl Ser
         merged.extend(request.values.clone());
         merged
     };
-    if image.commit == current.ostree_commit && values == current.values {
+    let listen = request.listen.clone().unwrap_or_else(|| current.listen.clone());
+    if image.commit == current.ostree_commit && values == current.values && listen == current.listen {
         tracing::info!(image = %current.image, "already up to date");
         return Ok(SwitchReport::UpToDate);
     }
@@ -111,6 +115,7 @@ pub async fn update(layout: &Layout, request: &UpdateRequest, systemd: &impl Ser
         image: &image,
         runtime: &runtime,
         user_values: &values,
+        listen: &listen,
         uuid: &current.uuid,
         target: systemd.target(),
     };
@@ -195,14 +200,24 @@ async fn switch(
     if !to.has_service && from.has_service {
         bail!("{} ships no service while the installed deployment does; uninstall it instead", to.image);
     }
-    let unit = Layout::unit_name(&to.name);
-    let was_active =
-        from.has_service && systemd.target().runs_units() && systemd.state(&unit).await? == UnitState::Active;
+    let (unit, socket) = (Layout::unit_name(&to.name), Layout::socket_name(&to.name));
+    let runs_units = systemd.target().runs_units();
+    // The old socket stops first, so that no connection starts the service during the switch.
+    let socket_was_active = from.has_socket && runs_units && systemd.state(&socket).await? == UnitState::Active;
+    if socket_was_active {
+        journal.stopped(&socket)?;
+        systemd.stop(&socket).await?;
+    }
+    let was_active = from.has_service && runs_units && systemd.state(&unit).await? == UnitState::Active;
     if was_active {
         journal.stopped(&unit)?;
         systemd.stop(&unit).await?;
     }
     let notes = activate(layout, Some(from), &mut to, systemd, journal).await?;
+    if to.has_socket && runs_units {
+        journal.started(&socket)?;
+        systemd.start(&socket).await?;
+    }
     if to.has_service && was_active {
         *started = true;
         journal.started(&unit)?;
