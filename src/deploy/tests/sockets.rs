@@ -111,3 +111,30 @@ async fn update_keeps_the_addresses_and_rollback_switches_the_socket_with_the_sl
     assert!(socket_file(&host).unwrap().contains("Description=Sockets of svc\n"));
     assert!(systemd.is_enabled_now("svc.socket") && systemd.is_active("svc.socket"));
 }
+
+#[tokio::test]
+async fn a_socket_added_by_update_goes_with_a_rollback_and_the_service_then_runs() {
+    let host = host();
+    let systemd = Fake::new();
+    install(&host.layout, &install_request("svc", false), &systemd).await.unwrap();
+    assert!(systemd.is_enabled_now("svc.service") && !systemd.is_active("svc.service"));
+    let request = UpdateRequest {
+        name: "svc".into(),
+        values: BTreeMap::new(),
+        replace_values: false,
+        rebase: None,
+        pull: false,
+        rollback_on_failure: true,
+        registry: RegistryOptions::default(),
+        listen: Some(listen(&["8080"])),
+    };
+    update(&host.layout, &request, &systemd).await.unwrap();
+    assert!(socket_file(&host).unwrap().contains("ListenStream=8080\n"));
+    assert!(systemd.is_enabled_now("svc.socket") && systemd.is_active("svc.socket"));
+    assert!(!systemd.is_enabled_now("svc.service"));
+
+    rollback(&host.layout, "svc", &systemd).await.unwrap();
+    assert_eq!(socket_file(&host), None);
+    assert!(!systemd.is_enabled_now("svc.socket") && !systemd.is_active("svc.socket"));
+    assert!(systemd.is_enabled_now("svc.service") && systemd.is_active("svc.service"));
+}

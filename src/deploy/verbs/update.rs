@@ -186,8 +186,9 @@ pub async fn rollback(layout: &Layout, name: &str, systemd: &impl ServiceManager
     }
 }
 
-/// Stops the service if it runs, activates `to` in place of `from`, and starts the service again
-/// if it was running, checking that it stays up. `started` is set once the switch is complete
+/// Stops the socket and the service if they run, activates `to` in place of `from`, starts its
+/// socket, and starts the service again if it was running (or if its socket was and `to` has
+/// none), checking that it stays up. `started` is set once the switch is complete
 /// and only the new service's start remains.
 async fn switch(
     layout: &Layout,
@@ -218,7 +219,8 @@ async fn switch(
         journal.started(&socket)?;
         systemd.start(&socket).await?;
     }
-    if to.has_service && was_active {
+    // A service its old socket started on demand, and that has no socket now, runs from now on.
+    if to.has_service && (was_active || (socket_was_active && !to.has_socket)) {
         *started = true;
         journal.started(&unit)?;
         systemd.start(&unit).await?;
