@@ -169,7 +169,7 @@ pub(in crate::deploy) fn install_request(name: &str, start_now: bool) -> Install
     }
 }
 
-fn update_request(name: &str, value: &str, rollback_on_failure: bool) -> UpdateRequest {
+pub(in crate::deploy) fn update_request(name: &str, value: &str, rollback_on_failure: bool) -> UpdateRequest {
     UpdateRequest {
         name: name.to_string(),
         values: BTreeMap::from([("X".to_string(), value.to_string())]),

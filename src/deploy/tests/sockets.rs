@@ -85,16 +85,7 @@ async fn update_keeps_the_addresses_and_rollback_switches_the_socket_with_the_sl
     // An image that ships its own socket unit: rendered with the values, the addresses added.
     let template = "[Socket]\nListenStream=/run/$NAME.sock\n\n[Install]\nWantedBy=sockets.target\n";
     publish_with(&host.layout, IMAGE, "v2", &[("exports/socket.template", template)]);
-    let request = UpdateRequest {
-        name: "svc".into(),
-        values: BTreeMap::new(),
-        replace_values: false,
-        rebase: None,
-        pull: false,
-        rollback_on_failure: true,
-        registry: RegistryOptions::default(),
-        listen: None,
-    };
+    let request = UpdateRequest { values: BTreeMap::new(), listen: None, ..update_request("svc", "", true) };
     update(&host.layout, &request, &systemd).await.unwrap();
     assert_eq!(std::fs::read_link(host.layout.link("svc")).unwrap(), Path::new("svc.1"));
     assert_eq!(host.layout.read_info("svc").unwrap().listen, listen(&["8080"]));
@@ -118,16 +109,8 @@ async fn a_socket_added_by_update_goes_with_a_rollback_and_the_service_then_runs
     let systemd = Fake::new();
     install(&host.layout, &install_request("svc", false), &systemd).await.unwrap();
     assert!(systemd.is_enabled_now("svc.service") && !systemd.is_active("svc.service"));
-    let request = UpdateRequest {
-        name: "svc".into(),
-        values: BTreeMap::new(),
-        replace_values: false,
-        rebase: None,
-        pull: false,
-        rollback_on_failure: true,
-        registry: RegistryOptions::default(),
-        listen: Some(listen(&["8080"])),
-    };
+    let request =
+        UpdateRequest { values: BTreeMap::new(), listen: Some(listen(&["8080"])), ..update_request("svc", "", true) };
     update(&host.layout, &request, &systemd).await.unwrap();
     assert!(socket_file(&host).unwrap().contains("ListenStream=8080\n"));
     assert!(systemd.is_enabled_now("svc.socket") && systemd.is_active("svc.socket"));
