@@ -373,6 +373,19 @@ impl RootedDir {
             .with_context(|| format!("removing {}", self.shown(relative)))
     }
 
+    /// Removes what an interrupted [`replace_file`](Self::replace_file) or
+    /// [`replace_symlink`](Self::replace_symlink) of `relative` left beside it: the entries named
+    /// as their temporaries are (see `with_temporary_name`), and nothing else.
+    pub fn remove_temporaries_of(&self, relative: &Path) -> Result<()> {
+        let (parent, name) = split(relative)?;
+        for entry in self.list_dir(parent)? {
+            if is_temporary_name_of(&entry, name) {
+                self.remove_file(&parent.join(&entry))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Removes the empty directory `relative`.
     pub fn remove_dir(&self, relative: &Path) -> Result<()> {
         let (parent, name) = self.parent_of(relative)?;
@@ -487,6 +500,19 @@ fn components(path: &Path) -> Result<Vec<&OsStr>> {
 }
 
 /// Splits a path into its parent (relative) and a last component that is a plain name.
+fn temporary_name(name: &OsStr, random: &str) -> Vec<u8> {
+    [b".", name.as_bytes(), b".", random.as_bytes(), b".tmp"].concat()
+}
+
+/// Whether `candidate` is a name `with_temporary_name` gives a temporary of `name`.
+fn is_temporary_name_of(candidate: &OsStr, name: &OsStr) -> bool {
+    let candidate = candidate.as_bytes();
+    let prefix = [b".", name.as_bytes(), b"."].concat();
+    let Some(rest) = candidate.strip_prefix(prefix.as_slice()) else { return false };
+    let Some(random) = rest.strip_suffix(b".tmp") else { return false };
+    random.len() == 32 && random.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 fn split(path: &Path) -> Result<(&Path, &OsStr)> {
     let parts = components(path)?;
     let Some(name) = parts.last().copied() else { bail!("path '{}' names no file", path.display()) };
@@ -520,16 +546,15 @@ fn create_temporary(parent: &OwnedFd, name: &OsStr, mode: u32) -> Result<(OwnedF
     })
 }
 
-/// Runs `create` on fresh, unpredictable names beside `name` until one was free: whatever
-/// someone planted at a name is never opened, followed, truncated or removed.
+/// Runs `create` on fresh, unpredictable names beside `name` (`.NAME.<32 hex digits>.tmp`)
+/// until one was free: whatever someone planted at a name is never opened, followed, truncated
+/// or removed.
 fn with_temporary_name<T>(
     name: &OsStr,
     mut create: impl FnMut(&OsStr) -> Result<T, Errno>,
 ) -> Result<(T, std::ffi::OsString)> {
     for _ in 0..16 {
-        let mut temp_name = b".".to_vec();
-        temp_name.extend_from_slice(name.as_bytes());
-        temp_name.extend_from_slice(format!(".{}.tmp", uuid::Uuid::new_v4().simple()).as_bytes());
+        let temp_name = temporary_name(name, &uuid::Uuid::new_v4().simple().to_string());
         let temp_name = OsStr::from_bytes(&temp_name).to_os_string();
         match create(&temp_name) {
             Ok(created) => return Ok((created, temp_name)),
@@ -544,6 +569,24 @@ fn with_temporary_name<T>(
 mod tests {
     use super::*;
     use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+
+    /// A replace killed between writing its temporary and renaming it leaves the temporary; an
+    /// undo removes it, and only such names.
+    #[test]
+    fn temporaries_left_by_an_interrupted_replace_are_removed_and_nothing_else() {
+        let (_dir, root, _) = tree();
+        let handle = RootedDir::open(&root, Resolve::InRoot).unwrap();
+        let left = OsStr::from_bytes(&temporary_name(OsStr::new("x.conf"), &"0a".repeat(16))).to_os_string();
+        let kept = [".x.conf.tmp", ".x.conf.0123.tmp", ".y.conf.0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a.tmp", "x.conf"];
+        for name in kept.iter().map(OsStr::new).chain([left.as_os_str()]) {
+            std::fs::write(root.join("etc").join(name), "").unwrap();
+        }
+        handle.remove_temporaries_of(Path::new("etc/x.conf")).unwrap();
+        let mut expected: Vec<_> = kept.iter().map(std::ffi::OsString::from).collect();
+        expected.sort();
+        assert_eq!(handle.list_dir(Path::new("etc")).unwrap(), expected);
+        handle.remove_temporaries_of(Path::new("nowhere/x.conf")).unwrap();
+    }
 
     fn tree() -> (tempfile::TempDir, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().unwrap();

@@ -370,6 +370,8 @@ impl Journal {
             Some(_) => root.remove_file(relative)?,
             None => {}
         }
+        // What a write of it cut short by a crash left beside it.
+        root.remove_temporaries_of(relative)?;
         match previous {
             Previous::Absent => Ok(()),
             Previous::File { backup, mode } => {
@@ -437,6 +439,9 @@ mod tests {
         std::fs::create_dir(&sub).unwrap();
         journal.save(&new).unwrap();
         std::fs::write(&new, "x").unwrap();
+        // A write of the unit cut short between its temporary and the rename.
+        let temporary = dir.path().join(".unit.0123456789abcdef0123456789abcdef.tmp");
+        std::fs::write(&temporary, "half").unwrap();
         drop(journal); // as if the process had died here
 
         let Some(Interrupted::Undo(found)) = Journal::interrupted(&transaction, dir.path()).unwrap() else {
@@ -447,7 +452,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "old");
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o7777, 0o640);
         assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("slot.0"));
-        assert!(!sub.exists() && !new.exists());
+        assert!(!sub.exists() && !new.exists() && !temporary.exists());
         assert!(!transaction.exists());
         assert!(Journal::interrupted(&transaction, dir.path()).unwrap().is_none());
     }
