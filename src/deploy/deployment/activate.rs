@@ -1,7 +1,7 @@
 //! Making a built slot the active one on the host: the previous slot's unit (disabled), tmpfiles.d
 //! file and host files out, the new slot's in, the `NAME` symlink switched by rename, systemd
-//! reloaded and the unit enabled (its socket instead, for a socket-activated container). Every change is journaled first; starting and stopping is the
-//! caller's business.
+//! reloaded and the unit enabled (its socket instead, for a socket-activated container). Every
+//! change is journaled first; starting and stopping is the caller's business.
 
 use std::path::{Path, PathBuf};
 
@@ -28,10 +28,8 @@ pub(in crate::deploy) async fn activate(
     let (unit, socket) = (Layout::unit_name(&name), Layout::socket_name(&name));
     let mut notes = Vec::new();
     // Disabled while its unit file still says how it was enabled (offline, the links to remove).
-    if from.is_some_and(|f| f.has_socket) {
-        systemd.disable(&socket, Some(journal)).await?;
-    } else if from.is_some_and(|f| f.has_service) {
-        systemd.disable(&unit, Some(journal)).await?;
+    if let Some(enabled) = from.and_then(Deployment::enabled_unit) {
+        systemd.disable(&enabled, Some(journal)).await?;
     }
     if let Some(from) = from {
         notes.extend(hostfs::remove(layout, &from.installed_files, &from.created_dirs, Some(&mut *journal))?);
@@ -73,10 +71,8 @@ pub(in crate::deploy) async fn activate(
 
     systemd.reload().await?;
     // A socket-activated service is started by its socket only, never at boot by itself.
-    if to.has_socket {
-        systemd.enable(&socket, journal).await?;
-    } else if to.has_service {
-        systemd.enable(&unit, journal).await?;
+    if let Some(enabled) = to.enabled_unit() {
+        systemd.enable(&enabled, journal).await?;
     }
     Ok(notes)
 }

@@ -426,6 +426,18 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// The unit enabled for it: its socket for a socket-activated container (the first
+    /// connection starts the service), its service otherwise; none for host files only.
+    pub(in crate::deploy) fn enabled_unit(&self) -> Option<String> {
+        if self.has_socket {
+            Some(Layout::socket_name(&self.name))
+        } else if self.has_service {
+            Some(Layout::unit_name(&self.name))
+        } else {
+            None
+        }
+    }
+
     /// A record read back from disk must describe the container and slot it was found for:
     /// anything else (a slot 7, another name) is refused, never used to compute a path.
     fn check(&self, name: &str, slot: Option<u8>, path: &Path) -> Result<()> {
