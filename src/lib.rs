@@ -19,6 +19,8 @@
 //!   Manager over D-Bus, an offline root's `[Install]` links, unit ordering checks.
 //! - [`deploy`]: the only orchestrator, in layers: verbs, a container's deployment, the host's
 //!   files and facts, the transaction journal.
+//! - [`supervise`]: the main process of a container's unit until it is ready (`started`,
+//!   `healthy`): systemd's notify protocol, health checks.
 //! - [`cli`]: command-line parsing and output; [`output`]: notes, warnings and printable text.
 //! - `fuzzing` (cargo feature `fuzzing` only): entry points for the fuzz targets in `fuzz/`.
 
@@ -34,6 +36,7 @@ pub mod rooted;
 pub mod signature;
 pub mod spec;
 pub mod store;
+pub mod supervise;
 pub mod systemd;
 pub mod template;
 

@@ -4,6 +4,7 @@ use anyhow::Result;
 
 use super::{parse_sets, RegistryArgs};
 use crate::deploy::{self, InstallOutcome, InstallRequest, Layout};
+use crate::supervise::plan::{OnUnhealthy, ReadyMode};
 use crate::systemd::{HostManager, ServiceManager as _};
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
@@ -40,6 +41,8 @@ pub struct InstallOpts {
     #[arg(long, value_name = "ADDR")]
     pub listen_datagram: Vec<String>,
     #[command(flatten)]
+    pub ready: ReadyArgs,
+    #[command(flatten)]
     pub registry: RegistryArgs,
     /// `[docker://]HOST[:PORT]/PATH[:TAG|@sha256:DIGEST]`, `oci:DIR[:TAG]`, `oci-archive:PATH[:TAG]`
     /// or `docker-archive:PATH[:REF|:@N]`.
@@ -59,6 +62,7 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &InstallOpts) -> 
         replace_vendor_unit: opts.replace_vendor_unit,
         auto_update: !opts.no_auto_update,
         listen: deploy::Listen::new(opts.listen.clone(), opts.listen_datagram.clone())?,
+        ready: opts.ready.settings(),
     };
     let report = match deploy::install(layout, &request, systemd).await? {
         InstallOutcome::Installed(report) => report,
@@ -84,4 +88,47 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &InstallOpts) -> 
 pub(super) fn short_id(id: &str) -> &str {
     let hex = id.strip_prefix("sha256:").unwrap_or(id);
     hex.get(..12).unwrap_or(hex)
+}
+
+/// When the container counts as ready: what systemd, and `After=` on its unit, wait for.
+#[derive(Debug, clap::Args, PartialEq, Eq)]
+#[command(next_help_heading = "Readiness (default: as the image says, else started)")]
+pub struct ReadyArgs {
+    /// notify: its process says so (sd_notify, through runc); started: runc has started its
+    /// process; healthy: --health-cmd succeeds inside it.
+    #[arg(long, value_name = "MODE", value_parser = |s: &str| s.parse::<ReadyMode>().map_err(|e| e.to_string()))]
+    pub ready: Option<ReadyMode>,
+    /// Run CMD inside the container (`/bin/sh -c CMD`, by `runc exec`) until it succeeds, then
+    /// at every interval while it runs; implies --ready healthy.
+    #[arg(long, value_name = "CMD")]
+    pub health_cmd: Option<String>,
+    /// Time between checks of a running container [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub health_interval: Option<String>,
+    /// Time one check may take before it counts as failed [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    pub health_timeout: Option<String>,
+    /// Failed checks in a row before a running container is unhealthy [default: 3].
+    #[arg(long, value_name = "N")]
+    pub health_retries: Option<u32>,
+    /// Time a start may take to reach ready; then it fails (and an update rolls back) [default: 90s].
+    #[arg(long, value_name = "DURATION")]
+    pub start_timeout: Option<String>,
+    /// What an unhealthy running container gets: log (journal, `sysctr status`), or restart.
+    #[arg(long, value_name = "ACTION", value_parser = |s: &str| s.parse::<OnUnhealthy>().map_err(|e| e.to_string()))]
+    pub on_unhealthy: Option<OnUnhealthy>,
+}
+
+impl ReadyArgs {
+    fn settings(&self) -> deploy::ReadySettings {
+        deploy::ReadySettings {
+            ready: self.ready,
+            health_cmd: self.health_cmd.clone().map(deploy::HealthCommand::Shell),
+            health_interval: self.health_interval.clone(),
+            health_timeout: self.health_timeout.clone(),
+            health_retries: self.health_retries,
+            start_timeout: self.start_timeout.clone(),
+            on_unhealthy: self.on_unhealthy,
+        }
+    }
 }

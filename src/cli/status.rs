@@ -32,6 +32,17 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &StatusOpts) -> R
         None => println!("  previous: none"),
     }
     println!("  auto-update: {}", if status.auto_update { "yes" } else { "no (--no-auto-update)" });
+    if let Some(health) = &status.health {
+        let output = if health.last_output.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", health.last_output.replace('\n', " | "))
+        };
+        println!(
+            "  health: {} since {} ({} failed in a row; last check {}{output})",
+            health.state, health.since, health.failures, health.last_result
+        );
+    }
     if let Some(pending) = &status.pending {
         println!("  pending: {pending}; run `sysctr recover`");
     }
@@ -47,6 +58,15 @@ fn print_slot(which: &str, slot: &SlotStatus) {
     if !slot.values.is_empty() {
         let values: Vec<String> = slot.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("    values: {}", values.join(" "));
+    }
+    match &slot.ready {
+        Some(ready) => {
+            let check = ready.health.as_ref().map_or(String::new(), |h| {
+                format!(", check `{}` every {}", h.command.join(" "), humantime::format_duration(h.interval))
+            });
+            println!("    ready: {} (within {}{check})", ready.ready, humantime::format_duration(ready.start_timeout));
+        }
+        None => println!("    ready: as the image's unit says"),
     }
     let listen = slot.listen.stream.iter().chain(&slot.listen.datagram);
     let listen: Vec<&str> = listen.map(String::as_str).collect();

@@ -132,6 +132,7 @@ async fn update(layout: &Layout, systemd: &HostManager, opts: &UpdateOpts, name:
         rollback_on_failure: !opts.no_rollback,
         registry: opts.registry.options(),
         listen: None,
+        ready: None,
     };
     let report = deploy::update(layout, &request, systemd).await?;
     if !opts.report.json {

@@ -37,6 +37,7 @@ mod host;
 mod journal;
 mod verbs;
 
+pub use deployment::readiness::{HealthCommand, ReadySettings};
 pub use deployment::slot::{fit_to_host, HostFit};
 pub use deployment::socket::Listen;
 pub use host::layout::{Deployment, InstalledFile, Layout, Origin, DEFAULT_STORAGE, IMAGE_STORAGE};

@@ -166,6 +166,7 @@ pub(in crate::deploy) fn install_request(name: &str, start_now: bool) -> Install
         replace_vendor_unit: false,
         auto_update: true,
         listen: Listen::default(),
+        ready: crate::deploy::ReadySettings::default(),
     }
 }
 
@@ -179,6 +180,7 @@ pub(in crate::deploy) fn update_request(name: &str, value: &str, rollback_on_fai
         rollback_on_failure,
         registry: RegistryOptions::default(),
         listen: None,
+        ready: None,
     }
 }
 

@@ -21,6 +21,11 @@ pub(in crate::deploy) fn bundle_dir(name: &str) -> PathBuf {
     Path::new(RUN_DIR).join(name)
 }
 
+/// A file the supervisor of `name` keeps while it runs (`pid`, `health`): `/run/sysctr/NAME.EXT`.
+pub(in crate::deploy) fn run_file(name: &str, extension: &str) -> PathBuf {
+    Path::new(RUN_DIR).join(format!("{name}.{extension}"))
+}
+
 /// `config` (the slot's, fitted to this host) with a relative root made absolute: the slot's
 /// directory as the host sees it, joined with that root.
 pub(in crate::deploy) fn with_absolute_root(config: &str, slot_on_host: &Path) -> Result<String> {

@@ -35,6 +35,9 @@ pub struct ExportsManifest {
     pub installed_files_template: Vec<String>,
     #[serde(default)]
     pub no_container_service: bool,
+    /// When the container is ready (`deployment::readiness`), as the image says.
+    #[serde(default)]
+    pub readiness: super::readiness::ReadySettings,
 }
 
 /// Images in the wild write some default values as JSON numbers or booleans.

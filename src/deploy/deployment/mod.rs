@@ -5,6 +5,7 @@ pub(super) mod activate;
 pub(super) mod bundle;
 pub(super) mod exports;
 pub(super) mod hostfs;
+pub(super) mod readiness;
 pub(super) mod slot;
 pub(super) mod socket;
 pub(super) mod teardown;

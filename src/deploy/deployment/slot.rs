@@ -14,16 +14,19 @@ use oci_spec::image::ImageConfiguration;
 use super::bundle;
 use super::exports::{Exports, ExportsManifest};
 use super::hostfs::{self, PlannedContent};
+use super::readiness::{starts_with_exec_start, ReadySettings, ReadyUnit};
 use super::socket::{render_socket, Listen};
 use crate::deploy::host::facts::{host_facts, HostFacts};
 use crate::deploy::host::layout::{
-    Deployment, Layout, ABSENT_HOST_FILE, DROPIN_FILE, HOSTFS_DIR, SOCKET_FILE, TMPFILES_FILE, UNIT_FILE,
+    Deployment, Layout, ABSENT_HOST_FILE, DROPIN_FILE, HOSTFS_DIR, READINESS_FILE, SOCKET_FILE, TMPFILES_FILE,
+    UNIT_FILE,
 };
 use crate::deploy::host::reproducible;
 use crate::deploy::journal::Journal;
 use crate::rooted::{Resolve, RootedDir};
 use crate::spec::{self, CheckedConfig, RootUse};
 use crate::store::{checkout_image, Store, StoredImage};
+use crate::supervise::plan::{Readiness, ReadyMode, SupervisePlan};
 use crate::systemd::{MissingUnit, Target};
 use crate::template::{self, FileKind, Forced, HostDefaults, Inputs};
 
@@ -50,6 +53,8 @@ pub(in crate::deploy) struct SlotRequest<'a> {
     pub user_values: &'a BTreeMap<String, String>,
     /// What systemd listens on for the container (`--listen`): its socket unit.
     pub listen: &'a Listen,
+    /// What the user set about its readiness (`--ready`, `--health-cmd`, …).
+    pub ready: &'a ReadySettings,
     pub uuid: &'a str,
     /// What the container is installed into, as the service manager says.
     pub target: Target,
@@ -108,6 +113,7 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
         bail!("{} ships no service (noContainerService): there is nothing for a socket to start", image.reference);
     }
     let mut has_socket = false;
+    let mut readiness = None;
     let mut warnings = SlotNotes::default();
     let mut config_rewrites = Vec::new();
     if has_service {
@@ -139,19 +145,43 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
             write(&dir.join(SOCKET_FILE), &socket)?;
             has_socket = true;
         }
+        let target_has_sysctr = host.kind(Path::new(TARGET_SYSCTR.trim_start_matches('/')))?.is_some();
+        let sysctr = if facts.fit_at_start {
+            target_has_sysctr.then(|| TARGET_SYSCTR.to_owned())
+        } else {
+            std::env::current_exe().ok().map(|exe| exe.to_string_lossy().into_owned())
+        };
+        let ready_unit = ready_unit(layout, request, &config, &exports, &unit, &forced, sysctr.as_deref())?;
+        if let Some((resolved, plan)) = &ready_unit {
+            if plan.supervise.is_some() {
+                let supervise_plan = SupervisePlan {
+                    name: name.to_owned(),
+                    runtime: request.runtime.to_path_buf(),
+                    pid_file: bundle::run_file(name, "pid"),
+                    health_file: bundle::run_file(name, "health"),
+                    readiness: resolved.clone(),
+                };
+                write(&dir.join(READINESS_FILE), &serde_json::to_string_pretty(&supervise_plan)?)?;
+            }
+        }
         let fit = facts.fit_at_start.then(|| StartFit {
             sysctr: TARGET_SYSCTR,
             storage: host_view(layout, &layout.storage),
             bundle: layout.os_image.then(|| bundle::bundle_dir(name)),
         });
-        if fit.is_some() && host.kind(Path::new(TARGET_SYSCTR.trim_start_matches('/')))?.is_none() {
+        if fit.is_some() && !target_has_sysctr {
             warnings.notes.push(format!(
                 "the target has no {TARGET_SYSCTR}: at start, the unit cannot fit the capabilities offered \
                  to the target's bounding set (runc refuses any the target cannot grant), nor stand in for \
                  /etc/hosts or /etc/resolv.conf where the target has none"
             ));
         }
-        write(&dir.join(DROPIN_FILE), &dropin(&runtime, name, fit))?;
+        let mut dropin_text = dropin(&runtime, name, fit);
+        if let Some((resolved, plan)) = ready_unit {
+            dropin_text.push_str(&plan.dropin_lines(&resolved));
+            readiness = Some(resolved);
+        }
+        write(&dir.join(DROPIN_FILE), &dropin_text)?;
         if let Some(text) = &exports.tmpfiles_template {
             let tmpfiles = template::render_file("tmpfiles.template", text, FileKind::Tmpfiles, &values)?;
             write(&dir.join(TMPFILES_FILE), &tmpfiles)?;
@@ -184,6 +214,8 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
         auto_update: true,
         listen: request.listen.clone(),
         has_socket,
+        ready_settings: request.ready.clone(),
+        readiness,
     };
     deployment.write(dir)?;
     Ok((deployment, warnings))
@@ -208,11 +240,7 @@ pub(in crate::deploy) fn resolve_values(
     let forced = Forced {
         name: name.to_string(),
         destdir: host_view(layout, destdir),
-        exec_start: if layout.os_image {
-            format!("{runtime} --systemd-cgroup run --bundle '{}' '{name}'", bundle::bundle_dir(name).display())
-        } else {
-            format!("{runtime} --systemd-cgroup run '{name}'")
-        },
+        exec_start: run_command(layout, &runtime, name, None),
         exec_stop: format!("{runtime} --systemd-cgroup kill '{name}'"),
         exec_startpre: String::new(),
         exec_stoppost: String::new(),
@@ -257,6 +285,60 @@ pub(in crate::deploy) fn preview_unit(layout: &Layout, store: &Store, request: &
     }
     let (forced, values) = resolve_values(layout, request, &layout.slot(request.name, request.slot), &manifest)?;
     render_unit(read("exports/service.template")?.as_deref(), &forced, &values).map(Some)
+}
+
+/// The runtime's command line that runs the container `name`, writing the pid of its process
+/// to `pid_file` if given.
+fn run_command(layout: &Layout, runtime: &str, name: &str, pid_file: Option<&Path>) -> String {
+    let mut command = format!("{runtime} --systemd-cgroup run");
+    if let Some(pid_file) = pid_file {
+        command.push_str(&format!(" --pid-file '{}'", pid_file.display()));
+    }
+    if layout.os_image {
+        command.push_str(&format!(" --bundle '{}'", bundle::bundle_dir(name).display()));
+    }
+    command + &format!(" '{name}'")
+}
+
+/// The readiness of the container a slot runs, and how its unit reaches it; `None` when the
+/// image's own unit decides (its `ExecStart` is not `$EXEC_START` alone, and nobody asked).
+fn ready_unit(
+    layout: &Layout,
+    request: &SlotRequest,
+    config: &ImageConfiguration,
+    exports: &Exports,
+    unit: &str,
+    forced: &Forced,
+    sysctr: Option<&str>,
+) -> Result<Option<(Readiness, ReadyUnit)>> {
+    let name = request.name;
+    let labels = config.config().as_ref().and_then(|c| c.labels().as_ref());
+    let image_settings = exports.manifest.readiness.over(&ReadySettings::from_labels(labels)?);
+    let settings = request.ready.over(&image_settings);
+    let readiness = settings.resolve().with_context(|| format!("resolving when '{name}' is ready"))?;
+    if readiness.ready == ReadyMode::Notify {
+        return Ok(Some((readiness, ReadyUnit { supervise: None })));
+    }
+    let runs_exec_start = starts_with_exec_start(unit, &forced.exec_start);
+    match sysctr {
+        Some(sysctr) if runs_exec_start => {
+            let plan = layout.slot(name, request.slot).join(READINESS_FILE);
+            let run =
+                run_command(layout, &request.runtime.to_string_lossy(), name, Some(&bundle::run_file(name, "pid")));
+            let supervise = format!("{sysctr} supervise '{}' -- {run}", host_view(layout, &plan));
+            Ok(Some((readiness, ReadyUnit { supervise: Some(supervise) })))
+        }
+        _ if settings.ready.is_none() && settings.health_cmd.is_none() => Ok(None),
+        _ if !runs_exec_start => bail!(
+            "ready = {} needs the image's unit to start the container with $EXEC_START alone (ExecStart=$EXEC_START), \
+             which sysctr then runs under its supervisor",
+            readiness.ready
+        ),
+        _ => bail!(
+            "ready = {} needs sysctr on the target at {TARGET_SYSCTR}, to run the container under its supervisor",
+            readiness.ready
+        ),
+    }
 }
 
 /// How each start of a container installed into an OS image fits its config to the host.

@@ -28,6 +28,8 @@ pub(in crate::deploy) const UNIT_FILE: &str = "unit.service";
 /// The socket unit, for a container started by its first connection (`deployment::socket`).
 pub(in crate::deploy) const SOCKET_FILE: &str = "unit.socket";
 pub(in crate::deploy) const DROPIN_FILE: &str = "sysctr.conf";
+/// What the supervisor of the unit reads (`supervise::plan`).
+pub(in crate::deploy) const READINESS_FILE: &str = "readiness.json";
 pub(in crate::deploy) const TMPFILES_FILE: &str = "tmpfiles.conf";
 pub(in crate::deploy) const HOSTFS_DIR: &str = "hostfs";
 /// An empty file, bind-mounted in place of a shared host file the host lacks (`spec::fit_host_files`).
@@ -423,6 +425,12 @@ pub struct Deployment {
     /// started, and the service only by the first connection.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub has_socket: bool,
+    /// What the user set about readiness at install (or in the apply file), kept by `update`.
+    #[serde(default, skip_serializing_if = "crate::deploy::ReadySettings::is_empty")]
+    pub ready_settings: crate::deploy::ReadySettings,
+    /// When the unit counts as ready; `None` when the image's own unit decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<crate::supervise::plan::Readiness>,
 }
 
 impl Deployment {

@@ -74,7 +74,7 @@ fn attach_readonly_view(source: &Path, target: &Path) -> Result<()> {
 }
 
 /// `mount_setattr(2)` on the detached mount `tree` (an `open_tree` fd): read-only, nosuid,
-/// nodev. rustix has no wrapper for this system call, hence the one `unsafe` of sysctr.
+/// nodev. rustix has no wrapper for this system call, hence this `unsafe`.
 #[allow(unsafe_code)]
 fn set_readonly_nosuid_nodev(tree: &OwnedFd) -> Result<()> {
     use nix::libc;

@@ -10,6 +10,9 @@
 //! replace_vendor_unit = true  # shadow a unit of the same name from the system's packages
 //! auto_update = false     # left alone by `sysctr update --all` (default: true)
 //! listen = ["127.0.0.1:2379"]  # systemd listens; the first connection starts it (`--listen`)
+//! ready = "healthy"       # notify | started | healthy (default: as the image says, else started)
+//! health_cmd = "etcdctl endpoint health"  # run in the container; a list runs without a shell
+//! health_interval = "10s"  # also health_timeout, health_retries, start_timeout, on_unhealthy
 //! ```
 //!
 //! Containers are handled in file order. A missing one is installed; one whose image or `set`
@@ -30,6 +33,7 @@ use serde::Deserialize;
 use super::install::{install, InstallOutcome, InstallRequest};
 use super::pull::{from_the_os_image, pull, share_with_the_os_image};
 use super::update::{update, SwitchReport, UpdateRequest};
+use crate::deploy::deployment::readiness::{HealthCommand, ReadySettings};
 use crate::deploy::deployment::slot::{preview_unit, runs_once, SlotRequest};
 use crate::deploy::deployment::socket::Listen;
 use crate::deploy::host::facts::find_runtime;
@@ -37,6 +41,7 @@ use crate::deploy::host::layout::{image_owned_message, Deployment, Layout};
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
 use crate::store::Store;
+use crate::supervise::plan::{OnUnhealthy, ReadyMode};
 use crate::systemd::{check_dependencies_of_set, MissingUnit, ServiceManager};
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +72,14 @@ struct Entry {
     /// Datagram addresses (`--listen-datagram`).
     #[serde(default)]
     listen_datagram: Vec<String>,
+    /// When it counts as ready (`--ready`, …; see `deployment::readiness`).
+    ready: Option<ReadyMode>,
+    health_cmd: Option<HealthCommand>,
+    health_interval: Option<String>,
+    health_timeout: Option<String>,
+    health_retries: Option<u32>,
+    start_timeout: Option<String>,
+    on_unhealthy: Option<OnUnhealthy>,
 }
 
 impl Entry {
@@ -75,9 +88,21 @@ impl Entry {
         Listen { stream: self.listen.clone(), datagram: self.listen_datagram.clone() }
     }
 
-    /// Whether an installed deployment already has the values and addresses of the entry.
+    fn ready_settings(&self) -> ReadySettings {
+        ReadySettings {
+            ready: self.ready,
+            health_cmd: self.health_cmd.clone(),
+            health_interval: self.health_interval.clone(),
+            health_timeout: self.health_timeout.clone(),
+            health_retries: self.health_retries,
+            start_timeout: self.start_timeout.clone(),
+            on_unhealthy: self.on_unhealthy,
+        }
+    }
+
+    /// Whether an installed deployment already has the values and settings of the entry.
     fn same_settings(&self, current: &Deployment) -> bool {
-        current.values == self.set && current.listen == self.listen()
+        current.values == self.set && current.listen == self.listen() && current.ready_settings == self.ready_settings()
     }
 }
 
@@ -132,6 +157,10 @@ pub fn plan(layout: &Layout, path: &Path, registry: &RegistryOptions, prune: boo
         }
         if current.listen != entry.listen() {
             steps.push(step(Change::Update, "listen addresses change".to_string()));
+            continue;
+        }
+        if current.ready_settings != entry.ready_settings() {
+            steps.push(step(Change::Update, "readiness settings change".to_string()));
             continue;
         }
         if current.values != entry.set {
@@ -203,6 +232,11 @@ fn read_manifest(path: &Path, registries_conf: &Path) -> Result<Vec<(Entry, Imag
             }
             Listen::new(entry.listen.clone(), entry.listen_datagram.clone())
                 .with_context(|| format!("{}: container '{}'", file.display(), entry.name))?;
+            // Checked alone; over the image's settings again when its slot is built.
+            entry
+                .ready_settings()
+                .resolve()
+                .with_context(|| format!("{}: container '{}'", file.display(), entry.name))?;
             for key in entry.set.keys() {
                 crate::template::parse_set(&format!("{key}="))
                     .with_context(|| format!("{}: container '{}'", file.display(), entry.name))?;
@@ -273,6 +307,7 @@ async fn planned_units(
             runtime: &runtime,
             user_values: &entry.set,
             listen: &entry.listen(),
+            ready: &entry.ready_settings(),
             uuid: current.as_ref().map_or("", |c| c.uuid.as_str()),
             target,
         };
@@ -352,6 +387,7 @@ pub async fn apply(
                 replace_vendor_unit: entry.replace_vendor_unit,
                 auto_update: entry.auto_update,
                 listen: entry.listen(),
+                ready: entry.ready_settings(),
             };
             let InstallOutcome::Installed(report) =
                 install(layout, &request, systemd).await.with_context(|| format!("installing {}", entry.name))?
@@ -378,6 +414,7 @@ pub async fn apply(
             rollback_on_failure: true,
             registry: registry.clone(),
             listen: Some(entry.listen()),
+            ready: Some(entry.ready_settings()),
         };
         match update(layout, &request, systemd).await.with_context(|| format!("updating {}", entry.name))? {
             SwitchReport::UpToDate => actions.push(Action::Unchanged(entry.name)),

@@ -14,6 +14,7 @@ use super::pull::{from_the_os_image, pull, share_with_the_os_image};
 use super::recovery::lock_and_recover;
 use super::run::{run_once, RunRequest};
 use crate::deploy::deployment::activate::activate;
+use crate::deploy::deployment::readiness::ReadySettings;
 use crate::deploy::deployment::slot::{build_slot, runs_once, SlotRequest};
 use crate::deploy::deployment::socket::Listen;
 use crate::deploy::host::facts::{find_runtime, vendor_tmpfiles, vendor_unit};
@@ -43,6 +44,8 @@ pub struct InstallRequest {
     pub auto_update: bool,
     /// What systemd listens on, starting the service at the first connection (`--listen`).
     pub listen: Listen,
+    /// When it counts as ready, over what the image says (`--ready`, `--health-cmd`, …).
+    pub ready: ReadySettings,
 }
 
 /// What `install` did: installed a service, or ran an image that only runs once.
@@ -122,6 +125,7 @@ pub async fn install(
         runtime: &runtime,
         user_values: &request.values,
         listen: &request.listen,
+        ready: &request.ready,
         uuid: &uuid,
         target: systemd.target(),
     };

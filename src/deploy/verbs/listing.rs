@@ -114,6 +114,9 @@ pub struct ContainerStatus {
     pub previous: Option<SlotStatus>,
     /// A command on this container that was interrupted and awaits `sysctr recover`.
     pub pending: Option<String>,
+    /// What the supervisor of a running `healthy` container last saw.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::supervise::HealthReport>,
 }
 
 /// One deployment slot of a container.
@@ -131,6 +134,8 @@ pub struct SlotStatus {
     /// What systemd listens on for it (`--listen`), starting it at the first connection.
     #[serde(skip_serializing_if = "crate::deploy::Listen::is_empty")]
     pub listen: crate::deploy::Listen,
+    /// When its unit counts as ready; `None` when the image's own unit decides.
+    pub ready: Option<crate::supervise::plan::Readiness>,
 }
 
 impl SlotStatus {
@@ -143,6 +148,7 @@ impl SlotStatus {
             created: d.created.clone(),
             values: d.values.clone(),
             listen: d.listen.clone(),
+            ready: d.readiness.clone(),
         }
     }
 }
@@ -158,15 +164,26 @@ pub async fn status(layout: &Layout, name: &str, systemd: &impl ServiceManager) 
         .into_iter()
         .find(|p| p.container.as_deref() == Some(name))
         .map(|p| p.describe());
+    let state = service_state(&current, systemd).await;
+    let health = match (&current.readiness, state) {
+        (Some(readiness), ServiceState::Unit(UnitState::Active | UnitState::Activating))
+            if readiness.ready == crate::supervise::plan::ReadyMode::Healthy =>
+        {
+            let file = crate::deploy::deployment::bundle::run_file(name, "health");
+            crate::supervise::read_health(&layout.host_dir()?, &file)?
+        }
+        _ => None,
+    };
     Ok(ContainerStatus {
         name: name.to_string(),
-        state: service_state(&current, systemd).await,
+        state,
         origin: from.origin(),
         unit: current.has_service.then(|| Layout::unit_name(name)),
         auto_update: current.auto_update,
         current: SlotStatus::new(&current),
         previous: previous.as_ref().map(SlotStatus::new),
         pending,
+        health,
     })
 }
 

@@ -27,6 +27,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::pull::pull;
 use crate::deploy::deployment::exports::Exports;
+use crate::deploy::deployment::readiness::ReadySettings;
 use crate::deploy::deployment::slot::{image_accounts, render_config, resolve_values, runs_once, SlotRequest};
 use crate::deploy::deployment::socket::Listen;
 use crate::deploy::host::facts::find_runtime;
@@ -197,6 +198,7 @@ impl Bundle {
             runtime,
             user_values: &request.values,
             listen: &Listen::default(),
+            ready: &ReadySettings::default(),
             uuid: &uuid,
             // `run` refuses an offline root before it gets here.
             target: Target::Booted,

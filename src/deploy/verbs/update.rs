@@ -11,6 +11,7 @@ use super::install::with_undo_problems;
 use super::pull::{pull, share_with_the_os_image};
 use super::recovery::lock_and_recover;
 use crate::deploy::deployment::activate::activate;
+use crate::deploy::deployment::readiness::ReadySettings;
 use crate::deploy::deployment::slot::{build_slot, SlotRequest};
 use crate::deploy::deployment::socket::Listen;
 use crate::deploy::host::layout::{Deployment, Layout};
@@ -37,6 +38,8 @@ pub struct UpdateRequest {
     pub registry: RegistryOptions,
     /// New listen addresses (`apply`); `None` keeps those given at install.
     pub listen: Option<Listen>,
+    /// New readiness settings (`apply`); `None` keeps those given at install.
+    pub ready: Option<ReadySettings>,
 }
 
 /// What an update or rollback did.
@@ -103,7 +106,12 @@ pub async fn update(layout: &Layout, request: &UpdateRequest, systemd: &impl Ser
         merged
     };
     let listen = request.listen.clone().unwrap_or_else(|| current.listen.clone());
-    if image.commit == current.ostree_commit && values == current.values && listen == current.listen {
+    let ready = request.ready.clone().unwrap_or_else(|| current.ready_settings.clone());
+    if image.commit == current.ostree_commit
+        && values == current.values
+        && listen == current.listen
+        && ready == current.ready_settings
+    {
         tracing::info!(image = %current.image, "already up to date");
         return Ok(SwitchReport::UpToDate);
     }
@@ -116,6 +124,7 @@ pub async fn update(layout: &Layout, request: &UpdateRequest, systemd: &impl Ser
         runtime: &runtime,
         user_values: &values,
         listen: &listen,
+        ready: &ready,
         uuid: &current.uuid,
         target: systemd.target(),
     };
