@@ -22,6 +22,8 @@ mod os_image;
 mod os_image_swap;
 #[path = "system/package.rs"]
 mod package;
+#[path = "system/readiness.rs"]
+mod readiness;
 #[path = "system/registries.rs"]
 mod registries;
 #[path = "system/sockets.rs"]

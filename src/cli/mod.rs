@@ -161,10 +161,13 @@ pub enum Command {
     /// it is ready once started or once healthy (see `supervise`).
     #[command(hide = true)]
     Supervise {
+        /// Be the watcher that tells systemd when the container is ready (started by supervise).
+        #[arg(long)]
+        watch: bool,
         /// The slot's `readiness.json`.
         plan: PathBuf,
         /// The runtime's command line that runs the container.
-        #[arg(last = true, required = true)]
+        #[arg(last = true, required_unless_present = "watch")]
         command: Vec<String>,
     },
     /// Write the man pages and shell completions into a directory (for packages).
@@ -334,10 +337,11 @@ pub fn parse() -> Opts {
 }
 
 /// Runs the verbs that need neither the async runtime nor the storage: `None` for the others.
-/// The supervisor must run on one thread, where the signals it blocks are its own.
+/// The supervisor becomes runc, which must not inherit the runtime's threads.
 pub fn run_without_runtime(opts: &Opts) -> Option<Result<i32>> {
     match &opts.command {
-        Command::Supervise { plan, command } => Some(crate::supervise::run(plan, command)),
+        Command::Supervise { watch: true, plan, .. } => Some(crate::supervise::watch(plan)),
+        Command::Supervise { plan, command, .. } => Some(crate::supervise::run(plan, command)),
         Command::GenerateDocs { dir } => Some(docs::generate(dir).map(|()| 0)),
         _ => None,
     }

@@ -1,30 +1,28 @@
-//! `sysctr supervise PLAN -- RUNC…`: the main process of a container's unit in the `started`
-//! and `healthy` modes, so that the unit is `Type=notify` and `After=` on it means ready.
+//! `sysctr supervise PLAN -- RUNC…`: how a container's unit waits for it in the `started` and
+//! `healthy` modes, so that the unit is `Type=notify` and `After=` on it means ready.
 //!
-//! It runs the runtime (`runc run --pid-file`) as its child and watches for the container's
-//! process to start. `started`: it then hands the unit's main PID to runc, tells systemd
-//! READY=1 and exits, leaving runc as it would be without it. `healthy`: it runs the health
-//! command inside the container (`runc exec`, bounded) until it passes, and only then tells
-//! systemd READY=1; it stays the main process, keeps checking at the interval, reports what it
-//! sees (journal, `STATUS=`, the health file `sysctr status` reads), stops the container with a
-//! failure when it does not become healthy within the start timeout or, with
-//! `on_unhealthy = restart`, when it stops being healthy. Signals are passed on to runc, whose
-//! exit status is the unit's.
+//! The unit's main process starts a watcher (`sysctr supervise --watch PLAN`), then becomes
+//! runc (`runc run --pid-file`, by exec): runc stays the unit's main process, a child of
+//! systemd, whose signals and exit status are the unit's as they are without sysctr. The
+//! watcher waits for the container's process to start. `started`: it tells systemd READY=1
+//! and exits. `healthy`: it runs the health command inside the container (`runc exec`,
+//! bounded) until it passes, and only then tells systemd READY=1; it keeps checking at the
+//! interval and reports what it sees (journal, `STATUS=`, the health file `sysctr status`
+//! reads). A container that is not healthy within the start timeout, or that stops being
+//! healthy with `on_unhealthy = restart`, is stopped through runc: runc exits with a failure,
+//! and the start fails (an update rolls back) or `Restart=` starts it again.
 
 mod notify;
 pub mod plan;
 
 use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
 use serde::{Deserialize, Serialize};
 
 use notify::Notifier;
@@ -36,12 +34,14 @@ const MAX_CHECK_OUTPUT: usize = 1024;
 const START_POLL: Duration = Duration::from_millis(2);
 /// The first wait between health checks of a starting container; doubled up to the interval.
 const FIRST_RETRY: Duration = Duration::from_millis(100);
-/// How long a container stopped by the supervisor has to exit before it is killed.
+/// How long a container stopped by the watcher has to exit before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
-/// How long systemd may take to read the hand-over of the main PID.
+/// How long systemd may take to read the notification of a watcher about to exit.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a wait looks whether runc is still there.
+const TICK: Duration = Duration::from_millis(20);
 
-/// The health of a running `healthy` container, as its supervisor last saw it.
+/// The health of a running `healthy` container, as its watcher last saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthReport {
     /// `starting`, `healthy` or `unhealthy`.
@@ -50,24 +50,20 @@ pub struct HealthReport {
     pub since: String,
     /// Consecutive failed checks.
     pub failures: u32,
-    /// The last check: `passed`, `exit N`, `timed out after …`.
+    /// The last check: `passed`, `exited N`, `timed out after …`.
     pub last_result: String,
     /// What the last check printed, bounded.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub last_output: String,
 }
 
-/// Runs `command` (the runtime starting the container) under `plan`; returns the exit code.
+/// Starts the watcher of `plan_path`, then runs `command` (the runtime running the container)
+/// in place of this process. Returns only if that cannot be done.
 pub fn run(plan_path: &Path, command: &[String]) -> Result<i32> {
     let plan = SupervisePlan::read(plan_path)?;
     let Some((program, args)) = command.split_first() else {
         bail!("supervise needs the command that starts the container after --");
     };
-    let notifier = Notifier::from_env()?;
-    let signals = forwarded_signals();
-    signals.thread_block().context("blocking signals for the supervisor")?;
-    let signal_fd = SignalFd::with_flags(&with_child(signals), SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .context("creating a signalfd")?;
     if let Some(parent) = plan.pid_file.parent() {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
@@ -77,63 +73,85 @@ pub fn run(plan_path: &Path, command: &[String]) -> Result<i32> {
         }
         _ => {}
     }
-    let mut runtime = Command::new(program);
-    runtime.args(args).env_remove("NOTIFY_SOCKET");
-    let main = spawn_unblocked(&mut runtime).with_context(|| format!("starting {program}"))?;
-    let mut supervisor = Supervisor { plan, notifier, signal_fd, main, started: Instant::now() };
-    supervisor.supervise()
+    // Run by hand, with no manager to tell, there is nothing to watch for.
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        let me = std::env::current_exe().context("finding sysctr's own executable")?;
+        Command::new(me)
+            .args(["supervise", "--watch"])
+            .arg(plan_path)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting the watcher")?;
+    }
+    let err = Command::new(program).args(args).env_remove("NOTIFY_SOCKET").exec();
+    Err(err).with_context(|| format!("running {program}"))
 }
 
-struct Supervisor {
+/// The watcher: tells systemd when the container of `plan_path` is ready, as its plan says.
+pub fn watch(plan_path: &Path) -> Result<i32> {
+    let plan = SupervisePlan::read(plan_path)?;
+    let notifier = Notifier::from_env()?.context("NOTIFY_SOCKET is not set: nothing to tell readiness to")?;
+    let mut watcher = Watcher { plan, notifier, runc: nix::unistd::getppid(), started: Instant::now() };
+    watcher.watch()
+}
+
+struct Watcher {
     plan: SupervisePlan,
-    notifier: Option<Notifier>,
-    signal_fd: SignalFd,
-    main: Child,
+    notifier: Notifier,
+    /// The unit's main process: runc, once the supervisor has become it.
+    runc: nix::unistd::Pid,
     started: Instant,
 }
 
-/// What waiting ended on.
-enum Event {
-    MainExited(ExitStatus),
-    Deadline,
-}
-
-impl Supervisor {
-    fn supervise(&mut self) -> Result<i32> {
-        let name = self.plan.name.clone();
+impl Watcher {
+    fn watch(&mut self) -> Result<i32> {
         let start_deadline = self.started + self.plan.readiness.start_timeout;
-        if let Some(status) = self.wait_started(start_deadline)? {
-            eprintln!("sysctr: the runtime of {name} exited before its process started ({})", describe(status));
-            return Ok(exit_code(status));
+        if !self.wait_started(start_deadline)? {
+            return Ok(0);
         }
         match (self.plan.readiness.ready, self.plan.readiness.health.clone()) {
-            (ReadyMode::Healthy, Some(health)) => self.supervise_health(&health, start_deadline),
-            _ => self.hand_over(),
+            (ReadyMode::Healthy, Some(health)) => self.watch_health(&health, start_deadline),
+            _ => {
+                self.notifier.send("READY=1\nSTATUS=started")?;
+                // systemd reads who sent a message as it takes it: a sender gone by then is
+                // not known to be the unit's, and its message is dropped.
+                self.notifier.barrier(BARRIER_TIMEOUT)?;
+                Ok(0)
+            }
         }
     }
 
-    /// `started`: runc becomes the unit's main process, as it is without a supervisor.
-    fn hand_over(&mut self) -> Result<i32> {
-        let Some(notifier) = &self.notifier else {
-            return self.wait_main();
-        };
-        notifier.send(&format!("MAINPID={}\nREADY=1\nSTATUS=started", self.main.id()))?;
-        notifier.barrier(BARRIER_TIMEOUT)?;
-        Ok(0)
+    /// Whether runc is still the process this watcher was started by.
+    fn runc_alive(&self) -> bool {
+        nix::unistd::getppid() == self.runc
+    }
+
+    /// Waits until runc is gone or `until`; `false` when runc is gone.
+    fn sleep_until(&self, until: Instant) -> bool {
+        loop {
+            if !self.runc_alive() {
+                return false;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            std::thread::sleep(left.min(TICK));
+        }
     }
 
     /// Waits until the container's process runs: the pid file written by the runtime, and that
-    /// process no longer the runtime's own init. `Some` when the runtime exited first.
-    fn wait_started(&mut self, deadline: Instant) -> Result<Option<ExitStatus>> {
+    /// process no longer the runtime's own init. `false` when runc exited first.
+    fn wait_started(&mut self, deadline: Instant) -> Result<bool> {
         let runtime_name = self.plan.runtime.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         loop {
             if let Some(pid) = read_pid(&self.plan.pid_file) {
                 if !is_runtime_init(pid, &runtime_name) {
-                    return Ok(None);
+                    return Ok(true);
                 }
             }
-            if let Event::MainExited(status) = self.wait_for(Instant::now() + START_POLL)? {
-                return Ok(Some(status));
+            if !self.runc_alive() {
+                return Ok(false);
             }
             if Instant::now() >= deadline {
                 eprintln!(
@@ -141,12 +159,14 @@ impl Supervisor {
                     self.plan.name,
                     humantime::format_duration(self.plan.readiness.start_timeout)
                 );
-                return self.stop_failed().map(|_| Some(ExitStatus::from_raw(1 << 8)));
+                self.stop_container();
+                return Ok(false);
             }
+            std::thread::sleep(START_POLL);
         }
     }
 
-    fn supervise_health(&mut self, health: &Health, start_deadline: Instant) -> Result<i32> {
+    fn watch_health(&mut self, health: &Health, start_deadline: Instant) -> Result<i32> {
         let name = self.plan.name.clone();
         let mut report = HealthReport {
             state: "starting".into(),
@@ -158,20 +178,14 @@ impl Supervisor {
         self.write_report(&report);
         let mut retry = FIRST_RETRY;
         loop {
-            let result = match self.check(health)? {
-                Checked::MainExited(status) => return Ok(self.finish(status)),
-                Checked::Done(result) => result,
-            };
+            let result = self.check(health)?;
             report.last_result = result.summary.clone();
             report.last_output = result.output.clone();
             if result.passed {
-                report.failures = 0;
-                report = HealthReport { state: "healthy".into(), since: now_text(), ..report };
+                report = HealthReport { state: "healthy".into(), since: now_text(), failures: 0, ..report };
                 self.write_report(&report);
                 eprintln!("sysctr: {name} is healthy after {:.1?}", self.started.elapsed());
-                if let Some(notifier) = &self.notifier {
-                    notifier.send("READY=1\nSTATUS=healthy")?;
-                }
+                self.notifier.send("READY=1\nSTATUS=healthy")?;
                 break;
             }
             report.failures += 1;
@@ -183,31 +197,26 @@ impl Supervisor {
                     result.summary,
                     output_suffix(&result.output)
                 );
-                self.stop_failed()?;
-                return Ok(1);
+                self.stop_container();
+                return Ok(self.finish());
             }
-            if let Some(notifier) = &self.notifier {
-                let left = start_deadline.saturating_duration_since(Instant::now()) + BARRIER_TIMEOUT;
-                notifier.send(&format!(
-                    "STATUS=waiting to be healthy: check {} {}\nEXTEND_TIMEOUT_USEC={}",
-                    report.failures,
-                    result.summary,
-                    left.as_micros()
-                ))?;
-            }
-            if let Event::MainExited(status) = self.wait_for(Instant::now() + retry)? {
-                return Ok(self.finish(status));
+            let left = start_deadline.saturating_duration_since(Instant::now()) + STOP_GRACE;
+            self.notifier.send(&format!(
+                "STATUS=waiting to be healthy: check {} {}\nEXTEND_TIMEOUT_USEC={}",
+                report.failures,
+                result.summary,
+                left.as_micros()
+            ))?;
+            if !self.sleep_until(Instant::now() + retry) {
+                return Ok(self.finish());
             }
             retry = (retry * 2).min(health.interval);
         }
         loop {
-            if let Event::MainExited(status) = self.wait_for(Instant::now() + health.interval)? {
-                return Ok(self.finish(status));
+            if !self.sleep_until(Instant::now() + health.interval) {
+                return Ok(self.finish());
             }
-            let result = match self.check(health)? {
-                Checked::MainExited(status) => return Ok(self.finish(status)),
-                Checked::Done(result) => result,
-            };
+            let result = self.check(health)?;
             report.last_result = result.summary.clone();
             report.last_output = result.output.clone();
             if result.passed {
@@ -233,8 +242,8 @@ impl Supervisor {
                 if health.on_unhealthy == OnUnhealthy::Restart {
                     self.write_report(&report);
                     eprintln!("sysctr: stopping {name} to be restarted (on_unhealthy = restart)");
-                    self.stop_failed()?;
-                    return Ok(1);
+                    self.stop_container();
+                    return Ok(self.finish());
                 }
             }
             self.write_report(&report);
@@ -242,16 +251,16 @@ impl Supervisor {
     }
 
     /// Runs the health command inside the container, bounded by its timeout.
-    fn check(&mut self, health: &Health) -> Result<Checked> {
+    fn check(&mut self, health: &Health) -> Result<CheckResult> {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating a pipe")?;
-        let mut exec = Command::new(&self.plan.runtime);
-        exec.args(["--systemd-cgroup", "exec", &self.plan.name])
+        let mut exec = self.runtime();
+        exec.args(["exec", &self.plan.name])
             .args(&health.command)
             .stdin(Stdio::null())
             .stdout(Stdio::from(write.try_clone().context("duplicating a pipe")?))
             .stderr(Stdio::from(write))
             .env_remove("NOTIFY_SOCKET");
-        let mut child = spawn_unblocked(&mut exec).context("running the health check")?;
+        let mut child = exec.spawn().context("running the health check")?;
         drop(exec);
         let reader = std::thread::spawn(move || read_bounded(read));
         let deadline = Instant::now() + health.timeout;
@@ -259,22 +268,19 @@ impl Supervisor {
             if let Some(status) = child.try_wait().context("waiting for the health check")? {
                 break Some(status);
             }
-            match self.wait_for(Instant::now() + Duration::from_millis(10))? {
-                Event::MainExited(status) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Ok(Checked::MainExited(status));
-                }
-                Event::Deadline if Instant::now() >= deadline => break None,
-                Event::Deadline => {}
+            if Instant::now() >= deadline || !self.runc_alive() {
+                break None;
             }
+            std::thread::sleep(Duration::from_millis(5));
         };
         let summary = match outcome {
             Some(status) if status.success() => "passed".to_owned(),
             Some(status) => describe(status),
             None => {
                 // runc exec passes SIGTERM on to the command; SIGKILL would leave it running.
-                signal(child.id(), Signal::SIGTERM);
+                if let Ok(pid) = i32::try_from(child.id()) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+                }
                 let waited = Instant::now() + Duration::from_secs(1);
                 while child.try_wait().ok().flatten().is_none() && Instant::now() < waited {
                     std::thread::sleep(Duration::from_millis(10));
@@ -285,67 +291,35 @@ impl Supervisor {
             }
         };
         let output = reader.join().unwrap_or_default();
-        Ok(Checked::Done(CheckResult { passed: summary == "passed", summary, output }))
+        Ok(CheckResult { passed: summary == "passed", summary, output })
     }
 
-    /// Waits until `until` or until runc exits, passing signals on to runc.
-    fn wait_for(&mut self, until: Instant) -> Result<Event> {
-        loop {
-            if let Some(status) = self.main.try_wait().context("waiting for the runtime")? {
-                return Ok(Event::MainExited(status));
-            }
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(Event::Deadline);
-            }
-            let millis = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
-            let mut fds = [PollFd::new(self.signal_fd.as_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, PollTimeout::from(millis)) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(err) => return Err(err).context("waiting for signals"),
-            }
-            while let Ok(Some(info)) = self.signal_fd.read_signal() {
-                let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else { continue };
-                if sig != Signal::SIGCHLD {
-                    signal(self.main.id(), sig);
-                }
+    /// `RUNTIME --systemd-cgroup`, as the unit runs it.
+    fn runtime(&self) -> Command {
+        let mut command = Command::new(&self.plan.runtime);
+        command.arg("--systemd-cgroup");
+        command
+    }
+
+    /// Stops the container, through runc: SIGTERM, then SIGKILL once the grace is over. runc
+    /// then exits with a failure, which is the unit's.
+    fn stop_container(&self) {
+        for (signal, grace) in [("TERM", STOP_GRACE), ("KILL", STOP_GRACE)] {
+            let _ = self.runtime().args(["kill", &self.plan.name, signal]).stdin(Stdio::null()).status();
+            if !self.sleep_until(Instant::now() + grace) {
+                return;
             }
         }
     }
 
-    fn wait_main(&mut self) -> Result<i32> {
-        loop {
-            if let Event::MainExited(status) = self.wait_for(Instant::now() + Duration::from_secs(3600))? {
-                return Ok(exit_code(status));
-            }
-        }
-    }
-
-    /// Stops a container that failed its start or its health: SIGTERM through runc, then a kill.
-    fn stop_failed(&mut self) -> Result<()> {
-        signal(self.main.id(), Signal::SIGTERM);
-        if let Event::MainExited(_) = self.wait_for(Instant::now() + STOP_GRACE)? {
-            return Ok(());
-        }
-        let _ = Command::new(&self.plan.runtime)
-            .args(["--systemd-cgroup", "kill", &self.plan.name, "KILL"])
-            .stdin(Stdio::null())
-            .status();
-        let _ = self.main.kill();
-        let _ = self.main.wait();
-        Ok(())
-    }
-
-    fn finish(&mut self, status: ExitStatus) -> i32 {
+    fn finish(&self) -> i32 {
         let _ = std::fs::remove_file(&self.plan.health_file);
-        exit_code(status)
+        0
     }
 
     fn status(&self, text: &str) {
-        if let Some(notifier) = &self.notifier {
-            if let Err(err) = notifier.send(text) {
-                eprintln!("sysctr: {err:#}");
-            }
+        if let Err(err) = self.notifier.send(text) {
+            eprintln!("sysctr: {err:#}");
         }
     }
 
@@ -363,50 +337,10 @@ impl Supervisor {
     }
 }
 
-enum Checked {
-    MainExited(ExitStatus),
-    Done(CheckResult),
-}
-
 struct CheckResult {
     passed: bool,
     summary: String,
     output: String,
-}
-
-/// The signals a unit's main process gets that runc must get instead.
-fn forwarded_signals() -> SigSet {
-    let mut set = SigSet::empty();
-    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2] {
-        set.add(sig);
-    }
-    set
-}
-
-fn with_child(mut set: SigSet) -> SigSet {
-    set.add(Signal::SIGCHLD);
-    set
-}
-
-/// Spawns with every signal unblocked in the child, whatever this process blocks: std has no
-/// way to set a child's signal mask, hence this `unsafe`.
-#[allow(unsafe_code)]
-fn spawn_unblocked(command: &mut Command) -> std::io::Result<Child> {
-    // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
-    // calls are allowed: it makes one, sigprocmask(2), and allocates nothing.
-    unsafe {
-        command.pre_exec(|| {
-            nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
-                .map_err(std::io::Error::from)
-        });
-    }
-    command.spawn()
-}
-
-fn signal(pid: u32, sig: Signal) {
-    if let Ok(pid) = i32::try_from(pid) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
-    }
 }
 
 fn read_pid(path: &Path) -> Option<u32> {
@@ -450,10 +384,6 @@ fn describe(status: ExitStatus) -> String {
         (None, Some(sig)) => format!("was killed by signal {sig}"),
         _ => "ended".to_owned(),
     }
-}
-
-fn exit_code(status: ExitStatus) -> i32 {
-    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
 fn now_text() -> String {

@@ -13,7 +13,7 @@ use super::{active_slot, greeting, sysctr_ok, wait_active, Setup};
 
 /// Puts `units` from `units/` and this build's binary where the package puts them, and checks
 /// that `systemd-analyze verify` finds nothing to say about the units.
-fn install_shipped_units(host: &TestHost, units: &[&str]) -> Result<()> {
+pub(super) fn install_shipped_units(host: &TestHost, units: &[&str]) -> Result<()> {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("units");
     let mut verify = vec!["systemd-analyze".to_string(), "verify".to_string()];
     for unit in units {

@@ -184,11 +184,21 @@ pub(in crate::deploy) struct ReadyUnit {
     /// `sysctr supervise PLAN -- RUNC…`, the unit's command, as the target sees it; `None` in
     /// the `notify` mode, where runc passes the container's own notification on.
     pub supervise: Option<String>,
+    /// Whether sysctr's drop-in says how (`false`: the image's unit already does).
+    pub lines: bool,
 }
 
 impl ReadyUnit {
+    /// An image's `Type=notify` unit, left as it is.
+    pub fn as_it_is() -> ReadyUnit {
+        ReadyUnit { supervise: None, lines: false }
+    }
+
     /// The `[Service]` lines of sysctr's drop-in that make the unit wait for `readiness`.
     pub fn dropin_lines(&self, readiness: &Readiness) -> String {
+        if !self.lines {
+            return String::new();
+        }
         let mut timeout = readiness.start_timeout;
         if readiness.ready == ReadyMode::Healthy {
             // The supervisor gives up first, says why, and stops the container.
@@ -197,7 +207,7 @@ impl ReadyUnit {
         let mut text = format!(
             "# Ready means {}: systemd waits for it, and After= on this unit waits for it too.\n\
              Type=notify\n\
-             NotifyAccess=main\n\
+             NotifyAccess=all\n\
              TimeoutStartSec={}\n",
             readiness.ready,
             timeout.as_secs()
@@ -207,6 +217,16 @@ impl ReadyUnit {
         }
         text
     }
+}
+
+/// The `Type=` a unit gives its service (the last one), if any.
+pub(in crate::deploy) fn unit_type(unit: &str) -> Option<&str> {
+    unit.lines().filter_map(|line| line.trim().strip_prefix("Type=")).map(str::trim).next_back()
+}
+
+/// A readiness with another mode, its timeout kept.
+pub(in crate::deploy) fn readiness_of(ready: ReadyMode, readiness: Readiness) -> Readiness {
+    Readiness { ready, health: None, ..readiness }
 }
 
 /// Whether `unit` starts its container with `exec_start` and nothing else: then sysctr may
@@ -318,7 +338,10 @@ mod tests {
         let readiness = ReadySettings { health_cmd: Some(HealthCommand::Shell("true".into())), ..Default::default() }
             .resolve()
             .unwrap();
+        assert_eq!(unit_type("[Service]\nType=simple\n Type=notify\n"), Some("notify"));
+        assert_eq!(unit_type("[Service]\nExecStart=/bin/true\n"), None);
         let unit = ReadyUnit {
+            lines: true,
             supervise: Some(
                 "/usr/bin/sysctr supervise '/var/lib/sysctr/deployments/web.0/readiness.json' -- \
                  /usr/sbin/runc --systemd-cgroup run --pid-file /run/sysctr/web.pid 'web'"
@@ -328,7 +351,7 @@ mod tests {
         assert_eq!(
             unit.dropin_lines(&readiness),
             "# Ready means healthy: systemd waits for it, and After= on this unit waits for it too.\n\
-             Type=notify\nNotifyAccess=main\nTimeoutStartSec=105\nExecStart=\n\
+             Type=notify\nNotifyAccess=all\nTimeoutStartSec=105\nExecStart=\n\
              ExecStart=/usr/bin/sysctr supervise '/var/lib/sysctr/deployments/web.0/readiness.json' -- \
              /usr/sbin/runc --systemd-cgroup run --pid-file /run/sysctr/web.pid 'web'\n"
         );

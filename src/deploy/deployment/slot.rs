@@ -14,7 +14,7 @@ use oci_spec::image::ImageConfiguration;
 use super::bundle;
 use super::exports::{Exports, ExportsManifest};
 use super::hostfs::{self, PlannedContent};
-use super::readiness::{starts_with_exec_start, ReadySettings, ReadyUnit};
+use super::readiness::{readiness_of, starts_with_exec_start, unit_type, ReadySettings, ReadyUnit};
 use super::socket::{render_socket, Listen};
 use crate::deploy::host::facts::{host_facts, HostFacts};
 use crate::deploy::host::layout::{
@@ -300,8 +300,9 @@ fn run_command(layout: &Layout, runtime: &str, name: &str, pid_file: Option<&Pat
     command + &format!(" '{name}'")
 }
 
-/// The readiness of the container a slot runs, and how its unit reaches it; `None` when the
-/// image's own unit decides (its `ExecStart` is not `$EXEC_START` alone, and nobody asked).
+/// The readiness of the container a slot runs, and how its unit reaches it. Where neither the
+/// image nor the user says, the image's unit decides: `Type=notify` is `notify` as it is, a
+/// simple unit that runs `$EXEC_START` alone is `started`, any other is left as it is (`None`).
 fn ready_unit(
     layout: &Layout,
     request: &SlotRequest,
@@ -316,8 +317,16 @@ fn ready_unit(
     let image_settings = exports.manifest.readiness.over(&ReadySettings::from_labels(labels)?);
     let settings = request.ready.over(&image_settings);
     let readiness = settings.resolve().with_context(|| format!("resolving when '{name}' is ready"))?;
+    let asked = settings.ready.is_some() || settings.health_cmd.is_some();
+    if !asked {
+        match unit_type(unit) {
+            Some("notify") => return Ok(Some((readiness_of(ReadyMode::Notify, readiness), ReadyUnit::as_it_is()))),
+            None | Some("simple" | "exec") => {}
+            Some(_) => return Ok(None),
+        }
+    }
     if readiness.ready == ReadyMode::Notify {
-        return Ok(Some((readiness, ReadyUnit { supervise: None })));
+        return Ok(Some((readiness, ReadyUnit { supervise: None, lines: true })));
     }
     let runs_exec_start = starts_with_exec_start(unit, &forced.exec_start);
     match sysctr {
@@ -326,9 +335,9 @@ fn ready_unit(
             let run =
                 run_command(layout, &request.runtime.to_string_lossy(), name, Some(&bundle::run_file(name, "pid")));
             let supervise = format!("{sysctr} supervise '{}' -- {run}", host_view(layout, &plan));
-            Ok(Some((readiness, ReadyUnit { supervise: Some(supervise) })))
+            Ok(Some((readiness, ReadyUnit { supervise: Some(supervise), lines: true })))
         }
-        _ if settings.ready.is_none() && settings.health_cmd.is_none() => Ok(None),
+        _ if !asked => Ok(None),
         _ if !runs_exec_start => bail!(
             "ready = {} needs the image's unit to start the container with $EXEC_START alone (ExecStart=$EXEC_START), \
              which sysctr then runs under its supervisor",

@@ -1,0 +1,145 @@
+//! Ready means serving, on a booted host: a `healthy` container's start job ends only once its
+//! health command passes inside it, so a unit ordered after it starts only then; a running
+//! container that stops passing is shown unhealthy; and an update to an image that starts but
+//! never becomes healthy is rolled back, by `update`, by `apply` and by the auto-update timer.
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::auto_update::install_shipped_units;
+use super::common::*;
+use super::{active_slot, sysctr_ok, unit_property, wait_active, Setup};
+
+/// A container that becomes ready after a while: it creates /tmp/ready `delay` seconds after it
+/// starts (never, with `None`), and exits at SIGTERM.
+fn slow_image(delay: Option<u32>, tag: &str) -> Image {
+    let ready = match delay {
+        Some(seconds) => format!("sleep {seconds}; touch /tmp/ready; "),
+        None => String::new(),
+    };
+    let script = format!("trap 'exit 0' TERM; echo {tag}; {ready}while :; do sleep 1; done");
+    Image::new().layer(busybox_layer()).cmd(&["/bin/sh", "-c", &script]).label("atomic.type", "system")
+}
+
+const HEALTH: &str = "test -f /tmp/ready";
+
+/// A unit ordered after `web` that fails unless web's /tmp/ready exists when it starts.
+const DEPENDENT: &str = "[Unit]\nRequires=web.service\nAfter=web.service\n\
+    [Service]\nType=oneshot\nRemainAfterExit=yes\n\
+    ExecStart=/usr/sbin/runc --systemd-cgroup exec web test -f /tmp/ready\n";
+
+#[test]
+fn a_healthy_container_gates_the_units_after_it_and_shows_its_health() -> Result<()> {
+    let setup = Setup::new();
+    let image = setup.push(&slow_image(Some(3), "v1"), "demo/slow");
+    let host = TestHost::boot()?;
+    let args = ["install", "--name", "web", "--health-cmd", HEALTH, "--health-interval", "1s", "--health-retries", "2"];
+    sysctr_ok(&host, &[&args[..], &[image.as_str()]].concat());
+    assert_eq!(unit_property(&host, "web.service", "Type"), "notify");
+    std::fs::write(host.root().join("etc/systemd/system/dependent.service"), DEPENDENT)?;
+    host.exec_ok(&["systemctl", "daemon-reload"])?;
+
+    // Starting the dependent pulls web in, and waits for it to be healthy, not merely running.
+    let started = std::time::Instant::now();
+    let out = host.exec(&["systemctl", "start", "dependent.service"])?;
+    assert!(out.status.success(), "{}\n{}", describe_output(&out), host.journal("web.service"));
+    assert!(started.elapsed() >= Duration::from_secs(3), "web was ready before its check could pass");
+    assert_eq!(unit_property(&host, "dependent.service", "ActiveState"), "active");
+    let journal = host.journal("web.service");
+    assert!(journal.contains("web is healthy after"), "{journal}");
+    // runc is the main process, as without sysctr; the watcher beside it keeps checking.
+    let main_pid = unit_property(&host, "web.service", "MainPID");
+    assert_eq!(host.exec_ok(&["cat", &format!("/proc/{main_pid}/comm")])?.trim(), "runc");
+
+    let status: serde_json::Value = serde_json::from_str(&sysctr_ok(&host, &["status", "--json", "web"]))?;
+    assert_eq!(status["current"]["ready"]["ready"], "healthy", "{status}");
+    assert_eq!(status["current"]["ready"]["health"]["command"], serde_json::json!(["/bin/sh", "-c", HEALTH]));
+    assert_eq!(status["health"]["state"], "healthy", "{status}");
+
+    // It stops passing: after two failed checks it is shown unhealthy, and keeps running (log).
+    host.exec_ok(&["runc", "--systemd-cgroup", "exec", "web", "rm", "/tmp/ready"])?;
+    wait_for("web to be unhealthy", Duration::from_secs(20), Duration::from_millis(200), || {
+        let status: serde_json::Value = serde_json::from_str(&sysctr_ok(&host, &["status", "--json", "web"]))?;
+        Ok((status["health"]["state"] == "unhealthy").then_some(()))
+    })?;
+    let text = sysctr_ok(&host, &["status", "web"]);
+    assert!(text.contains("health: unhealthy since") && text.contains("last check exited 1"), "{text}");
+    assert!(host.journal("web.service").contains("web is unhealthy: 2 checks in a row failed"));
+    assert_eq!(unit_property(&host, "web.service", "ActiveState"), "active");
+    assert_eq!(unit_property(&host, "web.service", "StatusText"), "unhealthy: exited 1");
+
+    // A container with nothing set is ready once runc has started it: runc is its main process.
+    let plain = setup.push(&slow_image(None, "plain"), "demo/plain");
+    sysctr_ok(&host, &["install", "--now", "--name", "plain", &plain]);
+    assert_eq!(unit_property(&host, "plain.service", "Type"), "notify");
+    assert_eq!(unit_property(&host, "plain.service", "StatusText"), "started");
+    let main_pid = unit_property(&host, "plain.service", "MainPID");
+    assert_eq!(host.exec_ok(&["cat", &format!("/proc/{main_pid}/comm")])?.trim(), "runc");
+    host.exec_ok(&["runc", "--systemd-cgroup", "exec", "plain", "true"])?;
+    host.exec_ok(&["systemctl", "stop", "plain.service"])?;
+    let main_status =
+        host.exec_ok(&["systemctl", "show", "-p", "ExecMainCode,ExecMainStatus,Result", "plain.service"])?;
+    assert_eq!(
+        unit_property(&host, "plain.service", "Result"),
+        "success",
+        "{main_status}\n{}",
+        host.journal("plain.service")
+    );
+    Ok(())
+}
+
+#[test]
+fn an_update_that_never_becomes_healthy_is_rolled_back_by_update_apply_and_the_timer() -> Result<()> {
+    let setup = Setup::new();
+    let image = setup.push(&slow_image(Some(1), "v1"), "demo/slow");
+    let host = TestHost::boot()?;
+    install_shipped_units(&host, &["sysctr-auto-update.service", "sysctr-auto-update.timer"])?;
+    let settings = ["--health-cmd", HEALTH, "--start-timeout", "6s", "--health-interval", "1s"];
+    sysctr_ok(&host, &[&["install", "--now", "--name", "web"][..], &settings, &[image.as_str()]].concat());
+    assert_eq!(active_slot(&host, "web"), "web.0");
+
+    // The newer image starts, and never passes its check.
+    setup.push(&slow_image(None, "v2"), "demo/slow");
+    let out = host.run_sysctr(&["update", "web"])?;
+    assert!(!out.status.success(), "{}", describe_output(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("the update of web failed; rolled back to"), "{said}");
+    let journal = host.journal("web.service");
+    assert!(journal.contains("web did not become healthy within 6s: the last check exited 1"), "{journal}");
+    assert_serving_v1(&host);
+
+    // The timer's run: the same.
+    host.exec_ok(&["systemctl", "daemon-reload"])?;
+    let out = host.exec(&["systemctl", "start", "sysctr-auto-update.service"])?;
+    assert!(!out.status.success(), "the auto-update succeeded: {}", describe_output(&out));
+    assert!(host.journal("sysctr-auto-update.service").contains("rolled back"));
+    assert_serving_v1(&host);
+
+    // apply, to another tag that never becomes healthy.
+    let never = setup.push(&slow_image(None, "v2"), "demo/never");
+    let file = setup.work.join("node.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[container]]\nname = \"web\"\nimage = \"{never}\"\nhealth_cmd = \"{HEALTH}\"\n\
+             start_timeout = \"6s\"\nhealth_interval = \"1s\"\n"
+        ),
+    )?;
+    let out = host.run_sysctr(&["apply", file.to_str().unwrap()])?;
+    assert!(!out.status.success(), "{}", describe_output(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rolled back"), "{}", describe_output(&out));
+    assert_serving_v1(&host);
+    Ok(())
+}
+
+/// The first image runs again, healthy, from the first slot.
+fn assert_serving_v1(host: &TestHost) {
+    assert_eq!(active_slot(host, "web"), "web.0");
+    wait_active(host, "web.service");
+    let status: serde_json::Value =
+        serde_json::from_str(&sysctr_ok(host, &["status", "--json", "web"])).expect("status --json");
+    assert_eq!(status["health"]["state"], "healthy", "{status}");
+    // Only the first image ever creates it.
+    host.exec_ok(&["runc", "--systemd-cgroup", "exec", "web", "test", "-f", "/tmp/ready"]).expect("v1 runs");
+}
