@@ -19,8 +19,13 @@ pub struct ApplyOpts {
     pub prune: bool,
     /// On a booted host, before the first pull from a registry (and only then), start
     /// network-online.target and wait for it at most this long (e.g. 90s); then pull anyway.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "SYSCTR_WAIT_ONLINE", value_parser = humantime::parse_duration)]
     pub wait_online: Option<std::time::Duration>,
+    /// Try a pull that failed for a reason that may pass (the registry unreachable, silent or
+    /// overloaded) again, with backoff, for at most this long after the first pull (0: never).
+    #[arg(long, value_name = "DURATION", env = "SYSCTR_PULL_RETRY", default_value = "0s",
+        value_parser = humantime::parse_duration)]
+    pub pull_retry: std::time::Duration,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
@@ -56,8 +61,12 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &ApplyOpts) -> Re
             .collect();
         (containers, Vec::new())
     } else {
-        let options =
-            ApplyOptions { registry: opts.registry.options(), prune: opts.prune, wait_online: opts.wait_online };
+        let options = ApplyOptions {
+            registry: opts.registry.options(),
+            prune: opts.prune,
+            wait_online: opts.wait_online,
+            pull_retry: opts.pull_retry,
+        };
         let (actions, notes) = deploy::apply(layout, &opts.file, &options, systemd).await?;
         let containers: Vec<ContainerChange> = actions
             .into_iter()

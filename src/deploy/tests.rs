@@ -496,6 +496,7 @@ async fn apply_asks_for_the_network_only_before_a_pull() {
         registry: RegistryOptions::default(),
         prune: false,
         wait_online: Some(std::time::Duration::from_secs(5)),
+        pull_retry: std::time::Duration::ZERO,
     };
     let online = |systemd: &Fake| systemd.calls().iter().filter(|c| *c == "start network-online.target").count();
 
@@ -522,4 +523,35 @@ async fn apply_asks_for_the_network_only_before_a_pull() {
     let options = ApplyOptions { wait_online: None, ..options };
     apply(&host.layout, &file, &options, &systemd).await.unwrap_err();
     assert_eq!(online(&systemd), 0, "{:?}", systemd.calls());
+}
+
+/// A boot whose registry cannot be reached gives up within the bound the admin set, saying what,
+/// from where and why; a failure that cannot pass (a malformed registry answer, here a refused
+/// file) is not tried again.
+#[tokio::test]
+async fn apply_tries_an_unreachable_registry_again_within_its_bound() {
+    let host = host();
+    let file = host.root.join("node.toml");
+    std::fs::write(&file, "[[container]]\nname = \"a\"\nimage = \"127.0.0.1:1/test/a:v1\"\n").unwrap();
+    let options = ApplyOptions {
+        registry: RegistryOptions::default(),
+        prune: false,
+        wait_online: None,
+        pull_retry: std::time::Duration::from_millis(2500),
+    };
+    let started = std::time::Instant::now();
+    let err = apply(&host.layout, &file, &options, &Fake::new()).await.unwrap_err();
+    let (took, text) = (started.elapsed(), format!("{err:#}"));
+    // Tried at 0 s and after 1 s; a third try, 2 s later, would end past the bound.
+    assert!(text.contains("gave up on 127.0.0.1:1/test/a:v1 after 2 attempts"), "{text}");
+    assert!(text.contains("cannot reach registry 127.0.0.1:1"), "{text}");
+    assert!(took >= std::time::Duration::from_secs(1) && took < std::time::Duration::from_millis(2500), "{took:?}");
+
+    // Not in the store and not a registry: a missing OCI layout is no reason to wait.
+    let missing = host.root.join("no-such-layout");
+    std::fs::write(&file, format!("[[container]]\nname = \"a\"\nimage = \"oci:{}:v1\"\n", missing.display())).unwrap();
+    let started = std::time::Instant::now();
+    let err = apply(&host.layout, &file, &options, &Fake::new()).await.unwrap_err();
+    assert!(!format!("{err:#}").contains("gave up"), "{err:#}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
 }

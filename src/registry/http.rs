@@ -221,7 +221,11 @@ impl MetadataHttp {
             };
             bail!("GET {url}: HTTP {status}{}; {hint}", registry_errors(&body))
         }
-        bail!("GET {url}: HTTP {status}{}", registry_errors(&body))
+        let message = format!("GET {url}: HTTP {status}{}", registry_errors(&body));
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            return Err(Transient(message).into());
+        }
+        bail!("{message}")
     }
 
     /// Sends the GET `request` for `url`, answered within the timeout.
@@ -230,11 +234,12 @@ impl MetadataHttp {
         match tokio::time::timeout(self.timeout, request.send()).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(err)) => Err(self.describer.describe(&err)),
-            Err(_) => bail!(
+            Err(_) => Err(Transient(format!(
                 "registry {} did not answer GET {url} within {} (--registry-timeout)",
                 self.describer.registry,
                 seconds(self.timeout)
-            ),
+            ))
+            .into()),
         }
     }
 
@@ -355,16 +360,18 @@ impl Describer {
         let chain = chain.join(": ");
         let (connect, timeout) = request.map_or((false, false), |r| (r.is_connect(), r.is_timeout()));
         if connect && timeout {
-            return anyhow!(
+            return Transient(format!(
                 "cannot reach registry {registry}: no connection within {} (--registry-timeout)",
                 seconds(self.timeout)
-            );
+            ))
+            .into();
         }
         if timeout {
-            return anyhow!(
+            return Transient(format!(
                 "registry {registry} sent nothing for {} (--registry-timeout): {chain}",
                 seconds(self.timeout)
-            );
+            ))
+            .into();
         }
         if tls == Some(TlsFailure::UntrustedCertificate) {
             return anyhow!(
@@ -386,10 +393,28 @@ impl Describer {
                     super::DEFAULT_REGISTRIES_CONF
                 )
             };
-            return anyhow!("cannot reach registry {registry}: {chain}{hint}");
+            return Transient(format!("cannot reach registry {registry}: {chain}{hint}")).into();
         }
         anyhow!("{chain}")
     }
+}
+
+/// A registry failure that may pass: the registry could not be reached or did not answer in
+/// time, or said it is overloaded (HTTP 429, 5xx). A pull that failed so may be tried again.
+#[derive(Debug)]
+pub struct Transient(String);
+
+impl std::fmt::Display for Transient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StdError for Transient {}
+
+/// Whether `err` failed for a reason that may pass ([`Transient`]).
+pub fn is_transient(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.is::<Transient>())
 }
 
 /// Why a TLS handshake failed, from OpenSSL's own reason codes in the error's causes.

@@ -34,6 +34,7 @@ pub use auth::{remove as logout, AuthFiles, Credentials};
 pub use bounded::SizedReader;
 pub use config::{parse_image, parse_image_candidates, RegistriesConf};
 pub(crate) use http::is_downgrade;
+pub use http::is_transient;
 pub(crate) use remote::is_loopback;
 pub use remote::login;
 

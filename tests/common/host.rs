@@ -47,7 +47,17 @@ impl TestHost {
     /// masks the clashing units, boots it and waits (≤ 60 s) until
     /// `systemctl is-system-running` says `running` or `degraded`.
     pub fn boot() -> Result<TestHost> {
-        let mut host = TestHost::new("testhost.", "th", false)?;
+        Self::boot_this_machine(false)
+    }
+
+    /// As [`boot`](Self::boot), with no network at all (`--private-network`): only loopback,
+    /// where nothing of this machine listens.
+    pub fn boot_without_network() -> Result<TestHost> {
+        Self::boot_this_machine(true)
+    }
+
+    fn boot_this_machine(private_network: bool) -> Result<TestHost> {
+        let mut host = TestHost::new("testhost.", "th", private_network)?;
         host.mount_overlay(Path::new("/"))?;
         let root = host.root().to_string_lossy().into_owned();
         for f in ["etc/machine-id", "var/lib/dbus/machine-id"] {

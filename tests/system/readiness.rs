@@ -143,3 +143,40 @@ fn assert_serving_v1(host: &TestHost) {
     // Only the first image ever creates it.
     host.exec_ok(&["runc", "--systemd-cgroup", "exec", "web", "test", "-f", "/tmp/ready"]).expect("v1 runs");
 }
+
+/// A boot with no network at all, whose apply file names an image the store does not have: the
+/// apply service tries the registry again within the bound set in /etc/default/sysctr, then
+/// fails saying what, from where and why, and the boot reaches multi-user.target within that
+/// bound.
+#[test]
+fn a_boot_without_network_gives_up_on_a_missing_image_within_its_bound() -> Result<()> {
+    let mut host = TestHost::boot_without_network()?;
+    install_shipped_units(&host, &["sysctr-apply.service", "sysctr-apply.path"])?;
+    let root = host.root();
+    std::fs::create_dir_all(root.join("etc/sysctr"))?;
+    std::fs::write(
+        root.join("etc/sysctr/node.toml"),
+        "[[container]]\nname = \"web\"\nimage = \"127.0.0.1:1/demo/web:v1\"\n",
+    )?;
+    std::fs::write(root.join("etc/default/sysctr"), "SYSCTR_WAIT_ONLINE=3s\nSYSCTR_PULL_RETRY=6s\n")?;
+    host.exec_ok(&["systemctl", "enable", "sysctr-apply.service"])?;
+    host.reboot()?;
+
+    wait_for("multi-user.target", Duration::from_secs(60), Duration::from_millis(200), || {
+        Ok((unit_property(&host, "multi-user.target", "ActiveState") == "active").then_some(()))
+    })?;
+    let userspace: u64 = host.exec_ok(&["systemctl", "show", "-P", "UserspaceTimestampMonotonic"])?.trim().parse()?;
+    let reached: u64 = unit_property(&host, "multi-user.target", "ActiveEnterTimestampMonotonic").parse()?;
+    let seconds = reached.saturating_sub(userspace) as f64 / 1e6;
+    eprintln!("multi-user.target reached {seconds:.1} s after systemd started, with a pull retried and given up");
+    // The boot waited for the retries (tries at 0, 1 and 3 s; the next would end past 6 s), and
+    // no longer than the bound: 3 s of network wait, 6 s of retries, and the boot itself.
+    assert!((3.0..20.0).contains(&seconds), "{seconds} s");
+    assert_eq!(unit_property(&host, "sysctr-apply.service", "Result"), "exit-code");
+    let journal = host.journal("sysctr-apply.service");
+    assert!(journal.contains("trying again in 1s (attempt 1, --pull-retry)"), "{journal}");
+    assert!(journal.contains("gave up on 127.0.0.1:1/demo/web:v1 after"), "{journal}");
+    assert!(journal.contains("cannot reach registry 127.0.0.1:1"), "{journal}");
+    assert!(!root.join("var/lib/sysctr/deployments/web").exists());
+    Ok(())
+}

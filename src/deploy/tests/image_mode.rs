@@ -152,10 +152,19 @@ async fn apply_takes_an_image_container_as_present_and_refuses_to_change_it() {
     let steps = plan(&host, &file, &registry, true).unwrap();
     assert_eq!(steps.len(), 1);
     assert_eq!(steps[0].change, Change::Unchanged);
-    let (actions, _) =
-        apply(&host, &file, &ApplyOptions { registry: registry.clone(), prune: true, wait_online: None }, &systemd)
-            .await
-            .unwrap();
+    let (actions, _) = apply(
+        &host,
+        &file,
+        &ApplyOptions {
+            registry: registry.clone(),
+            prune: true,
+            wait_online: None,
+            pull_retry: std::time::Duration::ZERO,
+        },
+        &systemd,
+    )
+    .await
+    .unwrap();
     assert_eq!(actions, [Action::Unchanged("svc".into())]);
     assert!(host.installed_names().unwrap().is_empty(), "reinstalled into /var");
 
@@ -163,9 +172,19 @@ async fn apply_takes_an_image_container_as_present_and_refuses_to_change_it() {
         .unwrap();
     let err = format!(
         "{:#}",
-        apply(&host, &file, &ApplyOptions { registry: registry.clone(), prune: false, wait_online: None }, &systemd)
-            .await
-            .unwrap_err()
+        apply(
+            &host,
+            &file,
+            &ApplyOptions {
+                registry: registry.clone(),
+                prune: false,
+                wait_online: None,
+                pull_retry: std::time::Duration::ZERO
+            },
+            &systemd
+        )
+        .await
+        .unwrap_err()
     );
     assert!(err.contains("the OS image owns it") && err.contains("changes with the OS image"), "{err}");
     assert!(plan(&host, &file, &registry, false).is_err());

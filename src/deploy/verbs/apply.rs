@@ -27,6 +27,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
@@ -254,10 +256,11 @@ fn read_manifest(path: &Path, registries_conf: &Path) -> Result<Vec<(Entry, Imag
 async fn planned_units(
     layout: &Layout,
     entries: &[(Entry, ImageRef)],
-    registry: &RegistryOptions,
+    options: &ApplyOptions,
     systemd: &impl ServiceManager,
-    wait_online: Option<Duration>,
 ) -> Result<(Vec<(String, String)>, Vec<String>)> {
+    let registry = &options.registry;
+    let mut retry_until = None;
     let _lock = layout.lock()?;
     let store = Store::open_or_create(&layout.repo())?;
     let target = systemd.target();
@@ -276,11 +279,12 @@ async fn planned_units(
             None => match from_the_os_image(layout, &store, image)? {
                 Some(stored) => stored,
                 None => {
-                    if let (Some(limit), ImageRef::Registry(_), false) = (wait_online, image, waited) {
+                    if let (Some(limit), ImageRef::Registry(_), false) = (options.wait_online, image, waited) {
                         waited = true;
                         notes.extend(wait_for_network(systemd, limit).await);
                     }
-                    let pulled = pull(&store, image, registry).await?.image;
+                    let until = *retry_until.get_or_insert_with(|| Instant::now() + options.pull_retry);
+                    let pulled = pull_retrying(&store, image, registry, until).await?;
                     share_with_the_os_image(layout, &store)?;
                     pulled
                 }
@@ -336,6 +340,40 @@ async fn wait_for_network(systemd: &impl ServiceManager, limit: Duration) -> Opt
     }
 }
 
+/// Pulls `image`, trying again with backoff (1 s, doubled up to 30 s) after a failure that may
+/// pass ([`crate::registry::is_transient`]: unreachable, silent, overloaded), until `until`.
+async fn pull_retrying(
+    store: &Store,
+    image: &ImageRef,
+    registry: &RegistryOptions,
+    until: Instant,
+) -> Result<crate::store::StoredImage> {
+    const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+    const MAX_BACKOFF: Duration = Duration::from_secs(30);
+    let (started, mut backoff, mut attempts) = (Instant::now(), FIRST_BACKOFF, 1u32);
+    loop {
+        match pull(store, image, registry).await {
+            Ok(pulled) => return Ok(pulled.image),
+            Err(err) if crate::registry::is_transient(&err) && Instant::now() + backoff < until => {
+                crate::output::note(format!(
+                    "{err:#}; trying again in {} (attempt {attempts}, --pull-retry)",
+                    humantime::format_duration(backoff)
+                ));
+                tokio::time::sleep(backoff).await;
+                (backoff, attempts) = ((backoff * 2).min(MAX_BACKOFF), attempts + 1);
+            }
+            Err(err) if attempts > 1 => {
+                let spent = Duration::from_secs(started.elapsed().as_secs());
+                return Err(err.context(format!(
+                    "gave up on {image} after {attempts} attempts in {} (--pull-retry)",
+                    humantime::format_duration(spent)
+                )));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
 /// What `apply` is given besides the file.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
@@ -344,6 +382,9 @@ pub struct ApplyOptions {
     pub prune: bool,
     /// Before the first pull from a registry, reach `network-online.target`, waiting at most this.
     pub wait_online: Option<Duration>,
+    /// Try pulls that failed for a reason that may pass again, for at most this long from the
+    /// first pull (`Duration::ZERO`: never).
+    pub pull_retry: Duration,
 }
 
 /// Returns what was done to each container, and notes for the user.
@@ -359,7 +400,7 @@ pub async fn apply(
         provided_by_the_os_image(layout, entry, image)?;
     }
     // The whole set's ordering first: nothing is installed if it would close a cycle.
-    let (planned, mut notes) = planned_units(layout, &entries, registry, systemd, options.wait_online).await?;
+    let (planned, mut notes) = planned_units(layout, &entries, options, systemd).await?;
     notes.extend(
         check_dependencies_of_set(&layout.host_dir()?, &planned)
             .with_context(|| format!("checking the units of {}", path.display()))?
