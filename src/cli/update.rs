@@ -29,6 +29,10 @@ pub struct UpdateOpts {
     /// Stay on the new deployment even if its service fails to start.
     #[arg(long)]
     pub no_rollback: bool,
+    /// Keep the new deployment only if the units that require it, and ran before, are ready
+    /// again too (they are started again either way).
+    #[arg(long, conflicts_with = "no_rollback")]
+    pub ready_dependents: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
@@ -133,6 +137,7 @@ async fn update(layout: &Layout, systemd: &HostManager, opts: &UpdateOpts, name:
         registry: opts.registry.options(),
         listen: None,
         ready: None,
+        ready_dependents: opts.ready_dependents,
     };
     let report = deploy::update(layout, &request, systemd).await?;
     if !opts.report.json {

@@ -181,6 +181,7 @@ pub(in crate::deploy) fn update_request(name: &str, value: &str, rollback_on_fai
         registry: RegistryOptions::default(),
         listen: None,
         ready: None,
+        ready_dependents: false,
     }
 }
 

@@ -180,3 +180,45 @@ fn a_boot_without_network_gives_up_on_a_missing_image_within_its_bound() -> Resu
     assert!(!root.join("var/lib/sysctr/deployments/web").exists());
     Ok(())
 }
+
+/// A unit that requires `web` and works only with the first image (it looks for /tmp/v1).
+const NEEDS_V1: &str = "[Unit]\nRequires=web.service\nAfter=web.service\n\
+    [Service]\nType=oneshot\nRemainAfterExit=yes\n\
+    ExecStart=/usr/sbin/runc --systemd-cgroup exec web test -f /tmp/v1\n";
+
+/// The units that require a container and ran are started again after its update, as `systemctl
+/// restart` would; with --ready-dependents, one that is not ready again rolls the update back.
+#[test]
+fn an_update_that_breaks_a_dependent_is_rolled_back_with_ready_dependents() -> Result<()> {
+    let setup = Setup::new();
+    let v1 = Image::new()
+        .layer(busybox_layer())
+        .cmd(&["/bin/sh", "-c", "trap 'exit 0' TERM; touch /tmp/v1 /tmp/ready; while :; do sleep 1; done"])
+        .label("atomic.type", "system");
+    let image = setup.push(&v1, "demo/web");
+    let host = TestHost::boot()?;
+    sysctr_ok(&host, &["install", "--now", "--name", "web", "--health-cmd", HEALTH, &image]);
+    std::fs::write(host.root().join("etc/systemd/system/needs-v1.service"), NEEDS_V1)?;
+    host.exec_ok(&["systemctl", "daemon-reload"])?;
+    host.exec_ok(&["systemctl", "start", "needs-v1.service"])?;
+
+    // Healthy, but without what the dependent needs.
+    setup.push(&slow_image(Some(0), "v2"), "demo/web");
+    let out = host.run_sysctr(&["update", "--ready-dependents", "web"])?;
+    assert!(!out.status.success(), "{}", describe_output(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("needs-v1.service, which requires web.service, is not ready again"), "{said}");
+    assert!(said.contains("rolled back to"), "{said}");
+    assert_eq!(active_slot(&host, "web"), "web.0");
+    // The undo started it again, on the first image.
+    assert_eq!(unit_property(&host, "needs-v1.service", "ActiveState"), "active");
+
+    // Without it, the update is kept, and the dependent's failure said.
+    let out = host.run_sysctr(&["update", "web"])?;
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("needs-v1.service, which requires web.service, did not start again"), "{said}");
+    assert_eq!(active_slot(&host, "web"), "web.1");
+    assert_eq!(unit_property(&host, "needs-v1.service", "ActiveState"), "failed");
+    Ok(())
+}

@@ -456,6 +456,7 @@ pub async fn apply(
             registry: registry.clone(),
             listen: Some(entry.listen()),
             ready: Some(entry.ready_settings()),
+            ready_dependents: false,
         };
         match update(layout, &request, systemd).await.with_context(|| format!("updating {}", entry.name))? {
             SwitchReport::UpToDate => actions.push(Action::Unchanged(entry.name)),

@@ -40,6 +40,8 @@ pub struct UpdateRequest {
     pub listen: Option<Listen>,
     /// New readiness settings (`apply`); `None` keeps those given at install.
     pub ready: Option<ReadySettings>,
+    /// Roll back unless the units that require the service, and ran, are ready again too.
+    pub ready_dependents: bool,
 }
 
 /// What an update or rollback did.
@@ -134,7 +136,8 @@ pub async fn update(layout: &Layout, request: &UpdateRequest, systemd: &impl Ser
         let (mut next, slot_notes) = build_slot(layout, &store, &slot_request, &mut journal)?;
         next.shadowed_vendor_unit_enabled = current.shadowed_vendor_unit_enabled;
         next.auto_update = current.auto_update;
-        let (to, notes) = switch(layout, &current, next, systemd, &mut journal, &mut started).await?;
+        let dependents = Dependents { required: request.ready_dependents };
+        let (to, notes) = switch(layout, &current, next, systemd, &mut journal, &mut started, dependents).await?;
         Ok::<_, anyhow::Error>((to, [slot_notes.notes, notes].concat(), slot_notes.missing_units))
     }
     .await;
@@ -178,7 +181,7 @@ pub async fn rollback(layout: &Layout, name: &str, systemd: &impl ServiceManager
         .read_slot_info(name, 1 - current.slot)
         .with_context(|| format!("{name} has no previous deployment to roll back to"))?;
     let mut journal = Journal::begin(&layout.transaction_dir(), &layout.root, "rollback", name)?;
-    match switch(layout, &current, previous, systemd, &mut journal, &mut false).await {
+    match switch(layout, &current, previous, systemd, &mut journal, &mut false, Dependents { required: false }).await {
         Ok((to, notes)) => {
             journal.commit()?;
             Ok(SwitchReport::Switched {
@@ -195,10 +198,19 @@ pub async fn rollback(layout: &Layout, name: &str, systemd: &impl ServiceManager
     }
 }
 
+/// What a switch does with the units that require the service (`Requires=`, `BindsTo=`), which
+/// stopping it stops.
+#[derive(Debug, Clone, Copy)]
+struct Dependents {
+    /// Fail (and roll back) unless those that ran are ready again; otherwise a note says which
+    /// did not come back.
+    required: bool,
+}
+
 /// Stops the socket and the service if they run, activates `to` in place of `from`, starts its
 /// socket, and starts the service again if it was running (or if its socket was and `to` has
-/// none), checking that it stays up. `started` is set once the switch is complete
-/// and only the new service's start remains.
+/// none), checking that it stays up, then the units that require it and ran, as `systemctl
+/// restart` would. `started` is set once the switch is complete and only the starts remain.
 async fn switch(
     layout: &Layout,
     from: &Deployment,
@@ -206,6 +218,7 @@ async fn switch(
     systemd: &impl ServiceManager,
     journal: &mut Journal,
     started: &mut bool,
+    dependents: Dependents,
 ) -> Result<(Deployment, Vec<String>)> {
     if !to.has_service && from.has_service {
         bail!("{} ships no service while the installed deployment does; uninstall it instead", to.image);
@@ -219,11 +232,19 @@ async fn switch(
         systemd.stop(&socket).await?;
     }
     let was_active = from.has_service && runs_units && systemd.state(&unit).await? == UnitState::Active;
+    // Recorded before the service, so that an undo starts them again after it.
+    let mut running_dependents = Vec::new();
     if was_active {
+        for dependent in systemd.required_by(&unit).await? {
+            if systemd.state(&dependent).await? == UnitState::Active {
+                journal.stopped(&dependent)?;
+                running_dependents.push(dependent);
+            }
+        }
         journal.stopped(&unit)?;
         systemd.stop(&unit).await?;
     }
-    let notes = activate(layout, Some(from), &mut to, systemd, journal).await?;
+    let mut notes = activate(layout, Some(from), &mut to, systemd, journal).await?;
     if to.has_socket && runs_units {
         journal.started(&socket)?;
         systemd.start(&socket).await?;
@@ -234,6 +255,21 @@ async fn switch(
         journal.started(&unit)?;
         systemd.start(&unit).await?;
         systemd.ensure_stays_active(&unit).await?;
+    }
+    for dependent in running_dependents {
+        if systemd.state(&dependent).await? == UnitState::Active {
+            continue;
+        }
+        journal.started(&dependent)?;
+        match systemd.start(&dependent).await {
+            Ok(()) => {}
+            Err(err) if dependents.required => {
+                return Err(
+                    err.context(format!("{dependent}, which requires {unit}, is not ready again (--ready-dependents)"))
+                );
+            }
+            Err(err) => notes.push(format!("{dependent}, which requires {unit}, did not start again: {err:#}")),
+        }
     }
     Ok((to, notes))
 }
