@@ -3,10 +3,6 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let opts = sysctr::cli::parse();
-    if let Some(result) = sysctr::cli::run_without_runtime(&opts) {
-        return exit_code(result);
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_stack_size(sysctr::THREAD_STACK_SIZE)
@@ -19,11 +15,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    exit_code(runtime.block_on(sysctr::cli::run(opts)))
-}
-
-fn exit_code(result: anyhow::Result<i32>) -> ExitCode {
-    match result {
+    match runtime.block_on(sysctr::cli::run()) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(err) => {
             // `{:#}` prints the context chain on one line and never a backtrace.

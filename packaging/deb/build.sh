@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds a Debian package of sysctr: bash packaging/deb/build.sh [OUTDIR]
-# SYSCTR_BIN=PATH packages that binary instead of building a release one, and
-# SYSCTR_DEB_COMPRESSION=gzip trades size for time (the tests do both).
+# SYSCTR_BIN=PATH packages that binary (and the sysctr-supervise beside it) instead of building
+# release ones, and SYSCTR_DEB_COMPRESSION=gzip trades size for time (the tests do both).
 # Depends are computed by dpkg-shlibdeps; `lintian` reports no error on the result.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -15,6 +15,9 @@ arch=$(dpkg --print-architecture)
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 install -D -s -m 755 "$bin" "$stage/usr/bin/sysctr"
+# The command of every unit that waits for its container to be started or healthy; built beside
+# sysctr.
+install -D -s -m 755 "$(dirname "$bin")/sysctr-supervise" "$stage/usr/libexec/sysctr/sysctr-supervise"
 install -D -m 644 "$repo/units/sysctr.conf" "$stage/usr/lib/tmpfiles.d/sysctr.conf"
 for unit in sysctr-auto-update.service sysctr-auto-update.timer sysctr-apply.service sysctr-apply.path; do
   install -D -m 644 "$repo/units/$unit" "$stage/usr/lib/systemd/system/$unit"
@@ -42,7 +45,7 @@ shlibs=$(mktemp -d)
 trap 'rm -rf "$stage" "$docs" "$shlibs"' EXIT
 mkdir -p "$shlibs/debian"
 printf 'Source: sysctr\n\nPackage: sysctr\nArchitecture: any\n' > "$shlibs/debian/control"
-libs=$(cd "$shlibs" && dpkg-shlibdeps -O -e"$stage/usr/bin/sysctr" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
+libs=$(cd "$shlibs" && dpkg-shlibdeps -O -e"$stage/usr/bin/sysctr" -e"$stage/usr/libexec/sysctr/sysctr-supervise" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
 [ -n "$libs" ] || { echo "dpkg-shlibdeps found no library dependencies" >&2; exit 1; }
 mkdir -p "$stage/DEBIAN"
 cat > "$stage/DEBIAN/control" <<CONTROL

@@ -157,19 +157,6 @@ pub enum Command {
     /// containers installed into an OS image (--root), before each start.
     #[command(hide = true, alias = "fit-capabilities")]
     FitHost(FitHostOpts),
-    /// Start a container and tell systemd when it is ready: the main process of its unit when
-    /// it is ready once started or once healthy (see `supervise`).
-    #[command(hide = true)]
-    Supervise {
-        /// Be the watcher that tells systemd when the container is ready (started by supervise).
-        #[arg(long)]
-        watch: bool,
-        /// The slot's `readiness.json`.
-        plan: PathBuf,
-        /// The runtime's command line that runs the container.
-        #[arg(last = true, required_unless_present = "watch")]
-        command: Vec<String>,
-    },
     /// Write the man pages and shell completions into a directory (for packages).
     #[command(hide = true)]
     GenerateDocs { dir: PathBuf },
@@ -331,25 +318,14 @@ impl RegistryArgs {
     }
 }
 
-/// The command line.
-pub fn parse() -> Opts {
-    Opts::parse()
-}
-
-/// Runs the verbs that need neither the async runtime nor the storage: `None` for the others.
-/// The supervisor becomes runc, which must not inherit the runtime's threads.
-pub fn run_without_runtime(opts: &Opts) -> Option<Result<i32>> {
-    match &opts.command {
-        Command::Supervise { watch: true, plan, .. } => Some(crate::supervise::watch(plan)),
-        Command::Supervise { plan, command, .. } => Some(crate::supervise::run(plan, command)),
-        Command::GenerateDocs { dir } => Some(docs::generate(dir).map(|()| 0)),
-        _ => None,
-    }
-}
-
 /// Runs the command line; returns the process exit code.
-pub async fn run(opts: Opts) -> Result<i32> {
+pub async fn run() -> Result<i32> {
+    let opts = Opts::parse();
     crate::output::init(opts.verbose, opts.quiet);
+    if let Command::GenerateDocs { dir } = &opts.command {
+        docs::generate(dir)?;
+        return Ok(0);
+    }
     let layout = layout(&opts)?;
     // The one place that decides what the target is: the booted host this runs on, or a root
     // on disk (`--root` other than `/`) where nothing runs. Everything else asks the manager.
@@ -398,7 +374,7 @@ async fn dispatch(opts: &Opts, layout: &Layout, systemd: &HostManager) -> Result
             }
             Ok(())
         }
-        Command::Supervise { .. } | Command::GenerateDocs { .. } => Ok(()),
+        Command::GenerateDocs { .. } => Ok(()),
     }?;
     Ok(0)
 }

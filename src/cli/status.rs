@@ -59,6 +59,14 @@ fn print_slot(which: &str, slot: &SlotStatus) {
         let values: Vec<String> = slot.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("    values: {}", values.join(" "));
     }
+    if let Some(failed) = &slot.failed_update {
+        println!(
+            "    update to {} failed at {}, rolled back: {}",
+            failed.image,
+            failed.at,
+            crate::output::printable(&failed.reason)
+        );
+    }
     match &slot.ready {
         Some(ready) => {
             let check = ready.health.as_ref().map_or(String::new(), |h| {

@@ -40,7 +40,7 @@ mod verbs;
 pub use deployment::readiness::{HealthCommand, ReadySettings};
 pub use deployment::slot::{fit_to_host, HostFit};
 pub use deployment::socket::Listen;
-pub use host::layout::{Deployment, InstalledFile, Layout, Origin, DEFAULT_STORAGE, IMAGE_STORAGE};
+pub use host::layout::{Deployment, FailedUpdate, InstalledFile, Layout, Origin, DEFAULT_STORAGE, IMAGE_STORAGE};
 pub use host::reproducible::clamp_image_times;
 pub use verbs::adhoc::{mount_readonly, unmount, MountSource};
 pub use verbs::apply::{apply, plan, Action, ApplyOptions, Change, PlannedStep};

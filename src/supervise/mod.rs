@@ -1,16 +1,19 @@
-//! `sysctr supervise PLAN -- RUNC…`: how a container's unit waits for it in the `started` and
-//! `healthy` modes, so that the unit is `Type=notify` and `After=` on it means ready.
+//! `sysctr-supervise PLAN -- RUNC…` (`src/bin/sysctr-supervise.rs`): how a container's unit
+//! waits for it in the `started` and `healthy` modes, so that the unit is `Type=notify` and
+//! `After=` on it means ready.
 //!
-//! The unit's main process starts a watcher (`sysctr supervise --watch PLAN`), then becomes
-//! runc (`runc run --pid-file`, by exec): runc stays the unit's main process, a child of
+//! The unit's main process clears what a crash of runc left (`runc delete`, only if there is
+//! something), starts a watcher (`sysctr-supervise --watch PLAN`), then becomes runc (`runc run
+//! --pid-file`, by exec): runc stays the unit's main process, a child of
 //! systemd, whose signals and exit status are the unit's as they are without sysctr. The
 //! watcher waits for the container's process to start. `started`: it tells systemd READY=1
 //! and exits. `healthy`: it runs the health command inside the container (`runc exec`,
 //! bounded) until it passes, and only then tells systemd READY=1; it keeps checking at the
 //! interval and reports what it sees (journal, `STATUS=`, the health file `sysctr status`
-//! reads). A container that is not healthy within the start timeout, or that stops being
-//! healthy with `on_unhealthy = restart`, is stopped through runc: runc exits with a failure,
-//! and the start fails (an update rolls back) or `Restart=` starts it again.
+//! reads). A container that is not healthy within the start timeout is stopped through runc,
+//! and its start fails (an update rolls back). One that stops being healthy, with
+//! `on_unhealthy = restart`, fails as a watchdog would (`WATCHDOG=trigger`), which the unit's
+//! `Restart=` acts on.
 
 mod notify;
 pub mod plan;
@@ -73,18 +76,33 @@ pub fn run(plan_path: &Path, command: &[String]) -> Result<i32> {
         }
         _ => {}
     }
+    delete_stale_state(&plan)?;
     // Run by hand, with no manager to tell, there is nothing to watch for.
     if std::env::var_os("NOTIFY_SOCKET").is_some() {
-        let me = std::env::current_exe().context("finding sysctr's own executable")?;
-        Command::new(me)
-            .args(["supervise", "--watch"])
-            .arg(plan_path)
-            .stdin(Stdio::null())
-            .spawn()
-            .context("starting the watcher")?;
+        let me = std::env::current_exe().context("finding sysctr-supervise's own executable")?;
+        Command::new(me).arg("--watch").arg(plan_path).stdin(Stdio::null()).spawn().context("starting the watcher")?;
     }
     let err = Command::new(program).args(args).env_remove("NOTIFY_SOCKET").exec();
     Err(err).with_context(|| format!("running {program}"))
+}
+
+/// Deletes the runtime's state of the container, left by a crash, which would make `run` fail;
+/// only when there is some, since a runtime call costs as much as the rest of the start. The
+/// runtime keeps it in `/run/RUNTIME/NAME` (runc, crun).
+fn delete_stale_state(plan: &SupervisePlan) -> Result<()> {
+    let runtime_name = plan.runtime.file_name().context("the runtime has no file name")?;
+    if !Path::new("/run").join(runtime_name).join(&plan.name).exists() {
+        return Ok(());
+    }
+    let status = Command::new(&plan.runtime)
+        .args(["--systemd-cgroup", "delete", "--force", &plan.name])
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("running {} delete", plan.runtime.display()))?;
+    if !status.success() {
+        eprintln!("sysctr: deleting the state a crash left of {}: {}", plan.name, describe(status));
+    }
+    Ok(())
 }
 
 /// The watcher: tells systemd when the container of `plan_path` is ready, as its plan says.
@@ -242,7 +260,9 @@ impl Watcher {
                 if health.on_unhealthy == OnUnhealthy::Restart {
                     self.write_report(&report);
                     eprintln!("sysctr: stopping {name} to be restarted (on_unhealthy = restart)");
-                    self.stop_container();
+                    // A watchdog failure, whatever the container's exit status then: the unit's
+                    // `WatchdogSignal=` stops it and its `Restart=` starts it again.
+                    self.notifier.send("WATCHDOG=trigger")?;
                     return Ok(self.finish());
                 }
             }

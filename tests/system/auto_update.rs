@@ -21,6 +21,9 @@ pub(super) fn install_shipped_units(host: &TestHost, units: &[&str]) -> Result<(
         verify.push(format!("/usr/lib/systemd/system/{unit}"));
     }
     std::fs::copy(sysctr_bin(), host.root().join("usr/bin/sysctr"))?;
+    let libexec = host.root().join("usr/libexec/sysctr");
+    std::fs::create_dir_all(&libexec)?;
+    std::fs::copy(sysctr_bin().with_file_name("sysctr-supervise"), libexec.join("sysctr-supervise"))?;
     let verified = host.exec(&verify.iter().map(String::as_str).collect::<Vec<_>>())?;
     assert!(verified.status.success() && verified.stderr.is_empty(), "{}", describe_output(&verified));
     Ok(())

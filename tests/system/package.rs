@@ -69,6 +69,7 @@ fn the_package_installs_runs_the_demo_and_purges_clean() -> Result<()> {
     host.exec_ok(&["dpkg", "--no-triggers", "-i", "/var/tmp/sysctr.deb"])?;
     for file in [
         "usr/bin/sysctr",
+        "usr/libexec/sysctr/sysctr-supervise",
         "usr/share/man/man8/sysctr-install.8.gz",
         "usr/share/bash-completion/completions/sysctr",
         "usr/share/zsh/vendor-completions/_sysctr",
@@ -122,6 +123,7 @@ fn the_rpm_builds_from_a_source_tarball_with_the_same_files() -> Result<()> {
     let files = query(&["-qlp"])?;
     for file in [
         "/usr/bin/sysctr",
+        "/usr/libexec/sysctr/sysctr-supervise",
         "/usr/lib/tmpfiles.d/sysctr.conf",
         "/usr/lib/systemd/system/sysctr-auto-update.service",
         "/usr/lib/systemd/system/sysctr-auto-update.timer",

@@ -69,6 +69,20 @@ fn a_healthy_container_gates_the_units_after_it_and_shows_its_health() -> Result
     assert_eq!(unit_property(&host, "web.service", "ActiveState"), "active");
     assert_eq!(unit_property(&host, "web.service", "StatusText"), "unhealthy: exited 1");
 
+    // With on_unhealthy = restart, an unhealthy container fails as a watchdog would, and its
+    // unit's Restart= starts it again, healthy.
+    let again = ["install", "--now", "--name", "again", "--health-cmd", HEALTH, "--health-interval", "1s"];
+    let restart = ["--health-retries", "1", "--on-unhealthy", "restart", image.as_str()];
+    sysctr_ok(&host, &[&again[..], &restart].concat());
+    host.exec_ok(&["runc", "--systemd-cgroup", "exec", "again", "rm", "/tmp/ready"])?;
+    wait_for("again to be restarted", Duration::from_secs(30), Duration::from_millis(200), || {
+        Ok((unit_property(&host, "again.service", "NRestarts") == "1").then_some(()))
+    })
+    .map_err(|e| e.context(host.journal("again.service")))?;
+    wait_active(&host, "again.service");
+    host.exec_ok(&["runc", "--systemd-cgroup", "exec", "again", "test", "-f", "/tmp/ready"])?;
+    assert!(host.journal("again.service").contains("stopping again to be restarted (on_unhealthy = restart)"));
+
     // A container with nothing set is ready once runc has started it: runc is its main process.
     let plain = setup.push(&slow_image(None, "plain"), "demo/plain");
     sysctr_ok(&host, &["install", "--now", "--name", "plain", &plain]);
@@ -108,6 +122,10 @@ fn an_update_that_never_becomes_healthy_is_rolled_back_by_update_apply_and_the_t
     let journal = host.journal("web.service");
     assert!(journal.contains("web did not become healthy within 6s: the last check exited 1"), "{journal}");
     assert_serving_v1(&host);
+    let status: serde_json::Value = serde_json::from_str(&sysctr_ok(&host, &["status", "--json", "web"]))?;
+    let reason = status["current"]["failed_update"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("the update of web failed; rolled back"), "{status}");
+    assert!(sysctr_ok(&host, &["status", "web"]).contains("failed at"));
 
     // The timer's run: the same.
     host.exec_ok(&["systemctl", "daemon-reload"])?;

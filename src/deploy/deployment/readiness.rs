@@ -8,11 +8,13 @@
 //! `started`, and an image that names a health command is ready once `healthy`.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::rooted::RootedDir;
 use crate::supervise::plan::{Health, OnUnhealthy, Readiness, ReadyMode, DEFAULT_START_TIMEOUT};
 
 const LABEL_PREFIX: &str = "sysctr.";
@@ -215,8 +217,43 @@ impl ReadyUnit {
         if let Some(supervise) = &self.supervise {
             text.push_str(&format!("ExecStart=\nExecStart={supervise}\n"));
         }
+        if readiness.health.as_ref().is_some_and(|h| h.on_unhealthy == OnUnhealthy::Restart) {
+            // The watcher's WATCHDOG=trigger: runc passes SIGTERM on to the container.
+            text.push_str("WatchdogSignal=SIGTERM\n");
+        }
         text
     }
+}
+
+/// Where the package installs `sysctr-supervise`, as a target sees it.
+pub(in crate::deploy) const TARGET_SUPERVISE: &str = "/usr/libexec/sysctr/sysctr-supervise";
+
+/// The `sysctr-supervise` a unit runs: on a root on disk (`offline`), the target's, if it has
+/// one; on this host, the one installed with this sysctr (`../libexec/sysctr/` from it, as the
+/// package puts it, or beside it, as cargo builds it).
+pub(in crate::deploy) fn supervise_helper(host: &RootedDir, offline: bool) -> Result<Option<String>> {
+    if offline {
+        let present = host.kind(Path::new(TARGET_SUPERVISE.trim_start_matches('/')))?.is_some();
+        return Ok(present.then(|| TARGET_SUPERVISE.to_owned()));
+    }
+    let exe = std::env::current_exe().context("finding sysctr's own executable")?;
+    let Some(dir) = exe.parent() else { return Ok(None) };
+    let candidates = [dir.join("../libexec/sysctr/sysctr-supervise"), dir.join("sysctr-supervise")];
+    Ok(candidates.iter().find(|path| path.is_file()).map(|path| normalized(path).to_string_lossy().into_owned()))
+}
+
+/// `path` without its `..` components (a directory's parent taken lexically).
+fn normalized(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// The `Type=` a unit gives its service (the last one), if any.

@@ -14,7 +14,9 @@ use oci_spec::image::ImageConfiguration;
 use super::bundle;
 use super::exports::{Exports, ExportsManifest};
 use super::hostfs::{self, PlannedContent};
-use super::readiness::{readiness_of, starts_with_exec_start, unit_type, ReadySettings, ReadyUnit};
+use super::readiness::{
+    readiness_of, starts_with_exec_start, supervise_helper, unit_type, ReadySettings, ReadyUnit, TARGET_SUPERVISE,
+};
 use super::socket::{render_socket, Listen};
 use crate::deploy::host::facts::{host_facts, HostFacts};
 use crate::deploy::host::layout::{
@@ -145,13 +147,8 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
             write(&dir.join(SOCKET_FILE), &socket)?;
             has_socket = true;
         }
-        let target_has_sysctr = host.kind(Path::new(TARGET_SYSCTR.trim_start_matches('/')))?.is_some();
-        let sysctr = if facts.fit_at_start {
-            target_has_sysctr.then(|| TARGET_SYSCTR.to_owned())
-        } else {
-            std::env::current_exe().ok().map(|exe| exe.to_string_lossy().into_owned())
-        };
-        let ready_unit = ready_unit(layout, request, &config, &exports, &unit, &forced, sysctr.as_deref())?;
+        let helper = supervise_helper(&host, facts.fit_at_start)?;
+        let ready_unit = ready_unit(layout, request, &config, &exports, &unit, &forced, helper.as_deref())?;
         if let Some((resolved, plan)) = &ready_unit {
             if plan.supervise.is_some() {
                 let supervise_plan = SupervisePlan {
@@ -169,14 +166,15 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
             storage: host_view(layout, &layout.storage),
             bundle: layout.os_image.then(|| bundle::bundle_dir(name)),
         });
-        if fit.is_some() && !target_has_sysctr {
+        if fit.is_some() && host.kind(Path::new(TARGET_SYSCTR.trim_start_matches('/')))?.is_none() {
             warnings.notes.push(format!(
                 "the target has no {TARGET_SYSCTR}: at start, the unit cannot fit the capabilities offered \
                  to the target's bounding set (runc refuses any the target cannot grant), nor stand in for \
                  /etc/hosts or /etc/resolv.conf where the target has none"
             ));
         }
-        let mut dropin_text = dropin(&runtime, name, fit);
+        let supervised = ready_unit.as_ref().is_some_and(|(_, plan)| plan.supervise.is_some());
+        let mut dropin_text = dropin(&runtime, name, fit, supervised);
         if let Some((resolved, plan)) = ready_unit {
             dropin_text.push_str(&plan.dropin_lines(&resolved));
             readiness = Some(resolved);
@@ -216,6 +214,7 @@ fn fill_slot(layout: &Layout, store: &Store, request: &SlotRequest, dir: &Path) 
         has_socket,
         ready_settings: request.ready.clone(),
         readiness,
+        failed_update: None,
     };
     deployment.write(dir)?;
     Ok((deployment, warnings))
@@ -310,7 +309,7 @@ fn ready_unit(
     exports: &Exports,
     unit: &str,
     forced: &Forced,
-    sysctr: Option<&str>,
+    helper: Option<&str>,
 ) -> Result<Option<(Readiness, ReadyUnit)>> {
     let name = request.name;
     let labels = config.config().as_ref().and_then(|c| c.labels().as_ref());
@@ -329,12 +328,12 @@ fn ready_unit(
         return Ok(Some((readiness, ReadyUnit { supervise: None, lines: true })));
     }
     let runs_exec_start = starts_with_exec_start(unit, &forced.exec_start);
-    match sysctr {
-        Some(sysctr) if runs_exec_start => {
+    match helper {
+        Some(helper) if runs_exec_start => {
             let plan = layout.slot(name, request.slot).join(READINESS_FILE);
             let run =
                 run_command(layout, &request.runtime.to_string_lossy(), name, Some(&bundle::run_file(name, "pid")));
-            let supervise = format!("{sysctr} supervise '{}' -- {run}", host_view(layout, &plan));
+            let supervise = format!("{helper} '{}' -- {run}", host_view(layout, &plan));
             Ok(Some((readiness, ReadyUnit { supervise: Some(supervise), lines: true })))
         }
         _ if !asked => Ok(None),
@@ -344,7 +343,8 @@ fn ready_unit(
             readiness.ready
         ),
         _ => bail!(
-            "ready = {} needs sysctr on the target at {TARGET_SYSCTR}, to run the container under its supervisor",
+            "ready = {} needs {TARGET_SUPERVISE} on the target (the sysctr package installs it), to run the container \
+             under its supervisor",
             readiness.ready
         ),
     }
@@ -362,15 +362,16 @@ struct StartFit {
 
 /// sysctr's own unit settings, added as a drop-in so that they apply whatever the image's
 /// template says. `fit` makes each start fit the config to the host it starts on (see
-/// `fit_to_host`).
-fn dropin(runtime: &str, name: &str, fit: Option<StartFit>) -> String {
-    let mut text = format!(
-        "# Written by sysctr. A container whose init ignores SIGTERM, or state left by a crash,\n\
+/// `fit_to_host`). A `supervised` start clears a crash's state itself, only when there is some.
+fn dropin(runtime: &str, name: &str, fit: Option<StartFit>, supervised: bool) -> String {
+    let mut text = "# Written by sysctr. A container whose init ignores SIGTERM, or state left by a crash,\n\
          # must not outlive a stop nor block the next start.\n\
-         [Service]\n\
-         ExecStartPre=-{runtime} --systemd-cgroup delete --force '{name}'\n\
-         ExecStopPost=-{runtime} --systemd-cgroup delete --force '{name}'\n"
-    );
+         [Service]\n"
+        .to_owned();
+    if !supervised {
+        text.push_str(&format!("ExecStartPre=-{runtime} --systemd-cgroup delete --force '{name}'\n"));
+    }
+    text.push_str(&format!("ExecStopPost=-{runtime} --systemd-cgroup delete --force '{name}'\n"));
     match fit {
         Some(StartFit { sysctr, storage, bundle: None }) => text.push_str(&format!(
             "# Installed into an OS image: fit the config to this host (capabilities, /etc/hosts).\n\

@@ -431,6 +431,20 @@ pub struct Deployment {
     /// When the unit counts as ready; `None` when the image's own unit decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness: Option<crate::supervise::plan::Readiness>,
+    /// The last update away from this deployment that failed and was rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_update: Option<FailedUpdate>,
+}
+
+/// An update that failed and was rolled back, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedUpdate {
+    /// When it was rolled back (RFC 3339).
+    pub at: String,
+    /// The image it tried.
+    pub image: String,
+    /// Why, as the update said it.
+    pub reason: String,
 }
 
 impl Deployment {

@@ -136,6 +136,9 @@ pub struct SlotStatus {
     pub listen: crate::deploy::Listen,
     /// When its unit counts as ready; `None` when the image's own unit decides.
     pub ready: Option<crate::supervise::plan::Readiness>,
+    /// The last update away from it that failed and was rolled back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_update: Option<crate::deploy::host::layout::FailedUpdate>,
 }
 
 impl SlotStatus {
@@ -149,6 +152,7 @@ impl SlotStatus {
             values: d.values.clone(),
             listen: d.listen.clone(),
             ready: d.readiness.clone(),
+            failed_update: d.failed_update.clone(),
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::deploy::deployment::activate::activate;
 use crate::deploy::deployment::readiness::ReadySettings;
 use crate::deploy::deployment::slot::{build_slot, SlotRequest};
 use crate::deploy::deployment::socket::Listen;
-use crate::deploy::host::layout::{Deployment, Layout};
+use crate::deploy::host::layout::{Deployment, FailedUpdate, Layout};
 use crate::deploy::journal::Journal;
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
@@ -163,12 +163,29 @@ pub async fn update(layout: &Layout, request: &UpdateRequest, systemd: &impl Ser
         Err(err) => {
             tracing::warn!(error = %format!("{err:#}"), "update failed; rolling back");
             let problems = journal.undo(systemd).await;
+            if started && problems.is_empty() {
+                remember_failure(layout, &current, &image.reference, &err);
+            }
             let err = err.context(format!(
                 "the update of {} failed; rolled back to {} (slot {})",
                 request.name, current.image, current.slot
             ));
             Err(with_undo_problems(err, problems))
         }
+    }
+}
+
+/// Keeps why an update away from `current` was rolled back in its record, for `status`; a
+/// record that cannot be written is said, and changes nothing else.
+fn remember_failure(layout: &Layout, current: &Deployment, image: &str, err: &anyhow::Error) {
+    let failed = FailedUpdate {
+        at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        image: image.to_owned(),
+        reason: format!("{err:#}"),
+    };
+    let record = Deployment { failed_update: Some(failed), ..current.clone() };
+    if let Err(err) = record.write(&layout.slot_dir(current)) {
+        crate::output::warning(format!("keeping why the update failed for `sysctr status`: {err:#}"));
     }
 }
 
