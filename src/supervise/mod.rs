@@ -39,7 +39,8 @@ const START_POLL: Duration = Duration::from_millis(2);
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 /// How long a container stopped by the watcher has to exit before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
-/// How long systemd may take to read the notification of a watcher about to exit.
+/// How long systemd may take to read the last notification of a watcher about to exit, which
+/// it drops once the sender is gone.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a wait looks whether runc is still there.
 const TICK: Duration = Duration::from_millis(20);
@@ -263,6 +264,7 @@ impl Watcher {
                     // A watchdog failure, whatever the container's exit status then: the unit's
                     // `WatchdogSignal=` stops it and its `Restart=` starts it again.
                     self.notifier.send("WATCHDOG=trigger")?;
+                    self.notifier.barrier(BARRIER_TIMEOUT)?;
                     return Ok(self.finish());
                 }
             }
