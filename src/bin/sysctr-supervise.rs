@@ -4,7 +4,7 @@
 //! images, and starts in about a millisecond where `sysctr` takes twenty.
 //!
 //! `sysctr-supervise PLAN -- RUNTIME ARGS…`   start the watcher, then become the runtime
-//! `sysctr-supervise --watch PLAN`            the watcher (started by the first form)
+//! `sysctr-supervise --watch PLAN PID`        the watcher (started by the first form, PID its own)
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,12 +12,15 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.as_slice() {
-        [watch, plan] if watch == "--watch" => sysctr::supervise::watch(&PathBuf::from(plan)),
+        [watch, plan, runc] if watch == "--watch" => match runc.parse() {
+            Ok(runc) => sysctr::supervise::watch(&PathBuf::from(plan), runc),
+            Err(_) => Err(anyhow::anyhow!("--watch PLAN PID: {runc:?} is not a pid")),
+        },
         [plan, separator, command @ ..] if separator == "--" && !command.is_empty() => {
             sysctr::supervise::run(&PathBuf::from(plan), command)
         }
         _ => Err(anyhow::anyhow!(
-            "usage: sysctr-supervise PLAN -- RUNTIME ARGS... | sysctr-supervise --watch PLAN \
+            "usage: sysctr-supervise PLAN -- RUNTIME ARGS... | sysctr-supervise --watch PLAN PID \
              (run by the units sysctr installs)"
         )),
     };

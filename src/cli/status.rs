@@ -70,7 +70,8 @@ fn print_slot(which: &str, slot: &SlotStatus) {
     match &slot.ready {
         Some(ready) => {
             let check = ready.health.as_ref().map_or(String::new(), |h| {
-                format!(", check `{}` every {}", h.command.join(" "), humantime::format_duration(h.interval))
+                let command = crate::output::printable(&h.command.join(" ")).into_owned();
+                format!(", check `{command}` every {}", humantime::format_duration(h.interval))
             });
             println!("    ready: {} (within {}{check})", ready.ready, humantime::format_duration(ready.start_timeout));
         }

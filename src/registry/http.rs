@@ -172,7 +172,7 @@ impl MetadataHttp {
             response.bytes_stream(),
             self.timeout,
             self.describer.silence(what),
-            move |err: reqwest::Error| io::Error::other(describer.describe(&err)),
+            move |err: reqwest::Error| describer.describe_io(&err),
         ));
         let mut bytes = Vec::new();
         while let Some(chunk) = body.next().await {
@@ -342,15 +342,28 @@ impl Describer {
         request_error(err).is_some_and(reqwest::Error::is_timeout)
     }
 
+    /// [`describe`](Self::describe), as the I/O error of a stream, keeping a [`Transient`] one so.
+    pub fn describe_io(&self, err: &(dyn StdError + 'static)) -> io::Error {
+        let described = self.describe(err);
+        match described.downcast::<Transient>() {
+            Ok(transient) => io::Error::other(transient),
+            Err(other) => io::Error::other(other),
+        }
+    }
+
     pub fn describe(&self, err: &(dyn StdError + 'static)) -> anyhow::Error {
         let registry = &self.registry;
         let mut chain = Vec::new();
         let mut request = None;
         let mut tls = None;
+        let mut overloaded = false;
         let mut source = Some(err);
         while let Some(e) = source {
             if let Some(refused) = e.downcast_ref::<RedirectRefused>() {
                 return anyhow!("registry {registry} {refused}");
+            }
+            if let Some(oci_client::errors::OciDistributionError::ServerError { code, .. }) = e.downcast_ref() {
+                overloaded |= *code == 429 || *code >= 500;
             }
             request = request.or_else(|| request_error(e));
             tls = tls.or_else(|| tls_failure(e));
@@ -395,6 +408,9 @@ impl Describer {
             };
             return Transient(format!("cannot reach registry {registry}: {chain}{hint}")).into();
         }
+        if overloaded {
+            return Transient(format!("registry {registry}: {chain}")).into();
+        }
         anyhow!("{chain}")
     }
 }
@@ -412,9 +428,15 @@ impl std::fmt::Display for Transient {
 
 impl StdError for Transient {}
 
-/// Whether `err` failed for a reason that may pass ([`Transient`]).
+/// Whether `err` failed for a reason that may pass: a [`Transient`] anywhere in its causes, also
+/// inside the I/O errors of a stream, or a stream that went silent (`TimedOut`).
 pub fn is_transient(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| e.is::<Transient>())
+    err.chain().any(|e| {
+        e.is::<Transient>()
+            || e.downcast_ref::<io::Error>().is_some_and(|io| {
+                io.kind() == io::ErrorKind::TimedOut || io.get_ref().is_some_and(|inner| inner.is::<Transient>())
+            })
+    })
 }
 
 /// Why a TLS handshake failed, from OpenSSL's own reason codes in the error's causes.
@@ -527,6 +549,30 @@ mod tests {
         assert_eq!(registry_errors(b"  \n"), "");
         // At most 200 characters of a body that is not a registry error, control characters dropped.
         assert_eq!(registry_errors("x\n".repeat(500).as_bytes()), format!(" ({})", "x".repeat(100)));
+    }
+
+    /// What may pass is told apart, however it is wrapped: as the error itself, inside a
+    /// stream's I/O error, or a stream gone silent.
+    #[test]
+    fn transient_failures_are_found_in_their_wrappings() {
+        let describer = Describer { registry: "reg.lan".into(), timeout: Duration::from_secs(5), plain_http: false };
+        let overloaded = oci_client::errors::OciDistributionError::ServerError {
+            code: 503,
+            url: "https://reg.lan/v2/a/blobs/sha256:0".into(),
+            message: "busy".into(),
+        };
+        assert!(is_transient(&describer.describe(&overloaded)));
+        let in_stream = anyhow::Error::new(describer.describe_io(&overloaded)).context("importing a layer");
+        assert!(is_transient(&in_stream));
+        let silent = anyhow::Error::new(io::Error::new(io::ErrorKind::TimedOut, describer.silence("a layer")));
+        assert!(is_transient(&silent.context("pulling")));
+        let missing = oci_client::errors::OciDistributionError::ServerError {
+            code: 404,
+            url: "https://reg.lan/v2/a/blobs/sha256:0".into(),
+            message: "blob unknown".into(),
+        };
+        assert!(!is_transient(&describer.describe(&missing)));
+        assert!(!is_transient(&anyhow::Error::new(describer.describe_io(&missing))));
     }
 
     #[test]

@@ -282,7 +282,7 @@ impl RegistrySource {
             if Describer::is_timeout(&err) {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, silent.clone())
             } else if err.get_ref().is_some_and(|inner| inner.is::<reqwest::Error>()) {
-                std::io::Error::other(describer.describe(&err))
+                describer.describe_io(&err)
             } else {
                 err
             }

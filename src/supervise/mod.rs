@@ -81,7 +81,14 @@ pub fn run(plan_path: &Path, command: &[String]) -> Result<i32> {
     // Run by hand, with no manager to tell, there is nothing to watch for.
     if std::env::var_os("NOTIFY_SOCKET").is_some() {
         let me = std::env::current_exe().context("finding sysctr-supervise's own executable")?;
-        Command::new(me).arg("--watch").arg(plan_path).stdin(Stdio::null()).spawn().context("starting the watcher")?;
+        // This process becomes runc: the watcher is told its pid, and watches that it stays.
+        Command::new(me)
+            .arg("--watch")
+            .arg(plan_path)
+            .arg(std::process::id().to_string())
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting the watcher")?;
     }
     let err = Command::new(program).args(args).env_remove("NOTIFY_SOCKET").exec();
     Err(err).with_context(|| format!("running {program}"))
@@ -92,7 +99,9 @@ pub fn run(plan_path: &Path, command: &[String]) -> Result<i32> {
 /// runtime keeps it in `/run/RUNTIME/NAME` (runc, crun).
 fn delete_stale_state(plan: &SupervisePlan) -> Result<()> {
     let runtime_name = plan.runtime.file_name().context("the runtime has no file name")?;
-    if !Path::new("/run").join(runtime_name).join(&plan.name).exists() {
+    // Another runtime, or runc under another name, may keep it elsewhere: always delete then.
+    let known = runtime_name == "runc" || runtime_name == "crun";
+    if known && !Path::new("/run").join(runtime_name).join(&plan.name).exists() {
         return Ok(());
     }
     let status = Command::new(&plan.runtime)
@@ -107,10 +116,12 @@ fn delete_stale_state(plan: &SupervisePlan) -> Result<()> {
 }
 
 /// The watcher: tells systemd when the container of `plan_path` is ready, as its plan says.
-pub fn watch(plan_path: &Path) -> Result<i32> {
+/// `runc` is the pid of the unit's main process, which started the watcher and became runc.
+pub fn watch(plan_path: &Path, runc: u32) -> Result<i32> {
     let plan = SupervisePlan::read(plan_path)?;
     let notifier = Notifier::from_env()?.context("NOTIFY_SOCKET is not set: nothing to tell readiness to")?;
-    let mut watcher = Watcher { plan, notifier, runc: nix::unistd::getppid(), started: Instant::now() };
+    let runc = nix::unistd::Pid::from_raw(i32::try_from(runc).context("the pid of runc is out of range")?);
+    let mut watcher = Watcher { plan, notifier, runc, started: Instant::now() };
     watcher.watch()
 }
 
@@ -197,14 +208,16 @@ impl Watcher {
         self.write_report(&report);
         let mut retry = FIRST_RETRY;
         loop {
-            let result = self.check(health)?;
+            // No check may outlast the start timeout, so that this watcher is the one that says why.
+            let left = start_deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+            let result = self.check(health, health.timeout.min(left));
             report.last_result = result.summary.clone();
             report.last_output = result.output.clone();
             if result.passed {
                 report = HealthReport { state: "healthy".into(), since: now_text(), failures: 0, ..report };
                 self.write_report(&report);
                 eprintln!("sysctr: {name} is healthy after {:.1?}", self.started.elapsed());
-                self.notifier.send("READY=1\nSTATUS=healthy")?;
+                self.status("READY=1\nSTATUS=healthy");
                 break;
             }
             report.failures += 1;
@@ -220,12 +233,12 @@ impl Watcher {
                 return Ok(self.finish());
             }
             let left = start_deadline.saturating_duration_since(Instant::now()) + STOP_GRACE;
-            self.notifier.send(&format!(
+            self.status(&format!(
                 "STATUS=waiting to be healthy: check {} {}\nEXTEND_TIMEOUT_USEC={}",
                 report.failures,
                 result.summary,
                 left.as_micros()
-            ))?;
+            ));
             if !self.sleep_until(Instant::now() + retry) {
                 return Ok(self.finish());
             }
@@ -235,7 +248,7 @@ impl Watcher {
             if !self.sleep_until(Instant::now() + health.interval) {
                 return Ok(self.finish());
             }
-            let result = self.check(health)?;
+            let result = self.check(health, health.timeout);
             report.last_result = result.summary.clone();
             report.last_output = result.output.clone();
             if result.passed {
@@ -263,8 +276,10 @@ impl Watcher {
                     eprintln!("sysctr: stopping {name} to be restarted (on_unhealthy = restart)");
                     // A watchdog failure, whatever the container's exit status then: the unit's
                     // `WatchdogSignal=` stops it and its `Restart=` starts it again.
-                    self.notifier.send("WATCHDOG=trigger")?;
-                    self.notifier.barrier(BARRIER_TIMEOUT)?;
+                    self.status("WATCHDOG=trigger");
+                    if let Err(err) = self.notifier.barrier(BARRIER_TIMEOUT) {
+                        eprintln!("sysctr: {err:#}");
+                    }
                     return Ok(self.finish());
                 }
             }
@@ -272,11 +287,24 @@ impl Watcher {
         }
     }
 
-    /// Runs the health command inside the container, bounded by its timeout.
-    fn check(&mut self, health: &Health) -> Result<CheckResult> {
+    /// Runs the health command inside the container, for at most `timeout`. A check that
+    /// cannot be run at all fails, saying why.
+    fn check(&mut self, health: &Health, timeout: Duration) -> CheckResult {
+        self.try_check(health, timeout).unwrap_or_else(|err| CheckResult {
+            passed: false,
+            summary: format!("could not be run: {err:#}"),
+            output: String::new(),
+        })
+    }
+
+    fn try_check(&mut self, health: &Health, timeout: Duration) -> Result<CheckResult> {
+        let check_pid_file = self.plan.pid_file.with_extension("check.pid");
+        let _ = std::fs::remove_file(&check_pid_file);
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating a pipe")?;
         let mut exec = self.runtime();
-        exec.args(["exec", &self.plan.name])
+        exec.args(["exec", "--pid-file"])
+            .arg(&check_pid_file)
+            .arg(&self.plan.name)
             .args(&health.command)
             .stdin(Stdio::null())
             .stdout(Stdio::from(write.try_clone().context("duplicating a pipe")?))
@@ -285,7 +313,7 @@ impl Watcher {
         let mut child = exec.spawn().context("running the health check")?;
         drop(exec);
         let reader = std::thread::spawn(move || read_bounded(read));
-        let deadline = Instant::now() + health.timeout;
+        let deadline = Instant::now() + timeout;
         let outcome = loop {
             if let Some(status) = child.try_wait().context("waiting for the health check")? {
                 break Some(status);
@@ -299,19 +327,19 @@ impl Watcher {
             Some(status) if status.success() => "passed".to_owned(),
             Some(status) => describe(status),
             None => {
-                // runc exec passes SIGTERM on to the command; SIGKILL would leave it running.
-                if let Ok(pid) = i32::try_from(child.id()) {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+                // The command itself, in the container (runc exec would not pass SIGKILL on),
+                // then runc exec, which then ends.
+                for pid in [read_pid(&check_pid_file), Some(child.id())].into_iter().flatten() {
+                    if let Ok(pid) = i32::try_from(pid) {
+                        let _ =
+                            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    }
                 }
-                let waited = Instant::now() + Duration::from_secs(1);
-                while child.try_wait().ok().flatten().is_none() && Instant::now() < waited {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                let _ = child.kill();
                 let _ = child.wait();
-                format!("timed out after {}", humantime::format_duration(health.timeout))
+                format!("timed out after {}", humantime::format_duration(timeout))
             }
         };
+        let _ = std::fs::remove_file(&check_pid_file);
         let output = reader.join().unwrap_or_default();
         Ok(CheckResult { passed: summary == "passed", summary, output })
     }

@@ -103,7 +103,7 @@ impl Default for Readiness {
 /// systemd's own default for `TimeoutStartSec=`.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// What `sysctr supervise` needs to start a container and tell systemd when it is ready.
+/// What `sysctr-supervise` needs to start a container and tell systemd when it is ready.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SupervisePlan {
     pub name: String,

@@ -75,6 +75,8 @@ trait Unit {
     fn sub_state(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn required_by(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(property)]
+    fn bound_by(&self) -> zbus::Result<Vec<String>>;
 }
 
 /// An open connection to the system's systemd.
@@ -232,7 +234,10 @@ impl ServiceManager for Bus {
     /// systemd's RequiredBy, from `Requires=` and `[Install] RequiredBy=`.
     async fn required_by(&self, unit: &str) -> Result<Vec<String>> {
         let Some(proxy) = self.unit(unit).await? else { return Ok(Vec::new()) };
-        proxy.required_by().await.with_context(|| format!("reading what requires {unit}"))
+        let mut units = proxy.required_by().await.with_context(|| format!("reading what requires {unit}"))?;
+        let bound = proxy.bound_by().await.with_context(|| format!("reading what is bound to {unit}"))?;
+        units.extend(bound.into_iter().filter(|b| !units.contains(b)).collect::<Vec<_>>());
+        Ok(units)
     }
 
     async fn is_enabled(&self, unit: &str) -> Result<bool> {

@@ -21,9 +21,11 @@ pub(in crate::deploy) fn bundle_dir(name: &str) -> PathBuf {
     Path::new(RUN_DIR).join(name)
 }
 
-/// A file the supervisor of `name` keeps while it runs (`pid`, `health`): `/run/sysctr/NAME.EXT`.
+/// A file the supervisor of `name` keeps while it runs (`pid`, `health`):
+/// `/run/sysctr/.ready/NAME.EXT`, apart from the bundles, whose names are containers' names
+/// (which never start with a dot).
 pub(in crate::deploy) fn run_file(name: &str, extension: &str) -> PathBuf {
-    Path::new(RUN_DIR).join(format!("{name}.{extension}"))
+    Path::new(RUN_DIR).join(".ready").join(format!("{name}.{extension}"))
 }
 
 /// `config` (the slot's, fitted to this host) with a relative root made absolute: the slot's

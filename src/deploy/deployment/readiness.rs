@@ -183,17 +183,20 @@ fn check_command(argv: &[String]) -> Result<()> {
 
 /// How the unit of a container reaches ready.
 pub(in crate::deploy) struct ReadyUnit {
-    /// `sysctr supervise PLAN -- RUNC…`, the unit's command, as the target sees it; `None` in
+    /// `sysctr-supervise PLAN -- RUNC…`, the unit's command, as the target sees it; `None` in
     /// the `notify` mode, where runc passes the container's own notification on.
     pub supervise: Option<String>,
     /// Whether sysctr's drop-in says how (`false`: the image's unit already does).
     pub lines: bool,
+    /// Whether the image's unit says nothing of `Restart=`: then `on_unhealthy = restart`
+    /// brings its own.
+    pub unit_restarts: bool,
 }
 
 impl ReadyUnit {
     /// An image's `Type=notify` unit, left as it is.
     pub fn as_it_is() -> ReadyUnit {
-        ReadyUnit { supervise: None, lines: false }
+        ReadyUnit { supervise: None, lines: false, unit_restarts: true }
     }
 
     /// The `[Service]` lines of sysctr's drop-in that make the unit wait for `readiness`.
@@ -220,6 +223,9 @@ impl ReadyUnit {
         if readiness.health.as_ref().is_some_and(|h| h.on_unhealthy == OnUnhealthy::Restart) {
             // The watcher's WATCHDOG=trigger: runc passes SIGTERM on to the container.
             text.push_str("WatchdogSignal=SIGTERM\n");
+            if !self.unit_restarts {
+                text.push_str("Restart=on-failure\n");
+            }
         }
         text
     }
@@ -254,6 +260,11 @@ fn normalized(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// Whether a unit sets `Restart=`.
+pub(in crate::deploy) fn sets_restart(unit: &str) -> bool {
+    unit.lines().any(|line| line.trim().starts_with("Restart="))
 }
 
 /// The `Type=` a unit gives its service (the last one), if any.
@@ -379,8 +390,9 @@ mod tests {
         assert_eq!(unit_type("[Service]\nExecStart=/bin/true\n"), None);
         let unit = ReadyUnit {
             lines: true,
+            unit_restarts: false,
             supervise: Some(
-                "/usr/bin/sysctr supervise '/var/lib/sysctr/deployments/web.0/readiness.json' -- \
+                "/usr/libexec/sysctr/sysctr-supervise '/var/lib/sysctr/deployments/web.0/readiness.json' -- \
                  /usr/sbin/runc --systemd-cgroup run --pid-file /run/sysctr/web.pid 'web'"
                     .into(),
             ),
@@ -389,7 +401,7 @@ mod tests {
             unit.dropin_lines(&readiness),
             "# Ready means healthy: systemd waits for it, and After= on this unit waits for it too.\n\
              Type=notify\nNotifyAccess=all\nTimeoutStartSec=105\nExecStart=\n\
-             ExecStart=/usr/bin/sysctr supervise '/var/lib/sysctr/deployments/web.0/readiness.json' -- \
+             ExecStart=/usr/libexec/sysctr/sysctr-supervise '/var/lib/sysctr/deployments/web.0/readiness.json' -- \
              /usr/sbin/runc --systemd-cgroup run --pid-file /run/sysctr/web.pid 'web'\n"
         );
     }

@@ -15,7 +15,8 @@ use super::bundle;
 use super::exports::{Exports, ExportsManifest};
 use super::hostfs::{self, PlannedContent};
 use super::readiness::{
-    readiness_of, starts_with_exec_start, supervise_helper, unit_type, ReadySettings, ReadyUnit, TARGET_SUPERVISE,
+    readiness_of, sets_restart, starts_with_exec_start, supervise_helper, unit_type, ReadySettings, ReadyUnit,
+    TARGET_SUPERVISE,
 };
 use super::socket::{render_socket, Listen};
 use crate::deploy::host::facts::{host_facts, HostFacts};
@@ -325,7 +326,7 @@ fn ready_unit(
         }
     }
     if readiness.ready == ReadyMode::Notify {
-        return Ok(Some((readiness, ReadyUnit { supervise: None, lines: true })));
+        return Ok(Some((readiness, ReadyUnit { supervise: None, lines: true, unit_restarts: sets_restart(unit) })));
     }
     let runs_exec_start = starts_with_exec_start(unit, &forced.exec_start);
     match helper {
@@ -334,7 +335,10 @@ fn ready_unit(
             let run =
                 run_command(layout, &request.runtime.to_string_lossy(), name, Some(&bundle::run_file(name, "pid")));
             let supervise = format!("{helper} '{}' -- {run}", host_view(layout, &plan));
-            Ok(Some((readiness, ReadyUnit { supervise: Some(supervise), lines: true })))
+            Ok(Some((
+                readiness,
+                ReadyUnit { supervise: Some(supervise), lines: true, unit_restarts: sets_restart(unit) },
+            )))
         }
         _ if !asked => Ok(None),
         _ if !runs_exec_start => bail!(

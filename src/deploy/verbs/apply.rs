@@ -451,7 +451,8 @@ pub async fn apply(
             values: entry.set.clone(),
             replace_values: true,
             rebase: (current.image != image.canonical()).then_some(image),
-            pull: true,
+            // `planned_units` stored the image (with its retries): no second trip to the registry.
+            pull: false,
             rollback_on_failure: true,
             registry: registry.clone(),
             listen: Some(entry.listen()),
