@@ -91,6 +91,18 @@ fn a_healthy_container_gates_the_units_after_it_and_shows_its_health() -> Result
     host.exec_ok(&["runc", "--systemd-cgroup", "exec", "again", "test", "-f", "/tmp/ready"])?;
     assert!(host.journal("again.service").contains("stopping again to be restarted (on_unhealthy = restart)"));
 
+    // A check that outlasts its timeout is killed inside the container, not left running.
+    let hang = "test -f /tmp/ready && { ! test -f /tmp/hang || sleep 100; }";
+    let hanging = ["install", "--now", "--name", "hang", "--health-cmd", hang, "--health-interval", "1s"];
+    sysctr_ok(&host, &[&hanging[..], &["--health-timeout", "1s", image.as_str()]].concat());
+    host.exec_ok(&["runc", "--systemd-cgroup", "exec", "hang", "touch", "/tmp/hang"])?;
+    wait_for("a check to time out", Duration::from_secs(20), Duration::from_millis(200), || {
+        let status: serde_json::Value = serde_json::from_str(&sysctr_ok(&host, &["status", "--json", "hang"]))?;
+        Ok(status["health"]["last_result"].as_str().is_some_and(|r| r.starts_with("timed out after 1s")).then_some(()))
+    })?;
+    let processes = host.exec_ok(&["runc", "--systemd-cgroup", "exec", "hang", "ps"])?;
+    assert!(!processes.contains("sleep 100"), "{processes}");
+
     // A container with nothing set is ready once runc has started it: runc is its main process.
     let plain = setup.push(&slow_image(None, "plain"), "demo/plain");
     sysctr_ok(&host, &["install", "--now", "--name", "plain", &plain]);
