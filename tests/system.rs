@@ -689,6 +689,15 @@ fn apply_converges_to_the_file_and_a_second_run_changes_nothing() -> Result<()> 
         "{planned}"
     );
     assert_eq!(planned["containers"][1]["action"], "update", "{planned}");
+    // With the container before and after, for a configuration tool's diff; nothing fetched.
+    let (before, after) = (&planned["containers"][1]["before"], &planned["containers"][1]["after"]);
+    assert_eq!((before["values"]["RECEIVER"].as_str(), after["values"]["RECEIVER"].as_str()), (Some("B"), Some("Bee")));
+    assert_eq!(before["image"], after["image"], "{planned}");
+    assert!(before["manifest_digest"].as_str().is_some_and(|d| d.starts_with("sha256:")), "{planned}");
+    assert_eq!(before["manifest_digest"], after["manifest_digest"], "{planned}");
+    assert_eq!(before["unit"].as_str(), host_file(&host, "/etc/systemd/system/hello-b.service").as_deref());
+    assert!(after["unit"].as_str().is_some_and(|u| u.contains("ExecStart=")), "{planned}");
+    assert!(planned["containers"][0].get("before").is_none(), "an unchanged container has no diff: {planned}");
     // The plan first: it says why, and changes nothing.
     let planned = sysctr_ok(&host, &["apply", "--dry-run", file.to_str().unwrap()]);
     assert_eq!(

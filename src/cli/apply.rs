@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use super::{print_json, ChangeAction, ChangeReport, ContainerChange, RegistryArgs};
 use crate::deploy::{self, Action, ApplyOptions, Change, Layout};
-use crate::systemd::HostManager;
+use crate::systemd::{HostManager, ServiceManager as _};
 
 #[derive(Debug, clap::Args, PartialEq, Eq)]
 pub struct ApplyOpts {
@@ -35,69 +35,90 @@ pub struct ApplyOpts {
 /// `apply --json`, and `apply --dry-run --json`: `changed` says whether anything was (or would
 /// be) installed, updated or removed.
 #[derive(serde::Serialize)]
-struct ApplyResult {
+struct ApplyResult<C> {
     changed: bool,
     dry_run: bool,
-    containers: Vec<ContainerChange>,
+    containers: Vec<C>,
     notes: Vec<String>,
+}
+
+/// A container's part in `apply --dry-run --json`: the change, and the container before and
+/// after it (image, digest, values, unit), for configuration tools' diffs.
+#[derive(serde::Serialize)]
+struct PlannedChange {
+    #[serde(flatten)]
+    change: ContainerChange,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    before: Option<deploy::Preview>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after: Option<deploy::Preview>,
 }
 
 /// Returns the exit code (see [`ChangeReport`]).
 pub async fn run(layout: &Layout, systemd: &HostManager, opts: &ApplyOpts) -> Result<i32> {
-    let (containers, notes) = if opts.dry_run {
-        let steps = deploy::plan(layout, &opts.file, &opts.registry.options(), opts.prune)?;
-        let containers: Vec<ContainerChange> = steps
+    if opts.dry_run {
+        let steps = deploy::plan(layout, &opts.file, &opts.registry.options(), opts.prune, systemd.target())?;
+        let planned: Vec<PlannedChange> = steps
             .into_iter()
-            .map(|step| ContainerChange {
-                name: step.name,
-                action: match step.change {
-                    Change::Install => ChangeAction::Install,
-                    Change::Update => ChangeAction::Update,
-                    Change::Remove => ChangeAction::Remove,
-                    Change::Unchanged => ChangeAction::Unchanged,
+            .map(|step| PlannedChange {
+                change: ContainerChange {
+                    name: step.name,
+                    action: match step.change {
+                        Change::Install => ChangeAction::Install,
+                        Change::Update => ChangeAction::Update,
+                        Change::Remove => ChangeAction::Remove,
+                        Change::Unchanged => ChangeAction::Unchanged,
+                    },
+                    detail: Some(step.reason),
                 },
-                detail: Some(step.reason),
+                before: step.before,
+                after: step.after,
             })
             .collect();
-        (containers, Vec::new())
-    } else {
-        let options = ApplyOptions {
-            registry: opts.registry.options(),
-            prune: opts.prune,
-            wait_online: opts.wait_online,
-            pull_retry: opts.pull_retry,
-        };
-        let (actions, notes) = deploy::apply(layout, &opts.file, &options, systemd).await?;
-        let containers: Vec<ContainerChange> = actions
-            .into_iter()
-            .map(|action| {
-                let (action, name) = match action {
-                    Action::Installed(name) => (ChangeAction::Installed, name),
-                    Action::Updated(name) => (ChangeAction::Updated, name),
-                    Action::Unchanged(name) => (ChangeAction::Unchanged, name),
-                    Action::Removed(name) => (ChangeAction::Removed, name),
-                };
-                ContainerChange { name, action, detail: None }
-            })
-            .collect();
-        (containers, notes)
+        let changed = planned.iter().any(|p| p.change.action != ChangeAction::Unchanged);
+        if opts.report.json {
+            print_json("ApplyResult", &ApplyResult { changed, dry_run: true, containers: planned, notes: Vec::new() })?;
+            return Ok(opts.report.exit_code(changed));
+        }
+        for PlannedChange { change, .. } in planned {
+            let reason = change.detail.unwrap_or_default();
+            if change.action == ChangeAction::Unchanged {
+                crate::say!("unchanged {}: {reason}", change.name);
+            } else {
+                crate::say!("would {} {}: {reason}", change.action, change.name);
+            }
+        }
+        return Ok(opts.report.exit_code(changed));
+    }
+    let options = ApplyOptions {
+        registry: opts.registry.options(),
+        prune: opts.prune,
+        wait_online: opts.wait_online,
+        pull_retry: opts.pull_retry,
     };
+    let (actions, notes) = deploy::apply(layout, &opts.file, &options, systemd).await?;
+    let containers: Vec<ContainerChange> = actions
+        .into_iter()
+        .map(|action| {
+            let (action, name) = match action {
+                Action::Installed(name) => (ChangeAction::Installed, name),
+                Action::Updated(name) => (ChangeAction::Updated, name),
+                Action::Unchanged(name) => (ChangeAction::Unchanged, name),
+                Action::Removed(name) => (ChangeAction::Removed, name),
+            };
+            ContainerChange { name, action, detail: None }
+        })
+        .collect();
     let changed = containers.iter().any(|c| c.action != ChangeAction::Unchanged);
     if opts.report.json {
-        print_json("ApplyResult", &ApplyResult { changed, dry_run: opts.dry_run, containers, notes })?;
+        print_json("ApplyResult", &ApplyResult { changed, dry_run: false, containers, notes })?;
         return Ok(opts.report.exit_code(changed));
     }
     for note in notes {
         crate::output::note(note);
     }
     for container in containers {
-        match (opts.dry_run, container.detail) {
-            (true, Some(reason)) if container.action == ChangeAction::Unchanged => {
-                crate::say!("unchanged {}: {reason}", container.name)
-            }
-            (true, Some(reason)) => crate::say!("would {} {}: {reason}", container.action, container.name),
-            _ => crate::say!("{} {}", container.action, container.name),
-        }
+        crate::say!("{} {}", container.action, container.name);
     }
     Ok(opts.report.exit_code(changed))
 }

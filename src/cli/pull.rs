@@ -1,4 +1,4 @@
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::{print_json, ChangeReport, RegistryArgs};
 use crate::deploy::{self, Layout};
@@ -9,10 +9,26 @@ pub struct PullOpts {
     /// `[docker://]HOST[:PORT]/PATH[:TAG|@sha256:DIGEST]`, `oci:DIR[:TAG]`, `oci-archive:PATH[:TAG]`
     /// or `docker-archive:PATH[:REF|:@N]`.
     pub image: String,
+    /// Say whether the source has an image the store does not hold under this reference,
+    /// fetching only its manifest and config (signatures checked); change nothing.
+    #[arg(long)]
+    pub check: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
     pub report: ChangeReport,
+}
+
+/// `pull --check --json`: `changed` says whether a pull would store a new image.
+#[derive(serde::Serialize)]
+struct PullCheck<'a> {
+    changed: bool,
+    check: bool,
+    reference: &'a str,
+    /// What the source has now.
+    manifest_digest: &'a str,
+    /// What the store holds under the reference, if anything.
+    stored_digest: Option<&'a str>,
 }
 
 /// `pull --json`.
@@ -31,6 +47,34 @@ struct PullResult<'a> {
 /// Returns the exit code (see [`ChangeReport`]).
 pub async fn run(layout: &Layout, opts: &PullOpts) -> Result<i32> {
     let image = opts.registry.image(&opts.image).await?;
+    if opts.check {
+        // Read only: no lock taken, no store created.
+        let before = if layout.repo().exists() {
+            Store::open(&layout.repo())?.image(&image.canonical())?.map(|stored| stored.manifest_digest)
+        } else {
+            None
+        };
+        let available = deploy::available_digest(&image, &opts.registry.options())
+            .await
+            .with_context(|| format!("checking {image}"))?;
+        let changed = before.as_deref() != Some(available.as_str());
+        let reference = image.canonical();
+        if opts.report.json {
+            let check = PullCheck {
+                changed,
+                check: true,
+                reference: &reference,
+                manifest_digest: &available,
+                stored_digest: before.as_deref(),
+            };
+            print_json("PullCheck", &check)?;
+        } else if changed {
+            crate::say!("{reference}: the source has {available}, not in the store");
+        } else {
+            crate::say!("{reference}: up to date ({available})");
+        }
+        return Ok(opts.report.exit_code(changed));
+    }
     let _lock = layout.lock()?;
     let store = Store::open_or_create(&layout.repo())?;
     let before = store.image(&image.canonical())?.map(|stored| stored.manifest_digest);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use sha2::Digest as _;
 
 use super::*;
-use crate::systemd::Offline;
+use crate::systemd::{Offline, Target};
 
 const VENDOR_UNITS: &str = "usr/lib/systemd/system";
 
@@ -149,7 +149,7 @@ async fn apply_takes_an_image_container_as_present_and_refuses_to_change_it() {
     let registry = RegistryOptions { registries_conf: dir.path().join("registries.conf"), ..Default::default() };
 
     std::fs::write(&file, format!("[[container]]\nname = \"svc\"\nimage = \"{IMAGE}\"\n")).unwrap();
-    let steps = plan(&host, &file, &registry, true).unwrap();
+    let steps = plan(&host, &file, &registry, true, Target::Booted).unwrap();
     assert_eq!(steps.len(), 1);
     assert_eq!(steps[0].change, Change::Unchanged);
     let (actions, _) = apply(
@@ -187,7 +187,7 @@ async fn apply_takes_an_image_container_as_present_and_refuses_to_change_it() {
         .unwrap_err()
     );
     assert!(err.contains("the OS image owns it") && err.contains("changes with the OS image"), "{err}");
-    assert!(plan(&host, &file, &registry, false).is_err());
+    assert!(plan(&host, &file, &registry, false, Target::Booted).is_err());
     assert!(host.installed_names().unwrap().is_empty());
 }
 

@@ -9,6 +9,7 @@
 //! set = { ETCD_NAME = "node1" }
 //! replace_vendor_unit = true  # shadow a unit of the same name from the system's packages
 //! auto_update = false     # left alone by `sysctr update --all` (default: true)
+//! runtime = "/usr/bin/crun"  # the OCI runtime it is installed with (default: runc)
 //! listen = ["127.0.0.1:2379"]  # systemd listens; the first connection starts it (`--listen`)
 //! ready = "healthy"       # notify | started | healthy (default: as the image says, else started)
 //! health_cmd = "etcdctl endpoint health"  # run in the container; a list runs without a shell
@@ -39,12 +40,12 @@ use crate::deploy::deployment::readiness::{HealthCommand, ReadySettings};
 use crate::deploy::deployment::slot::{preview_unit, runs_once, SlotRequest};
 use crate::deploy::deployment::socket::Listen;
 use crate::deploy::host::facts::find_runtime;
-use crate::deploy::host::layout::{image_owned_message, Deployment, Layout};
+use crate::deploy::host::layout::{image_owned_message, Deployment, Layout, UNIT_FILE};
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
 use crate::store::Store;
 use crate::supervise::plan::{OnUnhealthy, ReadyMode};
-use crate::systemd::{check_dependencies_of_set, MissingUnit, ServiceManager};
+use crate::systemd::{check_dependencies_of_set, MissingUnit, ServiceManager, Target};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,6 +69,8 @@ struct Entry {
     /// Let `update --all` update it (`install --no-auto-update` when false).
     #[serde(default = "yes")]
     auto_update: bool,
+    /// The OCI runtime it is installed with (`install --runtime`); one installed stays on its own.
+    runtime: Option<PathBuf>,
     /// Addresses systemd listens on for it, starting it at the first connection (`--listen`).
     #[serde(default)]
     listen: Vec<String>,
@@ -128,6 +131,23 @@ pub struct PlannedStep {
     pub name: String,
     pub change: Change,
     pub reason: String,
+    /// The container as it is, for a change to an installed one.
+    pub before: Option<Preview>,
+    /// The container as the change would leave it, except after a removal.
+    pub after: Option<Preview>,
+}
+
+/// One side of a planned change, for a before/after diff.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Preview {
+    pub image: String,
+    /// `None`: the image is not in the store, and planning fetches nothing.
+    pub manifest_digest: Option<String>,
+    /// The values given with `set`.
+    pub values: BTreeMap<String, String>,
+    /// The service unit rendered from the image's template; `None` when the image is not in
+    /// the store or runs no service.
+    pub unit: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,49 +158,140 @@ pub enum Change {
     Unchanged,
 }
 
-/// What [`apply`] with the same arguments would do, in the same order; nothing is changed.
-pub fn plan(layout: &Layout, path: &Path, registry: &RegistryOptions, prune: bool) -> Result<Vec<PlannedStep>> {
+/// What [`apply`] with the same arguments would do, in the same order, with the container before
+/// and after each change; nothing is changed or fetched (an image not in the store previews
+/// without its digest and unit).
+pub fn plan(
+    layout: &Layout,
+    path: &Path,
+    registry: &RegistryOptions,
+    prune: bool,
+    target: Target,
+) -> Result<Vec<PlannedStep>> {
     let entries = read_manifest(path, &registry.registries_conf)?;
+    let store = if layout.repo().exists() { Some(Store::open(&layout.repo())?) } else { None };
     let mut steps = Vec::new();
     for (entry, image) in &entries {
-        let step = |change, reason: String| PlannedStep { name: entry.name.clone(), change, reason };
+        let step = |change, reason: String| PlannedStep {
+            name: entry.name.clone(),
+            change,
+            reason,
+            before: None,
+            after: None,
+        };
         if provided_by_the_os_image(layout, entry, image)? {
             steps.push(step(Change::Unchanged, format!("{image} with the same values, provided by the OS image")));
             continue;
         }
         if !layout.link(&entry.name).exists() {
-            steps.push(step(Change::Install, format!("not installed; from {image}")));
+            let after = preview_entry(layout, store.as_ref(), entry, image, None, target)?;
+            steps.push(PlannedStep { after: Some(after), ..step(Change::Install, format!("not installed; from {image}")) });
             continue;
         }
         let current = layout.read_info(&entry.name)?;
-        if current.image != image.canonical() {
-            steps.push(step(Change::Update, format!("image {} -> {image}", current.image)));
+        let Some(reason) = update_reason(&current, entry, image) else {
+            // As `apply` does: a newer image behind the same tag is `sysctr update`'s business.
+            steps.push(step(Change::Unchanged, format!("{image} with the same values")));
             continue;
-        }
-        if current.listen != entry.listen() {
-            steps.push(step(Change::Update, "listen addresses change".to_string()));
-            continue;
-        }
-        if current.ready_settings != entry.ready_settings() {
-            steps.push(step(Change::Update, "readiness settings change".to_string()));
-            continue;
-        }
-        if current.values != entry.set {
-            let keys: std::collections::BTreeSet<&String> = current.values.keys().chain(entry.set.keys()).collect();
-            let changed: Vec<&str> =
-                keys.into_iter().filter(|k| current.values.get(*k) != entry.set.get(*k)).map(String::as_str).collect();
-            steps.push(step(Change::Update, format!("values of {} change", changed.join(", "))));
-            continue;
-        }
-        // As `apply` does: a newer image behind the same tag is `sysctr update`'s business.
-        steps.push(step(Change::Unchanged, format!("{image} with the same values")));
+        };
+        let after = preview_entry(layout, store.as_ref(), entry, image, Some(&current), target)?;
+        steps.push(PlannedStep {
+            before: Some(preview_installed(layout, &current)?),
+            after: Some(after),
+            ..step(Change::Update, reason)
+        });
     }
     if prune {
         for name in unlisted(layout, &entries)? {
-            steps.push(PlannedStep { name, change: Change::Remove, reason: "not in the file (--prune)".into() });
+            let before = preview_installed(layout, &layout.read_info(&name)?)?;
+            steps.push(PlannedStep {
+                name,
+                change: Change::Remove,
+                reason: "not in the file (--prune)".into(),
+                before: Some(before),
+                after: None,
+            });
         }
     }
     Ok(steps)
+}
+
+/// Why an installed container would be updated to what `entry` lists, if it would be.
+fn update_reason(current: &Deployment, entry: &Entry, image: &ImageRef) -> Option<String> {
+    if current.image != image.canonical() {
+        return Some(format!("image {} -> {image}", current.image));
+    }
+    if current.listen != entry.listen() {
+        return Some("listen addresses change".to_string());
+    }
+    if current.ready_settings != entry.ready_settings() {
+        return Some("readiness settings change".to_string());
+    }
+    if current.values != entry.set {
+        let keys: std::collections::BTreeSet<&String> = current.values.keys().chain(entry.set.keys()).collect();
+        let changed: Vec<&str> =
+            keys.into_iter().filter(|k| current.values.get(*k) != entry.set.get(*k)).map(String::as_str).collect();
+        return Some(format!("values of {} change", changed.join(", ")));
+    }
+    None
+}
+
+/// The largest unit file a preview reads back from a slot.
+const MAX_UNIT_FILE: u64 = 1024 * 1024;
+
+/// An installed container as its current slot has it.
+fn preview_installed(layout: &Layout, current: &Deployment) -> Result<Preview> {
+    let unit_file = layout.slot_dir(current).join(UNIT_FILE);
+    let unit = if current.has_service {
+        crate::registry::read_host_config_text(&unit_file, MAX_UNIT_FILE)
+            .with_context(|| format!("reading the unit of {}", current.name))?
+    } else {
+        None
+    };
+    Ok(Preview {
+        image: current.image.clone(),
+        manifest_digest: Some(current.manifest_digest.clone()),
+        values: current.values.clone(),
+        unit,
+    })
+}
+
+/// The container `entry` lists, rendered from its image if the store has it.
+fn preview_entry(
+    layout: &Layout,
+    store: Option<&Store>,
+    entry: &Entry,
+    image: &ImageRef,
+    current: Option<&Deployment>,
+    target: Target,
+) -> Result<Preview> {
+    let mut preview = Preview {
+        image: image.canonical(),
+        manifest_digest: None,
+        values: entry.set.clone(),
+        unit: None,
+    };
+    let Some(store) = store else { return Ok(preview) };
+    let Some(stored) = store.image(&image.canonical())? else { return Ok(preview) };
+    let runtime = match current {
+        Some(c) => PathBuf::from(&c.runtime),
+        None => find_runtime(layout, entry.runtime.as_deref())?,
+    };
+    let request = SlotRequest {
+        name: &entry.name,
+        slot: current.map_or(0, |c| 1 - c.slot),
+        image: &stored,
+        runtime: &runtime,
+        user_values: &entry.set,
+        listen: &entry.listen(),
+        ready: &entry.ready_settings(),
+        uuid: current.map_or("", |c| c.uuid.as_str()),
+        target,
+    };
+    preview.manifest_digest = Some(stored.manifest_digest.clone());
+    preview.unit =
+        preview_unit(layout, store, &request).with_context(|| format!("rendering the unit of {}", entry.name))?;
+    Ok(preview)
 }
 
 /// Whether the OS image provides the container `entry` lists, as the file has it: it is then
@@ -302,7 +413,7 @@ async fn planned_units(
         }
         let runtime = match &current {
             Some(c) => PathBuf::from(&c.runtime),
-            None => find_runtime(layout, None)?,
+            None => find_runtime(layout, entry.runtime.as_deref())?,
         };
         let request = SlotRequest {
             name: &entry.name,
@@ -421,7 +532,7 @@ pub async fn apply(
                 image,
                 name: Some(entry.name.clone()),
                 values: entry.set.clone(),
-                runtime: None,
+                runtime: entry.runtime.clone(),
                 start_now: entry.start && systemd.target().runs_units(),
                 no_block: false,
                 registry: registry.clone(),

@@ -83,6 +83,13 @@ pub(in crate::deploy) async fn fetch_checked(
     Ok((source, fetched, signatures))
 }
 
+/// The manifest digest `image`'s source has now, its signatures checked as a pull checks them;
+/// no layer is fetched.
+pub async fn available_digest(image: &ImageRef, options: &RegistryOptions) -> Result<String> {
+    let (_, fetched, _) = fetch_checked(image, options).await?;
+    Ok(fetched.manifest_digest.to_string())
+}
+
 /// Pulls `image` into the store: only layers not already present are downloaded.
 pub async fn pull(store: &Store, image: &ImageRef, options: &RegistryOptions) -> Result<Pulled> {
     let (source, fetched, signatures) =

@@ -68,15 +68,10 @@ pub async fn check_update(layout: &Layout, name: &str, registry: &RegistryOption
     layout.refuse_image_owned(name, "update")?;
     let current = layout.read_info(name)?;
     let image = ImageRef::parse(&current.image).context("reading the installed image reference")?;
-    let (_, fetched, _) = super::pull::fetch_checked(&image, registry)
+    let available = super::pull::available_digest(&image, registry)
         .await
         .with_context(|| format!("checking {image} for a newer image"))?;
-    Ok(UpdateCheck {
-        name: name.to_string(),
-        image: current.image,
-        installed: current.manifest_digest,
-        available: fetched.manifest_digest.to_string(),
-    })
+    Ok(UpdateCheck { name: name.to_string(), image: current.image, installed: current.manifest_digest, available })
 }
 
 #[tracing::instrument(name = "update", skip_all, fields(container = %request.name))]
