@@ -9,10 +9,17 @@ pub struct ImagesOpts {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Only this image, if the store has it (its reference resolved as `pull` resolves it,
+    /// without asking a registry).
+    pub image: Option<String>,
 }
 
 pub fn run(layout: &Layout, opts: &ImagesOpts) -> Result<()> {
-    let rows = deploy::images(layout)?;
+    let mut rows = deploy::images(layout)?;
+    if let Some(image) = &opts.image {
+        let reference = super::image_arg(image)?.canonical();
+        rows.retain(|row| row.reference == reference);
+    }
     if opts.json {
         return print_json("ImageList", &rows);
     }

@@ -131,7 +131,7 @@ pub struct PlannedStep {
     pub name: String,
     pub change: Change,
     pub reason: String,
-    /// The container as it is, for a change to an installed one.
+    /// The container as it is, if installed (and not provided by the OS image).
     pub before: Option<Preview>,
     /// The container as the change would leave it, except after a removal.
     pub after: Option<Preview>,
@@ -189,17 +189,14 @@ pub fn plan(
             continue;
         }
         let current = layout.read_info(&entry.name)?;
+        let before = Some(preview_installed(layout, &current)?);
         let Some(reason) = update_reason(&current, entry, image) else {
             // As `apply` does: a newer image behind the same tag is `sysctr update`'s business.
-            steps.push(step(Change::Unchanged, format!("{image} with the same values")));
+            steps.push(PlannedStep { before, ..step(Change::Unchanged, format!("{image} with the same values")) });
             continue;
         };
         let after = preview_entry(layout, store.as_ref(), entry, image, Some(&current), target)?;
-        steps.push(PlannedStep {
-            before: Some(preview_installed(layout, &current)?),
-            after: Some(after),
-            ..step(Change::Update, reason)
-        });
+        steps.push(PlannedStep { before, after: Some(after), ..step(Change::Update, reason) });
     }
     if prune {
         for name in unlisted(layout, &entries)? {
