@@ -18,6 +18,7 @@ packages=(
   gnupg                                     # tests: GPG keys that sign images (skopeo --sign-by)
   dpkg-dev lintian rpm                      # packages: computed Depends, the .deb's check, rpmbuild
   mkosi debootstrap                         # tests: the OS image recipe of examples/os-image
+  python3-venv                              # tests: ansible-core's venv (the Ansible collection)
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -38,5 +39,12 @@ fi
 # loopback addresses.
 if [ -d /run/systemd/system ]; then
   systemctl disable --now docker-registry.service etcd.service containerd.service 2>/dev/null || true
+fi
+# ansible-core from PyPI for the Ansible collection's tests (Debian's is too old for it), in a
+# venv of Debian's Python, the one the managed test hosts run modules with.
+ansible_venv="$(dirname "$0")/../target/ansible-venv"
+if [ ! -x "$ansible_venv/bin/ansible-test" ]; then
+  /usr/bin/python3 -m venv "$ansible_venv"
+  "$ansible_venv/bin/pip" install -q --disable-pip-version-check 'ansible-core>=2.17,<2.20'
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }

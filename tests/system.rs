@@ -12,6 +12,8 @@ mod common;
 mod compat;
 #[path = "system/durable.rs"]
 mod durable;
+#[path = "system/fleet.rs"]
+mod fleet;
 #[path = "system/hostile.rs"]
 mod hostile;
 #[path = "system/names.rs"]

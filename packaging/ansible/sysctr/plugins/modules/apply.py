@@ -12,13 +12,14 @@ DOCUMENTATION = r'''
 module: apply
 short_description: Converge a host's system containers to a sysctr apply file
 description:
-  - Runs C(sysctr apply) on the managed host with a TOML file or directory there (O(src)), or with
+  - >-
+    Runs C(sysctr apply) on the managed host with a TOML file or directory there (O(src)), or with
     TOML text given to the task (O(content)): containers it lists are installed or updated, the
     others left alone (or uninstalled with O(prune)).
   - C(changed) and C(changes) are what sysctr reports; in check mode they are what
     C(sysctr apply --dry-run --json) predicts, and nothing is changed or fetched.
 author:
-  - sysctr contributors
+  - sysctr contributors (@sysctr)
 requirements:
   - sysctr on the managed host
 attributes:
@@ -50,7 +51,8 @@ options:
     type: str
     default: sysctr
 notes:
-  - A newer image behind an unchanged tag is left alone, as by C(sysctr apply); use M(sysctr.sysctr.container) with O(sysctr.sysctr.container#module:state=latest).
+  - A newer image behind an unchanged tag is left alone, as by C(sysctr apply); use M(sysctr.sysctr.container)
+    with O(sysctr.sysctr.container#module:state=latest).
 seealso:
   - module: sysctr.sysctr.container
 '''

@@ -12,18 +12,20 @@ DOCUMENTATION = r'''
 module: container
 short_description: Manage one system container installed by sysctr
 description:
-  - Installs, updates, starts, stops and removes a system container: an OCI image run by runc as a
+  - >-
+    Installs, updates, starts, stops and removes a system container: an OCI image run by runc as a
     systemd service, installed by C(sysctr) on the managed host.
   - The task describes the whole container, as an entry of a C(sysctr apply) file does; what it
     does not give takes sysctr's default. A container that differs from the task (image, values,
     readiness, listen addresses) is updated, with sysctr's automatic rollback when its new
     deployment does not start.
-  - Idempotent: what changed is decided by sysctr (C(apply --dry-run --json), C(update --check --json)),
+  - >-
+    Idempotent: what changed is decided by sysctr (C(apply --dry-run --json), C(update --check --json)),
     and a second run with the same arguments changes nothing.
   - In check mode nothing is changed or fetched; only O(state=latest) asks the registry for the
     digest behind the tag, without pulling layers.
 author:
-  - sysctr contributors
+  - sysctr contributors (@sysctr)
 requirements:
   - sysctr on the managed host
   - systemd on the managed host, unless O(root) is given

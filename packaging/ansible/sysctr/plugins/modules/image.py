@@ -17,7 +17,7 @@ description:
   - In check mode nothing is fetched; O(state=latest) asks the image's source for its digest
     (manifest and config only) to say whether a pull would change the store.
 author:
-  - sysctr contributors
+  - sysctr contributors (@sysctr)
 requirements:
   - sysctr on the managed host
 attributes:

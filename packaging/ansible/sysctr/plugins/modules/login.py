@@ -14,10 +14,11 @@ short_description: Save or remove a registry's credentials for sysctr's pulls
 description:
   - Runs C(sysctr login) on the managed host, which checks the credentials against the registry
     and saves them in a containers-auth.json(5) file, or C(sysctr logout).
-  - The registry is asked only when the saved credentials differ from the task's: a second run
+  - >-
+    The registry is asked only when the saved credentials differ from the task's: a second run
     with the same credentials changes nothing and sends nothing.
 author:
-  - sysctr contributors
+  - sysctr contributors (@sysctr)
 requirements:
   - sysctr on the managed host
 attributes:
@@ -26,6 +27,7 @@ attributes:
     description: Says whether the credentials would be saved or removed; the registry is not asked.
   diff_mode:
     support: none
+    description: No diff is returned; the credentials are never shown.
 options:
   registry:
     description: The registry, V(HOST[:PORT]).

@@ -1,0 +1,333 @@
+//! The Ansible collection (`packaging/ansible/sysctr`) driving three booted hosts: built by
+//! `ansible-galaxy collection build`, installed with `--no-deps`, its modules documented for
+//! `ansible-doc`, and run by `ansible-playbook` from ansible-core in a venv (tests/setup.sh) over
+//! hosts reached through nsenter (`tests/ansible/connection_plugins`). Each result is judged by
+//! what the module returned and by what systemd says on the hosts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use super::auto_update::install_shipped_units;
+use super::common::*;
+use super::{greeting, unit_property, wait_active, Setup};
+
+/// ansible-core's commands, from the venv tests/setup.sh makes (or `SYSCTR_TEST_ANSIBLE_BIN`).
+fn ansible_bin() -> PathBuf {
+    match std::env::var_os("SYSCTR_TEST_ANSIBLE_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ansible-venv/bin"),
+    }
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// An Ansible controller on this machine, with the collection built and installed in `dir`.
+struct Controller {
+    dir: PathBuf,
+}
+
+impl Controller {
+    fn new(dir: &Path) -> Result<Controller> {
+        let controller = Controller { dir: dir.to_path_buf() };
+        let built = Command::new("bash")
+            .arg(repo().join("packaging/ansible/build.sh"))
+            .arg(dir.join("dist"))
+            .env("ANSIBLE_BIN", ansible_bin())
+            .env("PYTHONWARNINGS", "ignore::UserWarning")
+            .output()?;
+        if !built.status.success() {
+            bail!("building the collection: {}", describe_output(&built));
+        }
+        let tarball = String::from_utf8_lossy(&built.stdout).trim().to_string();
+        let installed = controller
+            .command("ansible-galaxy")
+            .args(["collection", "install", "--no-deps", "-p"])
+            .arg(dir.join("collections"))
+            .arg(&tarball)
+            .output()?;
+        if !installed.status.success() {
+            bail!("installing {tarball}: {}", describe_output(&installed));
+        }
+        Ok(controller)
+    }
+
+    /// One of ansible-core's commands, with this controller's configuration and collections.
+    fn command(&self, tool: &str) -> Command {
+        let mut command = Command::new(ansible_bin().join(tool));
+        command
+            .env("ANSIBLE_CONFIG", repo().join("tests/ansible/ansible.cfg"))
+            .env("ANSIBLE_COLLECTIONS_PATH", self.dir.join("collections"))
+            .env("ANSIBLE_HOME", self.dir.join("ansible-home"))
+            .env("ANSIBLE_LOCAL_TEMP", self.dir.join("ansible-tmp"))
+            .env("ANSIBLE_NOCOLOR", "1")
+            .env("PYTHONWARNINGS", "ignore::UserWarning")
+            .current_dir(&self.dir);
+        command
+    }
+
+    /// An inventory of `hosts` in the group `nodes`, each with its own variables.
+    fn inventory(&self, hosts: &[(&TestHost, Value)]) -> Result<PathBuf> {
+        let mut nodes = serde_json::Map::new();
+        for (host, vars) in hosts {
+            let mut vars = vars.as_object().cloned().unwrap_or_default();
+            vars.insert("ansible_connection".into(), json!("nsenter_host"));
+            vars.insert("ansible_nsenter_pid".into(), json!(host.leader()));
+            nodes.insert(host.name().to_string(), Value::Object(vars));
+        }
+        let path = self.dir.join("inventory.json");
+        std::fs::write(&path, serde_json::to_vec(&json!({ "nodes": { "hosts": nodes } }))?)?;
+        Ok(path)
+    }
+
+    /// Runs `playbook` with `vars` and `flags`; returns its output and, per host, the result
+    /// the playbook kept (for `tests/ansible/container.yml`).
+    fn playbook(
+        &self,
+        inventory: &Path,
+        playbook: &Path,
+        vars: Value,
+        flags: &[&str],
+    ) -> Result<(Output, BTreeMap<String, Value>)> {
+        let results = self.dir.join("results");
+        if results.exists() {
+            std::fs::remove_dir_all(&results)?;
+        }
+        std::fs::create_dir_all(&results)?;
+        let mut vars = vars;
+        vars["results"] = json!(results);
+        let out = self
+            .command("ansible-playbook")
+            .arg("-i")
+            .arg(inventory)
+            .arg("-e")
+            .arg(vars.to_string())
+            .args(flags)
+            .arg(playbook)
+            .output()?;
+        let mut kept = BTreeMap::new();
+        for entry in std::fs::read_dir(&results)? {
+            let path = entry?.path();
+            let host = path.file_stem().context("result file")?.to_string_lossy().into_owned();
+            kept.insert(host, serde_json::from_slice(&std::fs::read(&path)?)?);
+        }
+        Ok((out, kept))
+    }
+}
+
+/// The PLAY RECAP's counters of each host (`ok`, `changed`, `failed`, …).
+fn recap(out: &Output) -> BTreeMap<String, BTreeMap<String, u32>> {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Some((_, recap)) = text.split_once("PLAY RECAP") else { return BTreeMap::new() };
+    recap
+        .lines()
+        .filter_map(|line| {
+            let (host, counters) = line.split_once(" : ")?;
+            let counters = counters
+                .split_whitespace()
+                .filter_map(|c| c.split_once('=').and_then(|(k, v)| Some((k.to_string(), v.parse().ok()?))))
+                .collect();
+            Some((host.trim().to_string(), counters))
+        })
+        .collect()
+}
+
+/// Asserts that the playbook succeeded and that each host's recap counts `changed` changes.
+fn assert_recap(out: &Output, hosts: &[TestHost], changed: u32) {
+    assert!(out.status.success(), "ansible-playbook failed: {}", describe_output(out));
+    let recap = recap(out);
+    for host in hosts {
+        let counters = recap.get(host.name()).unwrap_or_else(|| panic!("{} not in the recap: {recap:?}", host.name()));
+        assert_eq!(
+            (counters.get("changed"), counters.get("failed"), counters.get("unreachable")),
+            (Some(&changed), Some(&0), Some(&0)),
+            "{}: {}",
+            host.name(),
+            describe_output(out)
+        );
+    }
+}
+
+/// How many times systemd started `unit` on `host`, from its journal.
+fn starts(host: &TestHost, unit: &str) -> usize {
+    let out = host.exec_ok(&["journalctl", "--no-pager", "-o", "cat", "-u", unit]).unwrap();
+    out.lines().filter(|line| line.starts_with(&format!("Started {unit}"))).count()
+}
+
+fn status(host: &TestHost, name: &str) -> Value {
+    let out = host.run_sysctr(&["status", "--json", name]).unwrap();
+    assert!(out.status.success(), "{}", describe_output(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_collection_drives_three_hosts_idempotently_with_check_and_diff() -> Result<()> {
+    let setup = Setup::new();
+    let image = setup.push(&hello_image(), "demo/hello");
+    let controller = Controller::new(&setup.work)?;
+    for module in ["container", "apply", "image", "login"] {
+        let doc = controller.command("ansible-doc").arg(format!("sysctr.sysctr.{module}")).output()?;
+        let text = String::from_utf8_lossy(&doc.stdout);
+        assert!(
+            doc.status.success() && text.contains("EXAMPLES") && text.contains("RETURN VALUES"),
+            "ansible-doc {module}: {}",
+            describe_output(&doc)
+        );
+    }
+
+    let hosts = [TestHost::boot()?, TestHost::boot()?, TestHost::boot()?];
+    for host in &hosts {
+        install_shipped_units(host, &["sysctr-apply.service", "sysctr-apply.path"])?;
+    }
+    let inventory = controller.inventory(&hosts.iter().map(|h| (h, json!({}))).collect::<Vec<_>>())?;
+    let playbook = repo().join("tests/ansible/container.yml");
+    let run = |vars: Value, flags: &[&str]| controller.playbook(&inventory, &playbook, vars, flags).unwrap();
+    let with = |receiver: &str| json!({ "image": image, "container_values": { "RECEIVER": receiver } });
+
+    // Installed with values on all three.
+    let (out, results) = run(with("A"), &[]);
+    assert_recap(&out, &hosts, 1);
+    for host in &hosts {
+        let result = &results[host.name()];
+        assert_eq!(result["container"]["current"]["values"]["RECEIVER"], "A", "{result}");
+        wait_active(host, "hello.service");
+        greeting(host, "A");
+    }
+    let invocation = |host: &TestHost| unit_property(host, "hello.service", "InvocationID");
+    let before: Vec<(String, usize)> = hosts.iter().map(|h| (invocation(h), starts(h, "hello.service"))).collect();
+
+    // The same again: nothing changes, nothing restarts.
+    let (out, results) = run(with("A"), &[]);
+    assert_recap(&out, &hosts, 0);
+    for (host, before) in hosts.iter().zip(&before) {
+        assert_eq!(results[host.name()]["actions"], json!([]), "{}", results[host.name()]);
+        assert_eq!(&(invocation(host), starts(host, "hello.service")), before, "{} restarted", host.name());
+    }
+
+    // Check and diff of a change of values: predicted, shown, not made.
+    let (out, results) = run(with("B"), &["--check", "--diff"]);
+    assert_recap(&out, &hosts, 1);
+    for (host, before) in hosts.iter().zip(&before) {
+        let result = &results[host.name()];
+        let diff = &result["diff"];
+        let (was, will) = (diff["before"].as_str().unwrap(), diff["after"].as_str().unwrap());
+        assert!(was.contains("  RECEIVER: A\n") && will.contains("  RECEIVER: B\n"), "{result}");
+        assert!(was.contains("unit:\n") && will.contains("ExecStart="), "the unit is not in the diff: {result}");
+        assert!(result["actions"][0].as_str().unwrap().starts_with("update hello: values of RECEIVER change"));
+        assert_eq!(status(host, "hello")["current"]["values"]["RECEIVER"], "A");
+        assert_eq!(&(invocation(host), starts(host, "hello.service")), before, "--check restarted {}", host.name());
+    }
+    assert!(String::from_utf8_lossy(&out.stdout).contains("+  RECEIVER: B"), "{}", describe_output(&out));
+
+    // The change itself: one restart per host, then nothing again.
+    let (out, _) = run(with("B"), &[]);
+    assert_recap(&out, &hosts, 1);
+    for (host, before) in hosts.iter().zip(&before) {
+        greeting(host, "B");
+        assert_eq!(starts(host, "hello.service"), before.1 + 1, "{}", host.journal("hello.service"));
+    }
+    let (out, _) = run(with("B"), &[]);
+    assert_recap(&out, &hosts, 0);
+
+    // A newer image behind the tag: `latest` sees it in check mode without pulling, then takes it once.
+    setup.push(&hello_image().layer(Layer::gzip().file("usr/share/newer", "1", 0o644)), "demo/hello");
+    let latest = |may_fail: bool| json!({ "image": image, "state": "latest", "may_fail": may_fail,
+        "container_values": { "RECEIVER": "B" } });
+    let installed: Vec<Value> = hosts.iter().map(|h| status(h, "hello")["current"]["manifest_digest"].clone()).collect();
+    let (out, results) = run(latest(false), &["--check", "--diff"]);
+    assert_recap(&out, &hosts, 1);
+    let mut predicted = Vec::new();
+    for (host, installed) in hosts.iter().zip(&installed) {
+        let after = results[host.name()]["diff"]["after"].as_str().unwrap().to_string();
+        let digest = after.lines().find_map(|l| l.strip_prefix("manifest_digest: ")).unwrap().to_string();
+        assert_ne!(json!(digest), *installed, "{after}");
+        assert_eq!(status(host, "hello")["current"]["manifest_digest"], *installed, "--check updated");
+        let images = host.run_sysctr(&["images", "--json", &image])?;
+        assert!(String::from_utf8_lossy(&images.stdout).contains(installed.as_str().unwrap()), "--check pulled");
+        predicted.push(digest);
+    }
+    let (out, _) = run(latest(false), &[]);
+    assert_recap(&out, &hosts, 1);
+    for (host, predicted) in hosts.iter().zip(&predicted) {
+        assert_eq!(status(host, "hello")["current"]["manifest_digest"], json!(predicted));
+        wait_active(host, "hello.service");
+    }
+    let (out, _) = run(latest(false), &[]);
+    assert_recap(&out, &hosts, 0);
+
+    // A newer image that does not start: the task fails with sysctr's reason; the host is rolled back.
+    let breaking = "[Service]\nExecStartPre=/bin/false\nExecStart=$EXEC_START\n[Install]\nWantedBy=multi-user.target\n";
+    setup.push(&hello_image().layer(Layer::gzip().file("exports/service.template", breaking, 0o644)), "demo/hello");
+    let (out, results) = run(latest(true), &[]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    for (host, predicted) in hosts.iter().zip(&predicted) {
+        let result = &results[host.name()];
+        assert_eq!(result["failed"], true, "{result}");
+        let msg = result["msg"].as_str().unwrap();
+        assert!(msg.contains("rolled back") && !msg.contains('\n'), "{msg}");
+        assert_eq!(status(host, "hello")["current"]["manifest_digest"], json!(predicted));
+        wait_active(host, "hello.service");
+    }
+
+    // Absent: nothing of it is left; a second run has nothing to do.
+    let absent = json!({ "image": image, "state": "absent" });
+    let (out, results) = run(absent.clone(), &["--diff"]);
+    assert_recap(&out, &hosts, 1);
+    for host in &hosts {
+        assert!(results[host.name()]["diff"]["before"].as_str().unwrap().contains("RECEIVER: B"));
+        assert!(!host.root().join("etc/systemd/system/hello.service").exists());
+        let left = std::fs::read_dir(host.root().join("var/lib/sysctr/deployments"))?.count();
+        assert_eq!(left, 0, "deployments left on {}", host.name());
+        assert_eq!(unit_property(host, "hello.service", "LoadState"), "not-found");
+    }
+    let (out, _) = run(absent, &[]);
+    assert_recap(&out, &hosts, 0);
+    Ok(())
+}
+
+#[test]
+fn the_node_role_brings_up_the_chain_on_three_hosts() -> Result<()> {
+    let setup = Setup::new();
+    prepare_node(&setup.registry, &setup.work)?;
+    let controller = Controller::new(&setup.work)?;
+    let hosts = [TestHost::boot()?, TestHost::boot()?, TestHost::boot()?];
+    let mut inventory = Vec::new();
+    for (n, host) in hosts.iter().enumerate() {
+        install_shipped_units(host, &["sysctr-apply.service", "sysctr-apply.path"])?;
+        // This machine enables Debian's own etcd and containerd, which the test host masks.
+        host.exec_ok(&["systemctl", "unmask", "etcd.service", "containerd.service"])?;
+        // The hosts share this machine's network namespace: etcd ports of their own, away from
+        // the 2379 of the other tests.
+        let port = 12379 + 10_000 * n;
+        inventory.push((host, json!({ "etcd_client_port": port, "etcd_peer_port": port + 1 })));
+    }
+    let inventory = controller.inventory(&inventory)?;
+    let playbook = repo().join("examples/ansible/k8s-node.yml");
+    let vars = json!({ "registry": setup.registry.addr() });
+
+    let (out, _) = controller.playbook(&inventory, &playbook, vars.clone(), &[])?;
+    assert!(out.status.success(), "{}", describe_output(&out));
+    for host in &hosts {
+        for unit in ["etcd.service", "flannel.service", "containerd.service"] {
+            assert_eq!(unit_property(host, unit, "ActiveState"), "active", "{unit} on {}", host.name());
+        }
+        assert!(cri_serving(host), "CRI is not served on {}", host.name());
+        assert!(host.root().join("etc/sysctr/node.toml").is_file());
+        assert_eq!(unit_property(host, "sysctr-apply.path", "UnitFileState"), "enabled");
+    }
+    let invocations: Vec<String> =
+        hosts.iter().map(|h| unit_property(h, "containerd.service", "InvocationID")).collect();
+
+    // Again: nothing to change, nothing restarted.
+    let (out, _) = controller.playbook(&inventory, &playbook, vars, &[])?;
+    assert_recap(&out, &hosts, 0);
+    for (host, invocation) in hosts.iter().zip(&invocations) {
+        assert_eq!(&unit_property(host, "containerd.service", "InvocationID"), invocation);
+    }
+    Ok(())
+}
