@@ -56,7 +56,19 @@ impl TestHost {
         Self::boot_this_machine(true)
     }
 
+    /// As [`boot`](Self::boot), stopping before the boot: its root can be composed from outside
+    /// first, as an OS image is before its first boot; [`start`](Self::start) boots it.
+    pub fn unbooted() -> Result<TestHost> {
+        Self::prepare_this_machine(false)
+    }
+
     fn boot_this_machine(private_network: bool) -> Result<TestHost> {
+        let mut host = Self::prepare_this_machine(private_network)?;
+        host.start()?;
+        Ok(host)
+    }
+
+    fn prepare_this_machine(private_network: bool) -> Result<TestHost> {
         let mut host = TestHost::new("testhost.", "th", private_network)?;
         host.mount_overlay(Path::new("/"))?;
         let root = host.root().to_string_lossy().into_owned();
@@ -68,7 +80,6 @@ impl TestHost {
         }
         cmd_ok(&["systemd-machine-id-setup", &format!("--root={root}")])?;
         host.mask(&units_to_mask(&host.root()))?;
-        host.start()?;
         Ok(host)
     }
 
@@ -190,7 +201,8 @@ impl TestHost {
         self.boots
     }
 
-    fn start(&mut self) -> Result<()> {
+    /// Boots the host and waits (≤ 60 s) for `running` or `degraded`.
+    pub fn start(&mut self) -> Result<()> {
         self.start_with(|_| {})
     }
 

@@ -85,6 +85,14 @@ impl Controller {
         Ok(path)
     }
 
+    /// An inventory of one host, `composer`: this machine, through the `local` connection.
+    fn local_inventory(&self) -> Result<PathBuf> {
+        let path = self.dir.join("local.json");
+        let composer = json!({ "ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3" });
+        std::fs::write(&path, serde_json::to_vec(&json!({ "all": { "hosts": { "composer": composer } } }))?)?;
+        Ok(path)
+    }
+
     /// Runs `playbook` with `vars` and `flags`; returns its output and, per host, the result
     /// the playbook kept (for `tests/ansible/container.yml`).
     fn playbook(
@@ -329,5 +337,47 @@ fn the_node_role_brings_up_the_chain_on_three_hosts() -> Result<()> {
     for (host, invocation) in hosts.iter().zip(&invocations) {
         assert_eq!(&unit_property(host, "containerd.service", "InvocationID"), invocation);
     }
+    Ok(())
+}
+
+#[test]
+fn the_container_module_composes_an_offline_root_that_boots_with_it() -> Result<()> {
+    let setup = Setup::new();
+    let image = setup.push(&hello_image(), "demo/hello");
+    let controller = Controller::new(&setup.work)?;
+    let mut host = TestHost::unbooted()?;
+    let root = host.root();
+    // sysctr where the package puts it: the units composed into a root call it at its boot.
+    std::fs::copy(sysctr_bin(), root.join("usr/bin/sysctr"))?;
+    std::fs::create_dir_all(root.join("usr/libexec/sysctr"))?;
+    std::fs::copy(sysctr_bin().with_file_name("sysctr-supervise"), root.join("usr/libexec/sysctr/sysctr-supervise"))?;
+    let inventory = controller.local_inventory()?;
+    let playbook = repo().join("tests/ansible/compose.yml");
+    let vars = json!({ "image": image, "root": root, "receiver": "Offline", "sysctr": sysctr_bin() });
+    let deployment = root.join("var/lib/sysctr/deployments/hello");
+    let unit = root.join("etc/systemd/system/hello.service");
+
+    let (out, results) = controller.playbook(&inventory, &playbook, vars.clone(), &["--check"])?;
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let predicted = &results["composer"];
+    assert_eq!(predicted["changed"], true, "{predicted}");
+    assert!(predicted["actions"][0].as_str().unwrap().starts_with("install hello"), "{predicted}");
+    assert!(!unit.exists() && std::fs::symlink_metadata(&deployment).is_err(), "--check wrote into the root");
+
+    let (out, results) = controller.playbook(&inventory, &playbook, vars.clone(), &[])?;
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let done = &results["composer"];
+    assert_eq!((done["changed"].as_bool(), done["actions"].clone()), (Some(true), predicted["actions"].clone()));
+    assert_eq!(done["container"]["current"]["values"]["RECEIVER"], "Offline", "{done}");
+    let wants = root.join("etc/systemd/system/multi-user.target.wants/hello.service");
+    assert!(unit.is_file() && std::fs::symlink_metadata(wants).is_ok(), "not installed and enabled in the root");
+    let (out, results) = controller.playbook(&inventory, &playbook, vars, &[])?;
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert_eq!(results["composer"]["changed"], false, "{}", results["composer"]);
+
+    // The root's first boot runs it.
+    host.start()?;
+    wait_active(&host, "hello.service");
+    greeting(&host, "Offline");
     Ok(())
 }
