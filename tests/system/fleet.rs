@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::auto_update::install_shipped_units;
 use super::common::*;
-use super::{greeting, unit_property, wait_active, Setup};
+use super::{greeting, host_file, unit_property, wait_active, Setup};
 
 /// ansible-core's commands, from the venv tests/setup.sh makes (or `SYSCTR_TEST_ANSIBLE_BIN`).
 fn ansible_bin() -> PathBuf {
@@ -244,9 +244,12 @@ fn the_collection_drives_three_hosts_idempotently_with_check_and_diff() -> Resul
 
     // A newer image behind the tag: `latest` sees it in check mode without pulling, then takes it once.
     setup.push(&hello_image().layer(Layer::gzip().file("usr/share/newer", "1", 0o644)), "demo/hello");
-    let latest = |may_fail: bool| json!({ "image": image, "state": "latest", "may_fail": may_fail,
-        "container_values": { "RECEIVER": "B" } });
-    let installed: Vec<Value> = hosts.iter().map(|h| status(h, "hello")["current"]["manifest_digest"].clone()).collect();
+    let latest = |may_fail: bool| {
+        json!({ "image": image, "state": "latest", "may_fail": may_fail,
+        "container_values": { "RECEIVER": "B" } })
+    };
+    let installed: Vec<Value> =
+        hosts.iter().map(|h| status(h, "hello")["current"]["manifest_digest"].clone()).collect();
     let (out, results) = run(latest(false), &["--check", "--diff"]);
     assert_recap(&out, &hosts, 1);
     let mut predicted = Vec::new();
@@ -379,5 +382,92 @@ fn the_container_module_composes_an_offline_root_that_boots_with_it() -> Result<
     host.start()?;
     wait_active(&host, "hello.service");
     greeting(&host, "Offline");
+    Ok(())
+}
+
+#[test]
+fn the_login_and_image_modules_save_credentials_and_follow_digests() -> Result<()> {
+    let registry = Registry::start_with_password("deploy", "s3cret")?;
+    let work = tempfile::Builder::new().prefix("sysctr-st.").tempdir_in("/var/tmp")?;
+    let push = |image: &Image| -> Result<String> {
+        let layout = work.path().join("layout");
+        let _ = std::fs::remove_dir_all(&layout);
+        image.write_oci_layout(&layout, "latest")?;
+        let reference = registry.image_ref("demo/hello:latest");
+        push_with_credentials(&layout, "latest", &reference, "deploy:s3cret")?;
+        Ok(reference)
+    };
+    let image = push(&hello_image())?;
+    let controller = Controller::new(work.path())?;
+    let host = TestHost::boot()?;
+    install_shipped_units(&host, &["sysctr-auto-update.service"])?;
+    let inventory = controller.inventory(&[(&host, json!({}))])?;
+    let playbook = repo().join("tests/ansible/registry.yml");
+    let authfile = "/etc/containers/auth.json";
+    let run = |vars: Value, flags: &[&str]| -> Value {
+        let mut vars = vars;
+        vars["registry"] = json!(registry.addr());
+        vars["authfile"] = json!(authfile);
+        vars["image"] = json!(image);
+        let (out, results) = controller.playbook(&inventory, &playbook, vars, flags).unwrap();
+        assert!(out.status.success(), "{}", describe_output(&out));
+        results[host.name()].clone()
+    };
+    let saved = || host_file(&host, authfile);
+    let login =
+        |password: &str| json!({ "module": "login", "state": "present", "username": "deploy", "password": password });
+
+    // Credentials: predicted, saved once, then left alone; wrong ones are refused and change nothing.
+    let result = run(login("s3cret"), &["--check"]);
+    assert_eq!((result["changed"].as_bool(), saved()), (Some(true), None), "{result}");
+    let result = run(login("s3cret"), &[]);
+    assert_eq!(result["changed"], true, "{result}");
+    let file = saved().expect("the auth file");
+    assert!(file.contains(&registry.addr()) && !file.contains("s3cret"), "{file}");
+    assert_eq!(run(login("s3cret"), &[])["changed"], false);
+    let result = run(login("wrong"), &[]);
+    let msg = result["msg"].as_str().unwrap_or_default();
+    assert!(result["failed"] == true && !msg.is_empty() && !msg.contains('\n'), "{result}");
+    assert_eq!(saved().as_deref(), Some(file.as_str()), "refused credentials were saved");
+
+    // The image: check mode pulls nothing; present pulls once; latest follows the tag.
+    let image_step = |state: &str| json!({ "module": "image", "state": state });
+    let stored = || -> Vec<Value> {
+        let out = host.run_sysctr(&["images", "--json"]).unwrap();
+        json_items(&out.stdout, "ImageList")
+    };
+    let result = run(image_step("present"), &["--check"]);
+    assert_eq!(result["changed"], true, "{result}");
+    assert!(stored().is_empty(), "--check pulled");
+    let result = run(image_step("present"), &[]);
+    assert_eq!(result["changed"], true, "{result}");
+    let first = result["image"]["manifest_digest"].clone();
+    assert_eq!(stored()[0]["manifest_digest"], first);
+    assert_eq!(run(image_step("present"), &[])["changed"], false);
+    assert_eq!(run(image_step("latest"), &[])["changed"], false);
+
+    push(&hello_image().layer(Layer::gzip().file("usr/share/newer", "1", 0o644)))?;
+    assert_eq!(run(image_step("present"), &[])["changed"], false, "present follows the tag");
+    let result = run(image_step("latest"), &["--check", "--diff"]);
+    assert_eq!(result["changed"], true, "{result}");
+    let predicted =
+        result["diff"]["after"].as_str().unwrap().trim().trim_start_matches("manifest_digest: ").to_string();
+    assert_ne!(json!(predicted), first);
+    assert_eq!(stored()[0]["manifest_digest"], first, "--check pulled");
+    let result = run(image_step("latest"), &[]);
+    assert_eq!(
+        (result["changed"].as_bool(), result["image"]["manifest_digest"].clone()),
+        (Some(true), json!(predicted))
+    );
+    assert_eq!(run(image_step("latest"), &[])["changed"], false);
+
+    // Removed, then nothing to remove; the credentials likewise.
+    assert_eq!(run(image_step("absent"), &[])["changed"], true);
+    assert!(stored().is_empty());
+    assert_eq!(run(image_step("absent"), &[])["changed"], false);
+    let logout = json!({ "module": "login", "state": "absent" });
+    assert_eq!(run(logout.clone(), &[])["changed"], true);
+    assert!(!saved().unwrap_or_default().contains(&registry.addr()));
+    assert_eq!(run(logout, &[])["changed"], false);
     Ok(())
 }

@@ -185,7 +185,10 @@ pub fn plan(
         }
         if !layout.link(&entry.name).exists() {
             let after = preview_entry(layout, store.as_ref(), entry, image, None, target)?;
-            steps.push(PlannedStep { after: Some(after), ..step(Change::Install, format!("not installed; from {image}")) });
+            steps.push(PlannedStep {
+                after: Some(after),
+                ..step(Change::Install, format!("not installed; from {image}"))
+            });
             continue;
         }
         let current = layout.read_info(&entry.name)?;
@@ -262,12 +265,8 @@ fn preview_entry(
     current: Option<&Deployment>,
     target: Target,
 ) -> Result<Preview> {
-    let mut preview = Preview {
-        image: image.canonical(),
-        manifest_digest: None,
-        values: entry.set.clone(),
-        unit: None,
-    };
+    let mut preview =
+        Preview { image: image.canonical(), manifest_digest: None, values: entry.set.clone(), unit: None };
     let Some(store) = store else { return Ok(preview) };
     let Some(stored) = store.image(&image.canonical())? else { return Ok(preview) };
     let runtime = match current {

@@ -20,6 +20,7 @@ COMMON_ARGS = dict(
     executable=dict(type='str', default='sysctr'),
     root=dict(type='path'),
     storage=dict(type='path'),
+    authfile=dict(type='path'),
 )
 
 
@@ -46,8 +47,10 @@ class Sysctr(object):
         """Runs ``sysctr ARGS``; fails the module with sysctr's own error on another exit status."""
         argv = self.argv(args)
         self.commands.append(argv)
-        rc, out, err = self.module.run_command(
-            argv, data=data, binary_data=data is not None, environ_update={'RUST_BACKTRACE': '0', 'NO_COLOR': '1'})
+        environ = {'RUST_BACKTRACE': '0', 'NO_COLOR': '1'}
+        if self.module.params.get('authfile'):
+            environ['REGISTRY_AUTH_FILE'] = self.module.params['authfile']
+        rc, out, err = self.module.run_command(argv, data=data, binary_data=data is not None, environ_update=environ)
         if rc not in ok_codes:
             self.fail(rc, out, err, argv)
         return rc, out, err
@@ -125,5 +128,5 @@ def toml_value(value):
 
 def toml_string(text):
     """A TOML basic string. JSON's escapes are TOML's, once characters outside the BMP are kept as
-    they are (TOML has no surrogate pairs)."""
-    return json.dumps(text, ensure_ascii=False)
+    they are (TOML has no surrogate pairs) and DEL, which JSON leaves raw, is escaped."""
+    return json.dumps(text, ensure_ascii=False).replace('\x7f', '\\u007f')

@@ -46,6 +46,11 @@ options:
   storage:
     description: sysctr's storage directory (C(--storage)).
     type: path
+  authfile:
+    description:
+      - The registry credentials file (containers-auth.json(5)) to pull with, instead of sysctr's usual ones,
+        as M(sysctr.sysctr.login) saved it.
+    type: path
   executable:
     description: The sysctr binary on the managed host, by path or by name in E(PATH).
     type: str

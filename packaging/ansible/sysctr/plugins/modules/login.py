@@ -43,7 +43,10 @@ options:
     description:
       - The auth file to write (C(--authfile)).
       - By default sysctr's, C($XDG_RUNTIME_DIR/containers/auth.json) or C(/run/containers/UID/auth.json),
-        which does not outlive a reboot; give a file such as C(/etc/containers/auth.json) for pulls at boot.
+        which does not outlive a reboot.
+      - For pulls at boot and by the auto-update timer, give a file such as C(/etc/containers/auth.json), the same
+        O(sysctr.sysctr.container#module:authfile) to the other modules, and C(REGISTRY_AUTH_FILE=) that file in
+        C(/etc/default/sysctr), which C(sysctr-apply.service) and C(sysctr-auto-update.service) read.
     type: path
   tls_verify:
     description: Require HTTPS and verify the registry's certificate (V(false) for a plain HTTP registry).
