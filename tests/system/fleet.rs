@@ -232,10 +232,12 @@ fn the_collection_drives_three_hosts_idempotently_with_check_and_diff() -> Resul
     }
     assert!(String::from_utf8_lossy(&out.stdout).contains("+  RECEIVER: B"), "{}", describe_output(&out));
 
-    // The change itself: one restart per host, then nothing again.
-    let (out, _) = run(with("B"), &[]);
+    // The change itself, as predicted: one restart per host, then nothing again.
+    let checked = results;
+    let (out, results) = run(with("B"), &[]);
     assert_recap(&out, &hosts, 1);
     for (host, before) in hosts.iter().zip(&before) {
+        assert_eq!(results[host.name()]["actions"], checked[host.name()]["actions"], "--check predicted otherwise");
         greeting(host, "B");
         assert_eq!(starts(host, "hello.service"), before.1 + 1, "{}", host.journal("hello.service"));
     }
@@ -262,9 +264,11 @@ fn the_collection_drives_three_hosts_idempotently_with_check_and_diff() -> Resul
         assert!(String::from_utf8_lossy(&images.stdout).contains(installed.as_str().unwrap()), "--check pulled");
         predicted.push(digest);
     }
-    let (out, _) = run(latest(false), &[]);
+    let checked = results;
+    let (out, results) = run(latest(false), &[]);
     assert_recap(&out, &hosts, 1);
     for (host, predicted) in hosts.iter().zip(&predicted) {
+        assert_eq!(results[host.name()]["actions"], checked[host.name()]["actions"], "--check predicted otherwise");
         assert_eq!(status(host, "hello")["current"]["manifest_digest"], json!(predicted));
         wait_active(host, "hello.service");
     }
