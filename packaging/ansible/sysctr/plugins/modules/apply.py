@@ -20,8 +20,9 @@ description:
     C(sysctr apply --dry-run --json) predicts, and nothing is changed or fetched.
 author:
   - sysctr contributors (@sysctr)
-requirements:
-  - sysctr on the managed host
+extends_documentation_fragment:
+  - sysctr.sysctr.sysctr
+  - sysctr.sysctr.sysctr.target
 attributes:
   check_mode:
     support: full
@@ -40,21 +41,6 @@ options:
     description: Also uninstall the containers the file does not list.
     type: bool
     default: false
-  root:
-    description: Converge an OS image's root directory offline instead of the running host (C(sysctr --root)).
-    type: path
-  storage:
-    description: sysctr's storage directory (C(--storage)).
-    type: path
-  authfile:
-    description:
-      - The registry credentials file (containers-auth.json(5)) to pull with, instead of sysctr's usual ones,
-        as M(sysctr.sysctr.login) saved it.
-    type: path
-  executable:
-    description: The sysctr binary on the managed host, by path or by name in E(PATH).
-    type: str
-    default: sysctr
 notes:
   - A newer image behind an unchanged tag is left alone, as by C(sysctr apply); use M(sysctr.sysctr.container)
     with O(sysctr.sysctr.container#module:state=latest).

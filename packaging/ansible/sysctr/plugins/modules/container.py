@@ -27,9 +27,10 @@ description:
 author:
   - sysctr contributors (@sysctr)
 requirements:
-  - sysctr on the managed host
   - systemd on the managed host, unless O(root) is given
-extends_documentation_fragment: []
+extends_documentation_fragment:
+  - sysctr.sysctr.sysctr
+  - sysctr.sysctr.sysctr.target
 attributes:
   check_mode:
     support: full
@@ -89,23 +90,6 @@ options:
   start_timeout:
     description: How long a start may take to reach ready (a duration such as V(90s)).
     type: str
-  root:
-    description:
-      - Compose an OS image's root directory offline instead of the running host (C(sysctr --root)).
-      - Files only; nothing is started or stopped.
-    type: path
-  storage:
-    description: sysctr's storage directory (C(--storage)), inside O(root) when both are given.
-    type: path
-  authfile:
-    description:
-      - The registry credentials file (containers-auth.json(5)) to pull with, instead of sysctr's usual ones,
-        as M(sysctr.sysctr.login) saved it.
-    type: path
-  executable:
-    description: The sysctr binary on the managed host, by path or by name in E(PATH).
-    type: str
-    default: sysctr
 notes:
   - The image is verified as C(sysctr) verifies it (digests, the host's signature policy).
 seealso:

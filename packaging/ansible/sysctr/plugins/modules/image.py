@@ -18,8 +18,9 @@ description:
     (manifest and config only) to say whether a pull would change the store.
 author:
   - sysctr contributors (@sysctr)
-requirements:
-  - sysctr on the managed host
+extends_documentation_fragment:
+  - sysctr.sysctr.sysctr
+  - sysctr.sysctr.sysctr.target
 attributes:
   check_mode:
     support: full
@@ -40,21 +41,6 @@ options:
     type: str
     choices: [present, latest, absent]
     default: present
-  root:
-    description: Work on an OS image's root directory instead of the running host (C(sysctr --root)).
-    type: path
-  storage:
-    description: sysctr's storage directory (C(--storage)).
-    type: path
-  authfile:
-    description:
-      - The registry credentials file (containers-auth.json(5)) to pull with, instead of sysctr's usual ones,
-        as M(sysctr.sysctr.login) saved it.
-    type: path
-  executable:
-    description: The sysctr binary on the managed host, by path or by name in E(PATH).
-    type: str
-    default: sysctr
 seealso:
   - module: sysctr.sysctr.container
 '''

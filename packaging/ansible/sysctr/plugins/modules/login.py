@@ -19,8 +19,8 @@ description:
     with the same credentials changes nothing and sends nothing.
 author:
   - sysctr contributors (@sysctr)
-requirements:
-  - sysctr on the managed host
+extends_documentation_fragment:
+  - sysctr.sysctr.sysctr
 attributes:
   check_mode:
     support: full
@@ -56,10 +56,6 @@ options:
     type: str
     choices: [present, absent]
     default: present
-  executable:
-    description: The sysctr binary on the managed host, by path or by name in E(PATH).
-    type: str
-    default: sysctr
 seealso:
   - module: sysctr.sysctr.image
 '''
