@@ -556,3 +556,33 @@ async fn apply_tries_an_unreachable_registry_again_within_its_bound() {
     assert!(!format!("{err:#}").contains("gave up"), "{err:#}");
     assert!(started.elapsed() < std::time::Duration::from_secs(1));
 }
+
+/// `apply --dry-run --json` shows an installed container's unit, read from its slot: never a
+/// file a symlink there points to, which under `--root` would be the composing machine's.
+#[tokio::test]
+async fn a_plan_reads_an_installed_unit_beneath_the_deployments_only() {
+    let host = host();
+    let file = host.root.join("node.toml");
+    std::fs::write(&file, format!("[[container]]\nname = \"svc\"\nimage = \"{IMAGE}\"\nset = {{ A = \"1\" }}\n"))
+        .unwrap();
+    let options = ApplyOptions {
+        registry: RegistryOptions::default(),
+        prune: false,
+        wait_online: None,
+        pull_retry: std::time::Duration::ZERO,
+    };
+    apply(&host.layout, &file, &options, &Fake::new()).await.unwrap();
+    std::fs::write(&file, format!("[[container]]\nname = \"svc\"\nimage = \"{IMAGE}\"\nset = {{ A = \"2\" }}\n"))
+        .unwrap();
+    let steps = plan(&host.layout, &file, &options.registry, false, crate::systemd::Target::Booted).unwrap();
+    let before = steps[0].before.as_ref().expect("the installed side");
+    assert!(before.unit.as_deref().is_some_and(|u| u.contains("[Service]")), "{before:?}");
+
+    let secret = host.root.join("outside-the-slot");
+    std::fs::write(&secret, "not the unit\n").unwrap();
+    let unit = host.layout.deployments().join(active_slot(&host, "svc")).join(crate::deploy::host::layout::UNIT_FILE);
+    std::fs::remove_file(&unit).unwrap();
+    std::os::unix::fs::symlink(&secret, &unit).unwrap();
+    let err = plan(&host.layout, &file, &options.registry, false, crate::systemd::Target::Booted).unwrap_err();
+    assert!(format!("{err:#}").contains("reading the unit of svc"), "{err:#}");
+}

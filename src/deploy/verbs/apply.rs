@@ -43,6 +43,7 @@ use crate::deploy::host::facts::find_runtime;
 use crate::deploy::host::layout::{image_owned_message, Deployment, Layout, UNIT_FILE};
 use crate::reference::{validate_container_name, ImageRef};
 use crate::registry::RegistryOptions;
+use crate::rooted::{Resolve, RootedDir};
 use crate::store::Store;
 use crate::supervise::plan::{OnUnhealthy, ReadyMode};
 use crate::systemd::{check_dependencies_of_set, MissingUnit, ServiceManager, Target};
@@ -239,12 +240,18 @@ fn update_reason(current: &Deployment, entry: &Entry, image: &ImageRef) -> Optio
 /// The largest unit file a preview reads back from a slot.
 const MAX_UNIT_FILE: u64 = 1024 * 1024;
 
-/// An installed container as its current slot has it.
+/// An installed container as its current slot has it. The slot's unit is read beneath the
+/// deployments directory, no symlink followed: under `--root` it is the target's file, never one
+/// of the machine composing it.
 fn preview_installed(layout: &Layout, current: &Deployment) -> Result<Preview> {
-    let unit_file = layout.slot_dir(current).join(UNIT_FILE);
     let unit = if current.has_service {
-        crate::registry::read_host_config_text(&unit_file, MAX_UNIT_FILE)
-            .with_context(|| format!("reading the unit of {}", current.name))?
+        let slot = Path::new(&format!("{}.{}", current.name, current.slot)).join(UNIT_FILE);
+        let bytes = RootedDir::open(&layout.deployments(), Resolve::NoSymlinks)?
+            .read_regular_file(&slot, MAX_UNIT_FILE)
+            .with_context(|| format!("reading the unit of {}", current.name))?;
+        bytes
+            .map(|bytes| String::from_utf8(bytes).with_context(|| format!("the unit of {} is not UTF-8", current.name)))
+            .transpose()?
     } else {
         None
     };
