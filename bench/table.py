@@ -12,8 +12,6 @@
   served LOG FROM
       Sums the registry's access log (combined format) from line FROM on: prints the number of
       requests, the bytes written, and the bytes written for blob GETs, and the blobs fetched.
-  median FILE COLUMN
-      Median of a column (1-based) of numbers in FILE.
 """
 import gzip
 import hashlib
@@ -22,7 +20,6 @@ import json
 import os
 import random
 import re
-import statistics
 import sys
 import tarfile
 
@@ -174,12 +171,6 @@ def served(log, start):
     print(requests, written, blob_bytes, ",".join(fetched) or "-")
 
 
-def median(path, column):
-    with open(path) as f:
-        values = [float(l.split()[column - 1]) for l in f if l.strip()]
-    print(f"{statistics.median(values):.6f}")
-
-
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "image":
@@ -188,8 +179,6 @@ def main():
         small(*args)
     elif cmd == "served":
         served(args[0], int(args[1]))
-    elif cmd == "median":
-        median(args[0], int(args[1]))
     else:
         sys.exit(__doc__)
 

@@ -289,6 +289,18 @@ fn the_collection_drives_three_hosts_idempotently_with_check_and_diff() -> Resul
         wait_active(host, "hello.service");
     }
 
+    // Stopped, then left stopped by `present`, then started again: each once.
+    let in_state = |state: &str| json!({ "image": image, "state": state, "container_values": { "RECEIVER": "B" } });
+    for (state, changed, active) in
+        [("stopped", 1, "inactive"), ("stopped", 0, "inactive"), ("present", 0, "inactive"), ("started", 1, "active")]
+    {
+        let (out, _) = run(in_state(state), &[]);
+        assert_recap(&out, &hosts, changed);
+        for host in &hosts {
+            assert_eq!(unit_property(host, "hello.service", "ActiveState"), active, "{state} on {}", host.name());
+        }
+    }
+
     // Absent: nothing of it is left; a second run has nothing to do.
     let absent = json!({ "image": image, "state": "absent" });
     let (out, results) = run(absent.clone(), &["--diff"]);
@@ -324,6 +336,19 @@ fn the_node_role_brings_up_the_chain_on_three_hosts() -> Result<()> {
     let inventory = controller.inventory(&inventory)?;
     let playbook = repo().join("examples/ansible/k8s-node.yml");
     let vars = json!({ "registry": setup.registry.addr() });
+
+    // Check mode: every container predicted, nothing installed or pulled.
+    let (out, _) = controller.playbook(&inventory, &playbook, vars.clone(), &["--check", "--diff"])?;
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    for name in ["flannel", "containerd"] {
+        let after = format!("+image: {}/k8s/{name}:latest", setup.registry.addr());
+        assert_eq!(said.matches(&after).count(), hosts.len(), "{name}'s install is not in the diff: {said}");
+    }
+    for host in &hosts {
+        assert!(!host.root().join("var/lib/sysctr/deployments/etcd").exists(), "--check installed etcd");
+        assert!(!host.root().join("etc/sysctr/node.toml").exists(), "--check wrote the list");
+    }
 
     let (out, _) = controller.playbook(&inventory, &playbook, vars.clone(), &[])?;
     assert!(out.status.success(), "{}", describe_output(&out));

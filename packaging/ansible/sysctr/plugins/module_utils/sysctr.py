@@ -67,8 +67,9 @@ class Sysctr(object):
         try:
             doc = json.loads(out)
         except ValueError as exc:
-            self.module.fail_json(msg='sysctr %s printed no JSON document: %s' % (args[0], exc), stdout=out,
-                                  stderr=err)
+            said = error_line(err)
+            self.module.fail_json(msg='sysctr %s printed no JSON document: %s%s' % (
+                args[0], exc, '; it said: %s' % said if said else ''), stdout=out, stderr=err)
         if doc.get('apiVersion') != API_VERSION or doc.get('kind') != kind:
             self.module.fail_json(
                 msg='sysctr %s printed %s %s, not %s %s' % (
@@ -94,11 +95,14 @@ class Sysctr(object):
 
 
 def error_line(stderr):
-    """sysctr's error: the text after ``error: `` on its last such line of standard error."""
-    lines = [line for line in (stderr or '').splitlines() if line.startswith('error: ')]
-    if not lines:
+    """sysctr's error: what follows its last ``error: `` on standard error, to the end (the lines
+    of a message that spans several joined by spaces)."""
+    lines = (stderr or '').splitlines()
+    starts = [n for n, line in enumerate(lines) if line.startswith('error: ')]
+    if not starts:
         return None
-    return lines[-1][len('error: '):]
+    rest = [lines[starts[-1]][len('error: '):]] + [line.strip() for line in lines[starts[-1] + 1:]]
+    return ' '.join(part for part in rest if part)
 
 
 def apply_file_entry(entry):

@@ -20,10 +20,12 @@ description:
     readiness, listen addresses) is updated, with sysctr's automatic rollback when its new
     deployment does not start.
   - >-
-    Idempotent: what changed is decided by sysctr (C(apply --dry-run --json), C(update --check --json)),
-    and a second run with the same arguments changes nothing.
+    Idempotent: what changed is decided by sysctr (C(apply --dry-run --json), C(pull --check --json), and
+    what C(apply) and C(update) say they did), and a second run with the same arguments changes nothing.
   - In check mode nothing is changed or fetched; only O(state=latest) asks the registry for the
     digest behind the tag, without pulling layers.
+  - Unlike C(containers.podman.podman_container), V(present) does not start a container it
+    installs; V(started) does.
 author:
   - sysctr contributors (@sysctr)
 requirements:
@@ -65,18 +67,24 @@ options:
     type: dict
     default: {}
   runtime:
-    description: The OCI runtime to install it with (default V(runc)); kept by later updates.
+    description: The OCI runtime to install it with (default V(runc)). Taken at install; an installed container keeps its own.
     type: path
   replace_vendor_unit:
-    description: Install even where the system's packages ship a unit of the same name (C(--replace-vendor-unit)).
+    description:
+      - Install even where the system's packages ship a unit of the same name (C(--replace-vendor-unit)).
+      - Taken at install; an installed container keeps what it was installed with.
     type: bool
     default: false
   auto_update:
-    description: Whether C(sysctr update --all), the auto-update timer, updates it.
+    description:
+      - Whether C(sysctr update --all), the auto-update timer, updates it.
+      - Taken at install; an installed container keeps what it was installed with.
     type: bool
     default: true
   listen:
-    description: Addresses systemd listens on for it (C(--listen)); the first connection starts it.
+    description:
+      - Addresses systemd listens on for it (C(--listen)); the first connection starts it.
+      - Such a container is V(started) when its socket listens, and V(stopped) with both its socket and its service stopped.
     type: list
     elements: str
     default: []
@@ -133,7 +141,9 @@ actions:
   elements: str
   sample: ["update etcd: values of ETCD_NAME change", "start etcd.service"]
 container:
-  description: The container as C(sysctr status --json) shows it afterwards (in check mode, as it is); empty when absent.
+  description:
+    - The container as C(sysctr status --json) shows it afterwards; empty when absent.
+    - In check mode, as it is before the task (empty when it would be installed).
   returned: always
   type: dict
   sample: {"name": "etcd", "state": "running", "unit": "etcd.service", "current": {"slot": 1, "image": "registry.lan:5000/k8s/etcd:3.5"}}
@@ -145,7 +155,8 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sysctr.sysctr.plugins.module_utils.sysctr import (
     COMMON_ARGS, Sysctr, apply_file_entry)
 
-RUNNING = ('running', 'activating', 'reloading')
+# What `sysctr status` says of a service that runs.
+RUNNING = ('running', 'reloading')
 
 
 def describe(side, running):
@@ -164,6 +175,13 @@ def describe(side, running):
     if unit:
         lines.extend(('  ' + line) if line else '' for line in unit.splitlines())
     return '\n'.join(lines) + '\n'
+
+
+def template_value(value):
+    """A value as a template variable takes it: text, with YAML's booleans as true/false."""
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    return str(value)
 
 
 def entry_for(params, start):
@@ -205,9 +223,23 @@ class ContainerTask(object):
         self.module.exit_json(**result)
 
     def is_running(self, status):
+        """Whether it runs: its service, or for a socket-activated container its socket (the
+        service starts at the first connection)."""
         if self.offline or status is None:
             return None
+        if self.socket_activated(status):
+            return self.unit_active('%s.socket' % self.params['name'])
         return status.get('state') in RUNNING
+
+    @staticmethod
+    def socket_activated(status):
+        listen = status['current'].get('listen') or {}
+        return bool(listen.get('stream') or listen.get('datagram'))
+
+    def unit_active(self, unit):
+        systemctl = self.module.get_bin_path('systemctl', required=True)
+        rc, _out, _err = self.module.run_command([systemctl, 'is-active', '--quiet', unit])
+        return rc == 0
 
     def plan(self, params, start):
         """`sysctr apply --dry-run --json` of this container alone: action, reason, before, after."""
@@ -247,9 +279,8 @@ class ContainerTask(object):
         if action == 'install':
             self.after = (self.after[0], start if not self.offline else None)
         if self.module.check_mode:
-            if action == 'install':
-                return dict(state='running' if start and not self.offline else 'inactive', unit='%s.service' % name)
-            return status
+            # An install starts what the state asks for itself; nothing else to predict.
+            return None if action == 'install' else status
         _rc, done = self.sysctr.document(['apply', '--json', path], 'ApplyResult')
         self.changed = done['changed']
         return self.sysctr.status(name)
@@ -284,11 +315,15 @@ class ContainerTask(object):
             return
         state = self.params['state']
         running = self.is_running(status)
+        units = [status['unit']]
+        if self.socket_activated(status):
+            units = ['%s.socket' % self.params['name']] + units
         if state in ('started', 'latest') and not running:
-            self.systemctl('start', status['unit'])
+            self.systemctl('start', units[0])
             self.after = (self.after[0], True)
         elif state == 'stopped' and running:
-            self.systemctl('stop', status['unit'])
+            for unit in units:
+                self.systemctl('stop', unit)
             self.after = (self.after[0], False)
 
     def systemctl(self, verb, unit):
@@ -324,7 +359,7 @@ def main():
                      ('state', 'stopped', ['image']), ('state', 'latest', ['image'])],
         supports_check_mode=True,
     )
-    module.params['values'] = dict((str(k), str(v)) for k, v in module.params['values'].items())
+    module.params['values'] = dict((str(k), template_value(v)) for k, v in module.params['values'].items())
     ContainerTask(module).run()
 
 

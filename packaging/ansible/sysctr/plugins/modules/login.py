@@ -89,8 +89,19 @@ from ansible_collections.sysctr.sysctr.plugins.module_utils.sysctr import Sysctr
 MAX_AUTH_FILE = 4 * 1024 * 1024
 
 
+def registry_name(given):
+    """The registry as sysctr saves it: HOST[:PORT], from what a user may type
+    (V(docker://HOST), V(https://HOST/))."""
+    for prefix in ('docker://', 'https://', 'http://'):
+        if given.startswith(prefix):
+            given = given[len(prefix):]
+    return given.rstrip('/')
+
+
 def default_authfile():
     """The file `sysctr login` writes when given none (containers-auth.json(5))."""
+    if os.environ.get('REGISTRY_AUTH_FILE'):
+        return os.environ['REGISTRY_AUTH_FILE']
     runtime = os.environ.get('XDG_RUNTIME_DIR')
     if runtime:
         return os.path.join(runtime, 'containers', 'auth.json')
@@ -130,7 +141,7 @@ def main():
     )
     sysctr = Sysctr(module)
     params = module.params
-    registry = params['registry']
+    registry = registry_name(params['registry'])
     authfile = params['authfile'] or default_authfile()
     saved = saved_auth(module, authfile, registry)
     file_args = ['--authfile', params['authfile']] if params['authfile'] else []
@@ -139,7 +150,9 @@ def main():
         if changed and not module.check_mode:
             sysctr.run(['logout'] + file_args + [registry])
         module.exit_json(changed=changed, authfile=authfile)
-    wanted = to_text(base64.b64encode(to_bytes('%s:%s' % (params['username'], params['password']))))
+    # sysctr saves the password without the line ending a file may have given it.
+    password = params['password'].rstrip('\r\n')
+    wanted = to_text(base64.b64encode(to_bytes('%s:%s' % (params['username'], password))))
     changed = saved != wanted
     if changed and not module.check_mode:
         args = ['login', '--username', params['username'], '--password-stdin'] + file_args
