@@ -150,8 +150,10 @@ testhost_stop
 
 # Row 6: an offline root; the containers are listed in one apply file that grows.
 ROOT6=$W/root6
-# The runtime is looked for beneath the root.
-mkdir -p "$ROOT6/usr/sbin" && cp /usr/sbin/runc "$ROOT6/usr/sbin/runc"
+# The root has what sysctr looks for in a target: runc, itself, and multi-user.target.
+mkdir -p "$ROOT6/usr/sbin" "$ROOT6/usr/bin" "$ROOT6/usr/lib/systemd/system"
+cp /usr/sbin/runc "$ROOT6/usr/sbin/"; cp "$BIN" "$ROOT6/usr/bin/"
+cp /usr/lib/systemd/system/multi-user.target "$ROOT6/usr/lib/systemd/system/"
 prev=0
 for size in $SIZES; do
   for i in $(seq "$size"); do
@@ -159,7 +161,7 @@ for size in $SIZES; do
   done > "$W/apply-$size.toml"
   say "row 6: apply $size containers ($((size - prev)) new), then list, list --all --json, update --all --check"
   record "apply_$size" "$(here_time "$BIN" --root "$ROOT6" apply "$W/apply-$size.toml")"
-  installed=$("$BIN" --root "$ROOT6" list --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(len(d if isinstance(d, list) else d.get("containers", [])))')
+  installed=$("$BIN" --root "$ROOT6" list --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(len(d["items"]))')
   [ "$installed" = "$size" ] || { echo "apply of $size containers left $installed installed" >&2; exit 1; }
   for _ in 1 2 3 4 5; do
     record "list_$size" "$(here_time "$BIN" --root "$ROOT6" list)"

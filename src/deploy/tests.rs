@@ -586,3 +586,27 @@ async fn a_plan_reads_an_installed_unit_beneath_the_deployments_only() {
     let err = plan(&host.layout, &file, &options.registry, false, crate::systemd::Target::Booted).unwrap_err();
     assert!(format!("{err:#}").contains("reading the unit of svc"), "{err:#}");
 }
+
+/// An apply file's `runtime` is the one the container is installed with, as `--runtime` is.
+#[tokio::test]
+async fn apply_installs_with_the_runtime_the_file_names() {
+    let host = host();
+    let file = host.root.join("node.toml");
+    let options = ApplyOptions {
+        registry: RegistryOptions::default(),
+        prune: false,
+        wait_online: None,
+        pull_retry: std::time::Duration::ZERO,
+    };
+    let entry =
+        |runtime: &str| format!("[[container]]\nname = \"svc\"\nimage = \"{IMAGE}\"\nruntime = \"{runtime}\"\n");
+    std::fs::write(&file, entry("/usr/bin/no-such-runtime")).unwrap();
+    let err = apply(&host.layout, &file, &options, &Fake::new()).await.unwrap_err();
+    assert!(format!("{err:#}").contains("--runtime /usr/bin/no-such-runtime does not exist"), "{err:#}");
+
+    std::fs::create_dir_all(host.root.join("opt/oci")).unwrap();
+    std::fs::write(host.root.join("opt/oci/crun"), "").unwrap();
+    std::fs::write(&file, entry("/opt/oci/crun")).unwrap();
+    apply(&host.layout, &file, &options, &Fake::new()).await.unwrap();
+    assert_eq!(host.layout.read_info("svc").unwrap().runtime, "/opt/oci/crun");
+}
