@@ -12,8 +12,11 @@
 #      `umoci unpack`'s peaks.
 #   6. `sysctr apply` of 10, 50 and 100 containers of 3 small images, then `sysctr list`,
 #      `sysctr list --all --json` and `sysctr update --all --check` at each size.
-# Rows 1-5 run on a booted test host (tests/lib.sh), installs without --now; row 6 composes an
-# offline root (`sysctr --root DIR`): no systemd, no unit starts.
+# Rows 1-5 run on a booted test host (tests/lib.sh), installs without --now, with their stores,
+# trees and layouts on an ext4 file system of an image file (a loop device) mounted in the host:
+# this machine's root file system is mounted with `discard`, which makes deleting a tree of 40,000
+# files take minutes. Row 6 composes an offline root (`sysctr --root DIR`): no systemd, no unit
+# starts.
 # Usage: bash bench/table.sh
 #   RUNS=N        rounds of rows 1, 3 and 4 (default 5)
 #   NOOP_RUNS=N   pulls of row 2 on each side (default 11)
@@ -34,7 +37,15 @@ bash "$repo/tests/setup.sh" >/dev/null
 cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
 export BIN=$repo/target/release/sysctr
 export W=$(mktemp -d /var/tmp/sysctr-bench-table.XXXXXX)
-cleanup() { testhost_stop; registry_stop; rm -rf "$W"; }
+export D=$W/disk   # the loop file system's mount point in the test host
+LOOP=
+cleanup() {
+  if [ -n "${TH_DIR:-}" ] && [ -n "${TH_LEADER:-}" ]; then in_host umount "$D" 2>/dev/null || true; fi
+  testhost_stop
+  registry_stop
+  if [ -n "$LOOP" ]; then losetup -d "$LOOP" 2>/dev/null || true; fi
+  rm -rf "$W"
+}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 began=$(date +%s)
@@ -78,7 +89,13 @@ done
 say "image: blobs $((BLOB_TOTAL / 1000000)) MB, tars $((TAR_TOTAL / 1000000)) MB; changed layer $((CHANGED_LAYER / 1000000)) MB"
 
 say "booting the test host"
+mkdir -p "$D"
 testhost_boot
+truncate -s 8G "$W/disk.img"
+mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$W/disk.img"
+LOOP=$(losetup --find --show "$W/disk.img")
+in_host mknod /dev/bench-disk b "$((0x$(stat -c %t "$LOOP")))" "$((0x$(stat -c %T "$LOOP")))"
+in_host mount /dev/bench-disk "$D"
 
 # Rows 1, 3, 4: rounds of cold pull + install (peak RSS of the pull kept) and the untar floor,
 # in alternating order; then uninstall + install; then update to v2. Each round has a fresh store.
@@ -91,9 +108,9 @@ floor='mkdir -p "$F"; pids=""
   sha256sum $BLOBS & pids="$pids $!"
   for p in $pids; do wait "$p"; done'
 for run in $(seq "$RUNS"); do
-  export S=$W/rounds/$run/store F=$W/rounds/$run/floor
+  export S=$D/$run/store F=$D/$run/floor
   retag v1
-  in_host mkdir -p "$W/rounds/$run"
+  in_host mkdir -p "$D/$run"
   sync
   if ((run % 2)); then
     ours=$(th_time "$ours_cold"); sync; peer=$(th_time "$floor"); flush=$(th_time sync)
@@ -101,7 +118,7 @@ for run in $(seq "$RUNS"); do
     peer=$(th_time "$floor"); flush=$(th_time sync); ours=$(th_time "$ours_cold"); sync
   fi
   record cold "$ours"; record floor "$peer"; record floor_sync "$((peer + flush))"
-  record rss_pull "$(in_host cat "$S-rss")"
+  rss=$(in_host cat "$S-rss"); record rss_pull "$rss"
   uninstall=$(th_time 'env SYSCTR_STORAGE="$S" "$BIN" uninstall big')
   sync
   reinstall=$(th_time 'env SYSCTR_STORAGE="$S" "$BIN" install --name big "$IMAGE"')
@@ -115,7 +132,7 @@ for run in $(seq "$RUNS"); do
   say "round $run/$RUNS: cold $((ours / 1000)) ms, floor $((peer / 1000)) ms, re-install $((reinstall / 1000)) ms, update $((update / 1000)) ms (registry: $requests requests, $served bytes; blobs $fetched)"
   # The container goes (its unit is in the host's /etc); the last round's store stays for row 2.
   in_host env SYSCTR_STORAGE="$S" "$BIN" uninstall big >/dev/null
-  [ "$run" = "$RUNS" ] || in_host rm -rf "$W/rounds/$run"
+  [ "$run" = "$RUNS" ] || in_host rm -rf "$D/$run"
 done
 
 # Row 5, the peer: skopeo copy + umoci unpack of the same image (v1), once.
@@ -123,13 +140,14 @@ retag v1
 say "row 5: skopeo copy + umoci unpack of the image, under /usr/bin/time"
 sync
 # shellcheck disable=SC2016
-copy=$(th_time '/usr/bin/time -f %M -o "$W/rss-skopeo" skopeo copy -q --src-tls-verify=false "docker://$IMAGE" "oci:$W/peer:bench"')
+copy=$(th_time '/usr/bin/time -f %M -o "$D/rss-skopeo" skopeo copy -q --src-tls-verify=false "docker://$IMAGE" "oci:$D/peer:bench"')
 sync
 # shellcheck disable=SC2016
-unpack=$(th_time '/usr/bin/time -f %M -o "$W/rss-umoci" umoci unpack --image "$W/peer:bench" "$W/peer-bundle"')
+unpack=$(th_time '/usr/bin/time -f %M -o "$D/rss-umoci" umoci unpack --image "$D/peer:bench" "$D/peer-bundle"')
 record skopeo_copy "$copy"; record umoci_unpack "$unpack"
-record rss_skopeo "$(in_host cat "$W/rss-skopeo")"; record rss_umoci "$(in_host cat "$W/rss-umoci")"
-in_host rm -rf "$W/peer-bundle"
+rss=$(in_host cat "$D/rss-skopeo"); record rss_skopeo "$rss"
+rss=$(in_host cat "$D/rss-umoci"); record rss_umoci "$rss"
+in_host rm -rf "$D/peer-bundle"
 
 # Row 2: pulls with nothing new, alternating; one of each first, untimed, so that both hold v1
 # under the tag.
@@ -137,15 +155,17 @@ say "row 2: $NOOP_RUNS pulls with nothing new on each side"
 # shellcheck disable=SC2016
 noop_ours='env SYSCTR_STORAGE="$S" "$BIN" pull "$IMAGE"'
 # shellcheck disable=SC2016
-noop_peer='skopeo copy -q --src-tls-verify=false "docker://$IMAGE" "oci:$W/peer:bench"'
+noop_peer='skopeo copy -q --src-tls-verify=false "docker://$IMAGE" "oci:$D/peer:bench"'
 th_time "$noop_ours" >/dev/null; th_time "$noop_peer" >/dev/null
 for i in $(seq "$NOOP_RUNS"); do
   if ((i % 2)); then
-    record noop_ours "$(th_time "$noop_ours")"; record noop_peer "$(th_time "$noop_peer")"
+    ours=$(th_time "$noop_ours"); peer=$(th_time "$noop_peer")
   else
-    record noop_peer "$(th_time "$noop_peer")"; record noop_ours "$(th_time "$noop_ours")"
+    peer=$(th_time "$noop_peer"); ours=$(th_time "$noop_ours")
   fi
+  record noop_ours "$ours"; record noop_peer "$peer"
 done
+in_host umount "$D"
 testhost_stop
 
 # Row 6: an offline root; the containers are listed in one apply file that grows.
@@ -160,15 +180,15 @@ for size in $SIZES; do
     printf '[[container]]\nname = "c%03d"\nimage = "%s/bench/small%d:latest"\n\n' "$i" "$REGISTRY" $((i % 3 + 1))
   done > "$W/apply-$size.toml"
   say "row 6: apply $size containers ($((size - prev)) new), then list, list --all --json, update --all --check"
-  record "apply_$size" "$(here_time "$BIN" --root "$ROOT6" apply "$W/apply-$size.toml")"
+  t=$(here_time "$BIN" --root "$ROOT6" apply "$W/apply-$size.toml"); record "apply_$size" "$t"
   installed=$("$BIN" --root "$ROOT6" list --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(len(d["items"]))')
   [ "$installed" = "$size" ] || { echo "apply of $size containers left $installed installed" >&2; exit 1; }
   for _ in 1 2 3 4 5; do
-    record "list_$size" "$(here_time "$BIN" --root "$ROOT6" list)"
-    record "listjson_$size" "$(here_time "$BIN" --root "$ROOT6" list --all --json)"
+    t=$(here_time "$BIN" --root "$ROOT6" list); record "list_$size" "$t"
+    t=$(here_time "$BIN" --root "$ROOT6" list --all --json); record "listjson_$size" "$t"
   done
   for _ in 1 2 3; do
-    record "check_$size" "$(here_time "$BIN" --root "$ROOT6" update --all --check)"
+    t=$(here_time "$BIN" --root "$ROOT6" update --all --check); record "check_$size" "$t"
   done
   prev=$size
 done
@@ -230,12 +250,15 @@ print("|---|---|---|---|---|")
 for n in sizes:
     print(f"| {n} | {ms(res[f'apply_{n}'][0])} | {ms(med(f'list_{n}'))} | {ms(med(f'listjson_{n}'))} | {ms(med(f'check_{n}'))} |")
 if len(sizes) > 1:
-    lo, hi = sizes[0], sizes[-1]
-    slope = lambda key: (med(f"{key}_{hi}") - med(f"{key}_{lo}")) / (hi - lo)
-    print(f"| slope per container ({lo}->{hi}) | | {slope('list') / 1e3:.2f} ms | {slope('listjson') / 1e3:.2f} ms | {slope('check') / 1e3:.2f} ms |")
+    def slope(key):  # least squares over the sizes' medians
+        ys = [med(f"{key}_{n}") for n in sizes]
+        mx, my = statistics.mean(sizes), statistics.mean(ys)
+        return sum((x - mx) * (y - my) for x, y in zip(sizes, ys)) / sum((x - mx) ** 2 for x in sizes)
+    print(f"| slope per container (least squares) | | {slope('list') / 1e3:.2f} ms | {slope('listjson') / 1e3:.2f} ms | {slope('check') / 1e3:.2f} ms |")
 print()
-print("Rows 1-5 ran on a booted test host (systemd-nspawn over an overlay of /), installs without --now;")
-print("times were taken inside it. `sysctr status` has no --all: row 6 times `sysctr list --all --json`.")
+print("Rows 1-5 ran on a booted test host (systemd-nspawn over an overlay of /), installs without --now, times")
+print("taken inside it; stores, trees and layouts on an ext4 file system on a loop device (no discard).")
+print("`sysctr status` has no --all: row 6 times `sysctr list --all --json`.")
 if os.path.exists(sys.argv[8]):
     print()
     print("bench/memory.sh:")
