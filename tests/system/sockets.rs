@@ -33,6 +33,7 @@ fn the_first_connection_starts_the_service_which_answers_on_the_passed_socket() 
     assert_ne!(unit_property(&host, "echo.service", "UnitFileState"), "enabled");
     let status: serde_json::Value = serde_json::from_str(&sysctr_ok(&host, &["status", "--json", "echo"]))?;
     assert_eq!(status["current"]["listen"]["stream"], serde_json::json!([address]), "{status}");
+    assert_eq!((status["socket"].as_str(), status["unit"].as_str()), (Some("echo.socket"), Some("echo.service")));
 
     // The connection waits in systemd's backlog while the container starts; every step bounded.
     let addr: SocketAddr = address.parse()?;

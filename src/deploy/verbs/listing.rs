@@ -107,6 +107,9 @@ pub struct ContainerStatus {
     /// Whether the host installed it or its OS image provides it (and changes it).
     pub origin: Origin,
     pub unit: Option<String>,
+    /// Its socket unit, for a socket-activated container: what is enabled and started, the
+    /// service starting at the first connection.
+    pub socket: Option<String>,
     /// Whether `update --all` updates it.
     pub auto_update: bool,
     pub current: SlotStatus,
@@ -183,6 +186,7 @@ pub async fn status(layout: &Layout, name: &str, systemd: &impl ServiceManager) 
         state,
         origin: from.origin(),
         unit: current.has_service.then(|| Layout::unit_name(name)),
+        socket: current.has_socket.then(|| Layout::socket_name(name)),
         auto_update: current.auto_update,
         current: SlotStatus::new(&current),
         previous: previous.as_ref().map(SlotStatus::new),

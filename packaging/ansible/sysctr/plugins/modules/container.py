@@ -84,7 +84,8 @@ options:
   listen:
     description:
       - Addresses systemd listens on for it (C(--listen)); the first connection starts it.
-      - Such a container is V(started) when its socket listens, and V(stopped) with both its socket and its service stopped.
+      - Such a container (or one whose image ships a socket unit) is V(started) when its socket listens,
+        and V(stopped) with both its socket and its service stopped.
     type: list
     elements: str
     default: []
@@ -228,18 +229,20 @@ class ContainerTask(object):
         if self.offline or status is None:
             return None
         if self.socket_activated(status):
-            return self.unit_active('%s.socket' % self.params['name'])
+            return self.unit_active(status['socket'])
         return status.get('state') in RUNNING
 
     @staticmethod
     def socket_activated(status):
-        listen = status['current'].get('listen') or {}
-        return bool(listen.get('stream') or listen.get('datagram'))
+        return bool(status.get('socket'))
 
-    def unit_active(self, unit):
+    def unit_active(self, unit, stopped=None):
+        """Whether `unit` is active; with `stopped`, whether its state is other than those."""
         systemctl = self.module.get_bin_path('systemctl', required=True)
-        rc, _out, _err = self.module.run_command([systemctl, 'is-active', '--quiet', unit])
-        return rc == 0
+        rc, out, _err = self.module.run_command([systemctl, 'is-active', unit])
+        if stopped is None:
+            return rc == 0
+        return out.strip() not in stopped
 
     def plan(self, params, start):
         """`sysctr apply --dry-run --json` of this container alone: action, reason, before, after."""
@@ -314,17 +317,19 @@ class ContainerTask(object):
         if self.offline or status is None or not status.get('unit'):
             return
         state = self.params['state']
-        running = self.is_running(status)
         units = [status['unit']]
         if self.socket_activated(status):
-            units = ['%s.socket' % self.params['name']] + units
-        if state in ('started', 'latest') and not running:
+            units = [status['socket']] + units
+        if state in ('started', 'latest') and not self.is_running(status):
             self.systemctl('start', units[0])
             self.after = (self.after[0], True)
-        elif state == 'stopped' and running:
-            for unit in units:
+        elif state == 'stopped':
+            # Starting, restarting after a failure, or listening: all of it goes.
+            to_stop = [unit for unit in units if self.unit_active(unit, stopped=('inactive', 'failed'))]
+            for unit in to_stop:
                 self.systemctl('stop', unit)
-            self.after = (self.after[0], False)
+            if to_stop:
+                self.after = (self.after[0], False)
 
     def systemctl(self, verb, unit):
         self.changed = True
