@@ -128,4 +128,5 @@ def main():
     print(f"{shape} {' '.join(args)}: tar {tar_stream.size} bytes, blob {blob.size} bytes")
 
 
-main()
+if __name__ == '__main__':
+    main()
