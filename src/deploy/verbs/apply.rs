@@ -105,11 +105,6 @@ impl Entry {
             on_unhealthy: self.on_unhealthy,
         }
     }
-
-    /// Whether an installed deployment already has the values and settings of the entry.
-    fn same_settings(&self, current: &Deployment) -> bool {
-        current.values == self.set && current.listen == self.listen() && current.ready_settings == self.ready_settings()
-    }
 }
 
 fn yes() -> bool {
@@ -276,6 +271,21 @@ fn preview_entry(
         Preview { image: image.canonical(), manifest_digest: None, values: entry.set.clone(), unit: None };
     let Some(store) = store else { return Ok(preview) };
     let Some(stored) = store.image(&image.canonical())? else { return Ok(preview) };
+    preview.manifest_digest = Some(stored.manifest_digest.clone());
+    preview.unit = entry_unit(layout, store, entry, &stored, current, target)?;
+    Ok(preview)
+}
+
+/// The service unit the slot `entry` would get from `stored` (for the installed `current`, on
+/// its other slot, with its runtime); `None` for an image that runs no service.
+fn entry_unit(
+    layout: &Layout,
+    store: &Store,
+    entry: &Entry,
+    stored: &crate::store::StoredImage,
+    current: Option<&Deployment>,
+    target: Target,
+) -> Result<Option<String>> {
     let runtime = match current {
         Some(c) => PathBuf::from(&c.runtime),
         None => find_runtime(layout, entry.runtime.as_deref())?,
@@ -283,7 +293,7 @@ fn preview_entry(
     let request = SlotRequest {
         name: &entry.name,
         slot: current.map_or(0, |c| 1 - c.slot),
-        image: &stored,
+        image: stored,
         runtime: &runtime,
         user_values: &entry.set,
         listen: &entry.listen(),
@@ -291,10 +301,7 @@ fn preview_entry(
         uuid: current.map_or("", |c| c.uuid.as_str()),
         target,
     };
-    preview.manifest_digest = Some(stored.manifest_digest.clone());
-    preview.unit =
-        preview_unit(layout, store, &request).with_context(|| format!("rendering the unit of {}", entry.name))?;
-    Ok(preview)
+    preview_unit(layout, store, &request).with_context(|| format!("rendering the unit of {}", entry.name))
 }
 
 /// Whether the OS image provides the container `entry` lists, as the file has it: it is then
@@ -385,7 +392,7 @@ async fn planned_units(
             continue;
         }
         let current = layout.read_info(&entry.name).ok();
-        if current.as_ref().is_some_and(|c| c.image == image.canonical() && entry.same_settings(c)) {
+        if current.as_ref().is_some_and(|c| update_reason(c, entry, image).is_none()) {
             continue;
         }
         let stored = match store.image(&image.canonical())? {
@@ -414,24 +421,7 @@ async fn planned_units(
                 stored.reference
             );
         }
-        let runtime = match &current {
-            Some(c) => PathBuf::from(&c.runtime),
-            None => find_runtime(layout, entry.runtime.as_deref())?,
-        };
-        let request = SlotRequest {
-            name: &entry.name,
-            slot: current.as_ref().map_or(0, |c| 1 - c.slot),
-            image: &stored,
-            runtime: &runtime,
-            user_values: &entry.set,
-            listen: &entry.listen(),
-            ready: &entry.ready_settings(),
-            uuid: current.as_ref().map_or("", |c| c.uuid.as_str()),
-            target,
-        };
-        if let Some(unit) =
-            preview_unit(layout, &store, &request).with_context(|| format!("rendering the unit of {}", entry.name))?
-        {
+        if let Some(unit) = entry_unit(layout, &store, entry, &stored, current.as_ref(), target)? {
             units.push((Layout::unit_name(&entry.name), unit));
         }
     }
@@ -555,7 +545,7 @@ pub async fn apply(
             continue;
         }
         let current = layout.read_info(&entry.name)?;
-        if current.image == image.canonical() && entry.same_settings(&current) {
+        if update_reason(&current, &entry, &image).is_none() {
             actions.push(Action::Unchanged(entry.name));
             continue;
         }
