@@ -134,3 +134,22 @@ def toml_string(text):
     """A TOML basic string. JSON's escapes are TOML's, once characters outside the BMP are kept as
     they are (TOML has no surrogate pairs) and DEL, which JSON leaves raw, is escaped."""
     return json.dumps(text, ensure_ascii=False).replace('\x7f', '\\u007f')
+
+
+def describe_side(side, running=None):
+    """A container's side of a diff (a `before` or `after` of `apply --dry-run --json`), as text;
+    empty for a container that is not there. `running`, when known, is said too."""
+    if side is None:
+        return ''
+    lines = ['image: %s' % side.get('image'),
+             'manifest_digest: %s' % (side.get('manifest_digest') or '(not in the store; not fetched)')]
+    values = side.get('values') or {}
+    lines.append('values:%s' % ('' if values else ' {}'))
+    lines.extend('  %s: %s' % (k, values[k]) for k in sorted(values))
+    if running is not None:
+        lines.append('running: %s' % ('yes' if running else 'no'))
+    unit = side.get('unit')
+    lines.append('unit:%s' % ('' if unit else ' (not known: the image is not in the store)'))
+    if unit:
+        lines.extend(('  ' + line) if line else '' for line in unit.splitlines())
+    return '\n'.join(lines) + '\n'

@@ -90,22 +90,7 @@ notes:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.sysctr.sysctr.plugins.module_utils.sysctr import COMMON_ARGS, Sysctr
-
-
-def side_text(side):
-    if not side:
-        return ''
-    values = side.get('values') or {}
-    lines = ['image: %s' % side.get('image'),
-             'manifest_digest: %s' % (side.get('manifest_digest') or '(not in the store; not fetched)'),
-             'values:%s' % ('' if values else ' {}')]
-    lines.extend('  %s: %s' % (k, values[k]) for k in sorted(values))
-    unit = side.get('unit')
-    lines.append('unit:%s' % ('' if unit else ' (not known)'))
-    if unit:
-        lines.extend(('  ' + line) if line else '' for line in unit.splitlines())
-    return '\n'.join(lines) + '\n'
+from ansible_collections.sysctr.sysctr.plugins.module_utils.sysctr import COMMON_ARGS, Sysctr, describe_side
 
 
 def main():
@@ -133,8 +118,8 @@ def main():
         dict(name=c['name'], action=c['action'], reason=c.get('detail', '')) for c in plan['containers']])
     if module._diff:
         result['diff'] = [
-            dict(before_header=c['name'], after_header=c['name'], before=side_text(c.get('before')),
-                 after=side_text(c.get('after')))
+            dict(before_header=c['name'], after_header=c['name'], before=describe_side(c.get('before')),
+                 after=describe_side(c.get('after')))
             for c in plan['containers'] if c['action'] != 'unchanged']
     if module.check_mode or not plan['changed']:
         module.exit_json(**result)

@@ -154,28 +154,10 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sysctr.sysctr.plugins.module_utils.sysctr import (
-    COMMON_ARGS, Sysctr, apply_file_entry)
+    COMMON_ARGS, Sysctr, apply_file_entry, describe_side)
 
 # What `sysctr status` says of a service that runs.
 RUNNING = ('running', 'reloading')
-
-
-def describe(side, running):
-    """A container's side of a diff, as text; empty for a container that is not there."""
-    if side is None:
-        return ''
-    lines = ['image: %s' % side.get('image'),
-             'manifest_digest: %s' % (side.get('manifest_digest') or '(not in the store; not fetched)')]
-    values = side.get('values') or {}
-    lines.append('values:%s' % ('' if values else ' {}'))
-    lines.extend('  %s: %s' % (k, values[k]) for k in sorted(values))
-    if running is not None:
-        lines.append('running: %s' % ('yes' if running else 'no'))
-    unit = side.get('unit')
-    lines.append('unit:%s' % ('' if unit else ' (not known: the image is not in the store)'))
-    if unit:
-        lines.extend(('  ' + line) if line else '' for line in unit.splitlines())
-    return '\n'.join(lines) + '\n'
 
 
 def template_value(value):
@@ -219,8 +201,8 @@ class ContainerTask(object):
         final = self.sysctr.status(name) if self.changed and not self.module.check_mode else status
         result = dict(changed=self.changed, actions=self.actions, container=final or {})
         if self.module._diff:
-            result['diff'] = dict(before_header=name, after_header=name, before=describe(*self.before),
-                                  after=describe(*self.after))
+            result['diff'] = dict(before_header=name, after_header=name, before=describe_side(*self.before),
+                                  after=describe_side(*self.after))
         self.module.exit_json(**result)
 
     def is_running(self, status):
