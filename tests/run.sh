@@ -7,14 +7,6 @@ cd "$(dirname "$0")/.."
 bash tests/setup.sh
 # crash-hooks: the crash tests kill sysctr after each journaled step (never in release builds).
 # test-support: the in-memory systemd, for tests in tests/ as for the unit tests.
-if (($#)); then
-  cargo test --locked --features crash-hooks,test-support "$@"
-else
-  # The fleet tests boot three hosts each and restart containers on them many times. They run
-  # last, one at a time: under the load of the other system tests, a restart on these nspawn
-  # hosts has been seen to race with runc's cleanup of the stopped container's scope.
-  cargo test --locked --features crash-hooks,test-support -- --skip fleet::
-  cargo test --locked --features crash-hooks,test-support --test system fleet:: -- --test-threads=1
-fi
+cargo test --locked --features crash-hooks,test-support "$@"
 # The Ansible collection's own checks (its behaviour on booted hosts is in tests/system/fleet.rs).
 ANSIBLE_BIN=target/ansible-venv/bin bash packaging/ansible/sanity.sh

@@ -40,6 +40,8 @@ pub struct TestHost {
     boots: u32,
     /// Booted with `--private-network`: no interface but loopback, nothing shared with this machine.
     private_network: bool,
+    /// The cgroups nspawn is started in, one per hierarchy (see [`own_cgroups`]).
+    cgroups: Vec<PathBuf>,
 }
 
 impl TestHost {
@@ -126,6 +128,7 @@ impl TestHost {
             mounted: false,
             boots: 0,
             private_network,
+            cgroups: Vec::new(),
         })
     }
 
@@ -210,7 +213,19 @@ impl TestHost {
     /// on something only the test can provide.
     fn start_with(&mut self, mut during_boot: impl FnMut(&TestHost)) -> Result<()> {
         let log = File::options().create(true).append(true).open(self.console_log())?;
-        let child = Command::new("systemd-nspawn")
+        self.cgroups = own_cgroups(&self.name)?;
+        // nspawn reads its cgroup when it starts: the shell joins the host's, then becomes nspawn.
+        let mut nspawn = Command::new("sh");
+        nspawn
+            .arg("-c")
+            .arg(
+                r#"n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 1; shift; n=$((n-1)); done; exec "$@""#,
+            )
+            .arg("sh")
+            .arg(self.cgroups.len().to_string())
+            .args(self.cgroups.iter().map(|dir| dir.join("cgroup.procs")))
+            .arg("systemd-nspawn");
+        let child = nspawn
             .env("SYSTEMD_SECCOMP", "0")
             .env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1")
             .arg("-q")
@@ -239,6 +254,10 @@ impl TestHost {
             });
             if let Some(pid) = pid1 {
                 self.leader = pid;
+                let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+                if !cgroups.contains(&format!("/sysctr-test-{}/", self.name)) {
+                    bail!("host {}: its PID 1 is not in a cgroup of its own:\n{cgroups}", self.name);
+                }
                 break;
             }
             if start.elapsed() > BOOT_TIMEOUT {
@@ -397,6 +416,9 @@ impl TestHost {
             bail!("host {}: systemd-nspawn {nsp} does not exit; console:\n{}", self.name, self.console_tail());
         }
         self.leader = 0;
+        for dir in std::mem::take(&mut self.cgroups) {
+            remove_cgroup(&dir);
+        }
         Ok(())
     }
 
@@ -462,6 +484,63 @@ impl Drop for TestHost {
         }
         self.unmount_and_remove();
     }
+}
+
+/// A cgroup of the host's own, beside the caller's, in each hierarchy the caller is in
+/// (`name=systemd` and cgroup2 on this machine; cgroup2 alone elsewhere). nspawn with
+/// `--keep-unit` makes the host's root cgroup out of the one it was started in: hosts started
+/// from the same cgroup would share one tree, and their units of the same name one cgroup,
+/// so that stopping a container on one host kills another's (shared/test-host.md).
+fn own_cgroups(host_name: &str) -> Result<Vec<PathBuf>> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;
+    let mut dirs = Vec::new();
+    for line in own.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (fields.next(), fields.next(), fields.next()) else {
+            continue;
+        };
+        let mount = mountinfo.lines().find_map(|m| {
+            let (left, right) = m.split_once(" - ")?;
+            let mut right = right.split(' ');
+            let (fstype, _, options) = (right.next()?, right.next()?, right.next()?);
+            let wanted = match controllers {
+                "" => fstype == "cgroup2",
+                "name=systemd" => fstype == "cgroup" && options.split(',').any(|o| o == "name=systemd"),
+                _ => false,
+            };
+            wanted.then(|| PathBuf::from(left.split(' ').nth(4).unwrap_or_default()))
+        });
+        let Some(mount) = mount else { continue };
+        let beside = Path::new(path).parent().unwrap_or(Path::new("/")).strip_prefix("/").unwrap_or(Path::new(""));
+        let dir = mount.join(beside).join(format!("sysctr-test-{host_name}"));
+        if !dir.is_dir() {
+            std::fs::create_dir(&dir).with_context(|| format!("creating the cgroup {}", dir.display()))?;
+        }
+        dirs.push(dir);
+    }
+    if dirs.is_empty() {
+        bail!("no cgroup2 or name=systemd hierarchy found for this process in /proc/self/cgroup");
+    }
+    Ok(dirs)
+}
+
+/// Removes a host's cgroup and what nspawn and the host made under it, deepest first; the
+/// kernel refuses while the last processes are still going away, so each is retried a while.
+fn remove_cgroup(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup(&entry.path());
+        }
+    }
+    for _ in 0..50 {
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("test host cgroup {}: still busy, left in place", dir.display());
 }
 
 /// [`MASKED`] plus the services and timers enabled in [`MASK_WANTS_OF`] under `root`/etc.

@@ -177,8 +177,8 @@ fn journals(hosts: &[TestHost], units: &[&str]) -> String {
     text
 }
 
-/// Three booted hosts at a time: two such tests at once, beside the others, overload this
-/// 2-core machine until restarts race with runc's cleanup of the container's scope.
+/// One three-host test at a time: six booted hosts running etcd and containerd, beside the
+/// other tests' hosts, are more than a 2-core machine keeps within the tests' waits.
 static THREE_HOSTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn three_hosts() -> Result<(std::sync::MutexGuard<'static, ()>, [TestHost; 3])> {
