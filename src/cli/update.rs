@@ -71,9 +71,13 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &UpdateOpts) -> R
     }
     let mut containers = Vec::new();
     let mut failed = Vec::new();
+    let mut seen = deploy::SourceDigests::default();
     for name in &names {
-        let result =
-            if opts.check { check(layout, opts, name).await } else { update(layout, systemd, opts, name).await };
+        let result = if opts.check {
+            check(layout, opts, name, &mut seen).await
+        } else {
+            update(layout, systemd, opts, name).await
+        };
         match result {
             Ok(change) => containers.push(change),
             Err(err) if opts.all => {
@@ -104,8 +108,13 @@ pub async fn run(layout: &Layout, systemd: &HostManager, opts: &UpdateOpts) -> R
     Ok(opts.report.exit_code(changed))
 }
 
-async fn check(layout: &Layout, opts: &UpdateOpts, name: &str) -> Result<ContainerChange> {
-    let found = deploy::check_update(layout, name, &opts.registry.options()).await?;
+async fn check(
+    layout: &Layout,
+    opts: &UpdateOpts,
+    name: &str,
+    seen: &mut deploy::SourceDigests,
+) -> Result<ContainerChange> {
+    let found = deploy::check_update(layout, name, &opts.registry.options(), seen).await?;
     let (action, detail) = if found.available == found.installed {
         (ChangeAction::UpToDate, format!("up to date ({}, {})", found.image, found.installed))
     } else {

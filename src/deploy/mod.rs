@@ -51,7 +51,7 @@ pub use verbs::pull::{available_digest, first_available, pull, share_with_the_os
 pub use verbs::recovery::{pending, recover, PendingTransaction};
 pub use verbs::run::{run_once, RunRequest};
 pub use verbs::uninstall::{uninstall, UninstallReport};
-pub use verbs::update::{check_update, rollback, update, SwitchReport, UpdateCheck, UpdateRequest};
+pub use verbs::update::{check_update, rollback, update, SourceDigests, SwitchReport, UpdateCheck, UpdateRequest};
 #[cfg(test)]
 mod tests;
 #[cfg(feature = "fuzzing")]

@@ -1,7 +1,7 @@
 //! The shipped auto-update units on a booted host: they pass `systemd-analyze verify`, and a run
 //! of the service moves a container to the newer image pushed behind its tag, leaving alone the
 //! one installed with --no-auto-update. `update --check` sees the newer image first, changing
-//! nothing. The apply units converge the host to the files dropped in /etc/sysctr.
+//! nothing, and asks the registry once for containers of the same image. The apply units converge the host to the files dropped in /etc/sysctr.
 
 use std::path::Path;
 use std::time::Duration;
@@ -41,9 +41,20 @@ fn the_auto_update_timer_updates_what_may_be_updated() -> Result<()> {
         sysctr_ok(&host, &["install", "--now", "--no-block", "--name", "followed", "--set", "RECEIVER=A", &image]);
     assert!(said.starts_with("installed, start queued: followed"), "{said}");
     sysctr_ok(&host, &["install", "--now", "--no-auto-update", "--name", "pinned", "--set", "RECEIVER=B", &image]);
+    sysctr_ok(&host, &["install", "--name", "also", "--set", "RECEIVER=C", &image]);
     wait_active(&host, "followed.service");
+    // Each image is asked for once, however many containers run it.
+    let manifest_requests = || {
+        let log = std::fs::read_to_string(setup.registry.log_path()).unwrap();
+        log.lines().filter(|line| line.contains("/v2/demo/hello/manifests/")).count()
+    };
+    let before = manifest_requests();
+    sysctr_ok(&host, &["update", "--check", "followed"]);
+    let one = manifest_requests() - before;
     let checked = sysctr_ok(&host, &["update", "--check", "--all"]);
-    assert!(checked.contains("followed: up to date") && !checked.contains("pinned"), "{checked}");
+    assert!(checked.contains("followed: up to date") && checked.contains("also: up to date"), "{checked}");
+    assert!(!checked.contains("pinned"), "{checked}");
+    assert_eq!(manifest_requests() - before - one, one, "two containers of one image, checked with --all");
 
     setup.push(&hello_image().layer(Layer::gzip().file("usr/share/newer", "1", 0o644)), "demo/hello");
     let checked = sysctr_ok(&host, &["update", "--check", "followed"]);
@@ -53,12 +64,14 @@ fn the_auto_update_timer_updates_what_may_be_updated() -> Result<()> {
     let checked: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!((checked["kind"].as_str(), checked["changed"].as_bool()), (Some("UpdateResult"), Some(true)));
     assert_eq!(checked["containers"][0]["action"], "update-available", "{checked}");
+    assert_eq!(checked["containers"][1]["action"], "update-available", "{checked}");
     assert_eq!(active_slot(&host, "followed"), "followed.0", "--check changed something");
 
     host.exec_ok(&["systemctl", "daemon-reload"])?;
     host.exec_ok(&["systemctl", "start", "sysctr-auto-update.service"])?;
     assert_eq!(active_slot(&host, "followed"), "followed.1", "{}", host.journal("sysctr-auto-update.service"));
     assert_eq!(active_slot(&host, "pinned"), "pinned.0");
+    assert_eq!(active_slot(&host, "also"), "also.1");
     wait_active(&host, "followed.service");
     assert!(host.journal("sysctr-auto-update.service").contains("updated followed"));
     // Under systemd the log goes to the journal, each event with the container it is about.

@@ -128,7 +128,10 @@ async fn update_rollback_and_uninstall_of_an_image_container_are_refused() {
         format!("{:#}", update(&host, &update_request("svc", "x", true), &systemd).await.unwrap_err()),
         format!("{:#}", rollback(&host, "svc", &systemd).await.unwrap_err()),
         format!("{:#}", uninstall(&host, "svc", &systemd).await.unwrap_err()),
-        format!("{:#}", check_update(&host, "svc", &RegistryOptions::default()).await.unwrap_err()),
+        format!(
+            "{:#}",
+            check_update(&host, "svc", &RegistryOptions::default(), &mut Default::default()).await.unwrap_err()
+        ),
     ];
     for refusal in &refusals {
         assert!(refusal.contains("the OS image owns it") && refusal.contains("changes with the OS image"), "{refusal}");

@@ -62,15 +62,33 @@ pub struct UpdateCheck {
     pub available: String,
 }
 
-/// Asks the installed image's source for its manifest digest now; changes nothing.
-pub async fn check_update(layout: &Layout, name: &str, registry: &RegistryOptions) -> Result<UpdateCheck> {
+/// The manifest digests the image sources gave during one command, by image reference, so that
+/// containers of the same image cost one request to its source (`update --all --check`).
+#[derive(Debug, Default)]
+pub struct SourceDigests(std::collections::HashMap<String, String>);
+
+/// Asks the installed image's source for its manifest digest now, unless `seen` already holds
+/// it; changes nothing.
+pub async fn check_update(
+    layout: &Layout,
+    name: &str,
+    registry: &RegistryOptions,
+    seen: &mut SourceDigests,
+) -> Result<UpdateCheck> {
     validate_container_name(name)?;
     layout.refuse_image_owned(name, "update")?;
     let current = layout.read_info(name)?;
     let image = ImageRef::parse(&current.image).context("reading the installed image reference")?;
-    let available = super::pull::available_digest(&image, registry)
-        .await
-        .with_context(|| format!("checking {image} for a newer image"))?;
+    let available = match seen.0.get(&image.canonical()) {
+        Some(digest) => digest.clone(),
+        None => {
+            let digest = super::pull::available_digest(&image, registry)
+                .await
+                .with_context(|| format!("checking {image} for a newer image"))?;
+            seen.0.insert(image.canonical(), digest.clone());
+            digest
+        }
+    };
     Ok(UpdateCheck { name: name.to_string(), image: current.image, installed: current.manifest_digest, available })
 }
 
