@@ -594,6 +594,115 @@ mod tests {
         }
     }
 
+    /// What a checkout holds at each path, as `ls -l --time=mtime` would show it, plus the
+    /// content or link target: the listing sysctr's checkout must share with libostree's.
+    fn checkout_listing(root: &std::path::Path) -> Vec<String> {
+        use std::os::unix::fs::MetadataExt;
+        let mut listing = Vec::new();
+        let mut pending = vec![root.to_path_buf()];
+        while let Some(path) = pending.pop() {
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let what = if meta.is_dir() {
+                pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+                String::new()
+            } else if meta.is_symlink() {
+                std::fs::read_link(&path).unwrap().display().to_string()
+            } else {
+                format!("{:?}", std::fs::read(&path).unwrap())
+            };
+            let name = path.strip_prefix(root).unwrap().display().to_string();
+            // libostree copies empty files, stamped with the time of the copy, where sysctr
+            // links them as any other file (and copies only where the link count is at its
+            // limit): their times differ, nothing else.
+            let mtime = if meta.is_symlink() || (meta.is_file() && meta.len() == 0) { 0 } else { meta.mtime() };
+            listing.push(format!("{name} {:o} {}:{} {mtime} {what}", meta.mode(), meta.uid(), meta.gid()));
+        }
+        listing.sort();
+        listing
+    }
+
+    #[test]
+    fn the_linked_checkout_is_the_one_libostree_makes() {
+        let (uid, gid) = owner();
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, kind: tar::EntryType, mode: u32, content: &[u8], link: Option<&str>| {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(kind);
+            header.set_mode(mode);
+            header.set_uid(uid);
+            header.set_gid(gid);
+            header.set_mtime(1_700_000_000);
+            header.set_size(content.len() as u64);
+            if let Some(link) = link {
+                header.set_link_name(link).unwrap();
+            }
+            builder.append_data(&mut header, path, content).unwrap();
+        };
+        use tar::EntryType::{Directory, Link, Regular, Symlink};
+        add("./", Directory, 0o755, b"", None);
+        add("shared", Directory, 0o2775, b"", None);
+        add("shared/tmp", Directory, 0o1777, b"", None);
+        add("private", Directory, 0o700, b"", None);
+        add("private/deep", Directory, 0o750, b"", None);
+        add("private/deep/tool", Regular, 0o4755, b"#!/bin/sh\n", None);
+        add("private/empty", Regular, 0o600, b"", None);
+        add("private/also-empty", Regular, 0o644, b"", None);
+        add("data", Regular, 0o644, b"data", None);
+        add("same-data", Regular, 0o644, b"data", None);
+        add("hardlink", Link, 0o644, b"", Some("data"));
+        add("link", Symlink, 0o777, b"", Some("private/deep/tool"));
+        add("dangling", Symlink, 0o777, b"", Some("/nowhere"));
+        let tar = builder.into_inner().unwrap();
+        let (dir, store, commit) = publish_blobs(vec![blob(tar.clone(), tar, Compression::None)]);
+
+        let ours = dir.path().join("ours");
+        assert_eq!(checkout::link_tree(&store, &commit, &ours).unwrap(), checkout::Linked::Done);
+        let theirs = dir.path().join("theirs");
+        let options = ostree::RepoCheckoutAtOptions {
+            mode: ostree::RepoCheckoutMode::None,
+            no_copy_fallback: true,
+            ..Default::default()
+        };
+        store.repo.checkout_at(Some(&options), nix::libc::AT_FDCWD, &theirs, &commit, gio::Cancellable::NONE).unwrap();
+        assert_eq!(checkout_listing(&ours), checkout_listing(&theirs));
+        assert_eq!(checkout_listing(&ours).len(), 13, "{:#?}", checkout_listing(&ours));
+
+        // Files are the repository's objects, linked.
+        use std::os::unix::fs::MetadataExt;
+        let inode = |root: &std::path::Path, path: &str| std::fs::metadata(root.join(path)).unwrap().ino();
+        assert_eq!(inode(&ours, "private/deep/tool"), inode(&theirs, "private/deep/tool"));
+        assert_eq!(inode(&ours, "data"), inode(&ours, "same-data"));
+
+        // A second checkout into an existing directory is refused, as libostree refuses it.
+        assert!(checkout::link_tree(&store, &commit, &ours).is_err());
+
+        // Where the link count is at its limit, objects are copied, as libostree would.
+        let copies = dir.path().join("copies");
+        std::fs::create_dir(&copies).unwrap();
+        let linker = checkout::Linker::new(&store).unwrap();
+        let copies_fd = std::fs::File::open(&copies).unwrap();
+        let (root, _) = store.repo.read_commit(&commit, gio::Cancellable::NONE).unwrap();
+        for path in ["private/deep/tool", "private/empty", "data", "link"] {
+            let file = root.resolve_relative_path(path).downcast::<ostree::RepoFile>().unwrap();
+            file.ensure_resolved().unwrap();
+            let checksum = hex::decode(file.checksum().as_str()).unwrap();
+            let object = format!("{}.file", checkout::object_path(&checksum).unwrap());
+            let name = path.replace('/', "-");
+            linker.copy_object(&object, std::os::fd::AsFd::as_fd(&copies_fd), &name).unwrap();
+            let copied = std::fs::symlink_metadata(copies.join(&name)).unwrap();
+            let linked = std::fs::symlink_metadata(ours.join(path)).unwrap();
+            assert_ne!(copied.ino(), linked.ino(), "{path}");
+            let listed = |root: &std::path::Path, path: &str| {
+                checkout_listing(root).into_iter().find(|l| l.starts_with(&format!("{path} "))).unwrap()
+            };
+            assert_eq!(
+                listed(&copies, &name).trim_start_matches(&name),
+                listed(&ours, path).trim_start_matches(path),
+                "{path}"
+            );
+        }
+    }
+
     /// The mode and owner the image gives `path`: what its checkout has. Read from the commit,
     /// as the implied directories are root's, which only root could check out.
     fn mode_and_owner(store: &Store, commit: &str, path: &str) -> (u32, u32) {
