@@ -196,7 +196,7 @@ impl<'s> Linker<'s> {
 }
 
 /// A modification time of 0, as libostree gives objects and the directories it checks out.
-fn epoch() -> Timestamps {
+pub(super) fn epoch() -> Timestamps {
     Timestamps {
         last_access: Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT },
         last_modification: Timespec { tv_sec: 0, tv_nsec: 0 },

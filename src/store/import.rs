@@ -26,9 +26,10 @@ use ostree::glib::object::Cast;
 use sha2::{Digest as _, Sha256};
 
 use super::limits::{human_bytes, GuardState, LayerLimits, Limit, LimitExceeded, TarGuard};
+use super::objects::{ObjectWriter, Written};
 use crate::digest::{Digest, DigestReader};
 
-/// Files at most this large are read into memory and checksummed here; larger ones are
+/// Files at most this large are read into memory, checksummed and written here; larger ones are
 /// streamed to libostree, which checksums them itself.
 const BUFFERED_FILE_MAX: u64 = 16 * 1024 * 1024;
 /// Extended attributes as OSTree stores them: (NUL-terminated name, value), sorted.
@@ -98,7 +99,7 @@ pub fn import_layer(
         let _edge = transaction_edge();
         repo.prepare_transaction(gio::Cancellable::NONE).context("starting an OSTree transaction")?;
     }
-    let result = import_in_transaction(&repo, blob, layer, limits);
+    let result = import_in_transaction(&repo, repo_path, blob, layer, limits);
     let _edge = transaction_edge();
     match result {
         Ok(imported) => {
@@ -124,6 +125,7 @@ fn transaction_edge() -> std::sync::MutexGuard<'static, ()> {
 
 fn import_in_transaction(
     repo: &ostree::Repo,
+    repo_path: &Path,
     blob: impl Read,
     layer: &LayerToImport,
     limits: &LayerLimits,
@@ -140,7 +142,7 @@ fn import_in_transaction(
         };
         let decompressed = TarGuard::new(decompressed, guard.clone(), limits.bytes);
         let mut tar_stream = DigestReader::new(decompressed, layer.diff_id.clone(), format!("{what} (diff_id)"));
-        let mut writer = TreeWriter::new(repo, &layer.digest, limits)?;
+        let mut writer = TreeWriter::new(repo, repo_path, &layer.digest, limits)?;
         let mut archive = tar::Archive::new(&mut tar_stream);
         let mut entries = archive.entries().with_context(|| format!("reading the tar stream of {what}"))?;
         loop {
@@ -220,6 +222,7 @@ struct Stats {
 /// Builds a `MutableTree` from tar entries, writing file objects as it goes.
 struct TreeWriter<'r> {
     repo: &'r ostree::Repo,
+    objects: ObjectWriter,
     layer: &'r Digest,
     limits: &'r LayerLimits,
     /// Members and implied directories so far, against `limits.entries`.
@@ -233,12 +236,13 @@ struct TreeWriter<'r> {
 }
 
 impl<'r> TreeWriter<'r> {
-    fn new(repo: &'r ostree::Repo, layer: &'r Digest, limits: &'r LayerLimits) -> Result<Self> {
+    fn new(repo: &'r ostree::Repo, repo_path: &Path, layer: &'r Digest, limits: &'r LayerLimits) -> Result<Self> {
         let default_dirmeta = dirmeta_checksum(repo, 0, 0, 0o755, None)?;
         let root = ostree::MutableTree::new();
         root.set_metadata_checksum(&default_dirmeta);
         Ok(TreeWriter {
             repo,
+            objects: ObjectWriter::open(repo_path)?,
             layer,
             limits,
             entries: 0,
@@ -480,7 +484,7 @@ impl<'r> TreeWriter<'r> {
     }
 
     fn write_regfile(
-        &self,
+        &mut self,
         content: &mut impl Read,
         uid: u32,
         gid: u32,
@@ -492,6 +496,10 @@ impl<'r> TreeWriter<'r> {
         if size <= BUFFERED_FILE_MAX {
             let mut buf = Vec::with_capacity(size as usize);
             content.read_to_end(&mut buf)?;
+            let checksum = regfile_checksum(&buf, uid, gid, full_mode, &xattrs);
+            if self.objects.write(&checksum, &buf, (uid, gid, full_mode), &xattrs)? == Written::Stored {
+                return Ok(checksum);
+            }
             return write_trusted_regfile(self.repo, &buf, uid, gid, full_mode, xattrs);
         }
         let xattrs = xattrs_variant(xattrs);
@@ -507,7 +515,7 @@ impl<'r> TreeWriter<'r> {
 /// serialized `(uuuusa(ayay))` of big-endian uid, gid, mode, rdev 0, no symlink target, xattrs)
 /// then the content. Computed here rather than by libostree, whose build hashes with GLib's software
 /// SHA-256; this one uses the CPU's SHA instructions.
-fn regfile_checksum(content: &[u8], uid: u32, gid: u32, mode: u32, xattrs: &[(Vec<u8>, Vec<u8>)]) -> String {
+pub(super) fn regfile_checksum(content: &[u8], uid: u32, gid: u32, mode: u32, xattrs: &[(Vec<u8>, Vec<u8>)]) -> String {
     let header = (uid.to_be(), gid.to_be(), mode.to_be(), 0u32, String::new(), xattrs.to_vec()).to_variant();
     let header = header.data();
     let mut hasher = Sha256::new();
@@ -590,7 +598,7 @@ fn read_pax<R: Read>(entry: &mut tar::Entry<R>) -> Result<PaxRecords> {
     Ok(records)
 }
 
-fn xattrs_variant(xattrs: Xattrs) -> Option<glib::Variant> {
+pub(super) fn xattrs_variant(xattrs: Xattrs) -> Option<glib::Variant> {
     if xattrs.is_empty() {
         None
     } else {

@@ -30,6 +30,7 @@ mod checkout;
 mod import;
 mod limits;
 mod merge;
+mod objects;
 mod share;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,178 @@
+//! Regular-file objects written straight into `objects/` of a bare repository, laid out as
+//! libostree lays them out: `objects/XX/REST.file`, with the file's owner, mode and xattrs and a
+//! modification time of 0. The checksum is computed before (see `import::regfile_checksum`),
+//! so that nothing is asked of libostree per file: it stats an object up to four times, changes
+//! its mode three times and creates its directory again for each one it writes.
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use rustix::fs::{AtFlags, Mode, OFlags, CWD};
+use rustix::io::Errno;
+
+use super::checkout::epoch;
+
+pub(super) struct ObjectWriter {
+    objects: OwnedFd,
+    /// The `objects/XX` directories known to exist.
+    prefixes: HashSet<String>,
+}
+
+/// Whether [`ObjectWriter::write`] stored the object.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Written {
+    Stored,
+    /// The file system has no `O_TMPFILE`: libostree writes it instead.
+    Unsupported,
+}
+
+impl ObjectWriter {
+    pub(super) fn open(repo_path: &Path) -> Result<ObjectWriter> {
+        let objects = rustix::fs::open(
+            repo_path.join("objects"),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("opening the objects of {}", repo_path.display()))?;
+        Ok(ObjectWriter { objects, prefixes: HashSet::new() })
+    }
+
+    /// Stores `content` as the object `checksum`, unless it is there already. Written to an
+    /// unnamed file first and linked into place only once complete, so that an object is never
+    /// seen half-written; one written meanwhile by another import is kept.
+    pub(super) fn write(
+        &mut self,
+        checksum: &str,
+        content: &[u8],
+        (uid, gid, mode): (u32, u32, u32),
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<Written> {
+        let (prefix, rest) = checksum.split_at_checked(2).context("an object checksum too short")?;
+        let name = format!("{prefix}/{rest}.file");
+        match rustix::fs::statat(&self.objects, &name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(_) => return Ok(Written::Stored),
+            Err(Errno::NOENT) => {}
+            Err(e) => return Err(e).with_context(|| format!("looking for object {name}")),
+        }
+        if !self.prefixes.contains(prefix) {
+            match rustix::fs::mkdirat(&self.objects, prefix, Mode::from_raw_mode(0o775)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(e).with_context(|| format!("creating objects/{prefix}")),
+            }
+            self.prefixes.insert(prefix.to_owned());
+        }
+        let file = match rustix::fs::openat(
+            &self.objects,
+            prefix,
+            OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        ) {
+            Ok(file) => file,
+            Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => return Ok(Written::Unsupported),
+            Err(e) => return Err(e).with_context(|| format!("creating a file in objects/{prefix}")),
+        };
+        let mut rest = content;
+        while !rest.is_empty() {
+            match rustix::io::write(&file, rest) {
+                Ok(0) => anyhow::bail!("writing object {name}: the file system took no more"),
+                Ok(n) => rest = &rest[n..],
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e).with_context(|| format!("writing object {name}")),
+            }
+        }
+        rustix::fs::fchown(&file, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)))
+            .with_context(|| format!("setting the owner of object {name}"))?;
+        // After the owner, which clears set-user-ID and set-group-ID.
+        rustix::fs::fchmod(&file, Mode::from_raw_mode(mode & 0o7777))
+            .with_context(|| format!("setting the mode of object {name}"))?;
+        for (key, value) in xattrs {
+            let key = CString::new(key.strip_suffix(b"\0").unwrap_or(key))?;
+            rustix::fs::fsetxattr(&file, key.as_c_str(), value, rustix::fs::XattrFlags::empty())
+                .with_context(|| format!("setting {key:?} on object {name}"))?;
+        }
+        rustix::fs::futimens(&file, &epoch()).with_context(|| format!("setting the time of object {name}"))?;
+        let unnamed = format!("/proc/self/fd/{}", file.as_raw_fd());
+        match rustix::fs::linkat(CWD, unnamed.as_str(), &self.objects, &name, AtFlags::SYMLINK_FOLLOW) {
+            Ok(()) | Err(Errno::EXIST) => Ok(Written::Stored),
+            Err(e) => Err(e).with_context(|| format!("linking object {name} into place")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use ostree::gio;
+
+    use super::*;
+    use crate::store::import::{regfile_checksum, xattrs_variant};
+
+    fn bare_repo(path: &Path) -> ostree::Repo {
+        let repo = ostree::Repo::new_for_path(path);
+        repo.create(ostree::RepoMode::Bare, gio::Cancellable::NONE).unwrap();
+        repo
+    }
+
+    type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+    /// What an object is on disk: mode, owner, time, content and xattrs.
+    fn on_disk(repo: &Path, checksum: &str) -> String {
+        let path = repo.join("objects").join(&checksum[..2]).join(format!("{}.file", &checksum[2..]));
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let mut xattrs: Vec<(String, Vec<u8>)> = xattr::list(&path)
+            .unwrap()
+            .map(|name| (name.to_string_lossy().into_owned(), xattr::get(&path, &name).unwrap().unwrap()))
+            .collect();
+        xattrs.sort();
+        let content = std::fs::read(&path).unwrap();
+        format!("{:o} {}:{} {} {content:?} {xattrs:?}", meta.mode(), meta.uid(), meta.gid(), meta.mtime())
+    }
+
+    #[test]
+    fn objects_are_stored_as_libostree_stores_them() {
+        let dir = tempfile::Builder::new().prefix("sysctr-objects.").tempdir_in("/var/tmp").unwrap();
+        let (theirs_path, ours_path) = (dir.path().join("theirs"), dir.path().join("ours"));
+        let (theirs, ours) = (bare_repo(&theirs_path), bare_repo(&ours_path));
+        let mut writer = ObjectWriter::open(&ours_path).unwrap();
+        // vfs_cap_data revision 2, effective, permitted = CAP_NET_RAW, as `setcap cap_net_raw+ep`
+        // writes it; only root may, anyone else an xattr of the user namespace.
+        let xattr = if rustix::process::geteuid().is_root() {
+            (b"security.capability\0".to_vec(), vec![1u8, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        } else {
+            (b"user.sysctr.test\0".to_vec(), b"value".to_vec())
+        };
+        let ((uid, gid), (other_uid, other_gid)) = (crate::test_owner::ours(), crate::test_owner::another());
+        let cases: [(&[u8], u32, u32, u32, Xattrs); 4] = [
+            (b"", uid, gid, 0o100644, vec![]),
+            (b"hello\n", other_uid, other_gid, 0o104755, vec![]),
+            (&[7u8; 100_000], uid, gid, 0o100600, vec![]),
+            (b"#!/bin/ping", uid, gid, 0o100755, vec![xattr]),
+        ];
+        for (content, uid, gid, mode, xattrs) in cases {
+            let checksum = regfile_checksum(content, uid, gid, mode, &xattrs);
+            let variant = xattrs_variant(xattrs.clone());
+            theirs
+                .write_regfile_inline(
+                    Some(&checksum),
+                    uid,
+                    gid,
+                    mode,
+                    variant.as_ref(),
+                    content,
+                    gio::Cancellable::NONE,
+                )
+                .unwrap();
+            assert_eq!(writer.write(&checksum, content, (uid, gid, mode), &xattrs).unwrap(), Written::Stored);
+            // libostree reads it back and finds the checksum it is stored under.
+            ours.fsck_object(ostree::ObjectType::File, &checksum, gio::Cancellable::NONE).unwrap();
+            assert_eq!(on_disk(&ours_path, &checksum), on_disk(&theirs_path, &checksum));
+            // Written again: kept as it is.
+            assert_eq!(writer.write(&checksum, b"other", (uid, gid, mode), &xattrs).unwrap(), Written::Stored);
+            assert_eq!(on_disk(&ours_path, &checksum), on_disk(&theirs_path, &checksum));
+        }
+    }
+}
