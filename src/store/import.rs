@@ -633,6 +633,27 @@ fn normalize_path(path: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// Regular files as tests write them into a repository: (content, uid, gid, permission bits,
+/// xattrs), among them another owner (where the tests run as root), set-user-ID, and a file
+/// capability.
+#[cfg(test)]
+pub(super) fn regfile_cases() -> [(Vec<u8>, u32, u32, u32, Xattrs); 4] {
+    // vfs_cap_data revision 2, effective, permitted = CAP_NET_RAW: what `setcap cap_net_raw+ep`
+    // writes. Only root may write one; anyone else, an xattr of the user namespace.
+    let xattr = if rustix::process::geteuid().is_root() {
+        (b"security.capability\0".to_vec(), vec![1u8, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+    } else {
+        (b"user.sysctr.test\0".to_vec(), b"value".to_vec())
+    };
+    let ((uid, gid), (other_uid, other_gid)) = (crate::test_owner::ours(), crate::test_owner::another());
+    [
+        (b"".to_vec(), uid, gid, 0o644, vec![]),
+        (b"hello\n".to_vec(), other_uid, other_gid, 0o4755, vec![]),
+        (vec![7u8; 100_000], uid, gid, 0o600, vec![]),
+        (b"#!/bin/ping".to_vec(), uid, gid, 0o755, vec![xattr]),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -664,21 +685,8 @@ mod tests {
         let repo = ostree::Repo::new_for_path(&path);
         repo.create(ostree::RepoMode::Bare, gio::Cancellable::NONE).unwrap();
         repo.prepare_transaction(gio::Cancellable::NONE).unwrap();
-        // vfs_cap_data revision 2, effective, permitted = CAP_NET_RAW: what `setcap cap_net_raw+ep`
-        // writes. Only root may write one; anyone else, an xattr of the user namespace.
-        let xattr = if rustix::process::geteuid().is_root() {
-            (b"security.capability\0".to_vec(), vec![1u8, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
-        } else {
-            (b"user.sysctr.test\0".to_vec(), b"value".to_vec())
-        };
-        let ((uid, gid), (other_uid, other_gid)) = (crate::test_owner::ours(), crate::test_owner::another());
-        let cases: [(&[u8], u32, u32, u32, Xattrs); 4] = [
-            (b"", uid, gid, 0o644, vec![]),
-            (b"hello\n", other_uid, other_gid, 0o4755, vec![]),
-            (&[7u8; 100_000], uid, gid, 0o600, vec![]),
-            (b"#!/bin/ping", uid, gid, 0o755, vec![xattr]),
-        ];
-        for (content, uid, gid, mode, xattrs) in cases {
+        for (content, uid, gid, mode, xattrs) in regfile_cases() {
+            let content = &content[..];
             let variant = xattrs_variant(xattrs.clone());
             let expected = repo
                 .write_regfile_inline(None, uid, gid, S_IFREG | mode, variant.as_ref(), content, gio::Cancellable::NONE)

@@ -109,15 +109,13 @@ mod tests {
     use ostree::gio;
 
     use super::*;
-    use crate::store::import::{regfile_checksum, xattrs_variant};
+    use crate::store::import::{regfile_cases, regfile_checksum, xattrs_variant};
 
     fn bare_repo(path: &Path) -> ostree::Repo {
         let repo = ostree::Repo::new_for_path(path);
         repo.create(ostree::RepoMode::Bare, gio::Cancellable::NONE).unwrap();
         repo
     }
-
-    type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
     /// What an object is on disk: mode, owner, time, content and xattrs.
     fn on_disk(repo: &Path, checksum: &str) -> String {
@@ -138,21 +136,8 @@ mod tests {
         let (theirs_path, ours_path) = (dir.path().join("theirs"), dir.path().join("ours"));
         let (theirs, ours) = (bare_repo(&theirs_path), bare_repo(&ours_path));
         let mut writer = ObjectWriter::open(&ours_path).unwrap();
-        // vfs_cap_data revision 2, effective, permitted = CAP_NET_RAW, as `setcap cap_net_raw+ep`
-        // writes it; only root may, anyone else an xattr of the user namespace.
-        let xattr = if rustix::process::geteuid().is_root() {
-            (b"security.capability\0".to_vec(), vec![1u8, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
-        } else {
-            (b"user.sysctr.test\0".to_vec(), b"value".to_vec())
-        };
-        let ((uid, gid), (other_uid, other_gid)) = (crate::test_owner::ours(), crate::test_owner::another());
-        let cases: [(&[u8], u32, u32, u32, Xattrs); 4] = [
-            (b"", uid, gid, 0o100644, vec![]),
-            (b"hello\n", other_uid, other_gid, 0o104755, vec![]),
-            (&[7u8; 100_000], uid, gid, 0o100600, vec![]),
-            (b"#!/bin/ping", uid, gid, 0o100755, vec![xattr]),
-        ];
-        for (content, uid, gid, mode, xattrs) in cases {
+        for (content, uid, gid, permissions, xattrs) in regfile_cases() {
+            let (content, mode) = (&content[..], 0o100000 | permissions);
             let checksum = regfile_checksum(content, uid, gid, mode, &xattrs);
             let variant = xattrs_variant(xattrs.clone());
             theirs
