@@ -1,6 +1,6 @@
 //! Checkout of an image into a directory that must not exist yet.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -19,7 +19,12 @@ pub fn checkout_image(store: &Store, image_commit: &str, dest: &Path) -> Result<
     if dest.exists() {
         bail!("checkout destination {} already exists", dest.display());
     }
-    if link_tree(store, image_commit, dest)? == Linked::NeedsLibostree {
+    let linked = link_tree(store, image_commit, dest);
+    if linked.is_err() && dest.exists() {
+        // What was made so far: root's directories, 0700, which would stand in the way.
+        let _ = std::fs::remove_dir_all(dest);
+    }
+    if linked? == Linked::NeedsLibostree {
         if dest.exists() {
             std::fs::remove_dir_all(dest).with_context(|| format!("removing a partial checkout {}", dest.display()))?;
         }
@@ -118,14 +123,22 @@ impl<'s> Linker<'s> {
         for entry in files.iter() {
             let file = &entry_name(&entry)?;
             let object = format!("{}.file", object_path(entry.child_value(1).fixed_array::<u8>()?)?);
+            let stat = rustix::fs::statat(&self.objects, &object, AtFlags::SYMLINK_NOFOLLOW)
+                .with_context(|| format!("reading object {object} for {name}/{file}"))?;
+            let copied = || {
+                self.copy_object(&object, &stat, dir.as_fd(), file)
+                    .with_context(|| format!("copying object {object} to {name}/{file}"))
+            };
+            // Empty files are copied, as libostree copies them: linked, the one object of every
+            // empty file of an owner and mode would reach the file system's limit of links
+            // (65,000 on ext4) after a few checkouts.
+            if stat.st_size == 0 && rustix::fs::FileType::from_raw_mode(stat.st_mode).is_file() {
+                copied()?;
+                continue;
+            }
             match rustix::fs::linkat(&self.objects, &object, &dir, file, AtFlags::empty()) {
                 Ok(()) => {}
-                // As many links as the file system allows (65,000 on ext4): empty files are
-                // the ones that get there, one object standing for every empty file of an owner
-                // and mode, in every checkout.
-                Err(Errno::MLINK) => self
-                    .copy_object(&object, dir.as_fd(), file)
-                    .with_context(|| format!("copying {object} to {name}/{file}"))?,
+                Err(Errno::MLINK) => copied()?,
                 Err(Errno::XDEV) => bail!("the image store and the deployments are on different file systems"),
                 Err(e) => return Err(e).with_context(|| format!("linking object {object} as {name}/{file}")),
             }
@@ -149,15 +162,28 @@ impl<'s> Linker<'s> {
         Ok(Linked::Done)
     }
 
-    /// A copy of an object, owner, mode, xattrs and time included: what libostree does where a
-    /// link is not possible.
-    pub(super) fn copy_object(&self, object: &str, dir: BorrowedFd<'_>, name: &str) -> Result<()> {
-        let stat = rustix::fs::statat(&self.objects, object, AtFlags::SYMLINK_NOFOLLOW)?;
+    /// A copy of an object, with its owner, mode and xattrs, as libostree copies one where it
+    /// does not link it (its time is the copy's). A file is written unnamed and linked into place
+    /// once complete.
+    pub(super) fn copy_object(
+        &self,
+        object: &str,
+        stat: &rustix::fs::Stat,
+        dir: BorrowedFd<'_>,
+        name: &str,
+    ) -> Result<()> {
         let (uid, gid) = (Some(rustix::fs::Uid::from_raw(stat.st_uid)), Some(rustix::fs::Gid::from_raw(stat.st_gid)));
+        let source = format!("/proc/self/fd/{}/{object}", self.objects.as_raw_fd());
+        let xattrs = XattrCopy::of(&source)?;
         if rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Symlink {
             let target = rustix::fs::readlinkat(&self.objects, object, Vec::new())?;
             rustix::fs::symlinkat(target.as_c_str(), dir, name)?;
             rustix::fs::chownat(dir, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)?;
+            let copy = format!("/proc/self/fd/{}/{name}", dir.as_raw_fd());
+            for (key, value) in &xattrs.0 {
+                rustix::fs::lsetxattr(copy.as_str(), key.as_c_str(), value, rustix::fs::XattrFlags::empty())
+                    .with_context(|| format!("setting {key:?}"))?;
+            }
             return Ok(());
         }
         let source = rustix::fs::openat(
@@ -168,23 +194,23 @@ impl<'s> Linker<'s> {
         )?;
         let copy = rustix::fs::openat(
             dir,
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            ".",
+            OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )?;
-        std::io::copy(&mut std::fs::File::from(source.try_clone()?), &mut std::fs::File::from(copy.try_clone()?))?;
+        if stat.st_size > 0 {
+            std::io::copy(&mut std::fs::File::from(source), &mut std::fs::File::from(copy.try_clone()?))?;
+        }
         rustix::fs::fchown(&copy, uid, gid)?;
         // After the owner, which clears set-user-ID and set-group-ID.
         rustix::fs::fchmod(&copy, Mode::from_raw_mode(stat.st_mode & 0o7777))?;
-        let mut names = vec![0u8; 64 * 1024];
-        let length = rustix::fs::flistxattr(&source, &mut names[..])?;
-        for xattr in names[..length].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-            let xattr = std::ffi::CString::new(xattr)?;
-            let mut value = vec![0u8; 64 * 1024];
-            let size = rustix::fs::fgetxattr(&source, xattr.as_c_str(), &mut value[..])?;
-            rustix::fs::fsetxattr(&copy, xattr.as_c_str(), &value[..size], rustix::fs::XattrFlags::CREATE)?;
+        for (key, value) in &xattrs.0 {
+            // Without CREATE: where SELinux labels files, the new file has a label already.
+            rustix::fs::fsetxattr(&copy, key.as_c_str(), value, rustix::fs::XattrFlags::empty())
+                .with_context(|| format!("setting {key:?}"))?;
         }
-        rustix::fs::futimens(&copy, &epoch())?;
+        let unnamed = format!("/proc/self/fd/{}", copy.as_raw_fd());
+        rustix::fs::linkat(rustix::fs::CWD, unnamed.as_str(), dir, name, AtFlags::SYMLINK_FOLLOW)?;
         Ok(())
     }
 
@@ -192,6 +218,27 @@ impl<'s> Linker<'s> {
         let variant =
             self.repo.load_variant(kind, checksum).with_context(|| format!("loading OSTree object {checksum}"))?;
         variant.get::<T>().with_context(|| format!("OSTree object {checksum} is not a {kind:?}"))
+    }
+}
+
+/// The xattrs of a file (not following a symlink), names and values.
+struct XattrCopy(Vec<(std::ffi::CString, Vec<u8>)>);
+
+impl XattrCopy {
+    fn of(path: &str) -> Result<XattrCopy> {
+        // The kernel's limits: 64 KiB for the list of names and for one value.
+        let mut names = vec![0u8; 64 * 1024];
+        let length = rustix::fs::llistxattr(path, &mut names[..]).context("listing xattrs")?;
+        let mut xattrs = Vec::new();
+        for key in names[..length].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+            let key = std::ffi::CString::new(key)?;
+            let mut value = vec![0u8; 64 * 1024];
+            let size = rustix::fs::lgetxattr(path, key.as_c_str(), &mut value[..])
+                .with_context(|| format!("reading {key:?}"))?;
+            value.truncate(size);
+            xattrs.push((key, value));
+        }
+        Ok(XattrCopy(xattrs))
     }
 }
 

@@ -242,7 +242,10 @@ impl<'r> TreeWriter<'r> {
         root.set_metadata_checksum(&default_dirmeta);
         Ok(TreeWriter {
             repo,
-            objects: ObjectWriter::open(repo_path)?,
+            objects: ObjectWriter::open(
+                repo_path,
+                repo.min_free_space_bytes().context("reading the repository's min-free-space")?,
+            )?,
             layer,
             limits,
             entries: 0,

@@ -612,10 +612,14 @@ mod tests {
                 format!("{:?}", std::fs::read(&path).unwrap())
             };
             let name = path.strip_prefix(root).unwrap().display().to_string();
-            // libostree copies empty files, stamped with the time of the copy, where sysctr
-            // links them as any other file (and copies only where the link count is at its
-            // limit): their times differ, nothing else.
-            let mtime = if meta.is_symlink() || (meta.is_file() && meta.len() == 0) { 0 } else { meta.mtime() };
+            // A copy (empty files are copied, not linked) has the time it was made.
+            let mtime = if meta.is_symlink() {
+                "-".to_string()
+            } else if meta.is_file() && meta.nlink() == 1 {
+                "copied".to_string()
+            } else {
+                meta.mtime().to_string()
+            };
             listing.push(format!("{name} {:o} {}:{} {mtime} {what}", meta.mode(), meta.uid(), meta.gid()));
         }
         listing.sort();
@@ -677,31 +681,66 @@ mod tests {
         // A second checkout into an existing directory is refused, as libostree refuses it.
         assert!(checkout::link_tree(&store, &commit, &ours).is_err());
 
-        // Where the link count is at its limit, objects are copied, as libostree would.
+        // Where the link count is at its limit, objects are copied, as libostree would, xattrs
+        // included.
+        let (content, uid, gid, permissions, xattrs) = import::regfile_cases()[3].clone();
+        let capability = import::regfile_checksum(&content, uid, gid, 0o100000 | permissions, &xattrs);
+        let variant = import::xattrs_variant(xattrs.clone());
+        store
+            .repo
+            .write_regfile_inline(
+                None,
+                uid,
+                gid,
+                0o100000 | permissions,
+                variant.as_ref(),
+                &content,
+                gio::Cancellable::NONE,
+            )
+            .unwrap();
         let copies = dir.path().join("copies");
         std::fs::create_dir(&copies).unwrap();
         let linker = checkout::Linker::new(&store).unwrap();
         let copies_fd = std::fs::File::open(&copies).unwrap();
         let (root, _) = store.repo.read_commit(&commit, gio::Cancellable::NONE).unwrap();
-        for path in ["private/deep/tool", "private/empty", "data", "link"] {
+        let object_of = |path: &str| {
             let file = root.resolve_relative_path(path).downcast::<ostree::RepoFile>().unwrap();
             file.ensure_resolved().unwrap();
-            let checksum = hex::decode(file.checksum().as_str()).unwrap();
-            let object = format!("{}.file", checkout::object_path(&checksum).unwrap());
+            file.checksum().to_string()
+        };
+        let objects = store.path().join("objects");
+        for (path, checksum) in [
+            ("private/deep/tool", object_of("private/deep/tool")),
+            ("data", object_of("data")),
+            ("link", object_of("link")),
+            ("capability", capability),
+        ] {
+            let object = format!("{}.file", checkout::object_path(&hex::decode(&checksum).unwrap()).unwrap());
+            let stat =
+                rustix::fs::statat(rustix::fs::CWD, objects.join(&object), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                    .unwrap();
             let name = path.replace('/', "-");
-            linker.copy_object(&object, std::os::fd::AsFd::as_fd(&copies_fd), &name).unwrap();
-            let copied = std::fs::symlink_metadata(copies.join(&name)).unwrap();
-            let linked = std::fs::symlink_metadata(ours.join(path)).unwrap();
-            assert_ne!(copied.ino(), linked.ino(), "{path}");
-            let listed = |root: &std::path::Path, path: &str| {
-                checkout_listing(root).into_iter().find(|l| l.starts_with(&format!("{path} "))).unwrap()
+            linker.copy_object(&object, &stat, std::os::fd::AsFd::as_fd(&copies_fd), &name).unwrap();
+            let (copied, original) = (copies.join(&name), objects.join(&object));
+            let (copy_meta, original_meta) =
+                (std::fs::symlink_metadata(&copied).unwrap(), std::fs::symlink_metadata(&original).unwrap());
+            assert_ne!(copy_meta.ino(), original_meta.ino(), "{path}");
+            let facts = |meta: &std::fs::Metadata, at: &std::path::Path| {
+                let mut names: Vec<_> =
+                    xattr::list(at).unwrap().filter(|n| !n.to_string_lossy().starts_with("security.selinux")).collect();
+                names.sort();
+                let values: Vec<_> = names.iter().map(|n| (n.clone(), xattr::get(at, n).unwrap())).collect();
+                let content = if meta.is_symlink() {
+                    std::os::unix::ffi::OsStringExt::into_vec(std::fs::read_link(at).unwrap().into_os_string())
+                } else {
+                    std::fs::read(at).unwrap()
+                };
+                (meta.mode(), meta.uid(), meta.gid(), content, values)
             };
-            assert_eq!(
-                listed(&copies, &name).trim_start_matches(&name),
-                listed(&ours, path).trim_start_matches(path),
-                "{path}"
-            );
+            assert_eq!(facts(&copy_meta, &copied), facts(&original_meta, &original), "{path}");
         }
+        let copied_xattrs = xattr::list(copies.join("capability")).unwrap().count();
+        assert!(copied_xattrs >= 1, "the copy of a file with an xattr has none");
     }
 
     /// The mode and owner the image gives `path`: what its checkout has. Read from the commit,

@@ -19,6 +19,16 @@ pub(super) struct ObjectWriter {
     objects: OwnedFd,
     /// The `objects/XX` directories known to exist.
     prefixes: HashSet<String>,
+    /// What may still be written without eating into the free space the repository keeps
+    /// (`min-free-space-percent`, 3% by default, or `min-free-space-size`), counted as libostree
+    /// counts it in a transaction; `None` where it keeps none.
+    budget: Option<SpaceBudget>,
+}
+
+struct SpaceBudget {
+    block_size: u64,
+    blocks_left: u64,
+    reserved: u64,
 }
 
 /// Whether [`ObjectWriter::write`] stored the object.
@@ -30,14 +40,25 @@ pub(super) enum Written {
 }
 
 impl ObjectWriter {
-    pub(super) fn open(repo_path: &Path) -> Result<ObjectWriter> {
+    /// `reserved`: the bytes the repository keeps free (`ostree::Repo::min_free_space_bytes`).
+    pub(super) fn open(repo_path: &Path, reserved: u64) -> Result<ObjectWriter> {
         let objects = rustix::fs::open(
             repo_path.join("objects"),
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .with_context(|| format!("opening the objects of {}", repo_path.display()))?;
-        Ok(ObjectWriter { objects, prefixes: HashSet::new() })
+        let budget = if reserved > 0 {
+            let fs = rustix::fs::fstatvfs(&objects)
+                .with_context(|| format!("reading the free space of {}", repo_path.display()))?;
+            let block_size = fs.f_bsize.max(1);
+            // Root may use the blocks kept for root, as libostree counts.
+            let free = if rustix::process::geteuid().is_root() { fs.f_bfree } else { fs.f_bavail };
+            Some(SpaceBudget { block_size, blocks_left: free.saturating_sub(reserved / block_size), reserved })
+        } else {
+            None
+        };
+        Ok(ObjectWriter { objects, prefixes: HashSet::new(), budget })
     }
 
     /// Stores `content` as the object `checksum`, unless it is there already. Written to an
@@ -56,6 +77,17 @@ impl ObjectWriter {
             Ok(_) => return Ok(Written::Stored),
             Err(Errno::NOENT) => {}
             Err(e) => return Err(e).with_context(|| format!("looking for object {name}")),
+        }
+        if let Some(budget) = &mut self.budget {
+            let blocks = content.len() as u64 / budget.block_size + 1;
+            if blocks > budget.blocks_left {
+                anyhow::bail!(
+                    "the image store keeps {} MB free (OSTree's min-free-space), and object {name} needs at least {} more bytes",
+                    budget.reserved / 1_000_000,
+                    blocks * budget.block_size
+                );
+            }
+            budget.blocks_left -= blocks;
         }
         if !self.prefixes.contains(prefix) {
             match rustix::fs::mkdirat(&self.objects, prefix, Mode::from_raw_mode(0o775)) {
@@ -89,7 +121,8 @@ impl ObjectWriter {
         rustix::fs::fchmod(&file, Mode::from_raw_mode(mode & 0o7777))
             .with_context(|| format!("setting the mode of object {name}"))?;
         for (key, value) in xattrs {
-            let key = CString::new(key.strip_suffix(b"\0").unwrap_or(key))?;
+            let key = CString::new(key.strip_suffix(b"\0").unwrap_or(key))
+                .with_context(|| format!("object {name} has an xattr name with a NUL byte inside"))?;
             rustix::fs::fsetxattr(&file, key.as_c_str(), value, rustix::fs::XattrFlags::empty())
                 .with_context(|| format!("setting {key:?} on object {name}"))?;
         }
@@ -135,7 +168,7 @@ mod tests {
         let dir = tempfile::Builder::new().prefix("sysctr-objects.").tempdir_in("/var/tmp").unwrap();
         let (theirs_path, ours_path) = (dir.path().join("theirs"), dir.path().join("ours"));
         let (theirs, ours) = (bare_repo(&theirs_path), bare_repo(&ours_path));
-        let mut writer = ObjectWriter::open(&ours_path).unwrap();
+        let mut writer = ObjectWriter::open(&ours_path, 0).unwrap();
         for (content, uid, gid, permissions, xattrs) in regfile_cases() {
             let (content, mode) = (&content[..], 0o100000 | permissions);
             let checksum = regfile_checksum(content, uid, gid, mode, &xattrs);
@@ -159,5 +192,24 @@ mod tests {
             assert_eq!(writer.write(&checksum, b"other", (uid, gid, mode), &xattrs).unwrap(), Written::Stored);
             assert_eq!(on_disk(&ours_path, &checksum), on_disk(&theirs_path, &checksum));
         }
+    }
+
+    #[test]
+    fn the_free_space_the_repository_keeps_is_not_written_into() {
+        let dir = tempfile::Builder::new().prefix("sysctr-objects.").tempdir_in("/var/tmp").unwrap();
+        let path = dir.path().join("repo");
+        bare_repo(&path);
+        let free = rustix::fs::statvfs(&path).unwrap();
+        let free = free.f_bfree * free.f_bsize;
+        // All but 64 MiB kept free: a small object fits, one of 256 MiB does not (with room for
+        // what other processes write meanwhile).
+        let mut writer = ObjectWriter::open(&path, free - (64 << 20)).unwrap();
+        let small = regfile_checksum(b"small", 0, 0, 0o100644, &[]);
+        assert_eq!(writer.write(&small, b"small", (0, 0, 0o100644), &[]).unwrap(), Written::Stored);
+        let big = vec![1u8; 256 << 20];
+        let checksum = regfile_checksum(&big, 0, 0, 0o100644, &[]);
+        let err = format!("{:#}", writer.write(&checksum, &big, (0, 0, 0o100644), &[]).unwrap_err());
+        assert!(err.contains("min-free-space") && err.contains(&checksum[2..]), "{err}");
+        assert!(!path.join("objects").join(&checksum[..2]).join(format!("{}.file", &checksum[2..])).exists());
     }
 }

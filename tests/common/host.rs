@@ -255,7 +255,8 @@ impl TestHost {
             if let Some(pid) = pid1 {
                 self.leader = pid;
                 let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-                if !cgroups.contains(&format!("/sysctr-test-{}/", self.name)) {
+                let own = format!("/sysctr-test-{}", self.name);
+                if !cgroups.lines().any(|line| line.ends_with(&own) || line.contains(&format!("{own}/"))) {
                     bail!("host {}: its PID 1 is not in a cgroup of its own:\n{cgroups}", self.name);
                 }
                 break;
@@ -516,6 +517,8 @@ fn own_cgroups(host_name: &str) -> Result<Vec<PathBuf>> {
         let dir = mount.join(beside).join(format!("sysctr-test-{host_name}"));
         if !dir.is_dir() {
             std::fs::create_dir(&dir).with_context(|| format!("creating the cgroup {}", dir.display()))?;
+        } else if !std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default().trim().is_empty() {
+            bail!("the cgroup {} of a host by this name still has processes", dir.display());
         }
         dirs.push(dir);
     }

@@ -62,13 +62,14 @@ pub struct UpdateCheck {
     pub available: String,
 }
 
-/// The manifest digests the image sources gave during one command, by image reference, so that
-/// containers of the same image cost one request to its source (`update --all --check`).
+/// What the image sources answered during one command, by image reference: the manifest
+/// digest, or why there is none. Containers of the same image cost one request to its source,
+/// and an unreachable source one timeout (`update --all --check`).
 #[derive(Debug, Default)]
-pub struct SourceDigests(std::collections::HashMap<String, String>);
+pub struct SourceDigests(std::collections::HashMap<String, Result<String, String>>);
 
 /// Asks the installed image's source for its manifest digest now, unless `seen` already holds
-/// it; changes nothing.
+/// its answer; changes nothing.
 pub async fn check_update(
     layout: &Layout,
     name: &str,
@@ -79,16 +80,17 @@ pub async fn check_update(
     layout.refuse_image_owned(name, "update")?;
     let current = layout.read_info(name)?;
     let image = ImageRef::parse(&current.image).context("reading the installed image reference")?;
-    let available = match seen.0.get(&image.canonical()) {
-        Some(digest) => digest.clone(),
+    let answer = match seen.0.get(&image.canonical()) {
+        Some(answer) => answer.clone(),
         None => {
-            let digest = super::pull::available_digest(&image, registry)
+            let answer = super::pull::available_digest(&image, registry)
                 .await
-                .with_context(|| format!("checking {image} for a newer image"))?;
-            seen.0.insert(image.canonical(), digest.clone());
-            digest
+                .map_err(|err| format!("{:#}", err.context(format!("checking {image} for a newer image"))));
+            seen.0.insert(image.canonical(), answer.clone());
+            answer
         }
     };
+    let available = answer.map_err(anyhow::Error::msg)?;
     Ok(UpdateCheck { name: name.to_string(), image: current.image, installed: current.manifest_digest, available })
 }
 
