@@ -61,8 +61,9 @@ pub(super) enum Linked {
     NeedsLibostree,
 }
 
-/// The checkout libostree makes of a bare repository in hard-link mode, with one `linkat` per
-/// file: libostree also opens, stats and lists the xattrs of every object it links.
+/// The checkout libostree makes of a bare repository in hard-link mode, with one `statat` and
+/// one `linkat` per file (empty files are copied): libostree also opens the object and lists its
+/// xattrs.
 /// Directories are made as libostree makes them: created 0700, filled, then given their mode,
 /// owner and a modification time of 0.
 pub(super) fn link_tree(store: &Store, image_commit: &str, dest: &Path) -> Result<Linked> {
