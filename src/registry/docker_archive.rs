@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
-use oci_spec::distribution::Reference;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::OnceCell;
 
@@ -184,7 +183,7 @@ fn pick_entry<'a>(entries: &'a [Entry], pick: Option<&ArchivePick>, archive: &st
             format!("the docker archive {archive} has no image @{n}: it holds {} (counting from @0)", entries.len())
         }),
         Some(ArchivePick::Ref(wanted)) => {
-            let normalized = |s: &str| s.parse::<Reference>().ok().map(|r| r.whole());
+            let normalized = |s: &str| crate::reference::parse_docker(s).ok().map(|r| r.whole());
             let wanted_normal = normalized(wanted);
             entries
                 .iter()

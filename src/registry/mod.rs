@@ -379,8 +379,8 @@ fn registry_places(reference: &oci_client::Reference, options: &RegistryOptions)
     let mut places = Vec::new();
     for candidate in conf.candidates(&name, reference.digest().is_some())? {
         let text = format!("{}{suffix}", candidate.repository);
-        let at: oci_client::Reference =
-            text.parse().with_context(|| format!("registries.conf makes {name} '{text}', not an image reference"))?;
+        let at = crate::reference::parse_docker(&text)
+            .with_context(|| format!("registries.conf makes {name} '{text}', not an image reference"))?;
         let plain_http = match options.tls_verify {
             Some(verify) => !verify,
             None => candidate.insecure || remote::is_loopback(at.registry()) || conf.is_insecure(at.registry()),

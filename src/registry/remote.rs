@@ -308,8 +308,7 @@ pub async fn login(registry: &str, credentials: &Credentials, options: &Registry
     let http = MetadataHttp::new(registry, "", plain_http, options.timeout, &roots)?;
     if !http.check_basic(credentials).await? {
         // A token service: it refuses a pull token to wrong credentials.
-        let reference: Reference = format!("{registry}/sysctr/login-check")
-            .parse()
+        let reference = crate::reference::parse_docker(&format!("{registry}/sysctr/login-check"))
             .map_err(|_| anyhow::anyhow!("'{registry}' is not a registry (HOST[:PORT])"))?;
         let auth = RegistryAuth::Basic(credentials.username.clone(), credentials.password.clone());
         client(registry, plain_http, options.timeout, &roots)?

@@ -18,8 +18,8 @@ impl DockerRef {
     /// Parses `text`; a name alone keeps no tag (a signature that names no tag matches nothing
     /// but repository rules).
     pub fn parse(text: &str) -> Result<DockerRef> {
-        let reference: oci_client::Reference =
-            text.parse().with_context(|| format!("'{text}' is not a Docker reference"))?;
+        let reference =
+            crate::reference::parse_docker(text).with_context(|| format!("'{text}' is not a Docker reference"))?;
         let mut parsed = Self::from_reference(&reference);
         // The parser supplies `latest` where the text has no tag; a signature's text is taken as
         // written.

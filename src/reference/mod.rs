@@ -17,6 +17,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use oci_spec::distribution::Reference;
 
+mod grammar;
+
+pub use grammar::parse as parse_docker;
+
 /// The longest container name accepted: it becomes a unit name, a directory and a runc id.
 pub const MAX_NAME_LEN: usize = 64;
 
@@ -77,7 +81,7 @@ impl ImageRef {
                 trimmed
             }
         };
-        let reference: Reference = name.parse().with_context(|| {
+        let reference = parse_docker(name).with_context(|| {
             format!(
                 "invalid image reference '{input}': expected [docker://]HOST[:PORT]/PATH[:TAG|@sha256:DIGEST], oci:DIR[:TAG], oci-archive:PATH[:TAG] or docker-archive:PATH[:REF]"
             )
@@ -139,7 +143,7 @@ impl ImageRef {
             ImageRef::Layout { dir, tag } => (file_name(dir).unwrap_or_default(), tag.clone()),
             ImageRef::OciArchive { path, tag } => (archive_name(path), tag.clone()),
             ImageRef::DockerArchive { path, pick } => match pick {
-                Some(ArchivePick::Ref(r)) => match r.parse::<Reference>() {
+                Some(ArchivePick::Ref(r)) => match parse_docker(r) {
                     Ok(r) => registry_name(&r),
                     Err(_) => (archive_name(path), None),
                 },
@@ -212,8 +216,8 @@ fn parse_docker_archive(rest: &str) -> Result<ImageRef> {
             Some(ArchivePick::Index(digits.parse().with_context(not_a_position)?))
         }
         Some(name) => {
-            let reference: Reference =
-                name.parse().with_context(|| format!("'{name}' is not an image name such as NAME[:TAG]"))?;
+            let reference =
+                parse_docker(name).with_context(|| format!("'{name}' is not an image name such as NAME[:TAG]"))?;
             if reference.digest().is_some() {
                 bail!("'{name}' names a digest; a docker archive is picked by NAME[:TAG] or @N");
             }
