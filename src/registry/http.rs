@@ -77,13 +77,8 @@ impl MetadataHttp {
                 attempt.follow()
             }
         });
-        let mut builder = reqwest::Client::builder();
-        for pem in roots {
-            builder = builder.add_root_certificate(
-                reqwest::Certificate::from_pem(pem).context("reading a CA certificate of the registry")?,
-            );
-        }
-        let client = builder
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls_connector(roots)?)
             .redirect(policy)
             .connect_timeout(timeout)
             .user_agent(USER_AGENT)
@@ -152,14 +147,40 @@ impl MetadataHttp {
         what: &str,
         authorization: Authorization<'_>,
     ) -> Result<Vec<u8>> {
+        let response = self.blob(digest, what, authorization).await?;
+        self.read_bounded(response, size, what, &format!("{what} is larger than the {size} bytes its descriptor gives"))
+            .await
+    }
+
+    /// Blob `digest` of the repository as it comes, each chunk awaited at most the timeout; an
+    /// announced length larger than `size` is refused at once, the rest is for the caller to
+    /// bound (see [`super::SizedReader`]).
+    pub async fn blob_stream(
+        &self,
+        digest: &Digest,
+        size: u64,
+        what: &str,
+        authorization: Authorization<'_>,
+    ) -> Result<impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static> {
+        let response = self.blob(digest, what, authorization).await?;
+        if let Some(length) = response.content_length().filter(|&l| l > size) {
+            bail!("{what} is larger than the {size} bytes its descriptor gives (the registry announces {length})");
+        }
+        let describer = self.describer.clone();
+        Ok(until_silent(
+            response.bytes_stream(),
+            self.timeout,
+            self.describer.silence(what),
+            move |err: reqwest::Error| describer.describe_io(&err),
+        ))
+    }
+
+    async fn blob(&self, digest: &Digest, what: &str, authorization: Authorization<'_>) -> Result<Response> {
         let url = self
             .base
             .join(&format!("v2/{}/blobs/{digest}", self.repository))
             .with_context(|| format!("building the URL of blob {digest}"))?;
-        let response =
-            self.get(&url, "*/*", authorization, false).await?.with_context(|| format!("{what}: not found"))?;
-        self.read_bounded(response, size, what, &format!("{what} is larger than the {size} bytes its descriptor gives"))
-            .await
+        self.get(&url, "*/*", authorization, false).await?.with_context(|| format!("{what}: not found"))
     }
 
     /// Reads a whole body, refusing it once it passes `max` bytes (or announces more).
@@ -285,6 +306,27 @@ impl MetadataHttp {
             status => bail!("GET {}: HTTP {status}", response.url()),
         }
     }
+}
+
+/// The TLS side of a client that trusts the system's CA bundle and `roots`. Each one made reads
+/// and decodes the whole bundle, twice (OpenSSL's default paths, then the file `native-tls`
+/// finds): tens of milliseconds, more than a manifest request on a near registry takes. So the
+/// one without extra roots is made once, when a client first needs it, and shared.
+fn tls_connector(roots: &[Vec<u8>]) -> Result<native_tls::TlsConnector> {
+    static SYSTEM_ROOTS: std::sync::OnceLock<native_tls::TlsConnector> = std::sync::OnceLock::new();
+    if roots.is_empty() {
+        if let Some(shared) = SYSTEM_ROOTS.get() {
+            return Ok(shared.clone());
+        }
+    }
+    let mut builder = native_tls::TlsConnector::builder();
+    for pem in roots {
+        builder.add_root_certificate(
+            native_tls::Certificate::from_pem(pem).context("reading a CA certificate of the registry")?,
+        );
+    }
+    let made = builder.build().context("setting up TLS with the system's CA certificates")?;
+    Ok(if roots.is_empty() { SYSTEM_ROOTS.get_or_init(|| made).clone() } else { made })
 }
 
 /// Whether a redirect leaves HTTPS for plain HTTP (after any HTTPS hop of the chain).

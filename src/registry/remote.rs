@@ -49,14 +49,11 @@ pub struct RegistrySource {
 
 struct Session {
     /// The bearer token `oci-client` got, or `None` when the registry asks for none or takes the
-    /// credentials directly.
+    /// credentials directly. With a token, layers are pulled by the client that authenticated,
+    /// which sends it and gets a new one when it expires; without, by [`MetadataHttp`], whose
+    /// client is already made, so that no `oci-client` client (two more loads of the CA bundle
+    /// each) is made for a registry that asks nobody to authenticate.
     token: Option<String>,
-    /// The client layers are pulled with, when not [`RegistrySource::client`]. With a token,
-    /// that is the one that authenticated, which sends it (and gets a new one when it expires);
-    /// with credentials and no token, the one that sends them with every request. Otherwise
-    /// layers need a client that never authenticated: after an authentication that got no
-    /// token, `oci-client` probes `/v2/` again before every request.
-    own_blob_client: Option<Client>,
 }
 
 impl RegistrySource {
@@ -106,7 +103,7 @@ impl RegistrySource {
                     // A registry that challenges nobody gives no token: `oci-client` is not
                     // asked for one, and its client stays one that never authenticated.
                     None if !self.metadata.challenges().await? => {
-                        return Ok(Session { token: None, own_blob_client: None });
+                        return Ok(Session { token: None });
                     }
                     None => RegistryAuth::Anonymous,
                 };
@@ -134,13 +131,7 @@ impl RegistrySource {
                         _ => self.describer.describe(&err),
                     },
                 )?;
-                let own_blob_client = match (&token, &self.credentials) {
-                    (None, None) => {
-                        Some(client(self.reference.resolve_registry(), self.plain_http, self.timeout, &self.roots)?)
-                    }
-                    _ => None,
-                };
-                Ok(Session { token, own_blob_client })
+                Ok(Session { token })
             })
             .await
     }
@@ -247,12 +238,22 @@ impl RegistrySource {
     /// A layer's bytes as they come; the caller bounds them to `size` (see [`super::SizedReader`]).
     pub async fn blob_stream(&self, digest: &Digest, size: u64) -> Result<BlobStream> {
         let what = format!("layer {digest}");
-        let blob = self.open_blob(digest, size, &what).await.with_context(|| format!("fetching {what}"))?;
-        Ok(Box::pin(blob))
+        let blob = async {
+            let session = self.session().await?;
+            match session.token {
+                None => {
+                    let stream = self.metadata.blob_stream(digest, size, &what, self.authorization(session)).await?;
+                    Ok::<BlobStream, anyhow::Error>(Box::pin(StreamReader::new(Box::pin(stream))))
+                }
+                Some(_) => Ok::<BlobStream, anyhow::Error>(Box::pin(self.open_blob(digest, size, &what).await?)),
+            }
+        };
+        blob.await.with_context(|| format!("fetching {what}"))
     }
 
-    /// A blob from `oci-client`, failing after a silence longer than the timeout; its size is for
-    /// the caller to bound. An announced length larger than `size` is refused at once.
+    /// A blob from the `oci-client` client that holds the token, failing after a silence longer
+    /// than the timeout; its size is for the caller to bound. An announced length larger than
+    /// `size` is refused at once.
     async fn open_blob(
         &self,
         digest: &Digest,
@@ -260,12 +261,8 @@ impl RegistrySource {
         what: &str,
     ) -> Result<impl AsyncRead + Send + Unpin + 'static> {
         tracing::debug!(registry = self.reference.resolve_registry(), "GET {what}");
-        let session = self.session().await?;
-        let client = match &session.own_blob_client {
-            Some(own) => own,
-            None => self.client()?,
-        };
-        let blob = client
+        let blob = self
+            .client()?
             .pull_blob_stream(&self.reference, digest.as_str())
             .await
             .map_err(|err| self.describer.describe(&err))?;
