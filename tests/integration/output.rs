@@ -54,7 +54,7 @@ fn pulls_show_progress_on_a_terminal_and_log_with_v() {
     assert!(!stderr(&out).contains(&manifest_request), "{}", describe_output(&out));
     let out = run_sysctr(&work.path().join("more"), &["-vv", "pull", &image]);
     assert!(stderr(&out).contains(&manifest_request), "{}", describe_output(&out));
-    assert!(stderr(&out).contains("GET layer sha256:"), "{}", describe_output(&out));
+    assert!(stderr(&out).contains("/blobs/sha256:"), "no layer request: {}", describe_output(&out));
 }
 
 /// `pull --check` asks the source for its manifest and config only, creates nothing, and says
