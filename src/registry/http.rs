@@ -1,15 +1,17 @@
-//! The registry requests that do not go through `oci-client`: manifests (and indexes), and the
-//! small blobs an image is judged by (its config, signature claims).
+//! The registry requests that do not go through `oci-client`: manifests (and indexes), the small
+//! blobs an image is judged by (its config, signature claims), and the layers of a registry that
+//! gives no token.
 //!
-//! `oci-client` gets the pull token and streams layers (see [`super::remote`]). Its manifest
+//! `oci-client` gets the pull token, and streams layers with it (see [`super::remote`]). Its manifest
 //! calls (`pull_manifest_raw` and the ones built on it) read the whole answer into memory before
 //! returning it, so a registry could make a pull hold any amount of memory before the 4 MiB limit
 //! is even checked; and its HTTP client follows redirects with reqwest's default policy, which
 //! cannot be changed from outside. So these requests are sent by a client of ours, with the bearer
 //! token `oci-client` obtained (or the credentials, to a registry that takes them directly): the
 //! answer is refused while reading, one chunk past the limit; a silence longer than the timeout is
-//! given up; and a redirect from HTTPS to plain HTTP is refused. A pull that has every layer
-//! already, from a registry that asks for no token, makes no `oci-client` client at all.
+//! given up; and a redirect from HTTPS to plain HTTP is refused. A pull from a registry that asks
+//! for no token makes no `oci-client` client at all, and every client of ours shares one TLS setup
+//! (see [`tls_connector`]): each one made would read and decode the system's CA bundle again.
 //!
 //! The wording of transport errors ([`Describer`]) is shared with the `oci-client` requests.
 

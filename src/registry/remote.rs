@@ -1,8 +1,8 @@
-//! A registry, through `oci-client`: the client's configuration (plain HTTP or HTTPS, timeouts,
-//! CA certificates), the pull token (anonymous, or with the credentials of the auth files), and
-//! layer blobs, each stream held to its descriptor's size and given up after a silence.
-//! Manifests, configs and signature claims are the exception: they are fetched by
-//! [`super::http`], with the token `oci-client` obtained (its module documentation says why).
+//! A registry: the pull token, obtained through `oci-client` (anonymous, or with the credentials
+//! of the auth files), and layer blobs, each stream held to its descriptor's size and given up
+//! after a silence. Manifests, configs, signature claims, and the layers of a registry that gives
+//! no token, are fetched by [`super::http`] (its module documentation says why); the layers of
+//! one that does come from the `oci-client` client that holds the token and renews it.
 
 use std::net::IpAddr;
 
