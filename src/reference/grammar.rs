@@ -267,6 +267,6 @@ mod tests {
         assert_eq!(parse(""), Err(ParseError::NameEmpty));
         assert_eq!(parse("a/B"), Err(ParseError::ReferenceInvalidFormat));
         assert_eq!(parse("a:é"), Err(ParseError::ReferenceInvalidFormat));
-        assert_eq!(parse(&format!("{}", "a".repeat(250))), Err(ParseError::NameTooLong));
+        assert_eq!(parse(&"a".repeat(250)), Err(ParseError::NameTooLong));
     }
 }
