@@ -9,6 +9,8 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf, Take};
 
+use super::http::Transient;
+
 /// Passes a stream's chunks through, each awaited at most `timeout`: after a longer silence the
 /// stream fails with `silence` (kind `TimedOut`) and ends. `failed` words the stream's own errors;
 /// the first one ends it too.
@@ -39,12 +41,30 @@ where
 /// Passes a blob's bytes through and fails as soon as they pass `size` (having read at most one
 /// byte more), or end short of it. Errors stay: once failed, every later read fails the same way,
 /// so a consumer that drains the rest (to check a digest) cannot mistake the failure for an end.
+/// A failure that may pass (see [`super::is_transient`]) stays one, so that the pull is retried.
 pub struct SizedReader<R> {
     inner: Take<R>,
     size: u64,
     read: u64,
     what: String,
-    failed: Option<(io::ErrorKind, String)>,
+    failed: Option<Failure>,
+}
+
+#[derive(Clone)]
+struct Failure {
+    kind: io::ErrorKind,
+    message: String,
+    transient: bool,
+}
+
+impl Failure {
+    fn to_error(&self) -> io::Error {
+        if self.transient {
+            Transient::io(self.kind, self.message.clone())
+        } else {
+            io::Error::new(self.kind, self.message.clone())
+        }
+    }
 }
 
 impl<R: AsyncRead + Unpin> SizedReader<R> {
@@ -53,22 +73,24 @@ impl<R: AsyncRead + Unpin> SizedReader<R> {
         SizedReader { inner: inner.take(size.saturating_add(1)), size, read: 0, what: what.into(), failed: None }
     }
 
-    fn fail(&mut self, kind: io::ErrorKind, message: String) -> io::Error {
-        self.failed = Some((kind, message.clone()));
-        io::Error::new(kind, message)
+    fn fail(&mut self, kind: io::ErrorKind, message: String, transient: bool) -> io::Error {
+        let failure = Failure { kind, message, transient };
+        let err = failure.to_error();
+        self.failed = Some(failure);
+        err
     }
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for SizedReader<R> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Some((kind, message)) = &this.failed {
-            return Poll::Ready(Err(io::Error::new(*kind, message.clone())));
+        if let Some(failure) = &this.failed {
+            return Poll::Ready(Err(failure.to_error()));
         }
         let before = buf.filled().len();
         let asked = buf.remaining();
         if let Err(err) = ready!(Pin::new(&mut this.inner).poll_read(cx, buf)) {
-            return Poll::Ready(Err(this.fail(err.kind(), err.to_string())));
+            return Poll::Ready(Err(this.fail(err.kind(), err.to_string(), Transient::carried_by(&err))));
         }
         let n = (buf.filled().len() - before) as u64;
         this.read += n;
@@ -76,11 +98,11 @@ impl<R: AsyncRead + Unpin> AsyncRead for SizedReader<R> {
             // A read that fails hands out nothing.
             buf.set_filled(before);
             let message = format!("{} is larger than the {} bytes its descriptor gives", this.what, this.size);
-            return Poll::Ready(Err(this.fail(io::ErrorKind::InvalidData, message)));
+            return Poll::Ready(Err(this.fail(io::ErrorKind::InvalidData, message, false)));
         }
         if n == 0 && asked > 0 && this.read < this.size {
             let message = format!("{} ended after {} bytes; its descriptor gives {}", this.what, this.read, this.size);
-            return Poll::Ready(Err(this.fail(io::ErrorKind::UnexpectedEof, message)));
+            return Poll::Ready(Err(this.fail(io::ErrorKind::UnexpectedEof, message, false)));
         }
         Poll::Ready(Ok(()))
     }
@@ -132,6 +154,30 @@ mod tests {
         let err = stream.next().await.unwrap().unwrap_err();
         assert_eq!((err.kind(), err.to_string()), (io::ErrorKind::TimedOut, "silent for 0.05 s".to_string()));
         assert!(stream.next().await.is_none());
+    }
+
+    /// A registry that fails mid-layer in a way that may pass (reset, 5xx on a retried range)
+    /// leaves an error the pull's retry recognizes, on the first read and on every later one.
+    #[tokio::test]
+    async fn a_failure_that_may_pass_stays_one() {
+        struct Failing;
+        impl AsyncRead for Failing {
+            fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, _: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Err(Transient::io(
+                    io::ErrorKind::ConnectionReset,
+                    "registry r reset the connection".into(),
+                )))
+            }
+        }
+        let mut reader = SizedReader::new(Failing, 10, "layer z");
+        let first = reader.read(&mut [0u8; 4]).await.unwrap_err();
+        let again = reader.read(&mut [0u8; 4]).await.unwrap_err();
+        for err in [first, again] {
+            assert_eq!(err.to_string(), "registry r reset the connection");
+            assert!(super::super::is_transient(&anyhow::Error::from(err)));
+        }
+        let short = SizedReader::new(&b"short"[..], 6, "layer y").read_to_end(&mut Vec::new()).await.unwrap_err();
+        assert!(!super::super::is_transient(&anyhow::Error::from(short)));
     }
 
     #[tokio::test]

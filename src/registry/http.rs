@@ -314,7 +314,7 @@ impl MetadataHttp {
 /// and decodes the whole bundle, twice (OpenSSL's default paths, then the file `native-tls`
 /// finds): tens of milliseconds, more than a manifest request on a near registry takes. So the
 /// one without extra roots is made once, when a client first needs it, and shared.
-fn tls_connector(roots: &[Vec<u8>]) -> Result<native_tls::TlsConnector> {
+pub(crate) fn tls_connector(roots: &[Vec<u8>]) -> Result<native_tls::TlsConnector> {
     static SYSTEM_ROOTS: std::sync::OnceLock<native_tls::TlsConnector> = std::sync::OnceLock::new();
     if roots.is_empty() {
         if let Some(shared) = SYSTEM_ROOTS.get() {
@@ -472,14 +472,25 @@ impl std::fmt::Display for Transient {
 
 impl StdError for Transient {}
 
+impl Transient {
+    /// An I/O error of `kind` that [`is_transient`] takes for one that may pass.
+    pub(super) fn io(kind: io::ErrorKind, message: String) -> io::Error {
+        io::Error::new(kind, Transient(message))
+    }
+
+    /// Whether `err` is one made by [`Transient::io`] (or wraps a [`Transient`] itself).
+    pub(super) fn carried_by(err: &io::Error) -> bool {
+        err.get_ref().is_some_and(|inner| inner.is::<Transient>())
+    }
+}
+
 /// Whether `err` failed for a reason that may pass: a [`Transient`] anywhere in its causes, also
 /// inside the I/O errors of a stream, or a stream that went silent (`TimedOut`).
 pub fn is_transient(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.is::<Transient>()
-            || e.downcast_ref::<io::Error>().is_some_and(|io| {
-                io.kind() == io::ErrorKind::TimedOut || io.get_ref().is_some_and(|inner| inner.is::<Transient>())
-            })
+            || e.downcast_ref::<io::Error>()
+                .is_some_and(|io| io.kind() == io::ErrorKind::TimedOut || Transient::carried_by(io))
     })
 }
 

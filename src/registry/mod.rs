@@ -33,8 +33,8 @@ use crate::store::LayerLimits;
 pub use auth::{remove as logout, AuthFiles, Credentials};
 pub use bounded::SizedReader;
 pub use config::{parse_image, parse_image_candidates, RegistriesConf};
-pub(crate) use http::is_downgrade;
 pub use http::is_transient;
+pub(crate) use http::{is_downgrade, tls_connector};
 pub(crate) use remote::is_loopback;
 pub use remote::login;
 

@@ -143,6 +143,7 @@ pub async fn read_signatures(
     let http = if lookaside.starts_with("http://") || lookaside.starts_with("https://") {
         Some(
             reqwest::Client::builder()
+                .tls_backend_preconfigured(crate::registry::tls_connector(&[])?)
                 .connect_timeout(timeout)
                 .timeout(timeout)
                 .redirect(reqwest::redirect::Policy::custom(|attempt| {
