@@ -38,6 +38,17 @@ where
     })
 }
 
+/// Refuses a blob at once when the length its source announces (`Content-Length`) is larger than
+/// the `size` its descriptor gives, before any of it is read.
+pub fn refuse_announced_excess(what: &str, size: u64, announced: Option<u64>) -> anyhow::Result<()> {
+    match announced.filter(|&length| length > size) {
+        Some(length) => anyhow::bail!(
+            "{what} is larger than the {size} bytes its descriptor gives (the registry announces {length})"
+        ),
+        None => Ok(()),
+    }
+}
+
 /// Passes a blob's bytes through and fails as soon as they pass `size` (having read at most one
 /// byte more), or end short of it. Errors stay: once failed, every later read fails the same way,
 /// so a consumer that drains the rest (to check a digest) cannot mistake the failure for an end.
@@ -178,6 +189,17 @@ mod tests {
         }
         let short = SizedReader::new(&b"short"[..], 6, "layer y").read_to_end(&mut Vec::new()).await.unwrap_err();
         assert!(!super::super::is_transient(&anyhow::Error::from(short)));
+    }
+
+    #[test]
+    fn an_announced_length_past_the_descriptor_is_refused_before_reading() {
+        let err = refuse_announced_excess("layer w", 100, Some(101)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "layer w is larger than the 100 bytes its descriptor gives (the registry announces 101)"
+        );
+        assert!(refuse_announced_excess("layer w", 100, Some(100)).is_ok());
+        assert!(refuse_announced_excess("layer w", 100, None).is_ok());
     }
 
     #[tokio::test]

@@ -26,7 +26,7 @@ use reqwest::header::ACCEPT;
 use reqwest::{Response, Url};
 
 use super::auth::Credentials;
-use super::bounded::until_silent;
+use super::bounded::{refuse_announced_excess, until_silent};
 use crate::digest::Digest;
 
 /// Redirects followed for one request, as reqwest's default policy.
@@ -165,9 +165,7 @@ impl MetadataHttp {
         authorization: Authorization<'_>,
     ) -> Result<impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static> {
         let response = self.blob(digest, what, authorization).await?;
-        if let Some(length) = response.content_length().filter(|&l| l > size) {
-            bail!("{what} is larger than the {size} bytes its descriptor gives (the registry announces {length})");
-        }
+        refuse_announced_excess(what, size, response.content_length())?;
         let describer = self.describer.clone();
         Ok(until_silent(
             response.bytes_stream(),

@@ -15,7 +15,7 @@ use tokio::sync::OnceCell;
 use tokio_util::io::StreamReader;
 
 use super::auth::Credentials;
-use super::bounded::until_silent;
+use super::bounded::{refuse_announced_excess, until_silent};
 use super::http::{Authorization, Describer, MetadataHttp, USER_AGENT};
 use super::{
     is_index, select_from_index, BlobStream, RegistryOptions, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, MAX_METADATA_SIZE,
@@ -240,13 +240,14 @@ impl RegistrySource {
         let what = format!("layer {digest}");
         let blob = async {
             let session = self.session().await?;
-            match session.token {
+            let blob: BlobStream = match session.token {
                 None => {
                     let stream = self.metadata.blob_stream(digest, size, &what, self.authorization(session)).await?;
-                    Ok::<BlobStream, anyhow::Error>(Box::pin(StreamReader::new(Box::pin(stream))))
+                    Box::pin(StreamReader::new(Box::pin(stream)))
                 }
-                Some(_) => Ok::<BlobStream, anyhow::Error>(Box::pin(self.open_blob(digest, size, &what).await?)),
-            }
+                Some(_) => Box::pin(self.open_blob(digest, size, &what).await?),
+            };
+            anyhow::Ok(blob)
         };
         blob.await.with_context(|| format!("fetching {what}"))
     }
@@ -266,11 +267,7 @@ impl RegistrySource {
             .pull_blob_stream(&self.reference, digest.as_str())
             .await
             .map_err(|err| self.describer.describe(&err))?;
-        if let Some(length) = blob.content_length.filter(|&l| l > size) {
-            anyhow::bail!(
-                "{what} is larger than the {size} bytes its descriptor gives (the registry announces {length})"
-            );
-        }
+        refuse_announced_excess(what, size, blob.content_length)?;
         // The client's own read timeout may fire first: it is worded as ours.
         let silence = self.describer.silence(what);
         let describer = self.describer.clone();
